@@ -1,0 +1,179 @@
+"""Private test networks: hosts are network namespaces the test suite makes itself.
+
+The whole pytest run already lives in a private network namespace (``make test``
+wraps it in ``unshare --net``); this module adds further "hosts" — each a
+namespace held open by a sleeping ``unshare --net --uts`` process — and wires
+them with veth pairs, optionally onto a bridge in the test's own namespace.
+Nothing here touches the machine's real interfaces.
+
+Works as root and inside ``unshare -rn`` (a user namespace): it needs only
+``unshare``, ``nsenter`` and ``ip``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Optional
+
+# Every host gets a route for the whole multicast range on its LAN interface,
+# so "the kernel's route to the group" exists without a default route.
+MULTICAST_RANGE = "224.0.0.0/4"
+
+
+def own_netns() -> str:
+    return os.readlink("/proc/self/ns/net")
+
+
+def in_fresh_netns() -> bool:
+    """True when this process sits in a network namespace that holds nothing but ``lo``.
+
+    That is what ``unshare --net`` gives; a machine's real namespace always has
+    more, so the check cannot pass where multicast could reach a real network.
+    """
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
+    return names == ["lo"]
+
+
+def ip(*args: str, host: Optional[Host] = None) -> str:
+    cmd = ["ip", *args]
+    if host is not None:
+        cmd = host.wrap(cmd)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+class Host:
+    """A network namespace (with its own host name) that stands for one machine."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._holder = subprocess.Popen(
+            ["unshare", "--net", "--uts", "--", "sh", "-c",
+             f"hostname {name} && ip link set lo up && exec sleep 3600"],
+            stdin=subprocess.DEVNULL,
+        )
+        self.pid = self._holder.pid
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                netns = os.readlink(f"/proc/{self.pid}/ns/net")
+                if netns != own_netns() and self._comm() == "sleep":
+                    return
+            except FileNotFoundError:
+                pass
+            if self._holder.poll() is not None:
+                raise RuntimeError(f"host {name}: unshare exited {self._holder.returncode}")
+            time.sleep(0.01)
+        self.close()
+        raise RuntimeError(f"host {name}: namespace not ready within 5 s")
+
+    def _comm(self) -> str:
+        with open(f"/proc/{self.pid}/comm") as f:
+            return f.read().strip()
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """The command line that runs *cmd* inside this host (nsenter execs: same pid)."""
+        return ["nsenter", "-t", str(self.pid), "-n", "-u", "--", *cmd]
+
+    def run(self, cmd: list[str], check: bool = True, timeout: float = 30,
+            **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(self.wrap(cmd), check=check, timeout=timeout,
+                              capture_output=True, text=True, **kw)
+
+    def popen(self, cmd: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.wrap(cmd), **kw)
+
+    def python(self, code: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return self.run([sys.executable, "-c", code], timeout=timeout)
+
+    def igmp_groups(self) -> list[tuple[str, str]]:
+        """(interface, group) pairs from this host's /proc/net/igmp."""
+        return parse_proc_net_igmp(self.run(["cat", "/proc/net/igmp"]).stdout)
+
+    def close(self) -> None:
+        if self._holder.poll() is None:
+            self._holder.kill()
+        self._holder.wait()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def parse_proc_net_igmp(text: str) -> list[tuple[str, str]]:
+    pairs, ifname = [], ""
+    for line in text.splitlines()[1:]:
+        if not line.startswith("\t"):
+            ifname = line.split()[1]
+        else:
+            hexaddr = line.split()[0]
+            # /proc prints the address as a host-order (little-endian here) 32-bit number
+            octets = bytes.fromhex(hexaddr)[::-1]
+            pairs.append((ifname, ".".join(str(o) for o in octets)))
+    return pairs
+
+
+def local_igmp_groups() -> list[tuple[str, str]]:
+    with open("/proc/net/igmp") as f:
+        return parse_proc_net_igmp(f.read())
+
+
+def configure(ifname: str, addr: str, host: Optional[Host] = None) -> None:
+    """Address an interface, bring it up and route the multicast range through it."""
+    ip("addr", "add", addr, "dev", ifname, host=host)
+    ip("link", "set", ifname, "up", "multicast", "on", host=host)
+    ip("route", "replace", MULTICAST_RANGE, "dev", ifname, host=host)
+
+
+def veth(local_if: str, local_addr: str, peer: Host, peer_if: str, peer_addr: str) -> None:
+    """A cable between the test's namespace and *peer*, both ends addressed and up."""
+    ip("link", "add", local_if, "type", "veth", "peer", "name", peer_if, "netns", str(peer.pid))
+    configure(local_if, local_addr)
+    configure(peer_if, peer_addr, host=peer)
+
+
+class Lan:
+    """A bridge in the test's namespace: a switch that hosts plug into (IGMP snooping off)."""
+
+    _count = 0
+
+    def __init__(self, subnet: str = "10.77.0", local_addr: Optional[int] = 1) -> None:
+        Lan._count += 1
+        self.bridge = f"tbr{Lan._count}"
+        self.subnet = subnet
+        ip("link", "add", self.bridge, "type", "bridge", "mcast_snooping", "0")
+        if local_addr is not None:
+            configure(self.bridge, f"{subnet}.{local_addr}/24")
+        else:
+            ip("link", "set", self.bridge, "up")
+        self._ports: list[str] = []
+
+    def plug(self, host: Host, octet: int, ifname: str = "eth0") -> str:
+        """Give *host* an interface *ifname* on this LAN at subnet.octet; returns its address."""
+        port = f"{self.bridge}p{octet}"
+        addr = f"{self.subnet}.{octet}"
+        ip("link", "add", port, "type", "veth", "peer", "name", ifname, "netns", str(host.pid))
+        ip("link", "set", port, "master", self.bridge)
+        ip("link", "set", port, "up")
+        configure(ifname, f"{addr}/24", host=host)
+        self._ports.append(port)
+        return addr
+
+    def close(self) -> None:
+        for port in self._ports:
+            subprocess.run(["ip", "link", "del", port], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+    def __enter__(self) -> Lan:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
