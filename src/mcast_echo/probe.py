@@ -1,12 +1,42 @@
-"""The ping probe format and the responder's identity trailer (see docs/protocol.md).
+"""The ping probe format and the responder's identity trailer (docs/protocol.md).
 
-Placeholder until the ping client lands: the responder calls these two
-functions on every datagram, so their signatures are fixed.
+Both sides of the wire live here: the responder calls ``wants_trailer`` on every
+datagram and ``with_trailer`` on those that ask; ``mcast-echo ping`` builds
+probes and checks echoes with the rest. Nothing in this module touches a socket.
+
+A probe is a 32-byte header followed by padding up to the probe size. A
+responder that honours the "want trailer" flag appends a trailer after the
+probe's last byte -- but only when the result still fits in one UDP datagram
+(65,507 bytes over IPv4); otherwise it echoes the probe verbatim.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from typing import NamedTuple, Optional
+
+MAX_UDP_PAYLOAD = 65507  # 65,535 - 20 (IPv4 header) - 8 (UDP header)
+
+PROBE_MAGIC = b"MCEP"
+PROBE_VERSION = 1
+FLAG_WANT_TRAILER = 0x01
+# magic, version, flags, sent TTL, reserved, session, sequence, send time (ns), probe length
+_HEADER_FIELDS = struct.Struct("!4sBBBxIIQI")
+_CRC = struct.Struct("!I")
+HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size  # 32: the smallest probe
+
+TRAILER_MAGIC = b"MCET"
+TRAILER_VERSION = 1
+TRAILER_TTL_KNOWN = 0x01
+# magic, version, flags, total trailer length, receive time (ns), arrival TTL
+_TRAILER_FIXED = struct.Struct("!4sBBHQB")
+MAX_TEXT = 255  # each text field is one length byte + up to 255 bytes of UTF-8
+MAX_TRAILER_SIZE = _TRAILER_FIXED.size + 3 * (1 + MAX_TEXT)
+
+# Padding byte at offset i of a probe with sequence s is (i + s) mod 256, so an
+# echo of one probe can never pass for another; slicing this buffer builds it.
+_PATTERN = bytes(range(256)) * (MAX_UDP_PAYLOAD // 256 + 2)
 
 
 class Arrival(NamedTuple):
@@ -19,11 +49,157 @@ class Arrival(NamedTuple):
     recv_time_ns: int  # time.time_ns() at receipt
 
 
+class Header(NamedTuple):
+    """The decoded, CRC-checked header of a probe."""
+
+    flags: int
+    sent_ttl: int  # the sender's IP_MULTICAST_TTL; 0 = not stated
+    session: int
+    seq: int
+    send_time_ns: int  # the sender's CLOCK_REALTIME when it sent the probe
+    length: int  # the probe's size in bytes, header and padding included
+
+
+class Trailer(NamedTuple):
+    """The decoded identity trailer a responder appended to an echo."""
+
+    hostname: str
+    ifname: str
+    group: str
+    arrival_ttl: Optional[int]
+    recv_time_ns: int
+
+
+# --- responder side: must be cheap and must never raise --------------------------------------
+
 def wants_trailer(data: bytes) -> bool:
     """Cheap test, run on every datagram: does this probe ask for the identity trailer?"""
-    return False
+    return (
+        len(data) >= HEADER_SIZE
+        and data[:4] == PROBE_MAGIC
+        and data[4] == PROBE_VERSION
+        and bool(data[5] & FLAG_WANT_TRAILER)
+    )
 
 
 def with_trailer(data: bytes, arrival: Arrival) -> bytes:
-    """The echo of a probe that asked for a trailer: the datagram, then the trailer."""
-    return data
+    """The echo of a probe that asked for a trailer: the datagram, then the trailer.
+
+    Anything that is not a well-formed probe (bad CRC, length field that does not
+    match the datagram) and any probe too large to take a trailer comes back
+    verbatim: the echo is never cut and this never raises.
+    """
+    try:
+        header = parse_header(data)
+        if header is None or header.length != len(data):
+            return data
+        trailer = encode_trailer(arrival)
+        if len(data) + len(trailer) > MAX_UDP_PAYLOAD:
+            return data
+        return data + trailer
+    except Exception:  # a peer's bytes or odd Arrival values must never stop the responder
+        return data
+
+
+def _text(value: object) -> bytes:
+    raw = str(value or "").encode("utf-8", "replace")[:MAX_TEXT]
+    return bytes([len(raw)]) + raw
+
+
+def encode_trailer(arrival: Arrival) -> bytes:
+    ttl_known = arrival.ttl is not None and 0 <= arrival.ttl <= 255
+    body = _text(arrival.hostname) + _text(arrival.ifname) + _text(arrival.group)
+    fixed = _TRAILER_FIXED.pack(
+        TRAILER_MAGIC,
+        TRAILER_VERSION,
+        TRAILER_TTL_KNOWN if ttl_known else 0,
+        _TRAILER_FIXED.size + len(body),
+        arrival.recv_time_ns & 0xFFFF_FFFF_FFFF_FFFF,
+        arrival.ttl if ttl_known else 0,
+    )
+    return fixed + body
+
+
+# --- client side ------------------------------------------------------------------------------
+
+def padding(seq: int, start: int, end: int) -> bytes:
+    """The padding bytes a probe with sequence *seq* carries at offsets start..end-1."""
+    first = (start + seq) % 256
+    return _PATTERN[first : first + end - start]
+
+
+def build_probe(session: int, seq: int, send_time_ns: int, size: int, sent_ttl: int = 0,
+                flags: int = FLAG_WANT_TRAILER) -> bytes:
+    """A probe of exactly *size* bytes (HEADER_SIZE..MAX_UDP_PAYLOAD)."""
+    if not HEADER_SIZE <= size <= MAX_UDP_PAYLOAD:
+        raise ValueError(f"probe size {size} is out of range {HEADER_SIZE}..{MAX_UDP_PAYLOAD}")
+    fields = _HEADER_FIELDS.pack(PROBE_MAGIC, PROBE_VERSION, flags, sent_ttl, session, seq,
+                                 send_time_ns, size)
+    return fields + _CRC.pack(zlib.crc32(fields)) + padding(seq, HEADER_SIZE, size)
+
+
+def parse_header(data: bytes) -> Optional[Header]:
+    """The header of a probe, or None when *data* does not start with a valid one."""
+    if len(data) < HEADER_SIZE or data[:4] != PROBE_MAGIC or data[4] != PROBE_VERSION:
+        return None
+    fields = bytes(data[: _HEADER_FIELDS.size])
+    (crc,) = _CRC.unpack_from(data, _HEADER_FIELDS.size)
+    if zlib.crc32(fields) != crc:
+        return None
+    _magic, _version, flags, sent_ttl, session, seq, send_time_ns, length = (
+        _HEADER_FIELDS.unpack(fields))
+    return Header(flags, sent_ttl, session, seq, send_time_ns, length)
+
+
+def parse_trailer(data: bytes) -> Optional[Trailer]:
+    """Decode a trailer that spans all of *data*; None if it is not one.
+
+    Fields a later version appends after the known ones are skipped (the length
+    says where the trailer ends).
+    """
+    if len(data) < _TRAILER_FIXED.size or data[:4] != TRAILER_MAGIC:
+        return None
+    _magic, version, flags, length, recv_time_ns, ttl = _TRAILER_FIXED.unpack_from(data)
+    if version < 1 or length != len(data):
+        return None
+    texts, offset = [], _TRAILER_FIXED.size
+    for _ in range(3):
+        if offset >= length or offset + 1 + data[offset] > length:
+            return None
+        texts.append(bytes(data[offset + 1 : offset + 1 + data[offset]]).decode("utf-8",
+                                                                             "replace"))
+        offset += 1 + data[offset]
+    hostname, ifname, group = texts
+    arrival_ttl = ttl if flags & TRAILER_TTL_KNOWN else None
+    return Trailer(hostname, ifname, group, arrival_ttl, recv_time_ns)
+
+
+class Echo(NamedTuple):
+    """An echo checked against the probe it claims to answer."""
+
+    header: Header
+    trailer: Optional[Trailer]
+    truncated: bool  # shorter than the probe
+    corrupted: bool  # bytes differ from what was sent, or trailing bytes that are no trailer
+
+    @property
+    def intact(self) -> bool:
+        return not (self.truncated or self.corrupted)
+
+
+def check_echo(data: bytes, session: int) -> Optional[Echo]:
+    """Match an echo to a probe of *session*; None if it is not an echo of ours.
+
+    A damaged header cannot be matched to a probe, so that echo is also None.
+    """
+    header = parse_header(data)
+    if header is None or header.session != session or header.length < HEADER_SIZE:
+        return None
+    view = memoryview(data)
+    received = min(len(data), header.length)
+    corrupted = view[HEADER_SIZE:received] != padding(header.seq, HEADER_SIZE, received)
+    trailer = None
+    if len(data) > header.length:
+        trailer = parse_trailer(view[header.length :])
+        corrupted = corrupted or trailer is None
+    return Echo(header, trailer, len(data) < header.length, corrupted)

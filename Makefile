@@ -1,0 +1,54 @@
+# mcast-echo — quick start: `make run` (daemon on lo) and `make test` (the suite).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG := etc/mcast-echo.yaml
+
+# Tests open multicast sockets, so they run in a network namespace of their own
+# (only `lo` inside; the tests add veth pairs and bridges there). As root that is
+# plain `unshare --net`; otherwise a user namespace (`unshare -rn`) if allowed.
+ifeq ($(shell id -u),0)
+  NETNS := unshare --net --
+else
+  NETNS := $(shell unshare -rn true 2>/dev/null && echo 'unshare -rn --')
+endif
+
+.PHONY: all venv run test lint demo bench clean help
+all: test
+
+help:
+	@echo "make run    - run the daemon in the foreground on lo, with $(CONFIG)"
+	@echo "make test   - the whole test suite, in a private network namespace"
+	@echo "make lint   - ruff"
+	@echo "make demo   - daemon and client on two namespaced 'hosts' over a veth"
+	@echo "make deb / make system-test - Debian package, proven under a real systemd (root)"
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Bound to the loopback interface: nothing leaves this host.
+run: $(STAMP)
+	$(VENV)/bin/mcast-echo serve -c $(CONFIG) --interface lo
+
+test: $(STAMP)
+	@if [ -z "$(NETNS)" ]; then \
+	  echo "make test needs a private network namespace: run it as root, or enable user"; \
+	  echo "namespaces (sysctl -w kernel.unprivileged_userns_clone=1) so 'unshare -rn' works."; \
+	  exit 2; fi
+	$(NETNS) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+demo: $(STAMP)
+	$(NETNS) $(PY) tests/demo.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+
+-include packaging/deb.mk

@@ -1,0 +1,180 @@
+"""Command line: argparse only; each subcommand hands off to the module that does the job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+from .config import DEFAULT_PATH, ConfigError, describe, load_config
+from .limits import limits_table, predicted_reports, read_limits
+
+log = logging.getLogger("mcast_echo")
+
+EX_OK = 0
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+
+
+def default_config_path() -> str:
+    return os.environ.get("MCAST_ECHO_CONFIG") or DEFAULT_PATH
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="PATH", default=None,
+                        help=f"config file (default: $MCAST_ECHO_CONFIG or {DEFAULT_PATH})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcast-echo",
+        description="Multicast echo responder: joins IP multicast groups and echoes every "
+                    "datagram back to its sender by unicast; `ping` probes a group.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="run the responder in the foreground",
+                           description="Join the configured group and echo every datagram "
+                                       "back to its sender. SIGHUP reloads the config file, "
+                                       "SIGTERM leaves the groups and exits.")
+    _add_config_option(serve)
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       help="override the config's log_level")
+    serve.add_argument("--interface", metavar="IFACE",
+                       help="override the config's interface (e.g. lo for a local try-out)")
+    serve.add_argument("--detach", action="store_true",
+                       help="detach from the terminal (not under systemd)")
+    serve.add_argument("--pidfile", metavar="PATH", help="with --detach: write the pid here")
+    serve.add_argument("--log-file", metavar="PATH",
+                       help="with --detach: append the log here (else it is discarded)")
+    serve.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    check = sub.add_parser("check-config", help="validate the config file (exit 0 or 78)",
+                           description="Validate the config, print the effective settings "
+                                       "and the kernel-limit warnings; exit 0 if valid, "
+                                       "78 (EX_CONFIG) if not.")
+    _add_config_option(check)
+    check.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    limits = sub.add_parser("limits", help="show the kernel limits and what the config gets",
+                            description="Print the /proc/sys limits that matter to multicast "
+                                        "and what the config's buffers would be granted.")
+    _add_config_option(limits)
+    limits.add_argument("--proc", metavar="DIR", default="/proc", help=argparse.SUPPRESS)
+    limits.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    try:
+        from . import ping
+    except ImportError:  # the client is optional for the responder
+        ping = None  # type: ignore[assignment]
+    if ping is not None and hasattr(ping, "add_arguments"):
+        ping_parser = sub.add_parser("ping", help="probe a group: every responder, RTT, loss",
+                                     description="Send probes to a group and show every "
+                                                 "responder with RTT, loss and hops.")
+        ping.add_arguments(ping_parser)
+        ping_parser.add_argument("--version", action="version",
+                                 version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "ping":
+        from . import ping
+
+        return ping.run(args)
+    path = args.config or default_config_path()
+    if args.command == "check-config":
+        return check_config(path)
+    if args.command == "limits":
+        return show_limits(path, args.proc)
+    return serve(args, path)
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EX_CONFIG
+    print("\n".join(describe(config)))
+    for level, line in predicted_reports(config, read_limits()):
+        print(f"{logging.getLevelName(level).lower()}: {line}")
+    print(f"{path}: ok")
+    return EX_OK
+
+
+def show_limits(path: str, proc_root: str) -> int:
+    limits = read_limits(proc_root)
+    print("\n".join(limits_table(limits)))
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        print(f"(no config to compare: {e.problems[0]})")
+        return EX_OK
+    print(f"\nwhat {path} would get:")
+    for level, line in predicted_reports(config, limits):
+        print(f"{logging.getLevelName(level).lower()}: {line}")
+    return EX_OK
+
+
+def serve(args: argparse.Namespace, path: str) -> int:
+    from .daemon import Daemon
+    from .detach import AlreadyRunning, PidFile, daemon_context, started_by_systemd
+    from .logsetup import setup_logging
+
+    overrides = {"interface": args.interface} if args.interface else {}
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    handler = setup_logging(args.log_level or "info")
+    try:
+        config = load_config(path, overrides)
+    except ConfigError as e:
+        for problem in e.problems:
+            log.error("%s", problem)
+        return EX_CONFIG
+    setup_logging(config.log_level)
+
+    log_file = pidfile = None
+    if args.detach:
+        if started_by_systemd():
+            log.error("--detach refused: started by systemd (NOTIFY_SOCKET or INVOCATION_ID "
+                      "is set); the unit runs it in the foreground")
+            return EX_USAGE
+        pidfile = PidFile(args.pidfile) if args.pidfile else None
+        try:
+            if pidfile:
+                pidfile.check()
+        except (AlreadyRunning, OSError) as e:
+            log.error("%s", e)
+            return EX_UNAVAILABLE
+        if args.log_file:
+            log_file = open(args.log_file, "a", buffering=1)  # noqa: SIM115 (lives with us)
+            handler = setup_logging(config.log_level, log_file)
+    elif args.pidfile or args.log_file:
+        log.error("--pidfile and --log-file go with --detach")
+        return EX_USAGE
+
+    log.info("mcast-echo %s starting (pid %d, config %s)", __version__, os.getpid(), path)
+    daemon = Daemon(config, overrides)
+    try:
+        daemon.open()
+        if args.detach:
+            with daemon_context(pidfile, daemon.open_fds() + [handler.stream]):
+                log.info("detached (pid %d)", os.getpid())
+                return daemon.run()
+        return daemon.run()
+    except OSError as e:
+        log.error("%s", e)
+        daemon.close()
+        return EX_UNAVAILABLE
+    except Exception:
+        log.exception("internal error; please report it")
+        daemon.close()
+        return EX_SOFTWARE

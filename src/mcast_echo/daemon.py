@@ -1,0 +1,230 @@
+"""The daemon's life: start, serve, reload, stop.
+
+Signal handlers only record the signal (and ``set_wakeup_fd`` wakes the
+selector); this loop acts on them, between batches of datagrams, so a flood
+never delays SIGTERM by more than one batch. Timers (STATUS, WATCHDOG=1,
+membership checks) are due times checked on every pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from typing import Any, Mapping, Optional
+
+from .config import Config, ConfigError, load_config
+from .limits import KernelLimits, membership_report, read_limits
+from .logsetup import set_level
+from .notify import Notifier
+from .ratelimit import RateLimitedLog
+from .responder import GroupResponder
+
+log = logging.getLogger(__name__)
+
+MEMBERSHIP_CHECK_INTERVAL = 0.5  # interface gone / back / re-created: rejoin within ~1 s
+
+
+class Daemon:
+    def __init__(self, config: Config, overrides: Optional[Mapping[str, Any]] = None,
+                 notifier: Optional[Notifier] = None, proc_root: str = "/proc") -> None:
+        self.config = config
+        self.overrides = dict(overrides or {})
+        self.notifier = notifier or Notifier()
+        self.proc_root = proc_root
+        self.hostname = socket.gethostname()
+        self.drop_log = RateLimitedLog(logging.getLogger("mcast_echo.drops"))
+        self.responders: list[GroupResponder] = []
+        self.limits = KernelLimits()
+        self.reload_problem: Optional[str] = None
+        self._signals: list[int] = []
+        self._selector: Optional[selectors.BaseSelector] = None
+        self._wakeup: Optional[tuple[int, int]] = None
+
+    # ---------------------------------------------------------------- start
+
+    def open(self) -> None:
+        """Read the kernel's limits, bind every socket and join what can be joined.
+
+        Separate from run() so that ``serve --detach`` binds (and fails) in the
+        foreground, then hands the open sockets across the fork.
+        """
+        self.limits = read_limits(self.proc_root)
+        level, line = membership_report(self.config, self.limits)
+        log.log(level, "%s", line)
+        now = time.monotonic()
+        for listener in self.config.listeners:
+            self._start_responder(listener, now)
+
+    def _start_responder(self, listener: Any, now: float) -> GroupResponder:
+        responder = GroupResponder(listener, self.hostname, self.drop_log)
+        try:
+            responder.open(self.limits)
+        except OSError as e:
+            responder.close()
+            raise OSError(e.errno, f"cannot bind {listener.group}:{listener.port}: "
+                          f"{e.strerror}") from None
+        responder.try_join(now)
+        self.responders.append(responder)
+        return responder
+
+    # ---------------------------------------------------------------- run
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit status (0)."""
+        self._selector = selectors.DefaultSelector()
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = (read_end, write_end)
+        self._selector.register(read_end, selectors.EVENT_READ, None)
+        for responder in self.responders:
+            self._selector.register(responder.fileno(), selectors.EVENT_READ, responder)
+        previous = self._install_signals(write_end)
+        try:
+            self.notifier.ready(self.status_line())
+            log.info("ready: %s", self.status_line())
+            self._loop()
+        finally:
+            self._restore_signals(previous)
+            self.close()
+        return 0
+
+    def _install_signals(self, wakeup_fd: int) -> dict[int, Any]:
+        previous = {sig: signal.signal(sig, self._record_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        previous[-1] = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
+        return previous
+
+    def _restore_signals(self, previous: dict[int, Any]) -> None:
+        signal.set_wakeup_fd(previous.pop(-1))
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _record_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)  # only record: the loop acts
+
+    def _loop(self) -> None:
+        assert self._selector is not None and self._wakeup is not None
+        now = time.monotonic()
+        next_status = now + self.config.status_interval
+        next_check = now + MEMBERSHIP_CHECK_INTERVAL
+        watchdog = self.notifier.watchdog_interval
+        next_watchdog = now if watchdog else float("inf")
+        while True:
+            while self._signals:
+                signum = self._signals.pop(0)
+                if signum == signal.SIGHUP:
+                    self.reload()
+                else:
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    return
+            now = time.monotonic()
+            if now >= next_watchdog:
+                self.notifier.watchdog()
+                next_watchdog = now + watchdog  # type: ignore[operator]
+            if now >= next_check:
+                self._check_memberships(now)
+                next_check = now + MEMBERSHIP_CHECK_INTERVAL
+            if now >= next_status:
+                self.notifier.status(self.status_line())
+                next_status = now + self.config.status_interval
+            timeout = max(0.0, min(next_watchdog, next_check, next_status) - now)
+            for key, _ in self._selector.select(timeout):
+                if key.data is None:
+                    _drain(self._wakeup[0])
+                else:
+                    key.data.on_readable()
+
+    def _check_memberships(self, now: float) -> None:
+        for responder in self.responders:
+            was_joined = responder.joined
+            responder.check_membership(now)
+            if responder.joined != was_joined:
+                self.notifier.status(self.status_line())
+
+    # ---------------------------------------------------------------- reload
+
+    def reload(self) -> None:
+        """Re-read the file; apply it if valid, else keep serving the old config."""
+        self.notifier.reloading()
+        log.info("SIGHUP: reloading %s", self.config.path)
+        try:
+            new = load_config(self.config.path, self.overrides)
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error("reload failed: %s", problem)
+            self.reload_problem = (f"reload failed ({len(e.problems)} error(s), see the log): "
+                                   f"{e.problems[0]}; still serving the previous config")
+            self.notifier.ready(self.status_line())
+            return
+        self.reload_problem = None
+        self.apply(new)
+        log.info("reloaded: %s", self.status_line())
+        self.notifier.ready(self.status_line())
+
+    def apply(self, new: Config) -> None:
+        """Move from the running config to *new*, rejoining only what changed."""
+        set_level(new.log_level)
+        self.limits = read_limits(self.proc_root)
+        wanted = {listener.identity: listener for listener in new.listeners}
+        kept = []
+        for responder in self.responders:
+            listener = wanted.pop(responder.listener.identity, None)
+            if listener is None:
+                self._stop_responder(responder)
+            else:
+                responder.reconfigure(listener, self.limits)
+                kept.append(responder)
+        self.responders = kept
+        now = time.monotonic()
+        for listener in wanted.values():
+            try:
+                responder = self._start_responder(listener, now)
+            except OSError as e:
+                log.error("%s", e)
+                continue
+            if self._selector is not None:
+                self._selector.register(responder.fileno(), selectors.EVENT_READ, responder)
+        self.config = new
+
+    def _stop_responder(self, responder: GroupResponder) -> None:
+        if self._selector is not None and responder.sock is not None:
+            self._selector.unregister(responder.fileno())
+        responder.close()
+
+    # ---------------------------------------------------------------- stop
+
+    def close(self) -> None:
+        """STOPPING=1, leave every group, close everything. Safe to call twice."""
+        if self.responders:
+            self.notifier.stopping()
+        for responder in self.responders:
+            self._stop_responder(responder)
+        self.responders = []
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        if self._wakeup is not None:
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
+
+    def status_line(self) -> str:
+        text = "; ".join(r.status() for r in self.responders) or "no listeners"
+        if self.reload_problem:
+            text += f" | {self.reload_problem}"
+        return text
+
+    def open_fds(self) -> list[int]:
+        """Descriptors a detaching DaemonContext must keep open."""
+        return [r.fileno() for r in self.responders if r.sock is not None]
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

@@ -1,0 +1,162 @@
+"""What the kernel will really give: buffer and membership limits from /proc.
+
+Pure functions over a /proc root, so tests can hand in a fake tree. Linux
+takes a SO_RCVBUF/SO_SNDBUF request, caps it at net.core.rmem_max/wmem_max
+and doubles it (the second half is for its own bookkeeping); getsockopt then
+reports the doubled value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from .config import Config
+
+SOCK_MIN_RCVBUF = 2304  # the kernel's floor, roughly; only matters for tiny requests
+SOCK_MIN_SNDBUF = 4608
+
+SYSCTLS = {
+    "rmem_max": "sys/net/core/rmem_max",
+    "wmem_max": "sys/net/core/wmem_max",
+    "rmem_default": "sys/net/core/rmem_default",
+    "wmem_default": "sys/net/core/wmem_default",
+    "igmp_max_memberships": "sys/net/ipv4/igmp_max_memberships",
+    "igmp_max_msf": "sys/net/ipv4/igmp_max_msf",
+    "mld_max_msf": "sys/net/ipv6/mld_max_msf",
+}
+
+
+@dataclass(frozen=True)
+class KernelLimits:
+    """Each value is None when the file could not be read (e.g. hidden by a sandbox)."""
+
+    rmem_max: Optional[int] = None
+    wmem_max: Optional[int] = None
+    rmem_default: Optional[int] = None
+    wmem_default: Optional[int] = None
+    igmp_max_memberships: Optional[int] = None
+    igmp_max_msf: Optional[int] = None
+    mld_max_msf: Optional[int] = None
+
+
+def read_limits(proc_root: str = "/proc") -> KernelLimits:
+    values: dict[str, Optional[int]] = {}
+    for name, relpath in SYSCTLS.items():
+        try:
+            with open(os.path.join(proc_root, relpath)) as f:
+                values[name] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            values[name] = None
+    return KernelLimits(**values)
+
+
+def sysctl_name(limit: str) -> str:
+    return ("net.ipv4." if limit.startswith("igmp") else
+            "net.ipv6." if limit.startswith("mld") else "net.core.") + limit
+
+
+def human(size: Optional[int]) -> str:
+    if size is None:
+        return "unknown"
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % (factor // 8) == 0:
+            return f"{size / factor:g} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass(frozen=True)
+class BufferReport:
+    """One socket buffer: what was asked, what the kernel gave, and what limits it."""
+
+    kind: str  # "receive" or "send"
+    requested: Optional[int]  # None: not configured, the kernel default applies
+    granted: Optional[int]  # from getsockopt; None when only predicting
+    limit_name: str  # "rmem_max" / "wmem_max"
+    limit: Optional[int]
+    default: Optional[int]
+
+    @property
+    def capped(self) -> bool:
+        return (self.requested is not None and self.limit is not None
+                and self.requested > self.limit)
+
+    @property
+    def level(self) -> int:
+        return logging.WARNING if self.capped else logging.INFO
+
+    def message(self) -> str:
+        got = (f"granted {human(self.granted)}" if self.granted is not None
+               else f"would get {human(expected_grant(self.requested, self.limit, self.default))}")
+        if self.requested is None:
+            default_name = self.limit_name.replace("_max", "_default")
+            return (f"{self.kind} buffer: kernel default, {got} "
+                    f"({sysctl_name(default_name)} = {human(self.default)})")
+        text = (f"{self.kind} buffer: requested {human(self.requested)}, {got} "
+                f"(limit {sysctl_name(self.limit_name)} = {human(self.limit)}; "
+                "Linux doubles the request for its bookkeeping)")
+        if self.capped:
+            text += (f"; capped, so the buffer is {human(self.limit)} usable instead of "
+                     f"{human(self.requested)}: fix with "
+                     f"`sysctl -w {sysctl_name(self.limit_name)}={self.requested}`")
+        return text
+
+
+def expected_grant(requested: Optional[int], limit: Optional[int],
+                   default: Optional[int]) -> Optional[int]:
+    """What getsockopt will report for a request, as Linux computes it."""
+    if requested is None:
+        return default
+    if limit is None:
+        return None
+    return max(min(requested, limit) * 2, SOCK_MIN_RCVBUF)
+
+
+def buffer_reports(requested_recv: Optional[int], requested_send: Optional[int],
+                   limits: KernelLimits, granted_recv: Optional[int] = None,
+                   granted_send: Optional[int] = None) -> tuple[BufferReport, BufferReport]:
+    return (
+        BufferReport("receive", requested_recv, granted_recv, "rmem_max",
+                     limits.rmem_max, limits.rmem_default),
+        BufferReport("send", requested_send, granted_send, "wmem_max",
+                     limits.wmem_max, limits.wmem_default),
+    )
+
+
+def membership_report(config: Config, limits: KernelLimits) -> tuple[int, str]:
+    """(log level, line) for the IGMP membership limit against what the config joins.
+
+    net.ipv4.igmp_max_memberships limits memberships per socket; each listener
+    has its own socket and one membership today.
+    """
+    per_socket = 1
+    limit = limits.igmp_max_memberships
+    text = (f"IGMP: {len(config.listeners)} group(s), {per_socket} per socket; "
+            f"{sysctl_name('igmp_max_memberships')} = {limit if limit is not None else 'unknown'}")
+    if limit is not None and per_socket > limit:
+        return logging.WARNING, (text + "; joins will fail with ENOBUFS: fix with "
+                                 f"`sysctl -w {sysctl_name('igmp_max_memberships')}={per_socket}`")
+    return logging.INFO, text
+
+
+def predicted_reports(config: Config, limits: KernelLimits) -> list[tuple[int, str]]:
+    """Every limit line for *config* without opening a socket (check-config, limits)."""
+    lines = []
+    for listener in config.listeners:
+        for report in buffer_reports(listener.recv_buffer, listener.send_buffer, limits):
+            lines.append((report.level, f"{listener.group}:{listener.port}: {report.message()}"))
+    lines.append(membership_report(config, limits))
+    return lines
+
+
+def limits_table(limits: KernelLimits) -> list[str]:
+    """`mcast-echo limits`: every sysctl that matters, with its value."""
+    out = []
+    for name in SYSCTLS:
+        value = getattr(limits, name)
+        shown = "unreadable" if value is None else (
+            f"{value} ({human(value)})" if name[1:5] == "mem_" else str(value))
+        out.append(f"{sysctl_name(name):34} {shown}")
+    return out

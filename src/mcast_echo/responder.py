@@ -1,0 +1,212 @@
+"""One group on one port: its socket, its membership, and the echo of every datagram.
+
+A GroupResponder owns what it opens: ``close()`` leaves the group and closes
+the socket, so shutdown is one walk over the responders. It joins when it can
+and otherwise *waits*: a missing interface is a state with a reason (shown in
+STATUS), retried with backoff by the daemon's loop, never a crash.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+import time
+from collections import Counter
+from typing import Optional
+
+from . import mcast, probe
+from .config import Listener
+from .limits import KernelLimits, buffer_reports
+from .ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
+BATCH = 256  # datagrams per wake-up, so signals and timers are seen even under flood
+ANCILLARY_SPACE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)  # in_pktinfo + TTL
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)  # join retries; capped at 1 s so a new interface
+# is joined within ~1 s of appearing
+
+
+class GroupResponder:
+    def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog) -> None:
+        self.listener = listener
+        self.hostname = hostname
+        self.drop_log = drop_log
+        self.sock: Optional[socket.socket] = None
+        self.interface: Optional[mcast.Interface] = None  # set while joined
+        self.waiting: Optional[str] = None  # why we are not joined, while not
+        self.retry_at = 0.0
+        self._retries = 0
+        self.received = 0
+        self.echoed = 0
+        self.dropped: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------- set-up
+
+    def open(self, limits: KernelLimits) -> None:
+        """Create and bind the socket and log what buffers the kernel granted."""
+        self.sock = mcast.open_socket(self.listener)
+        self.log_buffers(limits)
+
+    def log_buffers(self, limits: KernelLimits) -> None:
+        assert self.sock is not None
+        granted_recv, granted_send = mcast.granted_buffers(self.sock)
+        for report in buffer_reports(self.listener.recv_buffer, self.listener.send_buffer,
+                                     limits, granted_recv, granted_send):
+            log.log(report.level, "%s:%d: %s", self.listener.group, self.listener.port,
+                    report.message())
+
+    def reconfigure(self, listener: Listener, limits: KernelLimits) -> None:
+        """Apply options that need no new socket (same group, port, interface)."""
+        assert listener.identity == self.listener.identity
+        old, self.listener = self.listener, listener
+        if self.sock is not None and old != listener:
+            mcast.apply_options(self.sock, listener)
+            self.log_buffers(limits)
+
+    @property
+    def joined(self) -> bool:
+        return self.interface is not None
+
+    def try_join(self, now: float) -> bool:
+        """Join if we can; otherwise record why and when to try again."""
+        assert self.sock is not None
+        group = self.listener.group
+        try:
+            interface = mcast.resolve_interface(self.listener.interface, group)
+            mcast.join(self.sock, group, interface)
+        except mcast.InterfaceUnavailable as e:
+            return self._wait(str(e), now)
+        except OSError as e:
+            return self._wait(mcast.join_error_text(e), now)
+        self.interface = interface
+        self._retries = 0
+        if self.waiting is not None:
+            log.warning("joined %s on %s after waiting (%s)", group, interface.name, self.waiting)
+        else:
+            log.info("joined %s on %s (port %d)", group, interface.name, self.listener.port)
+        self.waiting = None
+        return True
+
+    def _wait(self, reason: str, now: float) -> bool:
+        name = self.listener.interface or "a route to the group"
+        if self.waiting != reason:
+            log.warning("%s: waiting for %s (%s); retrying", self.listener.group, name, reason)
+        self.waiting = reason
+        self.retry_at = now + RETRY_DELAYS[min(self._retries, len(RETRY_DELAYS) - 1)]
+        self._retries += 1
+        return False
+
+    def check_membership(self, now: float) -> None:
+        """Rejoin when the interface went away, came back, or changed its index."""
+        if not self.joined:
+            if now >= self.retry_at:
+                self.try_join(now)
+            return
+        assert self.interface is not None
+        try:
+            current = mcast.resolve_interface(self.listener.interface, self.listener.group)
+        except mcast.InterfaceUnavailable as e:
+            log.warning("%s: lost %s (%s)", self.listener.group, self.interface.name, e)
+            self._leave()
+            self._wait(str(e), now)
+            return
+        if current.index != self.interface.index:
+            log.warning("%s: %s changed (index %d -> %d); rejoining", self.listener.group,
+                        current.name, self.interface.index, current.index)
+            self._leave()
+            self.try_join(now)
+
+    def _leave(self) -> bool:
+        assert self.sock is not None and self.interface is not None
+        interface, self.interface = self.interface, None
+        return mcast.leave(self.sock, self.listener.group, interface)
+
+    def close(self) -> None:
+        """Leave the group (logging it) and close the socket. Safe to call twice."""
+        if self.sock is None:
+            return
+        if self.interface is not None:
+            name = self.interface.name
+            try:
+                self._leave()
+            except OSError as e:
+                log.error("leaving %s on %s failed: %s", self.listener.group, name, e)
+            else:
+                log.info("left %s on %s", self.listener.group, name)
+        self.sock.close()
+        self.sock = None
+
+    # ---------------------------------------------------------------- the echo
+
+    def fileno(self) -> int:
+        assert self.sock is not None
+        return self.sock.fileno()
+
+    def on_readable(self) -> None:
+        """Echo up to BATCH datagrams; nothing a peer sends can raise out of here."""
+        sock = self.sock
+        if sock is None:
+            return
+        max_datagram = self.listener.max_datagram
+        for _ in range(BATCH):
+            try:
+                data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
+            except BlockingIOError:
+                return
+            except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
+                self._drop("recv-error", "receive failed: %s", e)
+                return
+            self.received += 1
+            if flags & socket.MSG_TRUNC:
+                self._drop("truncated", "datagram from %s:%d cut by the kernel; dropped",
+                           *source)
+                continue
+            if len(data) > max_datagram:
+                self._drop("size", "datagram of %d bytes from %s:%d is above max_datagram "
+                           "(%d); dropped", len(data), *source, max_datagram)
+                continue
+            if probe.wants_trailer(data):
+                data = probe.with_trailer(data, self._arrival(ancdata))
+            try:
+                sock.sendto(data, source)
+            except OSError as e:  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: count, go on
+                self._drop("send-error", "echo to %s:%d failed: %s",
+                           *source, errno.errorcode.get(e.errno or 0, e))
+                continue
+            self.echoed += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("echoed %d bytes to %s:%d", len(data), *source)
+
+    def _drop(self, reason: str, message: str, *args: object) -> None:
+        self.dropped[reason] += 1
+        self.drop_log.log(reason, logging.WARNING, message, *args)
+
+    def _arrival(self, ancdata: list) -> probe.Arrival:
+        ifname, ttl = "", None
+        for level, kind, payload in ancdata:
+            if level != socket.IPPROTO_IP:
+                continue
+            if kind == mcast.IP_PKTINFO and len(payload) >= 4:
+                ifname = mcast.interface_name(struct.unpack_from("=i", payload)[0])
+            elif kind == socket.IP_TTL and len(payload) >= 4:
+                ttl = struct.unpack_from("=i", payload)[0]
+        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, time.time_ns())
+
+    # ---------------------------------------------------------------- reporting
+
+    def status(self) -> str:
+        where = f"{self.listener.group}:{self.listener.port}"
+        if not self.joined:
+            name = self.listener.interface or "a route to the group"
+            return f"{where} waiting for {name} ({self.waiting})"
+        assert self.interface is not None
+        dropped = sum(self.dropped.values())
+        text = (f"{where} on {self.interface.name}: received {self.received}, "
+                f"echoed {self.echoed}, dropped {dropped}")
+        if dropped:
+            text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) + ")"
+        return text
