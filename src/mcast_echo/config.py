@@ -220,8 +220,9 @@ def _read_text(path: str) -> str:
         raise ConfigError([f"{where}: is a directory, not a config file (pass -c PATH "
                            "to a YAML file)"]) from None
     except PermissionError:
-        raise ConfigError([f"{where}: permission denied (the daemon's user must be able to "
-                           "read it: chmod 644 the file, and let it reach the directory)"]) from None
+        raise ConfigError([f"{where}: permission denied (the daemon's user must be able "
+                           "to read it: chmod 644 the file and let it reach the directory)"]
+                          ) from None
     except OSError as e:
         raise ConfigError([f"{where}: cannot read: {e.strerror}"]) from None
     if len(raw) > MAX_FILE_BYTES:

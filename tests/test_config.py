@@ -1,0 +1,245 @@
+"""The config file: defaults, sizes, and one exact message per problem, with its line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcast_echo.cli import main
+from mcast_echo.config import (
+    Config,
+    ConfigError,
+    Listener,
+    describe,
+    load_config,
+    parse_size,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "etc" / "mcast-echo.yaml"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "mcast-echo.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_file_reproduces_the_seed_defaults():
+    config = load_config(str(SHIPPED))
+    assert config.listeners == (Listener(),)
+    only = config.listeners[0]
+    assert (only.group, only.port, only.interface) == ("224.3.29.71", 9999, None)
+    assert (only.ttl, only.loopback, only.max_datagram) == (1, True, 65507)
+    assert (config.log_level, config.status_interval) == ("info", 5.0)
+
+
+def test_shipped_file_documents_every_key():
+    text = SHIPPED.read_text()
+    for line in describe(Config(path="x"))[1:]:
+        key = line.split(":")[0]
+        assert f"\n{key}:" in text, f"{key} is not in etc/mcast-echo.yaml"
+
+
+def test_a_full_file(tmp_path):
+    config = load_config(write(tmp_path, """
+group: 239.1.2.3
+port: 5000
+interface: eth1
+recv_buffer: 4MiB
+send_buffer: 65536
+ttl: 8
+loopback: false
+max_datagram: 1400
+log_level: DEBUG
+status_interval: 2
+"""))
+    assert config.listeners[0] == Listener("239.1.2.3", 5000, "eth1", 4 << 20, 65536, 8, False,
+                                           1400)
+    assert config.log_level == "debug"
+
+
+def test_empty_mapping_means_all_defaults(tmp_path):
+    assert load_config(write(tmp_path, "{}\n")).listeners == (Listener(),)
+
+
+def test_interface_may_be_an_address(tmp_path):
+    assert load_config(write(tmp_path, "interface: 10.1.2.3\n")).listeners[0].interface \
+        == "10.1.2.3"
+
+
+def test_command_line_override_wins_and_is_checked(tmp_path):
+    path = write(tmp_path, "interface: eth0\n")
+    assert load_config(path, {"interface": "lo"}).listeners[0].interface == "lo"
+    with pytest.raises(ConfigError) as e:
+        load_config(path, {"interface": "bad name"})
+    assert e.value.problems == ["command line: --interface: 'bad name' is not a valid interface "
+                                "name (1-15 characters, no spaces or slashes, e.g. eth0)"]
+
+
+@pytest.mark.parametrize("text,size", [
+    ("65536", 65536), ("4MiB", 4 << 20), ("4 MiB", 4 << 20), ("512KiB", 512 << 10),
+    ("1M", 1 << 20), ("8MB", 8_000_000), ("1GiB", 1 << 30), ("2048b", 2048),
+])
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+BAD = [
+    # (file text, exact message after "PATH:")
+    ("port: 70000\n", "1: port: 70000 is out of range 1..65535"),
+    ("port: 0\n", "1: port: 0 is out of range 1..65535"),
+    ("port: abc\n", "1: port: abc is not an integer (allowed: 1..65535)"),
+    ("port: 99.5\n", "1: port: 99.5 is not an integer (allowed: 1..65535)"),
+    ("port: true\n", "1: port: true is not an integer (allowed: 1..65535)"),
+    ("port: [1, 2]\n", "1: port: a list is not an integer (allowed: 1..65535)"),
+    ("\n\ngroup: 10.0.0.1\n", "3: group: 10.0.0.1 is not a multicast address (allowed: "
+     "224.0.0.0/4, e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)"),
+    ("group: 300.1.1.1\n", "1: group: 300.1.1.1 is not an IPv4 address (allowed: 224.0.0.0 "
+     "to 239.255.255.255, e.g. 224.3.29.71)"),
+    ("group: 224\n", "1: group: 224 is not an IPv4 address (allowed: 224.0.0.0 to "
+     "239.255.255.255, e.g. 224.3.29.71)"),
+    ("group: ff02::1\n", "1: group: ff02::1 is not an IPv4 address (allowed: 224.0.0.0 to "
+     "239.255.255.255, e.g. 224.3.29.71)"),
+    ("group:\n", "1: group: null is not an IPv4 address (allowed: 224.0.0.0 to "
+     "239.255.255.255, e.g. 224.3.29.71)"),
+    ("interface: 'eth 0'\n", "1: interface: 'eth 0' is not a valid interface name "
+     "(1-15 characters, no spaces or slashes, e.g. eth0)"),
+    ("interface: averyveryverylongname\n", "1: interface: 'averyveryverylongname' is not a "
+     "valid interface name (1-15 characters, no spaces or slashes, e.g. eth0)"),
+    ("interface: 10.0.0.300\n", "1: interface: 10.0.0.300 is not a valid IPv4 address"),
+    ("interface: 5\n", "1: interface: 5 is not an interface (allowed: a name such as eth0, "
+     "an IPv4 address of this host, or null for the route to the group)"),
+    ("recv_buffer: 4 lots\n", "1: recv_buffer: 4 lots is not a size (allowed: bytes such as "
+     "4194304, or a number with KiB, MiB, GiB, KB, MB, GB)"),
+    ("recv_buffer: -5\n", "1: recv_buffer: -5 is out of range 1KiB..2GiB (1024..2147483647 "
+     "bytes)"),
+    ("send_buffer: 8GiB\n", "1: send_buffer: 8GiB is out of range 1KiB..2GiB "
+     "(1024..2147483647 bytes)"),
+    ("send_buffer: yes\n", "1: send_buffer: true is not a size (allowed: bytes such as "
+     "4194304, or 4MiB)"),
+    ("ttl: 256\n", "1: ttl: 256 is out of range 0..255"),
+    ("ttl: -1\n", "1: ttl: -1 is out of range 0..255"),
+    ("loopback: 1\n", "1: loopback: 1 is not a boolean (allowed: true or false)"),
+    ("loopback: maybe\n", "1: loopback: maybe is not a boolean (allowed: true or false)"),
+    ("max_datagram: 65508\n", "1: max_datagram: 65508 is out of range 1..65507"),
+    ("max_datagram: 0\n", "1: max_datagram: 0 is out of range 1..65507"),
+    ("log_level: loud\n", "1: log_level: loud is not a log level (allowed: debug, info, "
+     "warning, error)"),
+    ("status_interval: 0.5\n", "1: status_interval: 0.5 is out of range 1..3600 seconds"),
+    ("prot: 9999\n", "1: prot: unknown key; did you mean 'port'?"),
+    ("groups: 224.1.1.1\n", "1: groups: unknown key; did you mean 'group'?"),
+    ("recvbuffer: 1MiB\n", "1: recvbuffer: unknown key; did you mean 'recv_buffer'?"),
+    ("colour: blue\n", "1: colour: unknown key; known keys: group, port, interface, "
+     "recv_buffer, send_buffer, ttl, loopback, max_datagram, log_level, status_interval"),
+    ("port: 1\nttl: 2\nport: 3\n", "3: port: duplicate key (first set on line 1); keep one"),
+    ("? [a, b]\n: 1\n", "1: a list: a key must be a name such as 'port'"),
+    ("port: [1\n", "2:1: YAML syntax error: while parsing a flow sequence expected ',' or ']', "
+     "but got '<stream end>'"),
+    ("port: 1\n  ttl: 2\n", "2:6: YAML syntax error: mapping values are not allowed here"),
+    ("- port: 1\n", "1: the file must be a mapping of 'key: value' lines, not a list"),
+    ("just a string\n", "1: the file must be a mapping of 'key: value' lines, not just a "
+     "string"),
+    ("a: &x 1\nb: *x\n", "1: YAML anchors and aliases (&x / *x) are not allowed here: write "
+     "each value out"),
+    ("port: 1\n---\nport: 2\n", "2: a second YAML document ('---'): put all settings in one"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD, ids=[m.split(":")[1].strip() + "-" + str(i)
+                                                   for i, (_, m) in enumerate(BAD)])
+def test_bad_file_gives_one_exact_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}:{message}"]
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path):
+    path = write(tmp_path, "port: 0\nttl: 300\nfoo: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert [p.split(":")[1] for p in e.value.problems] == ["1", "2", "3"]
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path, "# only a comment\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}: the file holds no settings; start from the shipped "
+                                "etc/mcast-echo.yaml (write '{}' for all defaults)"]
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}: no such file (copy etc/mcast-echo.yaml there, or "
+                                "pass -c PATH)"]
+
+
+def test_directory(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(str(tmp_path))
+    assert e.value.problems == [f"{tmp_path}: is a directory, not a config file (pass -c PATH "
+                                "to a YAML file)"]
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"port: 1\n\x7fELF\x00\x01")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert e.value.problems == [f"{path}:2: binary data (a NUL byte): not a YAML text file"]
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"# caf\xe9\nport: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path))
+    assert e.value.problems == [f"{path}:1: not UTF-8 text (byte 0xe9); save the file as UTF-8"]
+
+
+def test_unreadable_file(tmp_path):
+    """As the service's unprivileged user would meet it (setpriv drops root for the test)."""
+    path = write(tmp_path, "port: 1\n")
+    os.chmod(path, 0)
+    os.chmod(tmp_path, 0o755)
+    cmd = [sys.executable, "-m", "mcast_echo", "check-config", "-c", path]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.strip() == (f"{path}: permission denied (the daemon's user must be able "
+                                   "to read it: chmod 644 the file and let it reach the "
+                                   "directory)")
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path):
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "anchors and aliases" in e.value.problems[0]
+
+
+def test_check_config_exit_codes(tmp_path, capsys):
+    good = write(tmp_path, "port: 5000\nrecv_buffer: 1GiB\n")
+    assert main(["check-config", "-c", good]) == 0
+    out = capsys.readouterr().out
+    assert "port: 5000" in out and f"{good}: ok" in out
+    assert "warning: 224.3.29.71:5000: receive buffer: requested 1 GiB" in out
+    bad = write(tmp_path, "port: 70000\n")
+    assert main(["check-config", "-c", bad]) == 78
+    assert capsys.readouterr().err.strip() == f"{bad}:1: port: 70000 is out of range 1..65535"
+
+
+def test_config_path_from_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MCAST_ECHO_CONFIG", write(tmp_path, "port: 4242\n"))
+    assert main(["check-config"]) == 0
+    assert "port: 4242" in capsys.readouterr().out
