@@ -1,0 +1,304 @@
+"""The probing socket and the send/receive loop of `mcast-echo ping`.
+
+``open_socket`` turns ``Settings`` into one UDP socket (multicast TTL, loopback,
+outgoing interface, receive TTL and kernel timestamps); ``Pinger`` sends a probe
+every interval and matches every echo to this run's probes until the count and
+the wait are done or Ctrl-C. Errors a user can act on become ``PingError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import json
+import secrets
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional, TextIO
+
+from . import pingreport, probe
+
+WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
+
+# Linux values that Python's socket module does not export.
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SIOCGIFADDR = 0x8915
+_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
+
+# errno of a failed setsockopt or send -> what to tell the user; one table so they cannot drift.
+_ERRNO_ADVICE = {
+    errno.ENETUNREACH: "no route to {group}: add a multicast route "
+                       "(ip route add 224.0.0.0/4 dev IFACE) or pass -I IFACE",
+    errno.ENODEV: "no usable interface for {group}{via}: it is missing or down; "
+                  "pass -I with an interface that is up, or add a multicast route",
+    errno.EADDRNOTAVAIL: "-I {interface} is not an IPv4 address of this host: "
+                         "pass one of its addresses or an interface name",
+    errno.EPERM: "sending to {group} was refused: is a firewall rule dropping it?",
+    errno.EACCES: "sending to {group} was refused: is a firewall rule dropping it?",
+    errno.EMSGSIZE: "{size}-byte probes are too large for this path: lower -s",
+    errno.EHOSTUNREACH: "{group} is unreachable{via}: check the interface and its routes",
+}
+# Send errors worth counting and carrying on after (a full queue, a stray ICMP error).
+_TRANSIENT_SEND = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EINTR}
+
+
+class PingError(Exception):
+    """A usage or network problem; the message says what to do. Exit status 2."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    group: str
+    port: int
+    interface: Optional[str]  # a name, an IPv4 address, or None: the route to the group
+    count: Optional[int]  # None: until Ctrl-C
+    interval: float
+    size: int
+    ttl: int
+    loopback: bool
+    wait: float
+    expect: int
+    quiet: bool
+    json: bool
+    config: Optional[str]  # the file defaults came from, if any
+
+    @property
+    def target(self) -> str:
+        return f"{self.group}:{self.port}"
+
+
+# --- the socket --------------------------------------------------------------------------------
+
+def explain(err: OSError, settings: Settings) -> str:
+    template = _ERRNO_ADVICE.get(err.errno or 0)
+    name = errno.errorcode.get(err.errno or 0, "error")
+    if template is None:
+        return f"{settings.target}: {err.strerror or err} ({name})"
+    via = f" via {settings.interface}" if settings.interface else ""
+    return template.format(group=settings.group, interface=settings.interface, via=via,
+                           size=settings.size) + f" ({name})"
+
+
+def interface_address(sock: socket.socket, name: str) -> Optional[str]:
+    """The primary IPv4 address of interface *name*, or None if it has none."""
+    try:
+        ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("16s24x", name.encode()))
+    except OSError:
+        return None
+    return socket.inet_ntoa(ifreq[20:24])
+
+
+def _multicast_if(sock: socket.socket, interface: str) -> tuple[bytes, str]:
+    """The ip_mreqn for IP_MULTICAST_IF, and how to name the choice in the banner.
+
+    For a name, the interface's own address goes in too: it becomes the source
+    address, which on lo is what keeps the source from being 0.0.0.0.
+    """
+    any_addr = socket.inet_aton("0.0.0.0")
+    try:
+        address = ipaddress.IPv4Address(interface)
+        return struct.pack("4s4si", any_addr, address.packed, 0), str(address)
+    except ValueError:
+        pass
+    try:
+        index = socket.if_nametoindex(interface)
+    except OSError:
+        raise PingError(f"-I {interface}: no such interface "
+                        "(list them with `ip -brief address`)") from None
+    source = interface_address(sock, interface)
+    mreqn = struct.pack("4s4si", any_addr, socket.inet_aton(source or "0.0.0.0"), index)
+    return mreqn, f"{interface} ({source})" if source else interface
+
+
+def open_socket(settings: Settings) -> tuple[socket.socket, str]:
+    """The probing socket (blocking sends; receives use MSG_DONTWAIT) and the interface text."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        via = ""
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, settings.ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(settings.loopback))
+        if settings.interface:
+            mreqn, via = _multicast_if(sock, settings.interface)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
+        sock.bind(("0.0.0.0", 0))
+    except OSError as err:
+        sock.close()
+        raise PingError(explain(err, settings)) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock, via
+
+
+def _ancillary(ancdata: list[tuple[int, int, bytes]]) -> tuple[Optional[int], Optional[int]]:
+    """(kernel receive time in ns, IP TTL) from recvmsg's ancillary data."""
+    rx_ns = ttl = None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack_from("@qq", data)
+            rx_ns = seconds * 1_000_000_000 + nanoseconds
+        elif level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
+            (ttl,) = struct.unpack_from("@i", data)
+    return rx_ns, ttl
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+class Interrupts:
+    """Ctrl-C only records the request; the wakeup fd wakes the loop, which then stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.wakeup: Optional[socket.socket] = None
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals go to the main thread only; nothing to arrange
+        self.wakeup, self._writer = socket.socketpair()
+        for end in (self.wakeup, self._writer):
+            end.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(self._writer.fileno())
+        self._old_handler = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def drain(self) -> None:
+        try:
+            while self.wakeup is not None and self.wakeup.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.wakeup is not None:
+            signal.signal(signal.SIGINT, self._old_handler)
+            signal.set_wakeup_fd(self._old_fd)
+            self.wakeup.close()
+            self._writer.close()
+
+
+class Pinger:
+    """One run: sends the probes, matches the echoes, keeps the per-responder stats."""
+
+    def __init__(self, settings: Settings, sock: socket.socket, via: str, out: TextIO) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.via = via
+        self.out = out
+        self.session = secrets.randbits(32)
+        self.responders: dict[tuple[str, int], pingreport.ResponderStats] = {}
+        self.next_seq = 0
+        self.transmitted = 0
+        self.send_errors = 0
+        self.foreign = 0
+        self._reported_errnos: set[int] = set()
+
+    def _say(self, line: str) -> None:
+        if not (self.settings.quiet or self.settings.json):
+            print(line, file=self.out, flush=True)
+
+    def send(self) -> None:
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        datagram = probe.build_probe(self.session, seq, time.time_ns(), self.settings.size,
+                                     sent_ttl=self.settings.ttl)
+        try:
+            self.sock.sendto(datagram, (self.settings.group, self.settings.port))
+        except OSError as err:
+            if self.transmitted == 0 and err.errno not in _TRANSIENT_SEND:
+                raise PingError(explain(err, self.settings)) from None
+            self.send_errors += 1
+            if err.errno not in self._reported_errnos:  # once per errno, not per probe
+                self._reported_errnos.add(err.errno or 0)
+                print(f"mcast-echo ping: seq={seq}: {explain(err, self.settings)}",
+                      file=sys.stderr, flush=True)
+            return
+        self.transmitted += 1
+
+    def receive(self) -> None:
+        """Read every echo that is waiting."""
+        while True:
+            try:
+                data, ancdata, _flags, source = self.sock.recvmsg(
+                    probe.MAX_UDP_PAYLOAD + 1, _ANCILLARY_SPACE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error queued on the socket; the probe counts as lost
+                continue
+            rx_ns, reply_ttl = _ancillary(ancdata)
+            rx_ns = rx_ns or time.time_ns()
+            echo = probe.check_echo(data, self.session)
+            if echo is None or echo.header.seq >= self.next_seq:
+                self.foreign += 1  # not an echo of this run's probes
+                continue
+            key = (source[0], source[1])
+            stats = self.responders.get(key)
+            if stats is None:
+                stats = self.responders[key] = pingreport.ResponderStats(*key)
+            rtt_ns = max(0, rx_ns - echo.header.send_time_ns)
+            fresh = stats.record(echo, rtt_ns, reply_ttl)
+            self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, fresh))
+
+    def loop(self, interrupts: Interrupts) -> None:
+        settings = self.settings
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            if interrupts.wakeup is not None:
+                selector.register(interrupts.wakeup, selectors.EVENT_READ)
+            next_send = time.monotonic()
+            end_at: Optional[float] = None
+            while not interrupts.requested:
+                now = time.monotonic()
+                if end_at is None and now >= next_send:
+                    self.send()
+                    if self.next_seq == 1:  # after the first send: a setup error comes alone
+                        self._say(self.banner())
+                    next_send = max(next_send + settings.interval, now)  # no catch-up bursts
+                    if settings.count is not None and self.next_seq >= settings.count:
+                        end_at = now + settings.wait
+                if end_at is not None and now >= end_at:
+                    return
+                deadline = end_at if end_at is not None else next_send
+                for key, _events in selector.select(max(0.0, deadline - time.monotonic())):
+                    if key.fileobj is self.sock:
+                        self.receive()
+                    else:
+                        interrupts.drain()
+
+    def banner(self) -> str:
+        s, via = self.settings, self.via
+        line = (f"MCAST-ECHO PING {s.target}{' via ' + via if via else ''}: {s.size}-byte probes, "
+                f"ttl {s.ttl}, loopback {'on' if s.loopback else 'off'}")
+        if s.size > probe.MAX_UDP_PAYLOAD - probe.MAX_TRAILER_SIZE:
+            line += (f"\n(at {s.size} bytes an echo may come without the responder's identity: "
+                     f"probe and trailer must fit in {probe.MAX_UDP_PAYLOAD} bytes)")
+        return line
+
+    def report(self, duration_s: float) -> None:
+        s = self.settings
+        if s.json:
+            settings = asdict(s)
+            for local_only in ("quiet", "json"):
+                del settings[local_only]
+            settings["session"] = f"{self.session:08x}"
+            document = pingreport.json_document(settings, self.responders, self.transmitted,
+                                                self.send_errors, self.foreign, duration_s)
+            print(json.dumps(document, indent=2), file=self.out, flush=True)
+            return
+        if not s.quiet:
+            print(file=self.out)
+        for line in pingreport.summary(s.target, self.responders, self.transmitted, s.expect,
+                                       self.send_errors, self.foreign):
+            print(line, file=self.out, flush=True)
