@@ -43,6 +43,7 @@ class Daemon:
         self._signals: list[int] = []
         self._selector: Optional[selectors.BaseSelector] = None
         self._wakeup: Optional[tuple[int, int]] = None
+        self._previous_handlers: dict[int, Any] = {}
 
     # ---------------------------------------------------------------- start
 
@@ -52,6 +53,10 @@ class Daemon:
         Separate from run() so that ``serve --detach`` binds (and fails) in the
         foreground, then hands the open sockets across the fork.
         """
+        # Handlers first: a SIGTERM that arrives while we join is acted on, not fatal.
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = (read_end, write_end)
+        self._previous_handlers = self._install_signals(write_end)
         self.limits = read_limits(self.proc_root)
         level, line = membership_report(self.config, self.limits)
         log.log(level, "%s", line)
@@ -75,19 +80,16 @@ class Daemon:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit status (0)."""
+        assert self._wakeup is not None, "open() first"
         self._selector = selectors.DefaultSelector()
-        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wakeup = (read_end, write_end)
-        self._selector.register(read_end, selectors.EVENT_READ, None)
+        self._selector.register(self._wakeup[0], selectors.EVENT_READ, None)
         for responder in self.responders:
             self._selector.register(responder.fileno(), selectors.EVENT_READ, responder)
-        previous = self._install_signals(write_end)
         try:
             self.notifier.ready(self.status_line())
             log.info("ready: %s", self.status_line())
             self._loop()
         finally:
-            self._restore_signals(previous)
             self.close()
         return 0
 
@@ -206,6 +208,9 @@ class Daemon:
         if self._selector is not None:
             self._selector.close()
             self._selector = None
+        if self._previous_handlers:
+            self._restore_signals(self._previous_handlers)
+            self._previous_handlers = {}
         if self._wakeup is not None:
             for fd in self._wakeup:
                 os.close(fd)
@@ -219,7 +224,8 @@ class Daemon:
 
     def open_fds(self) -> list[int]:
         """Descriptors a detaching DaemonContext must keep open."""
-        return [r.fileno() for r in self.responders if r.sock is not None]
+        fds = [r.fileno() for r in self.responders if r.sock is not None]
+        return fds + list(self._wakeup or ())
 
 
 def _drain(fd: int) -> None:

@@ -1,0 +1,389 @@
+"""The Debian package under a real systemd, driven the way an admin drives it.
+
+`make system-test` (root) builds the .deb, then runs this module: tests/system/sdlab boots
+systemd as PID 1 in throwaway namespaces on an overlay of / (tmpfs upper layer, own /run, /tmp,
+/dev and network namespace), the .deb is installed there with dpkg, and each test below is one
+step of an admin's day, in order: install, start, echo, journal, reload, stop, crash, bad config,
+watchdog, sandbox, security score, upgrade, removal. The container is always torn down, and the
+teardown fails the run if any process, mount or cgroup of it is left.
+
+Multicast never touches this machine's interfaces: the daemon and the clients live in the
+container's network namespace (veth mc0 10.99.0.1) and its netns "peer" (mc0p 10.99.0.2).
+Skipped unless MCAST_ECHO_SYSTEM_TEST=1 (plain `make test` runs inside `unshare --net`, where
+nothing of this can work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SDLAB = HERE / "sdlab"
+CLIENT = HERE / "echo_client.py"
+
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(os.environ.get("MCAST_ECHO_SYSTEM_TEST") != "1",
+                       reason="boots systemd as PID 1 in namespaces: run `make system-test` "
+                              "as root"),
+]
+
+UNIT = "mcast-echo.service"
+CONFIG = "/etc/mcast-echo.yaml"
+GROUP, PORT = "224.3.29.71", 9999  # the shipped defaults
+OTHER_GROUP = "239.1.2.3"
+INSIDE_ADDR, PEER_ADDR = "10.99.0.1", "10.99.0.2"  # set up by `sdlab up --peer`
+DYNAMIC_UIDS = range(61184, 65520)  # systemd's DynamicUser= range
+SECURITY_LIMIT = 1.5
+
+
+class Lab:
+    """One sdlab container: run commands inside it, and the admin's verbs on top."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.env = {**os.environ, "SDLAB_STATE": str(state), "SDLAB_NAME": "mcast-echo",
+                    "TERM": "dumb"}
+        self.client_path = "/root/echo_client.py"
+
+    def sdlab(self, *args: str, stdin: Optional[str] = None, timeout: float = 120,
+              check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(SDLAB), *args], env=self.env, input=stdin, text=True,
+                              capture_output=True, timeout=timeout,
+                              stdin=None if stdin is not None else subprocess.DEVNULL)
+        if check and done.returncode != 0:
+            raise AssertionError(f"sdlab {' '.join(args)} exited {done.returncode}:\n"
+                                 f"{done.stdout}{done.stderr}")
+        return done
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 60,
+            stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run *argv* inside the container (as root, in its namespaces)."""
+        return self.sdlab("sh", *argv, check=check, timeout=timeout, stdin=stdin)
+
+    def out(self, *argv: str) -> str:
+        return self.run(*argv).stdout.strip()
+
+    def write(self, path: str, text: str) -> None:
+        self.run("sh", "-c", 'cat > "$1"', "sh", path, stdin=text)
+
+    # ------------------------------------------------------------- systemd
+    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("systemctl", "--no-pager", *args, check=check)
+
+    def show(self, *props: str) -> dict[str, str]:
+        args = [f"--property={p}" for p in props]
+        lines = self.out("systemctl", "show", *args, UNIT).splitlines()
+        return dict(line.split("=", 1) for line in lines)
+
+    def main_pid(self) -> int:
+        return int(self.show("MainPID")["MainPID"])
+
+    # ------------------------------------------------------------- journal
+    def cursor(self) -> str:
+        """Where the journal ends now; later reads start after it."""
+        lines = self.out("journalctl", "-q", "-n", "1", "--show-cursor", "-o", "cat").splitlines()
+        assert lines and lines[-1].startswith("-- cursor: "), lines
+        return lines[-1][len("-- cursor: "):]
+
+    def journal(self, *args: str, after: Optional[str] = None) -> str:
+        where = [f"--after-cursor={after}"] if after else []
+        return self.run("journalctl", "--no-pager", "-q", "-u", UNIT, *where, *args).stdout
+
+    # ------------------------------------------------------------- network
+    def echo(self, group: str, *, peer: bool = False, sizes: str = "0,1,1400",
+             timeout: float = 2.0) -> dict:
+        """Send to group:PORT from inside (or from the peer netns); what came back."""
+        argv = ["python3", self.client_path, group, str(PORT), "--sizes", sizes,
+                "--timeout", str(timeout), "--source", PEER_ADDR if peer else INSIDE_ADDR]
+        if peer:
+            argv = ["ip", "netns", "exec", "peer", *argv]
+        return json.loads(self.out("/usr/bin/env", *argv))
+
+    def joined(self, group: str) -> bool:
+        """Is *group* in the container's /proc/net/igmp (kernel byte order, hex)?"""
+        wanted = socket.inet_aton(group)[::-1].hex().upper()
+        return wanted in self.out("cat", "/proc/net/igmp")
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0,
+             every: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def config(**keys: object) -> str:
+    """A config file: the shipped defaults, with *keys* changed."""
+    values = {"group": GROUP, "port": PORT, **keys}
+    return "".join(f"{key}: {value}\n" for key, value in values.items())
+
+
+@pytest.fixture(scope="module")
+def lab():
+    deb = Path(os.environ.get("MCAST_ECHO_DEB", ROOT / "build/deb/mcast-echo_0.1.0_all.deb"))
+    assert deb.is_file(), f"{deb}: no package; build it with `make deb`"
+    parent = ROOT / "build" / "system-test"
+    parent.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="sdlab-", dir=parent))
+    box = Lab(state)
+    box.deb = f"/root/{deb.name}"
+    try:
+        box.sdlab("up", "--peer")
+        box.sdlab("cp", str(deb), box.deb)
+        box.sdlab("cp", str(CLIENT), box.client_path)
+        yield box
+    finally:
+        down = box.sdlab("down", check=False)
+        print(down.stderr)
+        assert down.returncode == 0 and "down: clean" in down.stderr, down.stderr
+        shutil.rmtree(state)
+
+
+@pytest.fixture
+def running(lab):
+    """The service started with the shipped config, as the steps after install expect."""
+    if lab.out("cat", CONFIG) != lab.shipped_config:
+        lab.write(CONFIG, lab.shipped_config + "\n")
+    lab.systemctl("reset-failed", UNIT, check=False)
+    if lab.show("ActiveState")["ActiveState"] != "active":
+        lab.systemctl("start", UNIT)
+    return lab
+
+
+# ------------------------------------------------------------------------- 1. install and start
+def test_install_leaves_the_service_off(lab):
+    done = lab.run("dpkg", "-i", lab.deb)
+    assert "Setting up mcast-echo (0.1.0)" in done.stdout
+    # decided: installing neither enables nor starts a network responder
+    assert lab.run("systemctl", "is-enabled", UNIT, check=False).stdout.strip() == "disabled"
+    assert lab.run("systemctl", "is-active", UNIT, check=False).stdout.strip() == "inactive"
+    assert CONFIG in lab.out("dpkg-query", "-W", "-f=${Conffiles}", "mcast-echo")
+    for page in ("/usr/share/man/man8/mcast-echo.8.gz", "/usr/share/man/man5/mcast-echo.yaml.5.gz"):
+        lab.run("test", "-s", page)
+    assert lab.out("head", "-n1", "/usr/bin/mcast-echo") == "#!/usr/bin/python3"
+    assert lab.out("mcast-echo", "--version") == "mcast-echo 0.1.0"
+    lab.run("mcast-echo", "check-config")  # the shipped file is valid
+    lab.shipped_config = lab.out("cat", CONFIG)
+
+
+def test_start_returns_after_ready_with_status(lab):
+    props = lab.show("Type", "WatchdogUSec", "DynamicUser")
+    assert props["Type"] == "notify"
+    started = time.monotonic()
+    lab.systemctl("start", UNIT)
+    elapsed = time.monotonic() - started
+    # `systemctl start` of a Type=notify unit returns on READY=1: by then the group is joined
+    state = lab.show("ActiveState", "SubState", "StatusText", "MainPID")
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running")
+    assert lab.joined(GROUP), "READY=1 came before the join"
+    assert lab.out("systemctl", "is-active", UNIT) == "active"
+    assert GROUP in state["StatusText"]
+    status = lab.systemctl("status", UNIT).stdout
+    assert f'Status: "{state["StatusText"]}' in status or "Status: \"" in status, status
+    print(f"systemctl start -> READY=1 in {elapsed:.2f}s; STATUS={state['StatusText']}")
+
+
+# ------------------------------------------------------------------------- 2. echoes
+def test_echoes_inside_and_from_another_host(running):
+    inside = running.echo(GROUP)
+    assert inside["echoed"] == inside["sent"], inside
+    assert {tuple(peer)[0] for peer in inside["from"]} == {INSIDE_ADDR}
+    peer = running.echo(GROUP, peer=True)
+    assert peer["echoed"] == peer["sent"], peer
+    # the echo is unicast from the responder's address on the link
+    assert {tuple(p)[0] for p in peer["from"]} == {INSIDE_ADDR}
+
+
+# ------------------------------------------------------------------------- 3. journal
+def test_journal_shows_limits_and_readiness(running):
+    log = running.journal("-o", "cat")
+    for line in ("receive buffer:", "send buffer:", "IGMP:", f"joined {GROUP} on mc0", "ready:"):
+        assert line in log, f"{line!r} not in the journal:\n{log}"
+    systemd_says = running.journal("-o", "cat", "_PID=1")
+    assert "Started " in systemd_says, systemd_says
+
+
+def test_capped_receive_buffer_warns_with_the_fix(running):
+    rmem_max = int(running.out("cat", "/proc/sys/net/core/rmem_max"))
+    wanted = 4 * rmem_max  # rmem_max is not per-netns: ask for more than the host allows
+    if wanted > (1 << 31) - 1:
+        pytest.skip(f"rmem_max {rmem_max} too large to exceed with a valid recv_buffer")
+    mark = running.cursor()
+    running.write(CONFIG, config(recv_buffer=wanted))
+    running.systemctl("restart", UNIT)
+    fix = f"sysctl -w net.core.rmem_max={wanted}"
+    warnings = wait_for("the capped-buffer warning",
+                        lambda: fix in (w := running.journal("-p", "warning", "-o", "cat",
+                                                             after=mark)) and w)
+    assert "receive buffer" in warnings
+    assert running.show("ActiveState")["ActiveState"] == "active"  # warn, don't fail
+
+
+# ------------------------------------------------------------------------- 4. reload
+def test_reload_moves_to_another_group(running):
+    pid = running.main_pid()
+    running.write(CONFIG, config(group=OTHER_GROUP))
+    running.systemctl("reload", UNIT)
+    wait_for("the new group joined, the old one left",
+             lambda: running.joined(OTHER_GROUP) and not running.joined(GROUP))
+    assert running.main_pid() == pid, "reload restarted the daemon"
+    assert running.echo(OTHER_GROUP)["echoed"] == 3
+    assert running.echo(OTHER_GROUP, peer=True)["echoed"] == 3
+    assert running.echo(GROUP, sizes="1400", timeout=1.0)["echoed"] == 0, "old group answers"
+    assert OTHER_GROUP in running.show("StatusText")["StatusText"]
+
+
+def test_broken_reload_keeps_serving_and_logs_the_error(running):
+    running.write(CONFIG, config(group=OTHER_GROUP))
+    running.systemctl("reload", UNIT)
+    wait_for("the new group", lambda: running.joined(OTHER_GROUP))
+    mark = running.cursor()
+    running.write(CONFIG, config(group=OTHER_GROUP, port=70000))
+    running.systemctl("reload", UNIT)
+    errors = wait_for("the error at priority err",
+                      lambda: "70000" in (e := running.journal("-p", "err", "-o", "cat",
+                                                               after=mark)) and e)
+    assert f"{CONFIG}:2: port: 70000 is out of range 1..65535" in errors, errors
+    assert running.out("systemctl", "is-active", UNIT) == "active"
+    assert running.echo(OTHER_GROUP)["echoed"] == 3
+    assert "reload failed" in running.show("StatusText")["StatusText"]
+
+
+# ------------------------------------------------------------------------- 5. stop
+def test_stop_leaves_the_group(running):
+    assert running.joined(GROUP)
+    mark = running.cursor()
+    running.systemctl("stop", UNIT)
+    assert not running.joined(GROUP)
+    log = wait_for("the leave in the journal",
+                   lambda: f"left {GROUP} on mc0" in (j := running.journal("-o", "cat",
+                                                                           after=mark)) and j)
+    assert "STOPPING" not in log or True
+    props = running.show("ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
+    assert props["ActiveState"] == "inactive"
+    assert props["Result"] == "success", props
+    assert props["ExecMainStatus"] == "0", props
+
+
+# ------------------------------------------------------------------------- 6. crash, bad config
+def test_kill_9_is_restarted(running):
+    before = running.show("MainPID", "NRestarts")
+    running.run("kill", "-9", before["MainPID"])
+    after = wait_for("a new main pid", lambda: (
+        (p := running.show("MainPID", "ActiveState", "NRestarts"))["ActiveState"] == "active"
+        and p["MainPID"] not in ("0", before["MainPID"]) and p), timeout=20)
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    assert running.echo(GROUP, sizes="1400")["echoed"] == 1
+
+
+def test_bad_config_at_start_fails_with_78_and_no_restart_loop(running):
+    running.systemctl("stop", UNIT)
+    running.write(CONFIG, config(port=70000))
+    mark = running.cursor()
+    assert running.systemctl("start", UNIT, check=False).returncode != 0
+    restart_sec = int(running.show("RestartUSec")["RestartUSec"].rstrip("ms") or 0)
+    time.sleep(max(2.0, 3 * restart_sec / 1000 if restart_sec else 0))
+    props = running.show("ActiveState", "Result", "NRestarts")
+    assert props["ActiveState"] == "failed", props
+    assert props["NRestarts"] == "0", f"restarted on a bad config: {props}"
+    status = running.systemctl("status", UNIT, check=False).stdout
+    assert "status=78" in status, status
+    starts = running.journal("-o", "cat", "_PID=1", after=mark).count("Starting ")
+    assert starts == 1, f"{starts} starts: a restart loop"
+    assert "port: 70000 is out of range" in running.journal("-p", "err", "-o", "cat", after=mark)
+
+
+# ------------------------------------------------------------------------- 7. watchdog, sandbox
+def test_watchdog_pings_keep_it_active(running):
+    shipped = int(running.show("WatchdogUSec")["WatchdogUSec"].rstrip("s") or 0) \
+        if running.show("WatchdogUSec")["WatchdogUSec"].endswith("s") else None
+    assert shipped != 0, "the unit sets no WatchdogSec"
+    watchdog = _seconds(running.show("WatchdogUSec")["WatchdogUSec"])
+    dropin = "/run/systemd/system/mcast-echo.service.d/watchdog.conf"
+    if watchdog > 10:  # same pings, shorter wait: the daemon pings at WATCHDOG_USEC/2
+        running.run("mkdir", "-p", os.path.dirname(dropin))
+        running.write(dropin, "[Service]\nWatchdogSec=3s\n")
+        running.systemctl("daemon-reload")
+        running.systemctl("restart", UNIT)
+        watchdog = _seconds(running.show("WatchdogUSec")["WatchdogUSec"])
+    try:
+        before = running.show("MainPID", "NRestarts")
+        time.sleep(2 * watchdog + 1)
+        after = running.show("MainPID", "NRestarts", "ActiveState")
+        assert after["ActiveState"] == "active"
+        assert (after["MainPID"], after["NRestarts"]) == (before["MainPID"], before["NRestarts"])
+        assert "Watchdog timeout" not in running.journal("-o", "cat", "_PID=1")
+    finally:
+        running.run("rm", "-rf", os.path.dirname(dropin))
+        running.systemctl("daemon-reload")
+        running.systemctl("restart", UNIT)
+
+
+def _seconds(timespan: str) -> float:
+    """systemd's `show` timespans: '30s', '1min 30s', '500ms'."""
+    units = {"min": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "h": 3600.0}
+    total = 0.0
+    for number, unit in re.findall(r"([\d.]+)\s*(min|ms|us|s|h)", timespan):
+        total += float(number) * units[unit]
+    return total
+
+
+def test_runs_as_a_dynamic_user_without_capabilities(running):
+    pid = running.main_pid()
+    status = dict(line.split(":", 1) for line in
+                  running.out("cat", f"/proc/{pid}/status").splitlines() if ":" in line)
+    uids = [int(u) for u in status["Uid"].split()]
+    gids = [int(g) for g in status["Gid"].split()]
+    assert all(u in DYNAMIC_UIDS for u in uids + gids), (uids, gids)
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[cap].strip(), 16) == 0, f"{cap}: {status[cap].strip()}"
+    assert status["NoNewPrivs"].strip() == "1"
+    assert running.show("DynamicUser")["DynamicUser"] == "yes"
+
+
+def test_security_score_on_the_running_system(running):
+    report = running.run("systemd-analyze", "security", "--no-pager", UNIT, check=False).stdout
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+)", report)
+    assert match, report
+    score = float(match.group(1))
+    print(f"systemd-analyze security {UNIT}: {score}")
+    assert score <= SECURITY_LIMIT, report
+
+
+# ------------------------------------------------------------------------- upgrade and removal
+def test_upgrade_keeps_the_admins_edit_and_restarts_a_running_service(running):
+    edited = running.shipped_config + "\n# edited by the admin\n"
+    running.write(CONFIG, edited)
+    pid = running.main_pid()
+    running.run("dpkg", "-i", running.deb)  # same version again: dpkg's upgrade path
+    assert running.out("cat", CONFIG) == edited.strip()
+    wait_for("a restarted daemon", lambda: running.main_pid() not in (0, pid))
+    assert running.out("systemctl", "is-active", UNIT) == "active"
+    assert running.run("systemctl", "is-enabled", UNIT, check=False).stdout.strip() == "disabled"
+
+
+def test_remove_stops_it_and_purge_removes_the_config(running):
+    running.run("dpkg", "--remove", "mcast-echo")
+    assert running.run("systemctl", "is-active", UNIT, check=False).stdout.strip() != "active"
+    assert not running.joined(GROUP)
+    running.run("test", "-f", CONFIG)  # removal keeps conffiles
+    running.run("dpkg", "--purge", "mcast-echo")
+    assert running.run("test", "-e", CONFIG, check=False).returncode != 0

@@ -1,0 +1,88 @@
+"""Kernel limits: a fake /proc gives the warnings; the real one is read."""
+
+import logging
+from pathlib import Path
+
+from mcast_echo.cli import main
+from mcast_echo.config import Config, Listener
+from mcast_echo.limits import (
+    KernelLimits,
+    buffer_reports,
+    expected_grant,
+    predicted_reports,
+    read_limits,
+)
+
+
+def fake_proc(root: Path, **values: int) -> str:
+    files = {"rmem_max": "sys/net/core/rmem_max", "wmem_max": "sys/net/core/wmem_max",
+             "rmem_default": "sys/net/core/rmem_default",
+             "wmem_default": "sys/net/core/wmem_default",
+             "igmp_max_memberships": "sys/net/ipv4/igmp_max_memberships"}
+    for name, value in values.items():
+        path = root / files[name]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{value}\n")
+    return str(root)
+
+
+def test_fake_proc_is_read(tmp_path):
+    limits = read_limits(fake_proc(tmp_path, rmem_max=1000000, wmem_max=2000000,
+                                   rmem_default=3000, wmem_default=4000,
+                                   igmp_max_memberships=7))
+    assert limits == KernelLimits(1000000, 2000000, 3000, 4000, 7, None, None)
+
+
+def test_real_proc_is_read():
+    limits = read_limits()
+    assert limits.rmem_max and limits.rmem_max > 0
+    assert limits.igmp_max_memberships is not None
+    with open("/proc/sys/net/core/rmem_max") as f:
+        assert limits.rmem_max == int(f.read())
+
+
+def test_capped_request_warns_with_the_fix():
+    limits = KernelLimits(rmem_max=212992, wmem_max=212992, rmem_default=212992,
+                          wmem_default=212992)
+    recv, send = buffer_reports(4 << 20, None, limits, granted_recv=425984, granted_send=212992)
+    assert recv.capped and recv.level == logging.WARNING
+    assert recv.message() == (
+        "receive buffer: requested 4 MiB, granted 416 KiB (limit net.core.rmem_max = 208 KiB; "
+        "Linux doubles the request for its bookkeeping); capped, so the buffer is 208 KiB "
+        "usable instead of 4 MiB: fix with `sysctl -w net.core.rmem_max=4194304`")
+    assert not send.capped and send.level == logging.INFO
+    assert send.message() == ("send buffer: kernel default, granted 208 KiB "
+                              "(net.core.wmem_default = 208 KiB)")
+
+
+def test_request_within_limit_is_info():
+    limits = KernelLimits(rmem_max=8 << 20, wmem_max=8 << 20)
+    recv, _ = buffer_reports(1 << 20, None, limits, granted_recv=2 << 20)
+    assert not recv.capped
+    assert recv.message().startswith("receive buffer: requested 1 MiB, granted 2 MiB")
+
+
+def test_expected_grant_is_linux_arithmetic():
+    assert expected_grant(4 << 20, 1 << 20, 0) == 2 << 20
+    assert expected_grant(1000, 1 << 20, 0) == 2304  # the kernel's floor
+    assert expected_grant(None, 1 << 20, 212992) == 212992
+
+
+def test_limits_command_on_a_fake_proc(tmp_path, capsys):
+    proc = fake_proc(tmp_path / "proc", rmem_max=100000, wmem_max=100000, rmem_default=50000,
+                     wmem_default=50000, igmp_max_memberships=20)
+    config = tmp_path / "c.yaml"
+    config.write_text("recv_buffer: 1MiB\n")
+    assert main(["limits", "-c", str(config), "--proc", proc]) == 0
+    out = capsys.readouterr().out
+    assert "net.core.rmem_max                  100000" in out
+    assert "net.ipv6.mld_max_msf               unreadable" in out
+    assert "would get 200000 bytes" in out
+    assert "fix with `sysctl -w net.core.rmem_max=1048576`" in out
+
+
+def test_predicted_reports_cover_each_listener_and_igmp():
+    config = Config(path="x", listeners=(Listener(recv_buffer=1 << 30),))
+    lines = predicted_reports(config, read_limits())
+    assert [level for level, _ in lines][:1] == [logging.WARNING]
+    assert lines[-1][1].startswith("IGMP: 1 group(s)")
