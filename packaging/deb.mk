@@ -21,8 +21,9 @@ DEB_APT_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject
 	python3-setuptools lintian man-db python3-yaml python3-daemon python3-sdnotify \
 	systemd iproute2 util-linux
 
-# the system test needs only pytest on the host; use the project's venv when `make` made one
-SYSTEM_TEST_PYTHON ?= $(if $(wildcard $(CURDIR)/.venv/bin/python),$(CURDIR)/.venv/bin/python,python3)
+# The system test needs only pytest on the host: the project's venv ($(STAMP)/$(PY) from the
+# Makefile) when included there, else python3.
+SYSTEM_TEST_PYTHON ?= $(or $(PY),python3)
 
 .PHONY: deb deb-deps system-test
 
@@ -50,10 +51,10 @@ $(DEB_FILE): $(addprefix $(CURDIR)/,$(DEB_INPUTS))
 	  status=$$?; cat $(DEB_OUT)/lintian.txt; exit $$status
 	@echo "deb: $(DEB_FILE)"
 
-system-test: $(DEB_FILE)
+system-test: $(DEB_FILE) $(STAMP)
 	@[ "$$(id -u)" = 0 ] || { echo "system-test: run as root (it boots systemd as PID 1 in" \
 	  "namespaces and installs the .deb there); prepare with 'make deb-deps'" >&2; exit 1; }
 	@# outside `unshare --net` on purpose: every packet stays inside the container's own netns.
 	@# --noconftest: tests/conftest.py insists on a private netns for the unit tests.
 	cd $(CURDIR) && MCAST_ECHO_SYSTEM_TEST=1 MCAST_ECHO_DEB=$(DEB_FILE) $(SYSTEM_TEST_PYTHON) \
-	  -m pytest --noconftest -p no:cacheprovider -m system -v tests/system
+	  -m pytest --noconftest -p no:cacheprovider -m system -v --durations=0 tests/system

@@ -57,6 +57,8 @@ class Lab:
         self.env = {**os.environ, "SDLAB_STATE": str(state), "SDLAB_NAME": "mcast-echo",
                     "TERM": "dumb"}
         self.client_path = "/root/echo_client.py"
+        self.deb = ""  # path of the .deb inside
+        self.shipped_config = ""  # /etc/mcast-echo.yaml as installed, read by the first test
 
     def sdlab(self, *args: str, stdin: Optional[str] = None, timeout: float = 120,
               check: bool = True) -> subprocess.CompletedProcess:
@@ -159,12 +161,16 @@ def lab():
 
 @pytest.fixture
 def running(lab):
-    """The service started with the shipped config, as the steps after install expect."""
-    if lab.out("cat", CONFIG) != lab.shipped_config:
+    """The service running on the shipped config, where each step after the install begins."""
+    assert lab.shipped_config, "the package is not installed (see the first test)"
+    changed = lab.out("cat", CONFIG) != lab.shipped_config
+    if changed:
         lab.write(CONFIG, lab.shipped_config + "\n")
     lab.systemctl("reset-failed", UNIT, check=False)
     if lab.show("ActiveState")["ActiveState"] != "active":
         lab.systemctl("start", UNIT)
+    elif changed:
+        lab.systemctl("restart", UNIT)
     return lab
 
 
@@ -185,8 +191,7 @@ def test_install_leaves_the_service_off(lab):
 
 
 def test_start_returns_after_ready_with_status(lab):
-    props = lab.show("Type", "WatchdogUSec", "DynamicUser")
-    assert props["Type"] == "notify"
+    assert lab.show("Type")["Type"] == "notify"
     started = time.monotonic()
     lab.systemctl("start", UNIT)
     elapsed = time.monotonic() - started
@@ -197,7 +202,7 @@ def test_start_returns_after_ready_with_status(lab):
     assert lab.out("systemctl", "is-active", UNIT) == "active"
     assert GROUP in state["StatusText"]
     status = lab.systemctl("status", UNIT).stdout
-    assert f'Status: "{state["StatusText"]}' in status or "Status: \"" in status, status
+    assert f'Status: "{GROUP}' in status, status
     print(f"systemctl start -> READY=1 in {elapsed:.2f}s; STATUS={state['StatusText']}")
 
 
@@ -217,8 +222,8 @@ def test_journal_shows_limits_and_readiness(running):
     log = running.journal("-o", "cat")
     for line in ("receive buffer:", "send buffer:", "IGMP:", f"joined {GROUP} on mc0", "ready:"):
         assert line in log, f"{line!r} not in the journal:\n{log}"
-    systemd_says = running.journal("-o", "cat", "_PID=1")
-    assert "Started " in systemd_says, systemd_says
+    # systemd's own line, logged when READY=1 arrived
+    assert re.search(r"^Started ", log, re.M), log
 
 
 def test_capped_receive_buffer_warns_with_the_fix(running):
@@ -273,10 +278,8 @@ def test_stop_leaves_the_group(running):
     mark = running.cursor()
     running.systemctl("stop", UNIT)
     assert not running.joined(GROUP)
-    log = wait_for("the leave in the journal",
-                   lambda: f"left {GROUP} on mc0" in (j := running.journal("-o", "cat",
-                                                                           after=mark)) and j)
-    assert "STOPPING" not in log or True
+    wait_for("the leave in the journal",
+             lambda: f"left {GROUP} on mc0" in running.journal("-o", "cat", after=mark))
     props = running.show("ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
     assert props["ActiveState"] == "inactive"
     assert props["Result"] == "success", props
@@ -299,24 +302,22 @@ def test_bad_config_at_start_fails_with_78_and_no_restart_loop(running):
     running.write(CONFIG, config(port=70000))
     mark = running.cursor()
     assert running.systemctl("start", UNIT, check=False).returncode != 0
-    restart_sec = int(running.show("RestartUSec")["RestartUSec"].rstrip("ms") or 0)
-    time.sleep(max(2.0, 3 * restart_sec / 1000 if restart_sec else 0))
+    time.sleep(max(2.0, 3 * _seconds(running.show("RestartUSec")["RestartUSec"])))
     props = running.show("ActiveState", "Result", "NRestarts")
     assert props["ActiveState"] == "failed", props
     assert props["NRestarts"] == "0", f"restarted on a bad config: {props}"
     status = running.systemctl("status", UNIT, check=False).stdout
     assert "status=78" in status, status
-    starts = running.journal("-o", "cat", "_PID=1", after=mark).count("Starting ")
-    assert starts == 1, f"{starts} starts: a restart loop"
-    assert "port: 70000 is out of range" in running.journal("-p", "err", "-o", "cat", after=mark)
+    log = running.journal("-o", "cat", after=mark)
+    starts = len(re.findall(r"^Starting ", log, re.M))
+    assert starts == 1, f"{starts} starts: a restart loop\n{log}"
+    assert f"{CONFIG}:2: port: 70000 is out of range" in log, log
 
 
 # ------------------------------------------------------------------------- 7. watchdog, sandbox
 def test_watchdog_pings_keep_it_active(running):
-    shipped = int(running.show("WatchdogUSec")["WatchdogUSec"].rstrip("s") or 0) \
-        if running.show("WatchdogUSec")["WatchdogUSec"].endswith("s") else None
-    assert shipped != 0, "the unit sets no WatchdogSec"
     watchdog = _seconds(running.show("WatchdogUSec")["WatchdogUSec"])
+    assert watchdog > 0, "the unit sets no WatchdogSec"
     dropin = "/run/systemd/system/mcast-echo.service.d/watchdog.conf"
     if watchdog > 10:  # same pings, shorter wait: the daemon pings at WATCHDOG_USEC/2
         running.run("mkdir", "-p", os.path.dirname(dropin))
@@ -330,7 +331,7 @@ def test_watchdog_pings_keep_it_active(running):
         after = running.show("MainPID", "NRestarts", "ActiveState")
         assert after["ActiveState"] == "active"
         assert (after["MainPID"], after["NRestarts"]) == (before["MainPID"], before["NRestarts"])
-        assert "Watchdog timeout" not in running.journal("-o", "cat", "_PID=1")
+        assert "Watchdog timeout" not in running.journal("-o", "cat")
     finally:
         running.run("rm", "-rf", os.path.dirname(dropin))
         running.systemctl("daemon-reload")
