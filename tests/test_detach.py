@@ -1,0 +1,87 @@
+"""Without systemd: --detach with a pid file, and a stale pid file does not block."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from netlab import local_igmp_groups
+
+
+def serve(config, *args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "INVOCATION_ID")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "mcast_echo", "serve", "-c", str(config),
+                           *args], capture_output=True, text=True, timeout=30, env=env)
+
+
+def wait_for_pid(pidfile, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            text = pidfile.read_text().strip()
+            if text:
+                return int(text)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("no pid file")
+
+
+def wait_gone(pid, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still alive")
+
+
+def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config):
+    config = write_config("interface: lo\ngroup: 224.3.29.90\n")
+    pidfile, logfile = tmp_path / "mcast-echo.pid", tmp_path / "mcast-echo.log"
+    args = ("--detach", "--pidfile", str(pidfile), "--log-file", str(logfile))
+    done = serve(config, *args)
+    assert done.returncode == 0, done.stderr
+    pid = wait_for_pid(pidfile)
+    try:
+        assert pid != os.getpid()
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+        assert "Umask:\t0022" in status
+        deadline = time.monotonic() + 5
+        while ("lo", "224.3.29.90") not in local_igmp_groups() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ("lo", "224.3.29.90") in local_igmp_groups()
+        # A second start is refused while the first runs.
+        second = serve(config, *args)
+        assert second.returncode == 69 and "is locked by a running mcast-echo" in second.stderr
+        # kill -9 leaves the pid file behind; the next start must not mind.
+        os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+        assert pidfile.exists()
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    done = serve(config, *args)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 5
+    while wait_for_pid(pidfile) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new_pid = wait_for_pid(pidfile)
+    assert new_pid != pid
+    os.kill(new_pid, signal.SIGTERM)
+    wait_gone(new_pid)
+    assert not pidfile.exists()
+    log = logfile.read_text()
+    assert "detached" in log and "left 224.3.29.90 on lo" in log
+
+
+def test_detach_is_refused_under_systemd(tmp_path, write_config):
+    config = write_config("interface: lo\n")
+    done = serve(config, "--detach", env_extra={"INVOCATION_ID": "0123"})
+    assert done.returncode == 64
+    assert "--detach refused: started by systemd" in done.stderr
