@@ -1,0 +1,179 @@
+"""The probe header and identity trailer (probe.py), and ping's per-responder stats: no network."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+
+import pytest
+
+from mcast_echo import pingreport, probe
+from mcast_echo.probe import HEADER_SIZE, MAX_UDP_PAYLOAD, Arrival
+
+SESSION = 0x1234ABCD
+ARRIVAL = Arrival("host-b", "eth1", "224.3.29.71", 63, 1_700_000_000_123_456_789)
+
+
+def a_probe(size: int = 64, seq: int = 7, flags: int = probe.FLAG_WANT_TRAILER) -> bytes:
+    return probe.build_probe(SESSION, seq, 1_700_000_000_000_000_000, size, sent_ttl=64,
+                             flags=flags)
+
+
+@pytest.mark.parametrize("size", [HEADER_SIZE, HEADER_SIZE + 1, 64, 1400, MAX_UDP_PAYLOAD])
+def test_probe_has_the_asked_size_and_round_trips(size):
+    data = a_probe(size)
+    assert len(data) == size
+    assert probe.parse_header(data) == probe.Header(
+        probe.FLAG_WANT_TRAILER, 64, SESSION, 7, 1_700_000_000_000_000_000, size)
+
+
+def test_header_layout_is_the_documented_one():
+    data = a_probe(40, seq=5)
+    assert data[:4] == b"MCEP" and data[4] == 1 and data[5] == 1 and data[6] == 64
+    assert struct.unpack_from("!II", data, 8) == (SESSION, 5)
+    assert struct.unpack_from("!I", data, 24) == (40,)
+    assert struct.unpack_from("!I", data, 28) == (zlib.crc32(data[:28]),)
+    assert list(data[32:]) == [(i + 5) % 256 for i in range(32, 40)]
+
+
+@pytest.mark.parametrize("size", [1, HEADER_SIZE - 1, MAX_UDP_PAYLOAD + 1])
+def test_probe_sizes_out_of_range_are_refused(size):
+    with pytest.raises(ValueError, match="out of range"):
+        a_probe(size)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"MCEP", b"hello, world", b"\x00" * 100,
+    a_probe()[:HEADER_SIZE - 1],  # too short
+    b"XCEP" + a_probe()[4:],  # magic
+    a_probe()[:4] + b"\x02" + a_probe()[5:],  # a version this responder does not know
+    a_probe(flags=0),  # did not ask
+], ids=["empty", "magic-only", "text", "zeros", "short", "magic", "version", "no-flag"])
+def test_wants_trailer_is_false_for_anything_but_an_asking_probe(data):
+    assert probe.wants_trailer(data) is False
+    assert probe.wants_trailer(a_probe()) is True
+
+
+def test_trailer_carries_the_arrival():
+    echo = probe.with_trailer(a_probe(100), ARRIVAL)
+    assert echo[:100] == a_probe(100)
+    assert echo[100:104] == b"MCET"
+    trailer = probe.parse_trailer(echo[100:])
+    assert trailer == probe.Trailer("host-b", "eth1", "224.3.29.71", 63, ARRIVAL.recv_time_ns)
+    checked = probe.check_echo(echo, SESSION)
+    assert checked is not None and checked.intact and checked.trailer == trailer
+
+
+def test_unknown_ttl_and_odd_values_are_carried_safely():
+    arrival = Arrival("h" * 300 + "é", "", "", None, 5)
+    trailer = probe.parse_trailer(probe.with_trailer(a_probe(), arrival)[64:])
+    assert trailer is not None
+    assert trailer.arrival_ttl is None and trailer.ifname == "" and len(trailer.hostname) == 255
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda p: p[:-1],  # truncated: the length field no longer matches
+    lambda p: p + b"x",  # longer than it says
+    lambda p: p[:12] + bytes([p[12] ^ 1]) + p[13:],  # a header bit flipped: CRC fails
+], ids=["short", "long", "crc"])
+def test_malformed_probes_are_echoed_verbatim(mangle):
+    data = mangle(a_probe(200))
+    assert probe.with_trailer(data, ARRIVAL) == data
+
+
+def test_a_trailer_is_added_only_if_it_fits_in_one_datagram():
+    trailer_size = len(probe.encode_trailer(ARRIVAL))
+    fits = a_probe(MAX_UDP_PAYLOAD - trailer_size)
+    assert len(probe.with_trailer(fits, ARRIVAL)) == MAX_UDP_PAYLOAD
+    too_big = a_probe(MAX_UDP_PAYLOAD - trailer_size + 1)
+    assert probe.with_trailer(too_big, ARRIVAL) == too_big
+    assert probe.with_trailer(a_probe(MAX_UDP_PAYLOAD), ARRIVAL) == a_probe(MAX_UDP_PAYLOAD)
+    assert trailer_size <= probe.MAX_TRAILER_SIZE
+
+
+def test_with_trailer_never_raises_on_random_or_mangled_input():
+    rng = random.Random(3)
+    good = a_probe(96)
+    arrivals = [ARRIVAL, Arrival("", "", "", None, 0), Arrival("x", "y", "z", 999, -1),
+                Arrival(None, None, None, -5, 2**70)]  # type: ignore[arg-type]
+    for i in range(3000):
+        if i % 2:
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
+            data = b"MCEP\x01\x01" + data if i % 4 == 1 else data
+        else:
+            mutable = bytearray(good)
+            for _ in range(rng.randrange(1, 4)):
+                mutable[rng.randrange(len(mutable))] = rng.getrandbits(8)
+            data = bytes(mutable[: rng.randrange(len(mutable) + 1)])
+        for arrival in arrivals:
+            out = probe.with_trailer(data, arrival)
+            assert out[: len(data)] == data
+            if out != data:
+                assert probe.parse_header(data) is not None
+                assert probe.parse_trailer(out[len(data):]) is not None
+
+
+def test_a_later_trailer_version_with_more_fields_still_parses():
+    trailer = bytearray(probe.encode_trailer(ARRIVAL)) + b"\x07extra"
+    trailer[4] = 2
+    struct.pack_into("!H", trailer, 6, len(trailer))
+    assert probe.parse_trailer(bytes(trailer)).hostname == "host-b"
+
+
+def test_check_echo_flags_truncation_corruption_and_strangers():
+    data = a_probe(300)
+    assert probe.check_echo(data, SESSION).intact
+    assert probe.check_echo(data, SESSION + 1) is None  # another run's probe
+    assert probe.check_echo(b"plain text", SESSION) is None
+    cut = probe.check_echo(data[:200], SESSION)
+    assert cut.truncated and not cut.intact
+    flipped = bytearray(data)
+    flipped[250] ^= 0xFF
+    assert probe.check_echo(bytes(flipped), SESSION).corrupted
+    assert probe.check_echo(data + b"junk", SESSION).corrupted  # trailing bytes, no trailer
+    header_hit = bytearray(data)
+    header_hit[10] ^= 1
+    assert probe.check_echo(bytes(header_hit), SESSION) is None  # cannot be matched
+
+
+def test_another_sequence_number_has_other_padding():
+    assert a_probe(100, seq=1)[HEADER_SIZE:] != a_probe(100, seq=2)[HEADER_SIZE:]
+
+
+# --- per-responder stats -------------------------------------------------------------------------
+
+def echo_of(seq: int, arrival: Arrival = ARRIVAL, size: int = 64) -> probe.Echo:
+    return probe.check_echo(probe.with_trailer(a_probe(size, seq=seq), arrival), SESSION)
+
+
+def test_stats_count_duplicates_and_compute_rtt_like_ping():
+    stats = pingreport.ResponderStats("10.0.0.2", 9999)
+    assert stats.record(echo_of(0), 1_000_000, 64)
+    assert stats.record(echo_of(1), 3_000_000, 64)
+    assert not stats.record(echo_of(1), 5_000_000, 64)  # DUP!
+    assert (stats.received, stats.duplicates) == (2, 1)
+    assert stats.rtt_ms() == {"min": 1.0, "avg": 2.0, "max": 3.0, "mdev": 1.0}
+    assert stats.loss_percent(4) == 50.0
+    assert stats.identity() == "10.0.0.2 (host-b, eth1) hops=1"
+    assert stats.summary_line(4) == (
+        "10.0.0.2 (host-b, eth1) hops=1: 4 transmitted, 2 received, +1 duplicates, 50% loss, "
+        "rtt min/avg/max/mdev = 1.000/2.000/3.000/1.000 ms")
+
+
+def test_damaged_echoes_do_not_count_as_received():
+    stats = pingreport.ResponderStats("10.0.0.2", 9999)
+    cut = probe.check_echo(a_probe(300)[:100], SESSION)
+    stats.record(cut, 1000, None)
+    assert (stats.received, stats.truncated) == (0, 1)
+    line = pingreport.reply_line(stats, cut, 100, 1000, True)
+    assert line == "100 bytes from 10.0.0.2: seq=7 (TRUNCATED: 100 of 300 bytes)"
+    assert stats.rtt_ms() is None
+
+
+def test_reply_line_of_a_plain_echo_server():
+    echo = probe.check_echo(a_probe(1400, seq=3), SESSION)
+    stats = pingreport.ResponderStats("10.0.0.2", 9999)
+    stats.record(echo, 412_000, 64)
+    assert pingreport.reply_line(stats, echo, 1400, 412_000, True) == (
+        "1400 bytes from 10.0.0.2: seq=3 time=0.412 ms")
