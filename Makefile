@@ -14,7 +14,7 @@ else
   NETNS := $(shell unshare -rn true 2>/dev/null && echo 'unshare -rn --')
 endif
 
-.PHONY: all venv run test lint demo bench clean help
+.PHONY: all venv run test lint demo bench soak clean help
 all: test
 
 help:
@@ -22,6 +22,8 @@ help:
 	@echo "make test   - the whole test suite, in a private network namespace"
 	@echo "make lint   - ruff"
 	@echo "make demo   - daemon and client on two namespaced 'hosts' over a veth"
+	@echo "make bench  - throughput, RTT, start-up time and RSS report (namespaced)"
+	@echo "make soak   - four full-speed senders for SOAK_SECONDS (default 60), RSS and exit checks"
 	@echo "make deb / make system-test - Debian package, proven under a real systemd (root)"
 
 venv: $(STAMP)
@@ -47,6 +49,13 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(NETNS) $(PY) tests/demo.py
+
+bench: $(STAMP)
+	$(NETNS) $(PY) tests/bench.py
+
+SOAK_SECONDS ?= 60
+soak: $(STAMP)
+	$(NETNS) $(PY) tests/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
