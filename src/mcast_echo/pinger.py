@@ -263,8 +263,8 @@ class Pinger:
                 now = time.monotonic()
                 if end_at is None and now >= next_send:
                     self.send()
-                    if self.next_seq == 1:  # after the first send: a setup error comes alone
-                        self._say(self.banner())
+                    if self.next_seq == 1 and not settings.json:  # after the first send,
+                        print(self.banner(), file=self.out, flush=True)  # so errors come alone
                     next_send = max(next_send + settings.interval, now)  # no catch-up bursts
                     if settings.count is not None and self.next_seq >= settings.count:
                         end_at = now + settings.wait

@@ -1,0 +1,285 @@
+"""`mcast-echo ping` end to end: real daemons and a plain echo server on namespaced hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from daemonproc import DaemonProcess
+from mcast_echo import probe
+from netlab import Host, Lan
+
+GROUP, PORT = "224.3.29.71", 9999
+FAST = ["-i", "0.05", "-W", "0.5"]
+
+# The seed's server: bind the port, join, echo each datagram back with recvfrom/sendto.
+PLAIN_ECHO_SERVER = textwrap.dedent("""
+    import socket, struct, sys
+    group, port = sys.argv[1], int(sys.argv[2])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", port))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                    struct.pack("4sl", socket.inet_aton(group), socket.INADDR_ANY))
+    print("ready", flush=True)
+    while True:
+        data, address = sock.recvfrom(65535)
+        sock.sendto(data, address)
+""")
+
+
+def ping(*args: str, host: Host | None = None, timeout: float = 30,
+         ) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mcast_echo", "ping", *args]
+    if host is not None:
+        return host.run(cmd, check=False, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def ping_json(*args: str, host: Host | None = None) -> tuple[int, dict]:
+    done = ping("--json", *args, host=host)
+    assert done.stdout.lstrip().startswith("{"), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def by_name(document: dict) -> dict[str, dict]:
+    return {r["name"]: r for r in document["responders"]}
+
+
+class Site:
+    """Hosts host-a, host-b, ... on one bridge (10.77.0.2, .3, ...), each running the daemon."""
+
+    def __init__(self, tmp_path, count: int) -> None:
+        self.lan = Lan()
+        self.hosts: list[Host] = []
+        self.daemons: list[DaemonProcess] = []
+        config = tmp_path / "mcast-echo.yaml"
+        config.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: eth0\n")
+        try:
+            for i in range(count):
+                host = Host(f"host-{'abcdefgh'[i]}")
+                self.hosts.append(host)
+                self.lan.plug(host, 2 + i)
+                self.daemons.append(DaemonProcess(config, host=host))
+            for daemon in self.daemons:
+                daemon.wait_for("ready:")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for daemon in self.daemons:
+            daemon.kill()
+        for host in self.hosts:
+            host.close()
+        self.lan.close()
+
+
+@pytest.fixture(scope="module")
+def site3(tmp_path_factory):
+    site = Site(tmp_path_factory.mktemp("site3"), 3)
+    yield site
+    site.close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    sites: list[Site] = []
+
+    def make(count: int) -> Site:
+        sites.append(Site(tmp_path, count))
+        return sites[-1]
+
+    yield make
+    for made in sites:
+        made.close()
+
+
+# --- three daemons on one link --------------------------------------------------------------------
+
+def test_three_responders_with_their_names_and_hops(site3):
+    done = ping("-c", "3", *FAST, "--expect", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for octet, name in ((2, "host-a"), (3, "host-b"), (4, "host-c")):
+        assert f"64 bytes from 10.77.0.{octet} ({name}, eth0) hops=0: seq=2 time=" in done.stdout
+        assert (f"10.77.0.{octet} ({name}, eth0) hops=0: 3 transmitted, 3 received, 0% loss, "
+                "rtt min/avg/max/mdev = ") in done.stdout
+    assert done.stdout.rstrip().endswith("3 probes transmitted, 3 responders")
+
+
+def test_json_holds_the_documented_fields(site3):
+    status, document = ping_json("-c", "4", *FAST, "-s", "1400", "-t", "5", "--expect", "3")
+    assert status == 0
+    assert document["settings"] == {
+        "group": GROUP, "port": PORT, "interface": None, "count": 4, "interval": 0.05,
+        "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5, "expect": 3, "config": None,
+        "session": document["settings"]["session"]}
+    assert len(document["settings"]["session"]) == 8
+    assert (document["transmitted"], document["send_errors"]) == (4, 0)
+    assert (document["responder_count"], document["expect"], document["ok"]) == (3, 3, True)
+    assert document["stray_datagrams"] == 0 and document["duration_s"] > 0
+    responders = by_name(document)
+    assert sorted(responders) == ["host-a", "host-b", "host-c"]
+    b = responders["host-b"]
+    assert set(b) == {"address", "port", "name", "interface", "group", "hops", "arrival_ttl",
+                      "reply_ttl", "transmitted", "received", "duplicates", "truncated",
+                      "corrupted", "without_trailer", "loss_percent", "rtt_ms"}
+    assert (b["address"], b["port"], b["interface"], b["group"]) == ("10.77.0.3", PORT, "eth0",
+                                                                     GROUP)
+    assert (b["hops"], b["arrival_ttl"], b["reply_ttl"]) == (0, 5, 64)
+    assert (b["transmitted"], b["received"], b["loss_percent"]) == (4, 4, 0.0)
+    assert (b["duplicates"], b["truncated"], b["corrupted"], b["without_trailer"]) == (0, 0, 0, 0)
+    rtt = b["rtt_ms"]
+    assert set(rtt) == {"min", "avg", "max", "mdev"}
+    assert 0 < rtt["min"] <= rtt["avg"] <= rtt["max"] < 1000
+
+
+@pytest.mark.parametrize("size", [
+    probe.HEADER_SIZE, 1400, 1473,  # 1473: the first size that needs two fragments on a 1500 MTU
+    probe.MAX_UDP_PAYLOAD - probe.MAX_TRAILER_SIZE,  # the largest with room for any trailer
+    probe.MAX_UDP_PAYLOAD])
+def test_sizes_from_the_bare_header_to_the_udp_maximum(site3, size):
+    status, document = ping_json("-c", "3", *FAST, "-s", str(size), "--expect", "3")
+    assert status == 0
+    for responder in document["responders"]:
+        assert responder["received"] == 3
+        assert responder["truncated"] == responder["corrupted"] == 0
+        if size == probe.MAX_UDP_PAYLOAD:  # no room for the trailer: echoed verbatim
+            assert responder["name"] is None and responder["without_trailer"] == 3
+        else:
+            assert responder["name"] in ("host-a", "host-b", "host-c")
+
+
+def test_the_udp_maximum_shows_the_address_only_and_says_why(site3):
+    done = ping("-c", "1", *FAST, "-s", "65507")
+    assert "(at 65507 bytes an echo may come without the responder's identity" in done.stdout
+    assert "65507 bytes from 10.77.0.2: seq=0 time=" in done.stdout
+
+
+def test_quiet_prints_only_the_banner_and_the_summary(site3):
+    done = ping("-q", "-c", "2", *FAST)
+    assert "bytes from" not in done.stdout
+    assert done.stdout.splitlines()[0].startswith("MCAST-ECHO PING 224.3.29.71:9999: 64-byte")
+    assert "2 probes transmitted, 3 responders" in done.stdout
+
+
+def test_ctrl_c_prints_the_summary_and_the_status(site3):
+    proc = subprocess.Popen([sys.executable, "-m", "mcast_echo", "ping", "-i", "0.05", "--expect",
+                             "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert "mcast-echo ping statistics" in out and out.rstrip().endswith("3 responders")
+    assert "Traceback" not in err
+
+
+# --- a responder goes away ---------------------------------------------------------------------
+
+def test_a_stopped_responder_shows_loss_and_fails_expect(site):
+    lab = site(3)
+    proc = subprocess.Popen([sys.executable, "-m", "mcast_echo", "ping", "--json", "-c", "20",
+                             "-i", "0.1", "-W", "0.5", "--expect", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # about 10 probes answered by all three
+    assert lab.daemons[2].stop() == 0
+    out, _err = proc.communicate(timeout=10)
+    responders = by_name(json.loads(out))
+    assert responders["host-a"]["loss_percent"] == responders["host-b"]["loss_percent"] == 0
+    assert 20 <= responders["host-c"]["loss_percent"] <= 80  # answered only until it stopped
+
+    done = ping("-c", "3", *FAST, "--expect", "3")
+    assert done.returncode == 1
+    assert "3 probes transmitted, 2 responders (expected at least 3)" in done.stdout
+    assert "host-c" not in done.stdout
+
+
+# --- other responders and local use -------------------------------------------------------------
+
+def test_a_plain_echo_server_answers_without_a_trailer(tmp_path):
+    with Lan() as lan, Host("plain") as host:
+        lan.plug(host, 9)
+        server = host.popen([sys.executable, "-c", PLAIN_ECHO_SERVER, GROUP, str(PORT)],
+                            stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready"
+            done = ping("-c", "3", *FAST, "-s", "1400")
+            assert done.returncode == 0, done.stderr
+            assert "1400 bytes from 10.77.0.9: seq=2 time=" in done.stdout
+            assert "10.77.0.9: 3 transmitted, 3 received, 0% loss" in done.stdout
+            status, document = ping_json("-c", "2", *FAST)
+            (responder,) = document["responders"]
+            assert responder["name"] is None and responder["hops"] is None
+            assert responder["received"] == responder["without_trailer"] == 2
+        finally:
+            server.kill()
+            server.wait()
+
+
+def test_dash_i_lo_against_the_daemon_as_make_run_starts_it(tmp_path):
+    """`make run` serves etc/mcast-echo.yaml on lo; ping -I lo must send from 127.0.0.1."""
+    with Host("devbox") as host:
+        daemon = DaemonProcess("etc/mcast-echo.yaml", host=host, args=("--interface", "lo"))
+        try:
+            daemon.wait_for("ready:")
+            done = ping("-I", "lo", "-c", "3", *FAST, host=host)
+            assert done.returncode == 0, done.stderr
+            assert "via lo (127.0.0.1)" in done.stdout
+            assert "64 bytes from 127.0.0.1 (devbox, lo) hops=0: seq=2 time=" in done.stdout
+            # Without -I there is no route to the group on a host with only lo.
+            done = ping("-c", "1", host=host)
+            assert done.returncode == 2
+            assert "no route to 224.3.29.71: add a multicast route" in done.stderr
+            assert "or pass -I IFACE" in done.stderr
+        finally:
+            daemon.stop()
+
+
+# --- exit status and defaults -------------------------------------------------------------------
+
+def test_nobody_answers_exit_1(tmp_path):
+    with Lan():
+        done = ping("-c", "2", "-i", "0.05", "-W", "0.2")
+    assert done.returncode == 1
+    assert "2 probes transmitted, 0 responders (expected at least 1)" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-s", "10"], "argument -s: 10 is out of range 32..65507"),
+    (["-s", "65508"], "argument -s: 65508 is out of range 32..65507"),
+    (["10.1.2.3"], "10.1.2.3 is not a multicast group (224.0.0.0/4)"),
+    (["224.1.1.1:0"], "0 is out of range 1..65535"),
+    (["-c", "0"], "argument -c: 0 is out of range >= 1"),
+    (["-I", "nosuch0", "-c", "1"], "-I nosuch0: no such interface"),
+    (["-I", "10.9.9.9", "-c", "1"], "-I 10.9.9.9 is not an IPv4 address of this host"),
+    (["--config", "/nonexistent.yaml", "-c", "1"], "/nonexistent.yaml"),
+])
+def test_usage_and_network_errors_exit_2(args, message):
+    with Lan():
+        done = ping(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_defaults_come_from_the_config_file(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text("group: 239.5.5.5\nport: 5555\nttl: 4\nloopback: false\n"
+                      "interface: lo\n")
+    with Host("cfg") as host:
+        done = host.run([sys.executable, "-m", "mcast_echo", "ping", "--json", "-c", "1",
+                         "-W", "0.1"], check=False,
+                        env={**os.environ, "MCAST_ECHO_CONFIG": str(config)})
+    assert done.returncode == 1, done.stderr
+    settings = json.loads(done.stdout)["settings"]
+    assert (settings["group"], settings["port"], settings["ttl"]) == ("239.5.5.5", 5555, 4)
+    assert (settings["loopback"], settings["interface"]) == (False, "lo")
+    assert settings["config"] == str(config)
+
