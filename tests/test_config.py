@@ -61,6 +61,20 @@ status_interval: 2
     assert config.log_level == "debug"
 
 
+def test_policy_keys(tmp_path):
+    import ipaddress
+
+    from mcast_echo.config import RateLimit
+    config = load_config(write(tmp_path, "allow: [10.0.0.0/8, 192.0.2.7]\n"
+                                         "rate_limit: {rate: 5, burst: 10}\n"))
+    assert config.listeners[0].allow == (ipaddress.IPv4Network("10.0.0.0/8"),
+                                         ipaddress.IPv4Network("192.0.2.7/32"))
+    assert config.listeners[0].rate_limit == RateLimit(5.0, 10)
+    off = load_config(write(tmp_path, "rate_limit: off\n"))
+    assert off.listeners[0].rate_limit is None
+    assert "rate_limit: off" in describe(off)
+
+
 def test_empty_mapping_means_all_defaults(tmp_path):
     assert load_config(write(tmp_path, "{}\n")).listeners == (Listener(),)
 
@@ -133,7 +147,24 @@ BAD = [
     ("groups: 224.1.1.1\n", "1: groups: unknown key; did you mean 'group'?"),
     ("recvbuffer: 1MiB\n", "1: recvbuffer: unknown key; did you mean 'recv_buffer'?"),
     ("colour: blue\n", "1: colour: unknown key; known keys: group, port, interface, "
-     "recv_buffer, send_buffer, ttl, loopback, max_datagram, log_level, status_interval"),
+     "recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
+     "status_interval"),
+    ("allow: 10.0.0.0/8\n", "1: allow: 10.0.0.0/8 is not a list of source networks "
+     "(allowed: e.g. [10.0.0.0/8, 192.0.2.7], or null for any source)"),
+    ("allow: []\n", "1: allow: a list is not a list of source networks (allowed: e.g. "
+     "[10.0.0.0/8, 192.0.2.7], or null for any source)"),
+    ("allow:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n", "3: allow: 10.0.0.0/33 is not an IPv4 "
+     "network (allowed: an address or CIDR such as 10.0.0.0/8)"),
+    ("allow: [fe80::/10]\n", "1: allow: fe80::/10 is not an IPv4 network (allowed: an "
+     "address or CIDR such as 10.0.0.0/8)"),
+    ("rate_limit: on\n", "1: rate_limit: true is not a rate limit (allowed: off, or a "
+     "mapping such as {rate: 1000, burst: 2000})"),
+    ("rate_limit:\n  rate: 100\n  brust: 5\n", "3: rate_limit: brust: unknown key "
+     "(allowed: rate, burst)"),
+    ("rate_limit:\n  rate: 0\n", "2: rate_limit: rate: 0 is not a rate (allowed: "
+     "1..10000000 datagrams per second per source)"),
+    ("rate_limit: {rate: 10, burst: many}\n", "1: rate_limit: burst: many is not an "
+     "integer (allowed: 1..10000000)"),
     ("port: 1\nttl: 2\nport: 3\n", "3: port: duplicate key (first set on line 1); keep one"),
     ("? [a, b]\n: 1\n", "1: a list: a key must be a name such as 'port'"),
     ("port: [1\n", "2:1: YAML syntax error: while parsing a flow sequence expected ',' or ']', "

@@ -123,7 +123,7 @@ while time.monotonic() < end and n < 3_000_000:
         time.sleep(1.0)  # let the flood build up
         start = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.stop(timeout=5) == 0
+        assert daemon.stop(timeout=5) == 0, daemon.log
         assert time.monotonic() - start < 1.0
         assert ("eth0", GROUP) not in host.igmp_groups()
     finally:

@@ -28,6 +28,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """Token bucket per source address: *rate* datagrams per second, bursts of *burst*."""
+
+    rate: float = 1000.0
+    burst: int = 2000
+
+
+@dataclass(frozen=True)
 class Listener:
     """One multicast group on one port, and how its socket is set up."""
 
@@ -39,6 +47,8 @@ class Listener:
     ttl: int = 1
     loopback: bool = True
     max_datagram: int = MAX_UDP_PAYLOAD
+    allow: Optional[tuple[ipaddress.IPv4Network, ...]] = None  # None: any source
+    rate_limit: Optional[RateLimit] = RateLimit()  # None: off
 
     @property
     def identity(self) -> tuple[str, int, Optional[str]]:
@@ -67,7 +77,15 @@ class ConfigError(Exception):
 
 
 class Invalid(ValueError):
-    """A value failed its check; the message says what is allowed."""
+    """A value failed its check; the message says what is allowed.
+
+    *at* points inside a list (an index) or a mapping (a key), so the error
+    names the line of that item rather than of the key that holds it.
+    """
+
+    def __init__(self, message: str, at: Any = None) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 # ----------------------------------------------------------------- value checks
@@ -82,6 +100,10 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, tuple):  # allow: networks
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, RateLimit):
+        return f"{{rate: {value.rate:g}, burst: {value.burst}}}"
     return str(value)
 
 
@@ -173,6 +195,49 @@ def check_max_datagram(value: Any) -> int:
     return _integer(value, 1, MAX_UDP_PAYLOAD)
 
 
+def check_allow(value: Any) -> Optional[tuple[ipaddress.IPv4Network, ...]]:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"{_show(value)} is not a list of source networks (allowed: e.g. "
+                      "[10.0.0.0/8, 192.0.2.7], or null for any source)")
+    networks = []
+    for index, item in enumerate(value):
+        try:
+            networks.append(ipaddress.IPv4Network(str(item), strict=False)
+                            if isinstance(item, str) else None)
+        except ValueError:
+            networks.append(None)
+        if networks[-1] is None:
+            raise Invalid(f"{_show(item)} is not an IPv4 network (allowed: an address or "
+                          "CIDR such as 10.0.0.0/8)", at=index)
+    return tuple(networks)
+
+
+RATE_LIMIT_KEYS = ("rate", "burst")
+
+
+def check_rate_limit(value: Any) -> Optional[RateLimit]:
+    if value is False:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid(f"{_show(value)} is not a rate limit (allowed: off, or a mapping "
+                      "such as {rate: 1000, burst: 2000})")
+    for key in value:
+        if key not in RATE_LIMIT_KEYS:
+            raise Invalid(f"{_show(key)}: unknown key (allowed: rate, burst)", at=key)
+    rate = value.get("rate", RateLimit.rate)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 10**7:
+        raise Invalid(f"rate: {_show(rate)} is not a rate (allowed: 1..10000000 datagrams "
+                      "per second per source)", at="rate")
+    burst = value.get("burst", RateLimit.burst)
+    try:
+        burst = _integer(burst, 1, 10**7)
+    except Invalid as e:
+        raise Invalid(f"burst: {e}", at="burst") from None
+    return RateLimit(float(rate), burst)
+
+
 def check_log_level(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
         raise Invalid(f"{_show(value)} is not a log level (allowed: {', '.join(LOG_LEVELS)})")
@@ -197,6 +262,8 @@ LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
     "ttl": check_ttl,
     "loopback": check_bool,
     "max_datagram": check_max_datagram,
+    "allow": check_allow,
+    "rate_limit": check_rate_limit,
 }
 DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "log_level": check_log_level,
@@ -265,13 +332,20 @@ def _compose(text: str, path: str) -> Optional[yaml.Node]:
         raise ConfigError([f"{path}: YAML error: {e}"]) from None
 
 
-def _scalar(node: yaml.Node) -> Any:
-    """The Python value of a node, or a dict/list marker for collections."""
+def _value(node: yaml.Node) -> Any:
+    """The Python value of a node (anchors and aliases were refused before)."""
+    return SafeConstructor().construct_object(node, deep=True)
+
+
+def _line_of(node: yaml.Node, at: Any) -> int:
+    """Line of the list item or mapping value *at* inside *node*, else of *node*."""
+    if isinstance(node, yaml.SequenceNode) and isinstance(at, int) and at < len(node.value):
+        return node.value[at].start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        return {}
-    if isinstance(node, yaml.SequenceNode):
-        return []
-    return SafeConstructor().construct_object(node)
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(at):
+                return key_node.start_mark.line + 1
+    return node.start_mark.line + 1
 
 
 def _did_you_mean(key: str) -> str:
@@ -293,13 +367,13 @@ def load_config(path: str = DEFAULT_PATH,
                            "etc/mcast-echo.yaml (write '{}' for all defaults)"])
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError([f"{path}:{root.start_mark.line + 1}: the file must be a mapping of "
-                           f"'key: value' lines, not {_show(_scalar(root))}"])
+                           f"'key: value' lines, not {_show(_value(root))}"])
     problems: list[str] = []
     values: dict[str, Any] = {}
     first_line: dict[str, int] = {}
     for key_node, value_node in root.value:
         line = key_node.start_mark.line + 1
-        key = _scalar(key_node)
+        key = _value(key_node)
         if not isinstance(key, str):
             problems.append(f"{path}:{line}: {_show(key)}: a key must be a name such as 'port'")
             continue
@@ -312,9 +386,12 @@ def load_config(path: str = DEFAULT_PATH,
             problems.append(f"{path}:{line}: {key}: unknown key; {_did_you_mean(key)}")
             continue
         try:
-            values[key] = ALL_KEYS[key](_scalar(value_node))
+            values[key] = ALL_KEYS[key](_value(value_node))
         except Invalid as e:
-            problems.append(f"{path}:{value_node.start_mark.line + 1}: {key}: {e}")
+            problems.append(f"{path}:{_line_of(value_node, e.at)}: {key}: {e}")
+        except (TypeError, ValueError, yaml.YAMLError) as e:  # e.g. an unhashable mapping key
+            problems.append(f"{path}:{value_node.start_mark.line + 1}: {key}: cannot read "
+                            f"this value ({e})")
     for key, value in (overrides or {}).items():
         try:
             values[key] = ALL_KEYS[key](value)
@@ -334,7 +411,9 @@ def describe(config: Config) -> list[str]:
         if len(config.listeners) > 1:
             lines.append(f"# listener {index + 1}")
         for key in LISTENER_KEYS:
-            lines.append(f"{key}: {_show(getattr(listener, key))}")
+            value = getattr(listener, key)
+            shown = "off" if key == "rate_limit" and value is None else _show(value)
+            lines.append(f"{key}: {shown}")
     for key in DAEMON_KEYS:
         lines.append(f"{key}: {_show(getattr(config, key))}")
     return lines

@@ -43,7 +43,6 @@ class Daemon:
         self._signals: list[int] = []
         self._selector: Optional[selectors.BaseSelector] = None
         self._wakeup: Optional[tuple[int, int]] = None
-        self._previous_handlers: dict[int, Any] = {}
 
     # ---------------------------------------------------------------- start
 
@@ -56,7 +55,7 @@ class Daemon:
         # Handlers first: a SIGTERM that arrives while we join is acted on, not fatal.
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup = (read_end, write_end)
-        self._previous_handlers = self._install_signals(write_end)
+        self._install_signals(write_end)
         self.limits = read_limits(self.proc_root)
         level, line = membership_report(self.config, self.limits)
         log.log(level, "%s", line)
@@ -93,16 +92,12 @@ class Daemon:
             self.close()
         return 0
 
-    def _install_signals(self, wakeup_fd: int) -> dict[int, Any]:
-        previous = {sig: signal.signal(sig, self._record_signal)
-                    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        previous[-1] = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
-        return previous
-
-    def _restore_signals(self, previous: dict[int, Any]) -> None:
-        signal.set_wakeup_fd(previous.pop(-1))
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def _install_signals(self, wakeup_fd: int) -> None:
+        # They stay installed until the process exits: a second SIGTERM while we
+        # leave the groups is recorded and ignored, not fatal half-way through.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._record_signal)
+        signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)  # only record: the loop acts
@@ -208,10 +203,8 @@ class Daemon:
         if self._selector is not None:
             self._selector.close()
             self._selector = None
-        if self._previous_handlers:
-            self._restore_signals(self._previous_handlers)
-            self._previous_handlers = {}
         if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
             for fd in self._wakeup:
                 os.close(fd)
             self._wakeup = None

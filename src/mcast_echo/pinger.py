@@ -25,6 +25,7 @@ from typing import Optional, TextIO
 
 from . import pingreport, probe
 
+MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
 # Linux values that Python's socket module does not export.
@@ -265,7 +266,11 @@ class Pinger:
                     self.send()
                     if self.next_seq == 1 and not settings.json:  # after the first send,
                         print(self.banner(), file=self.out, flush=True)  # so errors come alone
-                    next_send = max(next_send + settings.interval, now)  # no catch-up bursts
+                    # Keep the average rate even when a wakeup comes late (epoll counts
+                    # whole ms), but after a real stall start afresh instead of bursting.
+                    next_send += settings.interval
+                    if next_send < now - MAX_CATCH_UP:
+                        next_send = now
                     if settings.count is not None and self.next_seq >= settings.count:
                         end_at = now + settings.wait
                 if end_at is not None and now >= end_at:

@@ -19,6 +19,7 @@ from typing import Optional
 from . import mcast, probe
 from .config import Listener
 from .limits import KernelLimits, buffer_reports
+from .policy import Policy
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,16 @@ RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)  # join retries; capped at 1 s so a new
 # is joined within ~1 s of appearing
 
 
+DROP_REASONS = {
+    "acl": "source not in 'allow'",
+    "rate": "source over its 'rate_limit'",
+}
+
+
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog) -> None:
         self.listener = listener
+        self.policy = Policy(listener)
         self.hostname = hostname
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None
@@ -63,6 +71,8 @@ class GroupResponder:
         """Apply options that need no new socket (same group, port, interface)."""
         assert listener.identity == self.listener.identity
         old, self.listener = self.listener, listener
+        if (old.allow, old.rate_limit) != (listener.allow, listener.rate_limit):
+            self.policy = Policy(listener)
         if self.sock is not None and old != listener:
             mcast.apply_options(self.sock, listener)
             self.log_buffers(limits)
@@ -152,6 +162,8 @@ class GroupResponder:
         if sock is None:
             return
         max_datagram = self.listener.max_datagram
+        verdict = self.policy.verdict
+        now = time.monotonic()  # once per batch: a batch takes well under a millisecond
         for _ in range(BATCH):
             try:
                 data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
@@ -161,6 +173,11 @@ class GroupResponder:
                 self._drop("recv-error", "receive failed: %s", e)
                 return
             self.received += 1
+            refused = verdict(source[0], now)
+            if refused is not None:
+                self._drop(refused, "datagram from %s:%d dropped: %s", *source,
+                           DROP_REASONS[refused])
+                continue
             if flags & socket.MSG_TRUNC:
                 self._drop("truncated", "datagram from %s:%d cut by the kernel; dropped",
                            *source)

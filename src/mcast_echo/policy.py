@@ -1,0 +1,73 @@
+"""Who may be echoed: the source ACL and the per-source rate limit.
+
+An echo responder is a reflector; these keep it from being one against
+others. Both run on every datagram, so they work on integers: the ACL as
+(network, mask) pairs, the rate limit as a token bucket per source address in
+an LRU table whose size is capped (memory stays bounded however many
+addresses a flood forges).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import OrderedDict
+from typing import Optional
+
+from .config import Listener
+
+MAX_TRACKED_SOURCES = 65536
+
+
+def _address_int(address: str) -> int:
+    return struct.unpack("!I", socket.inet_aton(address))[0]
+
+
+class SourceRateLimiter:
+    """Token bucket per source address: *rate* datagrams/s, bursts of *burst*."""
+
+    def __init__(self, rate: float, burst: int, capacity: int = MAX_TRACKED_SOURCES) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.capacity = capacity
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # addr -> [tokens, time]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, source: str, now: float) -> bool:
+        bucket = self._buckets.get(source)
+        if bucket is None:
+            if len(self._buckets) >= self.capacity:
+                self._buckets.popitem(last=False)  # forget the least recently seen source
+            self._buckets[source] = [self.burst - 1.0, now]
+            return True
+        self._buckets.move_to_end(source)
+        tokens = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return True
+        bucket[0] = tokens
+        return False
+
+
+class Policy:
+    def __init__(self, listener: Listener) -> None:
+        self._networks: Optional[tuple[tuple[int, int], ...]] = None
+        if listener.allow is not None:
+            self._networks = tuple((int(net.network_address), int(net.netmask))
+                                   for net in listener.allow)
+        self.limiter: Optional[SourceRateLimiter] = None
+        if listener.rate_limit is not None:
+            self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst)
+
+    def verdict(self, source: str, now: float) -> Optional[str]:
+        """None to echo, or the drop reason ("acl", "rate")."""
+        if self._networks is not None:
+            address = _address_int(source)
+            if not any(address & mask == network for network, mask in self._networks):
+                return "acl"
+        if self.limiter is not None and not self.limiter.allow(source, now):
+            return "rate"
+        return None

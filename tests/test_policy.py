@@ -1,0 +1,69 @@
+"""The abuse policy: source ACL and per-source rate limit, alone and in the daemon."""
+
+import resource
+
+from clients import echo, sender
+from daemonproc import DaemonProcess
+
+from mcast_echo.config import Listener, RateLimit, check_allow
+from mcast_echo.policy import Policy, SourceRateLimiter
+
+
+def test_token_bucket_allows_burst_then_rate():
+    limiter = SourceRateLimiter(rate=10, burst=5)
+    assert [limiter.allow("10.0.0.1", 0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert limiter.allow("10.0.0.2", 0.0)  # another source has its own bucket
+    assert not limiter.allow("10.0.0.1", 0.05)  # half a token refilled
+    assert limiter.allow("10.0.0.1", 0.15)  # 1.5 tokens now
+    assert [limiter.allow("10.0.0.1", 10.0) for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_table_is_capped_for_100000_sources():
+    limiter = SourceRateLimiter(rate=1, burst=1, capacity=65536)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for i in range(100_000):
+        assert limiter.allow(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 0.0)
+    assert len(limiter) == 65536
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024  # tens of MiB at most, however many sources come
+    # the oldest were forgotten, the newest are still limited
+    assert limiter.allow("10.0.0.0", 0.0)
+    assert not limiter.allow("10.1.134.159", 0.0)  # source 99,999
+
+
+def test_acl():
+    policy = Policy(Listener(allow=check_allow(["10.1.0.0/16", "192.0.2.7"]), rate_limit=None))
+    assert policy.verdict("10.1.200.3", 0) is None
+    assert policy.verdict("192.0.2.7", 0) is None
+    assert policy.verdict("192.0.2.8", 0) == "acl"
+    assert policy.verdict("10.2.0.1", 0) == "acl"
+
+
+def test_rate_limited_and_refused_sources_get_no_echo(responder_host, write_config):
+    host, local, remote = responder_host
+    config = write_config(f"interface: eth0\nallow: [{local}]\n"
+                          "rate_limit: {rate: 1, burst: 3}\nstatus_interval: 1\n")
+    daemon = DaemonProcess(config, host=host)
+    try:
+        daemon.wait_for("ready:")
+        with sender(local) as sock:
+            replies = [echo(sock, b"n%d" % i, "224.3.29.71", 9999, timeout=0.3)
+                       for i in range(5)]
+        assert [r is not None for r in replies] == [True, True, True, False, False]
+        assert "dropped: source over its 'rate_limit'" in daemon.wait_for("over its")
+        # the responder host itself is not in 'allow'
+        out = host.python(
+            "import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('{remote}'))\n"
+            "s.settimeout(0.5)\n"
+            "s.sendto(b'me', ('224.3.29.71', 9999))\n"
+            "try:\n    print(s.recvfrom(100))\nexcept socket.timeout:\n    print('none')\n")
+        assert out.stdout.strip() == "none"
+        assert f"from {remote}:" in daemon.wait_for("source not in 'allow'")
+    finally:
+        daemon.kill()
+
+
+def test_default_rate_limit_is_generous():
+    assert Listener().rate_limit == RateLimit(1000.0, 2000)
