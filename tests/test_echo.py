@@ -4,6 +4,7 @@ import signal
 import time
 
 import pytest
+
 from clients import drain, echo, sender
 from daemonproc import DaemonProcess
 

@@ -8,10 +8,10 @@ import time
 import uuid
 
 import pytest
-from daemonproc import DaemonProcess
-from netlab import local_igmp_groups
 
+from daemonproc import DaemonProcess
 from mcast_echo.notify import Notifier
+from netlab import local_igmp_groups
 
 SO_PASSCRED = getattr(socket, "SO_PASSCRED", 16)
 SCM_CREDENTIALS = getattr(socket, "SCM_CREDENTIALS", 2)

@@ -4,7 +4,6 @@ import resource
 
 from clients import echo, sender
 from daemonproc import DaemonProcess
-
 from mcast_echo.config import Listener, RateLimit, check_allow
 from mcast_echo.policy import Policy, SourceRateLimiter
 
@@ -55,7 +54,8 @@ def test_rate_limited_and_refused_sources_get_no_echo(responder_host, write_conf
         out = host.python(
             "import socket\n"
             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton('{remote}'))\n"
+            "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, "
+            f"socket.inet_aton('{remote}'))\n"
             "s.settimeout(0.5)\n"
             "s.sendto(b'me', ('224.3.29.71', 9999))\n"
             "try:\n    print(s.recvfrom(100))\nexcept socket.timeout:\n    print('none')\n")
