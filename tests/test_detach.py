@@ -5,14 +5,38 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from netlab import local_igmp_groups
 
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+DEBIAN_PYTHON = "/usr/bin/python3"
 
-def serve(config, *args, env_extra=None):
+
+def debian_has_our_dependencies() -> bool:
+    """Debian 12's python3-daemon 2.3.2, python3-sdnotify 0.3.1 and python3-yaml."""
+    if not os.path.exists(DEBIAN_PYTHON):
+        return False
+    return subprocess.run([DEBIAN_PYTHON, "-c", "import daemon, sdnotify, yaml"],
+                          capture_output=True).returncode == 0
+
+
+INTERPRETERS = [
+    pytest.param(sys.executable, id="venv"),
+    pytest.param(DEBIAN_PYTHON, id="debian-python3-daemon", marks=pytest.mark.skipif(
+        not debian_has_our_dependencies(),
+        reason="Debian's python3-daemon/python3-sdnotify/python3-yaml are not installed")),
+]
+
+
+def serve(config, *args, env_extra=None, python=sys.executable):
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "INVOCATION_ID")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "mcast_echo", "serve", "-c", str(config),
+    if python != sys.executable:
+        env["PYTHONPATH"] = SRC  # Debian's interpreter with Debian's libraries, our source
+    return subprocess.run([python, "-m", "mcast_echo", "serve", "-c", str(config),
                            *args], capture_output=True, text=True, timeout=30, env=env)
 
 
@@ -40,11 +64,12 @@ def wait_gone(pid, timeout=5):
     raise AssertionError(f"pid {pid} still alive")
 
 
-def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config):
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config, python):
     config = write_config("interface: lo\ngroup: 224.3.29.90\n")
     pidfile, logfile = tmp_path / "mcast-echo.pid", tmp_path / "mcast-echo.log"
     args = ("--detach", "--pidfile", str(pidfile), "--log-file", str(logfile))
-    done = serve(config, *args)
+    done = serve(config, *args, python=python)
     assert done.returncode == 0, done.stderr
     pid = wait_for_pid(pidfile)
     try:
@@ -57,7 +82,7 @@ def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config):
             time.sleep(0.05)
         assert ("lo", "224.3.29.90") in local_igmp_groups()
         # A second start is refused while the first runs.
-        second = serve(config, *args)
+        second = serve(config, *args, python=python)
         assert second.returncode == 69 and "is locked by a running mcast-echo" in second.stderr
         # kill -9 leaves the pid file behind; the next start must not mind.
         os.kill(pid, signal.SIGKILL)
@@ -66,7 +91,7 @@ def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config):
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         raise
-    done = serve(config, *args)
+    done = serve(config, *args, python=python)
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 5
     while wait_for_pid(pidfile) == pid and time.monotonic() < deadline:

@@ -4,8 +4,10 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +190,15 @@ def test_watchdog_interval_from_environment():
         == 15.0
     assert _watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     assert _watchdog_interval({}) is None
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3") or subprocess.run(
+    ["/usr/bin/python3", "-c", "import sdnotify"], capture_output=True).returncode != 0,
+    reason="Debian's python3-sdnotify (0.3.1) is not installed")
+def test_debian_sdnotify_0_3_1_sends_non_latin1_status(systemd):
+    """The same wrapper over Debian 12's sdnotify release."""
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    code = "from mcast_echo.notify import Notifier; Notifier().status('grüße 組 ✓')"
+    subprocess.run(["/usr/bin/python3", "-c", code], check=True, timeout=30,
+                   env={**os.environ, "NOTIFY_SOCKET": systemd.name, "PYTHONPATH": src})
+    assert systemd.receive()[0] == {"STATUS": "grüße 組 ✓"}
