@@ -57,4 +57,4 @@ system-test: $(DEB_FILE) $(STAMP)
 	@# outside `unshare --net` on purpose: every packet stays inside the container's own netns.
 	@# --noconftest: tests/conftest.py insists on a private netns for the unit tests.
 	cd $(CURDIR) && MCAST_ECHO_SYSTEM_TEST=1 MCAST_ECHO_DEB=$(DEB_FILE) $(SYSTEM_TEST_PYTHON) \
-	  -m pytest --noconftest -p no:cacheprovider -m system -v --durations=0 tests/system
+	  -m pytest --noconftest -p no:cacheprovider -m system -v -s --durations=0 tests/system
