@@ -10,12 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from daemonproc import DaemonProcess
 from mcast_echo import probe
-from netlab import Host, Lan
+from netlab import Host, Lan, configure, ip
 
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
@@ -288,3 +289,36 @@ def test_defaults_come_from_the_config_file(tmp_path):
     assert (settings["loopback"], settings["interface"]) == (False, "lo")
     assert settings["config"] == str(config)
 
+
+
+# --- across a router ----------------------------------------------------------------------------
+
+def test_hops_counts_the_routers_on_the_way(tmp_path):
+    """Client on 10.77.0.0/24, a multicast router, a responder on 10.88.0.0/24: hops=1."""
+    config = tmp_path / "mcast-echo.yaml"
+    config.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: eth0\n")
+    with Lan() as lan, Host("router") as router, Host("far") as far:
+        lan.plug(router, 254)
+        ip("link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", str(far.pid),
+           host=router)
+        configure("eth1", "10.88.0.1/24", host=router)
+        configure("eth0", "10.88.0.2/24", host=far)
+        router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        ip("route", "add", "default", "via", "10.88.0.1", host=far)
+        ip("route", "add", "10.88.0.0/24", "via", "10.77.0.254")
+        routing = router.popen([sys.executable, str(Path(__file__).with_name("mroute.py")),
+                                "10.77.0.1", GROUP, "eth0", "eth1"],
+                               stdout=subprocess.PIPE, text=True)
+        daemon = DaemonProcess(config, host=far)
+        try:
+            assert routing.stdout.readline().strip() == "routing"
+            daemon.wait_for("ready:")
+            done = ping("-t", "2", "-c", "3", *FAST)
+            assert done.returncode == 0, done.stderr
+            assert "64 bytes from 10.88.0.2 (far, eth0) hops=1: seq=2 time=" in done.stdout
+            status, document = ping_json("-t", "1", "-c", "2", *FAST)  # TTL 1 stays on the link
+            assert status == 1 and document["responders"] == []
+        finally:
+            daemon.stop()
+            routing.kill()
+            routing.wait()
