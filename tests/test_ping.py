@@ -37,6 +37,16 @@ PLAIN_ECHO_SERVER = textwrap.dedent("""
 """)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def client_config(tmp_path_factory):
+    """ping takes its defaults from a file of ours, not from an installed /etc/mcast-echo.yaml."""
+    path = tmp_path_factory.mktemp("client") / "mcast-echo.yaml"
+    path.write_text(f"group: {GROUP}\nport: {PORT}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MCAST_ECHO_CONFIG", str(path))
+        yield str(path)
+
+
 def ping(*args: str, host: Host | None = None, timeout: float = 30,
          ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "mcast_echo", "ping", *args]
@@ -116,12 +126,13 @@ def test_three_responders_with_their_names_and_hops(site3):
     assert done.stdout.rstrip().endswith("3 probes transmitted, 3 responders")
 
 
-def test_json_holds_the_documented_fields(site3):
+def test_json_holds_the_documented_fields(site3, client_config):
     status, document = ping_json("-c", "4", *FAST, "-s", "1400", "-t", "5", "--expect", "3")
     assert status == 0
     assert document["settings"] == {
         "group": GROUP, "port": PORT, "interface": None, "count": 4, "interval": 0.05,
-        "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5, "expect": 3, "config": None,
+        "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5, "expect": 3,
+        "config": client_config,
         "session": document["settings"]["session"]}
     assert len(document["settings"]["session"]) == 8
     assert (document["transmitted"], document["send_errors"]) == (4, 0)
