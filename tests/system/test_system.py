@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -152,6 +153,7 @@ def lab():
     (state / "owner").write_text(str(os.getpid()))
     box = Lab(state)
     box.deb = f"/root/{deb.name}"
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped run still tears down
     try:
         box.sdlab("up", "--peer")
         # This machine's image carries Docker's policy-rc.d ("exit 101"), which stops every
@@ -165,6 +167,11 @@ def lab():
         print(down.stderr)
         assert down.returncode == 0 and "down: clean" in down.stderr, down.stderr
         shutil.rmtree(state)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _down_leftovers(parent: Path) -> None:
