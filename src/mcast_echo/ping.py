@@ -143,4 +143,6 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     except PingError as err:
         print(f"mcast-echo ping: {err}", file=sys.stderr, flush=True)
         return 2
+    except BrokenPipeError:  # `mcast-echo ping | head`: stop quietly, status as far as we got
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0 if pingreport.answered(pinger.responders) >= settings.expect else 1
