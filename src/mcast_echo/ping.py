@@ -54,6 +54,9 @@ def _group_port(text: str) -> tuple[str, Optional[int]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `mcast-echo ping` options; cli.py owns the parser."""
+    parser.epilog = ("Exit status: 0 if at least N (--expect) responders echoed a probe intact, "
+                     "1 if fewer, 2 on a usage or network error. Probe format: "
+                     "docs/protocol.md.")
     parser.add_argument("target", nargs="?", type=_group_port, metavar="GROUP[:PORT]",
                         help="group to probe (default: the config file's, else "
                              f"{DEFAULT_GROUP}:{DEFAULT_PORT})")
