@@ -273,6 +273,8 @@ def test_nobody_answers_exit_1(tmp_path):
     (["-s", "65508"], "argument -s: 65508 is out of range 32..65507"),
     (["10.1.2.3"], "10.1.2.3 is not a multicast group (224.0.0.0/4)"),
     (["224.1.1.1:0"], "0 is out of range 1..65535"),
+    (["224.1.1.1:x"], "'x' is not an integer"),
+    (["-i", "soon"], "argument -i: 'soon' is not a number"),
     (["-c", "0"], "argument -c: 0 is out of range >= 1"),
     (["-I", "nosuch0", "-c", "1"], "-I nosuch0: no such interface"),
     (["-I", "10.9.9.9", "-c", "1"], "-I 10.9.9.9 is not an IPv4 address of this host"),

@@ -32,7 +32,8 @@ def _bounded(kind: type, low: float, high: Optional[float] = None):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         if value < low or (high is not None and value > high):
             allowed = f"{low}..{high}" if high is not None else f">= {low}"
             raise argparse.ArgumentTypeError(f"{text} is out of range {allowed}")
