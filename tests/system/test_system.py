@@ -247,6 +247,15 @@ def test_echoes_inside_and_from_another_host(running):
     assert {tuple(p)[0] for p in peer["from"]} == {INSIDE_ADDR}
 
 
+@pytest.mark.parametrize("interface", ["mc0", INSIDE_ADDR])
+def test_interface_by_name_or_address_works_in_the_sandbox(running, interface):
+    # the unit's sandbox decides which lookups work (an address needs the interface list)
+    running.write(CONFIG, config(interface=interface))
+    running.systemctl("restart", UNIT)
+    assert f"{GROUP}:{PORT} on mc0" in running.show("StatusText")["StatusText"]
+    assert running.echo(GROUP, peer=True, sizes="1400")["echoed"] == 1
+
+
 # ------------------------------------------------------------------------- 3. journal
 def test_journal_shows_limits_and_readiness(running):
     log = running.journal("-o", "cat")
