@@ -101,17 +101,23 @@ def _is_ipv4(text: str) -> bool:
         return False
 
 
+SIOCGIFADDR = 0x8915
+
+
+def interface_address(sock: socket.socket, name: str) -> Optional[str]:
+    """The primary IPv4 address of interface *name* (SIOCGIFADDR), or None if it has none."""
+    try:
+        ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+    except OSError:
+        return None
+    return socket.inet_ntoa(ifreq[20:24])
+
+
 def _index_of_address(address: str) -> Optional[int]:
-    """Interface index that holds *address* (via SIOCGIFADDR over every interface)."""
-    SIOCGIFADDR = 0x8915
+    """Index of the interface whose primary address is *address*."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         for index, name in socket.if_nameindex():
-            try:
-                ifreq = fcntl.ioctl(probe.fileno(), SIOCGIFADDR,
-                                    struct.pack("256s", name.encode()[:15]))
-            except OSError:
-                continue
-            if socket.inet_ntoa(ifreq[20:24]) == address:
+            if interface_address(probe, name) == address:
                 return index
     return None
 

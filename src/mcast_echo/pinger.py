@@ -9,7 +9,6 @@ the wait are done or Ctrl-C. Errors a user can act on become ``PingError``.
 from __future__ import annotations
 
 import errno
-import fcntl
 import ipaddress
 import json
 import secrets
@@ -23,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional, TextIO
 
-from . import pingreport, probe
+from . import mcast, pingreport, probe
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
@@ -32,7 +31,6 @@ WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps 
 # Linux values that Python's socket module does not export.
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-SIOCGIFADDR = 0x8915
 _ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
 
 # errno of a failed setsockopt or send -> what to tell the user; one table so they cannot drift.
@@ -89,15 +87,6 @@ def explain(err: OSError, settings: Settings) -> str:
                            size=settings.size) + f" ({name})"
 
 
-def interface_address(sock: socket.socket, name: str) -> Optional[str]:
-    """The primary IPv4 address of interface *name*, or None if it has none."""
-    try:
-        ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("16s24x", name.encode()))
-    except OSError:
-        return None
-    return socket.inet_ntoa(ifreq[20:24])
-
-
 def _multicast_if(sock: socket.socket, interface: str) -> tuple[bytes, str]:
     """The ip_mreqn for IP_MULTICAST_IF, and how to name the choice in the banner.
 
@@ -115,7 +104,7 @@ def _multicast_if(sock: socket.socket, interface: str) -> tuple[bytes, str]:
     except OSError:
         raise PingError(f"-I {interface}: no such interface "
                         "(list them with `ip -brief address`)") from None
-    source = interface_address(sock, interface)
+    source = mcast.interface_address(sock, interface)
     mreqn = struct.pack("4s4si", any_addr, socket.inet_aton(source or "0.0.0.0"), index)
     return mreqn, f"{interface} ({source})" if source else interface
 
