@@ -59,6 +59,7 @@ class Lab:
                     "TERM": "dumb"}
         self.client_path = "/root/echo_client.py"
         self.deb = ""  # path of the .deb inside
+        self.version = ""  # the package's version
         self.shipped_config = ""  # /etc/mcast-echo.yaml as installed, read by the first test
 
     def sdlab(self, *args: str, stdin: Optional[str] = None, timeout: float = 120,
@@ -144,8 +145,10 @@ def config(**keys: object) -> str:
 
 @pytest.fixture(scope="module")
 def lab():
-    deb = Path(os.environ.get("MCAST_ECHO_DEB", ROOT / "build/deb/mcast-echo_0.1.0_all.deb"))
-    assert deb.is_file(), f"{deb}: no package; build it with `make deb`"
+    debs = [os.environ["MCAST_ECHO_DEB"]] if "MCAST_ECHO_DEB" in os.environ else \
+        sorted(map(str, (ROOT / "build/deb").glob("mcast-echo_*_all.deb")))
+    assert debs and Path(debs[-1]).is_file(), "no package: build it with `make deb`"
+    deb = Path(debs[-1])
     parent = ROOT / "build" / "system-test"
     parent.mkdir(parents=True, exist_ok=True)
     _down_leftovers(parent)
@@ -153,6 +156,8 @@ def lab():
     (state / "owner").write_text(str(os.getpid()))
     box = Lab(state)
     box.deb = f"/root/{deb.name}"
+    box.version = subprocess.run(["dpkg-deb", "--field", str(deb), "Version"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped run still tears down
     try:
         box.sdlab("up", "--peer")
@@ -207,7 +212,7 @@ def running(lab):
 # ------------------------------------------------------------------------- 1. install and start
 def test_install_leaves_the_service_off(lab):
     done = lab.run("dpkg", "-i", lab.deb)
-    assert "Setting up mcast-echo (0.1.0)" in done.stdout
+    assert f"Setting up mcast-echo ({lab.version})" in done.stdout
     # decided: installing neither enables nor starts a network responder
     assert lab.run("systemctl", "is-enabled", UNIT, check=False).stdout.strip() == "disabled"
     assert lab.run("systemctl", "is-active", UNIT, check=False).stdout.strip() == "inactive"
@@ -215,7 +220,7 @@ def test_install_leaves_the_service_off(lab):
     for page in ("/usr/share/man/man8/mcast-echo.8.gz", "/usr/share/man/man5/mcast-echo.yaml.5.gz"):
         lab.run("test", "-s", page)
     assert lab.out("head", "-n1", "/usr/bin/mcast-echo") == "#!/usr/bin/python3"
-    assert lab.out("mcast-echo", "--version") == "mcast-echo 0.1.0"
+    assert lab.out("mcast-echo", "--version") == f"mcast-echo {lab.version}"
     lab.run("mcast-echo", "check-config")  # the shipped file is valid
     lab.shipped_config = lab.out("cat", CONFIG)
 
