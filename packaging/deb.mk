@@ -29,7 +29,7 @@ SYSTEM_TEST_PYTHON ?= $(or $(PY),python3)
 
 deb-deps:
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEB_APT_PACKAGES)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends --no-upgrade $(DEB_APT_PACKAGES)
 
 deb: $(DEB_FILE)
 
