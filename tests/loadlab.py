@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from netlab import Host, ip
+from netlab import Host, ip, veth
 
 TESTS = Path(__file__).resolve().parent
 FLOOD = TESTS / "flood.py"
@@ -230,3 +230,51 @@ class AsUser:
         if self.host is not None:
             return self.host.popen(self.prefix + cmd, **kw)
         return subprocess.Popen(self.prefix + cmd, **kw)
+
+
+class EchoLab:
+    """For the scripts (soak, bench): a responder host on a veth, *sources* local addresses to
+    send from, a config, a notify sink and the daemon. A context manager; cleans up after."""
+
+    def __init__(self, name: str, subnet: str, config: str, sources: int = 4) -> None:
+        import tempfile
+
+        from daemonproc import DaemonProcess
+
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"mcast-echo-{name}-")
+        self.host = Host(name)
+        self.local_if = f"v{name}"[:15]
+        self.remote = f"{subnet}.2"
+        veth(self.local_if, f"{subnet}.1/24", self.host, "eth0", f"{self.remote}/24")
+        self.sources = [f"{subnet}.1"] + [f"{subnet}.{10 + i}" for i in range(1, sources)]
+        for address in self.sources[1:]:
+            add_address(self.local_if, f"{address}/24")
+        self.config = Path(self._tmp.name) / "mcast-echo.yaml"
+        self.config.write_text(config)
+        self.sink = NotifySink(Path(self._tmp.name) / "notify.sock")
+        self.daemon = DaemonProcess(self.config, host=self.host, env=self.sink.env)
+        self.sink.wait(lambda f: "READY" in f, 10, "READY=1")
+
+    def close(self) -> None:
+        self.daemon.kill()
+        self.sink.close()
+        subprocess.run(["ip", "link", "del", self.local_if], capture_output=True)
+        self.host.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> EchoLab:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def require_private_netns() -> None:
+    """Scripts refuse to run where multicast could reach a real network (as conftest does)."""
+    from netlab import in_fresh_netns
+
+    if not in_fresh_netns():
+        print("run this in a private network namespace: use the make target "
+              "(it wraps the script in `unshare --net`)", file=sys.stderr)
+        raise SystemExit(2)
+    ip("link", "set", "lo", "up")
