@@ -23,6 +23,7 @@ class DaemonProcess:
         self.proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=full_env)
         self.pid = self.proc.pid
+        self._terminated = False
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -61,11 +62,13 @@ class DaemonProcess:
             return len(self.lines)
 
     def send_signal(self, sig: int) -> None:
+        self._terminated = self._terminated or sig == signal.SIGTERM
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 5) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM (unless the test already sent it) and the exit status."""
+        if self.proc.poll() is None and not self._terminated:
+            self.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         finally:
