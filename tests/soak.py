@@ -50,6 +50,13 @@ def probe_answered(source: str, hostname: str) -> tuple[bool, str]:
     return False, "no answer within 1 s"
 
 
+def udp_receive_buffer_errors(lab: EchoLab) -> int:
+    """Datagrams the responder host's kernel dropped for a full receive buffer (all sockets)."""
+    lines = [line.split() for line in lab.host.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+             if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
@@ -76,6 +83,7 @@ def main() -> int:
         time.sleep(0.5)
         before = daemon.rss_kib()
         start_counts = counters(daemon, lab.sink)
+        start_overflow = udp_receive_buffer_errors(lab)
 
         t0 = time.monotonic()
         senders = [flood(None, GROUP, PORT, s, args.seconds, PER_SENDER_COUNT, SIZES,
@@ -101,6 +109,7 @@ def main() -> int:
         time.sleep(0.5)
         after = daemon.rss_kib()
         end_counts = counters(daemon, lab.sink)
+        overflow = udp_receive_buffer_errors(lab) - start_overflow
         answered, how = probe_answered(lab.sources[0], "soak")
 
         echoed = end_counts["echoed"] - start_counts["echoed"]
@@ -110,7 +119,8 @@ def main() -> int:
         bad = sum(r["bad_echoes"] for r in results)
         print(f"\nsent {sent} datagrams in {elapsed:.1f} s ({sent / elapsed:,.0f}/s); daemon "
               f"received {received} ({received / elapsed:,.0f}/s), echoed {echoed} "
-              f"({echoed / elapsed:,.0f}/s); senders got {got} echoes, {bad} not intact")
+              f"({echoed / elapsed:,.0f}/s); senders got {got} echoes, {bad} not intact; the "
+              f"kernel dropped {overflow} for a full receive buffer (the senders outrun it)")
         print(f"daemon counters: {end_counts}")
         print(f"RSS before {before} KiB, after {after} KiB (growth {after - before} KiB, "
               f"peak {peak} KiB; limit +{MAX_GROWTH_KIB} KiB)")

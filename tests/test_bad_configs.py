@@ -34,6 +34,7 @@ from netlab import Host, veth
 EX_CONFIG = 78
 NOBODY = 65534
 MEMORY_LIMIT = 512 << 20  # address space for one CLI run: a YAML bomb must not need more
+MAX_MESSAGE = 400  # characters after the path: one line an operator reads
 TIME_LIMIT = 5.0  # seconds for one CLI run (a refused bomb takes ~0.1 s)
 
 
@@ -102,6 +103,11 @@ CASES = [
     Case("unclosed-quote", 'port: 1\ngroup: "224.1.1.1\n', 3, "YAML syntax error"),
     Case("python-tag", 'port: !!python/object/apply:os.system ["true"]\n', 1, "port:",
          bug="the message carries PyYAML's multi-line snippet, not one line",
+         bug_on_reload=False),
+    Case("key-python-tag", "? !!python/name:os.system\n: 1\n", 1, "key",
+         bug="ConstructorError on a key is not caught: traceback, exit 1; SIGHUP kills the daemon"),
+    Case("long-value", "port: " + "9" * 300_000 + "x\n", 1, "port:",
+         bug="the bad value is quoted back whole: a 300,000-character message",
          bug_on_reload=False),
     Case("deep-nesting", "port: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nest",
          bug="RecursionError: check-config exits 1 with a traceback; SIGHUP kills the daemon"),
@@ -245,6 +251,7 @@ def test_check_config_gives_one_line_and_78(case, cli_runs):
     message = run.lines[0]
     assert names_the_place(message, case, path) and message.startswith(str(path)), message
     assert case.says in message, message
+    assert len(message) <= MAX_MESSAGE + len(str(path)), message[:MAX_MESSAGE]
 
 
 @pytest.mark.parametrize("case", cases_with_bugs_marked())
@@ -255,6 +262,7 @@ def test_serve_gives_one_error_and_78(case, cli_runs):
     assert serve.code == EX_CONFIG, (serve.code, serve.lines[-5:])
     assert len(serve.lines) == 1, serve.lines[:10]
     assert "ERROR" in serve.lines[0]
+    assert len(serve.lines[0]) <= MAX_MESSAGE + len(str(path)) + 40, serve.lines[0][:200]
     assert serve.lines[0].endswith(check.lines[0]), (serve.lines[0], check.lines[0])
     assert names_the_place(serve.lines[0], case, path)
 
