@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -23,6 +25,8 @@ from yaml.constructor import SafeConstructor
 
 DEFAULT_PATH = "/etc/mcast-echo.yaml"
 MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse anything huge
+MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 2
+MAX_SHOWN = 60  # characters of a bad value quoted back in a message
 MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -93,7 +97,15 @@ class Invalid(ValueError):
 # the text that follows "key: ". The bad value is always quoted back.
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + f"... ({len(text)} characters)"
+
+
 def _show(value: Any) -> str:
+    return _clip(_show_whole(value))
+
+
+def _show_whole(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -278,7 +290,15 @@ ALL_KEYS = {**LISTENER_KEYS, **DAEMON_KEYS}
 def _read_text(path: str) -> str:
     where = f"{path}"
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO (or device) must not hang check-config or a reload.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise ConfigError([f"{where}: not a regular file (a FIFO, socket or device): "
+                                   "point -c at a YAML file"])
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"{where}: no such file (copy etc/mcast-echo.yaml there, "
@@ -291,7 +311,7 @@ def _read_text(path: str) -> str:
                            "to read it: chmod 644 the file and let it reach the directory)"]
                           ) from None
     except OSError as e:
-        raise ConfigError([f"{where}: cannot read: {e.strerror}"]) from None
+        raise ConfigError([f"{where}: cannot read: {e.strerror or e}"]) from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError([f"{where}: larger than {MAX_FILE_BYTES} bytes: not a config file"])
     if b"\0" in raw:
@@ -310,8 +330,20 @@ def _compose(text: str, path: str) -> Optional[yaml.Node]:
     try:
         # Events first: refuse anchors/aliases before anything could expand them
         # ("billion laughs"), and more than one document.
-        documents = 0
+        documents = depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            line = event.start_mark.line + 1
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError([f"{path}:{line}: nested more than {MAX_DEPTH} levels "
+                                       "deep: a config needs two at most"])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            tag = getattr(event, "tag", None)  # None unless the file wrote one
+            if tag not in (None, "!"):
+                raise ConfigError([f"{path}:{line}: YAML tags ({_clip(tag)}) are not allowed "
+                                   "here: write plain values"])
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
@@ -333,8 +365,27 @@ def _compose(text: str, path: str) -> Optional[yaml.Node]:
 
 
 def _value(node: yaml.Node) -> Any:
-    """The Python value of a node (anchors and aliases were refused before)."""
+    """The Python value of a node (anchors, aliases and tags were refused before)."""
     return SafeConstructor().construct_object(node, deep=True)
+
+
+def _nested_duplicate(node: yaml.Node) -> Optional[tuple[int, str, int]]:
+    """(line, key, first line) of a key repeated in a mapping inside *node*, if any."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in current.value:
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        return line, key_node.value, seen[key_node.value]
+                    seen[key_node.value] = line
+                stack.extend((key_node, value_node))
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return None
 
 
 def _line_of(node: yaml.Node, at: Any) -> int:
@@ -373,7 +424,7 @@ def load_config(path: str = DEFAULT_PATH,
     first_line: dict[str, int] = {}
     for key_node, value_node in root.value:
         line = key_node.start_mark.line + 1
-        key = _value(key_node)
+        key = _value(key_node) if isinstance(key_node, yaml.ScalarNode) else []
         if not isinstance(key, str):
             problems.append(f"{path}:{line}: {_show(key)}: a key must be a name such as 'port'")
             continue
@@ -384,6 +435,11 @@ def load_config(path: str = DEFAULT_PATH,
         first_line[key] = line
         if key not in ALL_KEYS:
             problems.append(f"{path}:{line}: {key}: unknown key; {_did_you_mean(key)}")
+            continue
+        duplicate = _nested_duplicate(value_node)
+        if duplicate is not None:
+            problems.append(f"{path}:{duplicate[0]}: {key}: {duplicate[1]}: duplicate key "
+                            f"(first set on line {duplicate[2]}); keep one")
             continue
         try:
             values[key] = ALL_KEYS[key](_value(value_node))
