@@ -26,6 +26,9 @@ from yaml.constructor import SafeConstructor
 DEFAULT_PATH = "/etc/mcast-echo.yaml"
 MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse anything huge
 MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 2
+# Explicit tags that only restate a plain type; anything else (!!python/...) is refused.
+SAFE_TAGS = {None, "!"} | {f"tag:yaml.org,2002:{name}" for name in
+                           ("str", "int", "float", "bool", "null", "seq", "map", "binary")}
 MAX_SHOWN = 60  # characters of a bad value quoted back in a message
 MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -341,9 +344,9 @@ def _compose(text: str, path: str) -> Optional[yaml.Node]:
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
             tag = getattr(event, "tag", None)  # None unless the file wrote one
-            if tag not in (None, "!"):
-                raise ConfigError([f"{path}:{line}: YAML tags ({_clip(tag)}) are not allowed "
-                                   "here: write plain values"])
+            if tag not in SAFE_TAGS:
+                raise ConfigError([f"{path}:{line}: {_key_on_line(text, line)}YAML tags "
+                                   f"({_clip(tag)}) are not allowed here: write plain values"])
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
@@ -362,6 +365,16 @@ def _compose(text: str, path: str) -> Optional[yaml.Node]:
         raise ConfigError([f"{where}: YAML syntax error: {what}"]) from None
     except yaml.YAMLError as e:
         raise ConfigError([f"{path}: YAML error: {e}"]) from None
+
+
+_KEY_AT_START = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+def _key_on_line(text: str, line: int) -> str:
+    """'port: ' when line *line* of *text* starts with that key, else ''."""
+    lines = text.splitlines()
+    match = _KEY_AT_START.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    return f"{match.group(1)}: " if match else ""
 
 
 def _value(node: yaml.Node) -> Any:
