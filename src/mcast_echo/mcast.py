@@ -9,13 +9,13 @@ live); anything else is re-raised.
 from __future__ import annotations
 
 import errno
-import fcntl
 import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Optional
 
+from . import ifaddr
 from .config import Listener
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
@@ -62,7 +62,7 @@ def resolve_interface(spec: Optional[str], group: str) -> Interface:
     if spec is None:
         return _route_interface(group)
     if _is_ipv4(spec):
-        index = _index_of_address(spec)
+        index = ifaddr.index_of_address(spec)
         if index is None:
             raise InterfaceUnavailable(f"no interface has address {spec}")
         return Interface(index, spec, interface_name(index))
@@ -86,7 +86,7 @@ def _route_interface(group: str) -> Interface:
             raise InterfaceUnavailable(
                 f"no route to {group}: add one (ip route add 224.0.0.0/4 dev IFACE) "
                 "or set 'interface'") from None
-    index = _index_of_address(source)
+    index = ifaddr.index_of_address(source)
     if index is None:
         raise InterfaceUnavailable(f"the route to {group} leaves from {source}, "
                                    "which no interface holds")
@@ -99,27 +99,6 @@ def _is_ipv4(text: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-SIOCGIFADDR = 0x8915
-
-
-def interface_address(sock: socket.socket, name: str) -> Optional[str]:
-    """The primary IPv4 address of interface *name* (SIOCGIFADDR), or None if it has none."""
-    try:
-        ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-    except OSError:
-        return None
-    return socket.inet_ntoa(ifreq[20:24])
-
-
-def _index_of_address(address: str) -> Optional[int]:
-    """Index of the interface whose primary address is *address*."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for index, name in socket.if_nameindex():
-            if interface_address(probe, name) == address:
-                return index
-    return None
 
 
 def interface_name(index: int) -> str:

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional, TextIO
 
-from . import mcast, pingreport, probe
+from . import ifaddr, pingreport, probe
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
@@ -104,7 +104,7 @@ def _multicast_if(sock: socket.socket, interface: str) -> tuple[bytes, str]:
     except OSError:
         raise PingError(f"-I {interface}: no such interface "
                         "(list them with `ip -brief address`)") from None
-    source = mcast.interface_address(sock, interface)
+    source = ifaddr.primary_address(sock, interface)
     mreqn = struct.pack("4s4si", any_addr, socket.inet_aton(source or "0.0.0.0"), index)
     return mreqn, f"{interface} ({source})" if source else interface
 
