@@ -158,9 +158,8 @@ def test_interface_deleted_and_recreated(lab, write_config, sink):
 
 @pytest.mark.parametrize("beside", [
     pytest.param(False, id="to-an-interface-without-address"),
-    pytest.param(True, id="beside-the-address-there", marks=pytest.mark.xfail(
-        reason="daemon bug: mcast._index_of_address uses SIOCGIFADDR, which sees only the "
-               "primary address of each interface; a moved (VRRP-style) address is secondary")),
+    # a VRRP/keepalived-style move: the address becomes a secondary one on eth1
+    pytest.param(True, id="beside-the-address-there"),
 ])
 def test_address_moves_to_another_interface(lab, write_config, sink, beside):
     """`interface: <address>` follows the address: when it moves, so does the membership."""
