@@ -273,7 +273,7 @@ def firewall_drop(host: Host) -> list[str]:
 def test_eperm_from_a_firewall_rule_is_counted(lab, write_config, sink):
     host, cable, _ = lab
     local, remote = cable("eth0")
-    daemon = start(host, write_config, sink, "interface: eth0\n")
+    daemon = start(host, write_config, sink, "interface: eth0\nrecv_buffer: 4MiB\n")
     try:
         daemon.wait_for(f"joined {GROUP} on eth0")
         undo = firewall_drop(host)
@@ -296,7 +296,7 @@ def test_eperm_from_a_firewall_rule_is_counted(lab, write_config, sink):
 def test_route_that_refuses_is_counted(lab, write_config, sink, route, error):
     host, cable, _ = lab
     local, remote = cable("eth0")
-    daemon = start(host, write_config, sink, "interface: eth0\n")
+    daemon = start(host, write_config, sink, "interface: eth0\nrecv_buffer: 4MiB\n")
     try:
         daemon.wait_for(f"joined {GROUP} on eth0")
         ip("route", "add", route, f"{local}/32", host=host)
@@ -319,7 +319,8 @@ def test_port_unreachable_from_a_gone_client_is_harmless(lab, write_config, sink
     Prove the net effect: clients that close at once cost nothing, and nothing is dropped."""
     host, cable, _ = lab
     local, remote = cable("eth0")
-    daemon = start(host, write_config, sink, "interface: eth0\nrate_limit: off\n")
+    daemon = start(host, write_config, sink,
+                   "interface: eth0\nrate_limit: off\nrecv_buffer: 4MiB\n")
     try:
         daemon.wait_for(f"joined {GROUP} on eth0")
         for i in range(300):
