@@ -46,6 +46,7 @@ CONFIG = "/etc/mcast-echo.yaml"
 GROUP, PORT = "224.3.29.71", 9999  # the shipped defaults
 OTHER_GROUP = "239.1.2.3"
 INSIDE_ADDR, PEER_ADDR = "10.99.0.1", "10.99.0.2"  # set up by `sdlab up --peer`
+SECONDARY_ADDR = "10.99.0.9"  # added beside INSIDE_ADDR on mc0 by a test
 DYNAMIC_UIDS = range(61184, 65520)  # systemd's DynamicUser= range
 SECURITY_LIMIT = 1.5
 
@@ -252,13 +253,18 @@ def test_echoes_inside_and_from_another_host(running):
     assert {tuple(p)[0] for p in peer["from"]} == {INSIDE_ADDR}
 
 
-@pytest.mark.parametrize("interface", ["mc0", INSIDE_ADDR])
+@pytest.mark.parametrize("interface", ["mc0", INSIDE_ADDR, SECONDARY_ADDR])
 def test_interface_by_name_or_address_works_in_the_sandbox(running, interface):
-    # the unit's sandbox decides which lookups work (an address needs the interface list)
-    running.write(CONFIG, config(interface=interface))
-    running.systemctl("restart", UNIT)
-    assert f"{GROUP}:{PORT} on mc0" in running.show("StatusText")["StatusText"]
-    assert running.echo(GROUP, peer=True, sizes="1400")["echoed"] == 1
+    # the unit's sandbox decides which lookups work: an address needs rtnetlink (AF_NETLINK),
+    # and a secondary (VRRP-style) address is only in rtnetlink's list
+    running.run("ip", "addr", "replace", f"{SECONDARY_ADDR}/24", "dev", "mc0")
+    try:
+        running.write(CONFIG, config(interface=interface))
+        running.systemctl("restart", UNIT)
+        assert f"{GROUP}:{PORT} on mc0" in running.show("StatusText")["StatusText"]
+        assert running.echo(GROUP, peer=True, sizes="1400")["echoed"] == 1
+    finally:
+        running.run("ip", "addr", "del", f"{SECONDARY_ADDR}/24", "dev", "mc0")
 
 
 # ------------------------------------------------------------------------- 3. journal
