@@ -27,10 +27,10 @@ class PidFile:
 
     def check(self) -> None:
         """Raise AlreadyRunning if a live daemon holds the file (before we detach)."""
-        self.acquire()
+        self.acquire(write_pid=False)
         self.release(remove=False)
 
-    def acquire(self) -> None:
+    def acquire(self, write_pid: bool = True) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -39,8 +39,9 @@ class PidFile:
             os.close(fd)
             raise AlreadyRunning(f"{self.path} is locked by a running mcast-echo "
                                  f"(pid {holder}): stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if write_pid:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
     def release(self, remove: bool = True) -> None:
