@@ -64,8 +64,29 @@ def wait_gone(pid, timeout=5):
     raise AssertionError(f"pid {pid} still alive")
 
 
+def started_with(marker: str) -> list[int]:
+    """Pids whose command line names *marker* (this test's own unique pid-file path)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.fixture
+def reap_detached(tmp_path):
+    """A detached daemon is no child of ours: if a test fails, end the ones it started."""
+    yield
+    for pid in started_with(str(tmp_path / "mcast-echo.pid")):
+        os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("python", INTERPRETERS)
-def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config, python):
+def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config, python, reap_detached):
     config = write_config("interface: lo\ngroup: 224.3.29.90\n")
     pidfile, logfile = tmp_path / "mcast-echo.pid", tmp_path / "mcast-echo.log"
     args = ("--detach", "--pidfile", str(pidfile), "--log-file", str(logfile))
@@ -88,9 +109,9 @@ def test_detach_pidfile_and_stale_pidfile(tmp_path, write_config, python):
         os.kill(pid, signal.SIGKILL)
         wait_gone(pid)
         assert pidfile.exists()
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        raise
+    finally:
+        if pid in started_with(str(pidfile)):
+            os.kill(pid, signal.SIGKILL)
     done = serve(config, *args, python=python)
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 5

@@ -156,6 +156,12 @@ class Daemon:
                                    f"{e.problems[0]}; still serving the previous config")
             self.notifier.ready(self.status_line())
             return
+        except Exception:  # a bug of ours must not take the running config down with it
+            log.exception("reload failed: internal error reading %s", self.config.path)
+            self.reload_problem = ("reload failed (internal error, see the log); still serving "
+                                   "the previous config")
+            self.notifier.ready(self.status_line())
+            return
         self.reload_problem = None
         self.apply(new)
         log.info("reloaded: %s", self.status_line())
