@@ -6,12 +6,17 @@ machine's real interfaces. Every loop is bounded by a count and by a deadline.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import importlib.util
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -219,17 +224,58 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.01
         time.sleep(step)
 
 
+@functools.cache
+def readable_runtime() -> str:
+    """A world-readable copy of our package and the libraries it imports.
+
+    A checkout (and its .venv) may sit below a directory only root can enter (CI
+    clones into a mode-700 temporary directory), so a process run as nobody could
+    import nothing from it. It gets this copy on PYTHONPATH instead.
+    """
+    root = tempfile.mkdtemp(prefix="mcast-echo-runtime-")
+    atexit.register(shutil.rmtree, root, True)
+    for name in ("mcast_echo", "yaml", "_yaml", "sdnotify", "daemon", "lockfile"):
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            source = list(spec.submodule_search_locations)[0]
+            shutil.copytree(source, os.path.join(root, name),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif spec.origin:
+            shutil.copy(spec.origin, root)
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    return root
+
+
 class AsUser:
-    """Stands in for a netlab Host in DaemonProcess: runs the command there as another user."""
+    """Stands in for a netlab Host in DaemonProcess: runs the command there as another user.
+
+    Our interpreter (``sys.executable``) is swapped for the real one behind the venv,
+    with ``readable_runtime()`` on PYTHONPATH, so the other user can run it.
+    """
 
     def __init__(self, host: Optional[Host], uid: int = 65534, gid: int = 65534) -> None:
         self.host = host
         self.prefix = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
 
+    def command(self, cmd: list[str]) -> list[str]:
+        if cmd and cmd[0] == sys.executable:
+            cmd = [os.path.realpath(sys.executable), "-s", *cmd[1:]]
+        return self.prefix + cmd
+
+    @staticmethod
+    def environ(env: Optional[dict] = None) -> dict:
+        return {**(os.environ if env is None else env), "PYTHONPATH": readable_runtime()}
+
     def popen(self, cmd: list[str], **kw) -> subprocess.Popen:
+        kw["env"] = self.environ(kw.get("env"))
         if self.host is not None:
-            return self.host.popen(self.prefix + cmd, **kw)
-        return subprocess.Popen(self.prefix + cmd, **kw)
+            return self.host.popen(self.command(cmd), **kw)
+        return subprocess.Popen(self.command(cmd), **kw)
 
 
 class EchoLab:

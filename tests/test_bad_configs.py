@@ -181,11 +181,13 @@ class Run:
 
 def run_cli(command: str, path: Path, as_nobody: bool) -> Run:
     cmd = [sys.executable, "-m", "mcast_echo", command, "-c", str(path)]
+    env = None
     if as_nobody:
-        cmd = AsUser(None, NOBODY, NOBODY).prefix + cmd
+        nobody = AsUser(None, NOBODY, NOBODY)
+        cmd, env = nobody.command(cmd), nobody.environ()
     started = time.monotonic()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_LIMIT,
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_LIMIT, env=env,
                               stdin=subprocess.DEVNULL, preexec_fn=_limit_memory,
                               errors="replace")
     except subprocess.TimeoutExpired as e:

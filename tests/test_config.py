@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from loadlab import AsUser
 from mcast_echo.cli import main
 from mcast_echo.config import (
     Config,
@@ -239,11 +240,11 @@ def test_unreadable_file(tmp_path):
     path = write(tmp_path, "port: 1\n")
     os.chmod(path, 0)
     os.chmod(tmp_path, 0o755)
-    cmd = [sys.executable, "-m", "mcast_echo", "check-config", "-c", path]
+    cmd, env = [sys.executable, "-m", "mcast_echo", "check-config", "-c", path], None
     if os.geteuid() == 0:
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        nobody = AsUser(None)
+        cmd, env = nobody.command(cmd), nobody.environ()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 78, done.stderr
     assert done.stderr.strip() == (f"{path}: permission denied (the daemon's user must be able "
                                    "to read it: chmod 644 the file and let it reach the "
