@@ -3,11 +3,12 @@
 SIOCGIFADDR sees only each interface's primary address, so an address added
 beside it (a VRRP/keepalived virtual address, a second `ip addr add`) would be
 invisible. The rtnetlink address dump lists them all; where netlink is not
-allowed, we fall back to SIOCGIFADDR.
+allowed, SIOCGIFCONF (which lists secondaries too) stands in.
 """
 
 from __future__ import annotations
 
+import array
 import fcntl
 import socket
 import struct
@@ -21,6 +22,8 @@ NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, index
 RTATTR = struct.Struct("=HH")  # length, type
 SIOCGIFADDR = 0x8915
+SIOCGIFCONF = 0x8912
+IFREQ_SIZE = 40  # sizeof(struct ifreq) on 64-bit Linux
 
 
 def _align(length: int) -> int:
@@ -77,19 +80,35 @@ def primary_address(sock: socket.socket, name: str) -> Optional[str]:
     return socket.inet_ntoa(ifreq[20:24])
 
 
+def ioctl_ipv4_addresses() -> Iterator[tuple[int, str]]:
+    """(interface index, address) from SIOCGIFCONF, secondary addresses included.
+
+    The fallback where netlink is refused; it needs no netlink at all (unlike
+    socket.if_nameindex(), which glibc answers over netlink).
+    """
+    size = IFREQ_SIZE * 256
+    buffer = array.array("B", bytes(size))
+    address, _ = buffer.buffer_info()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("iL", size, address)
+        used = struct.unpack("iL", fcntl.ioctl(sock.fileno(), SIOCGIFCONF, request))[0]
+    data = buffer.tobytes()[:used]
+    for offset in range(0, used - IFREQ_SIZE + 1, IFREQ_SIZE):
+        name = data[offset:offset + 16].split(b"\0", 1)[0].decode()
+        try:
+            index = socket.if_nametoindex(name.split(":")[0])  # "eth0:1" is eth0's label
+        except OSError:
+            continue
+        yield index, socket.inet_ntoa(data[offset + 20:offset + 24])
+
+
 def index_of_address(address: str) -> Optional[int]:
     """Index of the interface that holds *address*, or None if none does."""
     try:
-        for index, found in netlink_ipv4_addresses():
-            if found == address:
-                return index
-        return None
-    except OSError:  # netlink refused (a sandbox without AF_NETLINK): primaries only
-        pass
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for index, name in socket.if_nameindex():
-            if primary_address(sock, name) == address:
-                return index
+        found = list(netlink_ipv4_addresses())
+    except OSError:  # netlink refused (a sandbox without AF_NETLINK)
+        found = list(ioctl_ipv4_addresses())
+    for index, candidate in found:
+        if candidate == address:
+            return index
     return None
-
-
