@@ -170,8 +170,8 @@ def serve(args: argparse.Namespace, path: str) -> int:
                 log.info("detached (pid %d)", os.getpid())
                 return daemon.run()
         return daemon.run()
-    except OSError as e:
-        log.error("%s", e)
+    except (OSError, AlreadyRunning) as e:  # AlreadyRunning: lost a race for the pid file
+        log.error("%s", getattr(e, "strerror", None) or e)
         daemon.close()
         return EX_UNAVAILABLE
     except Exception:

@@ -62,10 +62,6 @@ class Listener:
         """What a socket and its membership are made of: changing it means a new socket."""
         return (self.group, self.port, self.interface)
 
-    @property
-    def label(self) -> str:
-        return f"{self.group}:{self.port} on {self.interface or 'the default interface'}"
-
 
 @dataclass(frozen=True)
 class Config:

@@ -16,7 +16,7 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, Listener, load_config
 from .limits import KernelLimits, membership_report, read_limits
 from .logsetup import set_level
 from .notify import Notifier
@@ -61,18 +61,21 @@ class Daemon:
         log.log(level, "%s", line)
         now = time.monotonic()
         for listener in self.config.listeners:
-            self._start_responder(listener, now)
+            self.responders.append(self._start_responder(listener, now))
 
-    def _start_responder(self, listener: Any, now: float) -> GroupResponder:
+    def _start_responder(self, listener: Listener, now: float) -> GroupResponder:
+        """Open, bind and (try to) join; the caller adds it to self.responders."""
         responder = GroupResponder(listener, self.hostname, self.drop_log)
         try:
             responder.open(self.limits)
+            responder.try_join(now)
         except OSError as e:
             responder.close()
             raise OSError(e.errno, f"cannot bind {listener.group}:{listener.port}: "
                           f"{e.strerror}") from None
-        responder.try_join(now)
-        self.responders.append(responder)
+        except BaseException:
+            responder.close()
+            raise
         return responder
 
     # ---------------------------------------------------------------- run
@@ -114,6 +117,7 @@ class Daemon:
                 signum = self._signals.pop(0)
                 if signum == signal.SIGHUP:
                     self.reload()
+                    next_status = time.monotonic() + self.config.status_interval
                 else:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     return
@@ -162,34 +166,51 @@ class Daemon:
                                    "the previous config")
             self.notifier.ready(self.status_line())
             return
+        try:
+            self.apply(new)
+        except OSError as e:  # e.g. the new port is taken: nothing was changed
+            log.error("reload failed: %s", e.strerror or e)
+            self.reload_problem = (f"reload failed: {e.strerror or e}; still serving the "
+                                   "previous config")
+            self.notifier.ready(self.status_line())
+            return
         self.reload_problem = None
-        self.apply(new)
         log.info("reloaded: %s", self.status_line())
         self.notifier.ready(self.status_line())
 
     def apply(self, new: Config) -> None:
-        """Move from the running config to *new*, rejoining only what changed."""
-        set_level(new.log_level)
-        self.limits = read_limits(self.proc_root)
+        """Move from the running config to *new*, rejoining only what changed.
+
+        New sockets are opened first: if one cannot be bound, OSError is raised
+        with the running config untouched.
+        """
+        limits = read_limits(self.proc_root)
         wanted = {listener.identity: listener for listener in new.listeners}
+        running = {responder.listener.identity for responder in self.responders}
+        now = time.monotonic()
+        started: list[GroupResponder] = []
+        try:
+            for identity, listener in wanted.items():
+                if identity not in running:
+                    started.append(self._start_responder(listener, now))
+        except BaseException:
+            for responder in started:
+                responder.close()
+            raise
+        self.limits = limits
+        set_level(new.log_level)
         kept = []
         for responder in self.responders:
-            listener = wanted.pop(responder.listener.identity, None)
+            listener = wanted.get(responder.listener.identity)
             if listener is None:
                 self._stop_responder(responder)
             else:
                 responder.reconfigure(listener, self.limits)
                 kept.append(responder)
-        self.responders = kept
-        now = time.monotonic()
-        for listener in wanted.values():
-            try:
-                responder = self._start_responder(listener, now)
-            except OSError as e:
-                log.error("%s", e)
-                continue
+        for responder in started:
             if self._selector is not None:
                 self._selector.register(responder.fileno(), selectors.EVENT_READ, responder)
+        self.responders = kept + started
         self.config = new
 
     def _stop_responder(self, responder: GroupResponder) -> None:
@@ -201,7 +222,7 @@ class Daemon:
 
     def close(self) -> None:
         """STOPPING=1, leave every group, close everything. Safe to call twice."""
-        if self.responders:
+        if self._wakeup is not None:  # only once, however often close() is called
             self.notifier.stopping()
         for responder in self.responders:
             self._stop_responder(responder)

@@ -17,7 +17,9 @@ from typing import Iterator, Optional
 
 SIOCGIFADDR = 0x8915
 SIOCGIFCONF = 0x8912
-IFREQ_SIZE = 40  # sizeof(struct ifreq) on 64-bit Linux
+# sizeof(struct ifreq): the name, then a union whose largest member is struct ifmap
+# (two longs, a short, three chars): 40 bytes on 64-bit Linux, 32 on 32-bit.
+IFREQ_SIZE = 16 + max(16, struct.calcsize("LLHBBB0L"))
 MAX_ADDRESSES = 1024
 
 

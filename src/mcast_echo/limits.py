@@ -79,6 +79,11 @@ class BufferReport:
     default: Optional[int]
 
     @property
+    def expected(self) -> Optional[int]:
+        floor = SOCK_MIN_RCVBUF if self.kind == "receive" else SOCK_MIN_SNDBUF
+        return expected_grant(self.requested, self.limit, self.default, floor)
+
+    @property
     def capped(self) -> bool:
         return (self.requested is not None and self.limit is not None
                 and self.requested > self.limit)
@@ -89,7 +94,7 @@ class BufferReport:
 
     def message(self) -> str:
         got = (f"granted {human(self.granted)}" if self.granted is not None
-               else f"would get {human(expected_grant(self.requested, self.limit, self.default))}")
+               else f"would get {human(self.expected)}")
         if self.requested is None:
             default_name = self.limit_name.replace("_max", "_default")
             return (f"{self.kind} buffer: kernel default, {got} "
@@ -105,13 +110,13 @@ class BufferReport:
 
 
 def expected_grant(requested: Optional[int], limit: Optional[int],
-                   default: Optional[int]) -> Optional[int]:
+                   default: Optional[int], floor: int = SOCK_MIN_RCVBUF) -> Optional[int]:
     """What getsockopt will report for a request, as Linux computes it."""
     if requested is None:
         return default
     if limit is None:
         return None
-    return max(min(requested, limit) * 2, SOCK_MIN_RCVBUF)
+    return max(min(requested, limit) * 2, floor)
 
 
 def buffer_reports(requested_recv: Optional[int], requested_send: Optional[int],

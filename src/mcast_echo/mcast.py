@@ -131,14 +131,21 @@ def open_socket(listener: Listener) -> socket.socket:
     return sock
 
 
-def apply_options(sock: socket.socket, listener: Listener) -> None:
-    """The options that can change on a live socket (a reload applies them in place)."""
+def apply_options(sock: socket.socket, listener: Listener,
+                  defaults: tuple[Optional[int], Optional[int]] = (None, None)) -> None:
+    """The options that can change on a live socket (a reload applies them in place).
+
+    *defaults* are net.core.rmem_default/wmem_default: on a live socket a buffer
+    that went back to null is set to them, since nothing else undoes a SO_RCVBUF.
+    """
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, listener.ttl)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(listener.loopback))
-    if listener.recv_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, listener.recv_buffer)
-    if listener.send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, listener.send_buffer)
+    for option, size, default in ((socket.SO_RCVBUF, listener.recv_buffer, defaults[0]),
+                                  (socket.SO_SNDBUF, listener.send_buffer, defaults[1])):
+        if size is None and default is not None:
+            size = default // 2  # the kernel doubles it back to exactly the default
+        if size is not None:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
 
 
 def granted_buffers(sock: socket.socket) -> tuple[int, int]:
@@ -149,10 +156,7 @@ def granted_buffers(sock: socket.socket) -> tuple[int, int]:
 
 def join(sock: socket.socket, group: str, interface: Interface) -> None:
     """Add the membership; OSError carries the errno (see join_error_text)."""
-    mreqn = interface.mreqn(group)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-    if interface.index or interface.address != "0.0.0.0":
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, interface.mreqn(group))
 
 
 def leave(sock: socket.socket, group: str, interface: Interface) -> bool:
@@ -167,21 +171,6 @@ def leave(sock: socket.socket, group: str, interface: Interface) -> bool:
 
 
 def join_error_text(error: OSError) -> str:
-    """The operator's line for a failed join; unexpected errnos are re-raised."""
-    if error.errno not in JOIN_ERRORS:
-        raise error
-    return f"{errno.errorcode.get(error.errno, error.errno)}: {JOIN_ERRORS[error.errno]}"
-
-
-def joined_interfaces(group: str, proc_root: str = "/proc") -> set[str]:
-    """Interfaces on which the kernel lists *group* in /proc/net/igmp."""
-    wanted = f"{struct.unpack('=I', socket.inet_aton(group))[0]:08X}"
-    found, ifname = set(), ""
-    with open(f"{proc_root}/net/igmp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if not line.startswith("\t"):
-                ifname = fields[1]
-            elif fields and fields[0] == wanted:
-                found.add(ifname)
-    return found
+    """The operator's line for a failed join: the table's fix, or the kernel's words."""
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    return f"{name}: {JOIN_ERRORS.get(error.errno or 0, error.strerror or str(error))}"

@@ -17,12 +17,13 @@ import time
 from typing import Any, Optional, TextIO
 
 from . import pingreport, probe
+from .config import DEFAULT_PATH as DEFAULT_CONFIG
+from .config import Listener
 from .pinger import Interrupts, Pinger, PingError, Settings, open_socket
 
-DEFAULT_CONFIG = "/etc/mcast-echo.yaml"
-DEFAULT_GROUP = "224.3.29.71"
-DEFAULT_PORT = 9999
-DEFAULT_TTL = 1
+DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
+DEFAULT_PORT = Listener.port
+DEFAULT_TTL = Listener.ttl
 DEFAULT_SIZE = 64
 
 # --- options -----------------------------------------------------------------------------------

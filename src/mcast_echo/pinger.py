@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass
 from typing import Optional, TextIO
 
 from . import ifaddr, pingreport, probe
+from .mcast import IP_RECVTTL
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
 # Linux values that Python's socket module does not export.
-IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
 

@@ -16,7 +16,7 @@ import struct
 import zlib
 from typing import NamedTuple, Optional
 
-MAX_UDP_PAYLOAD = 65507  # 65,535 - 20 (IPv4 header) - 8 (UDP header)
+from .config import MAX_UDP_PAYLOAD
 
 PROBE_MAGIC = b"MCEP"
 PROBE_VERSION = 1

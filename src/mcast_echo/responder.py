@@ -73,8 +73,10 @@ class GroupResponder:
         old, self.listener = self.listener, listener
         if (old.allow, old.rate_limit) != (listener.allow, listener.rate_limit):
             self.policy = Policy(listener)
-        if self.sock is not None and old != listener:
-            mcast.apply_options(self.sock, listener)
+        socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer")
+        if self.sock is not None and any(getattr(old, name) != getattr(listener, name)
+                                         for name in socket_options):
+            mcast.apply_options(self.sock, listener, (limits.rmem_default, limits.wmem_default))
             self.log_buffers(limits)
 
     @property
@@ -131,9 +133,15 @@ class GroupResponder:
             self.try_join(now)
 
     def _leave(self) -> bool:
+        """Drop the membership (already gone with its interface is fine); False on error."""
         assert self.sock is not None and self.interface is not None
         interface, self.interface = self.interface, None
-        return mcast.leave(self.sock, self.listener.group, interface)
+        try:
+            mcast.leave(self.sock, self.listener.group, interface)
+        except OSError as e:
+            log.error("leaving %s on %s failed: %s", self.listener.group, interface.name, e)
+            return False
+        return True
 
     def close(self) -> None:
         """Leave the group (logging it) and close the socket. Safe to call twice."""
@@ -141,11 +149,7 @@ class GroupResponder:
             return
         if self.interface is not None:
             name = self.interface.name
-            try:
-                self._leave()
-            except OSError as e:
-                log.error("leaving %s on %s failed: %s", self.listener.group, name, e)
-            else:
+            if self._leave():
                 log.info("left %s on %s", self.listener.group, name)
         self.sock.close()
         self.sock = None
