@@ -80,6 +80,12 @@ class DaemonProcess:
             self.proc.wait()
         self._reader.join(2)
 
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
     def rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:

@@ -9,14 +9,8 @@ import pytest
 
 from loadlab import AsUser
 from mcast_echo.cli import main
-from mcast_echo.config import (
-    Config,
-    ConfigError,
-    Listener,
-    describe,
-    load_config,
-    parse_size,
-)
+from mcast_echo.config import ConfigError, describe, load_config
+from mcast_echo.schema import Config, Listener, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "mcast-echo.yaml"
@@ -65,7 +59,7 @@ status_interval: 2
 def test_policy_keys(tmp_path):
     import ipaddress
 
-    from mcast_echo.config import RateLimit
+    from mcast_echo.schema import RateLimit
     config = load_config(write(tmp_path, "allow: [10.0.0.0/8, 192.0.2.7]\n"
                                          "rate_limit: {rate: 5, burst: 10}\n"))
     assert config.listeners[0].allow == (ipaddress.IPv4Network("10.0.0.0/8"),

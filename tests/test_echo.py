@@ -83,16 +83,13 @@ def test_oversized_datagrams_are_counted_not_echoed(responder_host, write_config
     host, local, remote = responder_host
     config = write_config(f"group: {GROUP}\nport: {PORT}\ninterface: eth0\nmax_datagram: 100\n"
                           "status_interval: 1\n")
-    daemon = DaemonProcess(config, host=host)
-    try:
+    with DaemonProcess(config, host=host) as daemon:
         daemon.wait_for("ready:")
         with sender(local) as sock:
             assert echo(sock, b"x" * 101, GROUP, PORT, timeout=0.5) is None
             assert echo(sock, b"x" * 100, GROUP, PORT) == (b"x" * 100, (remote, PORT))
         line = daemon.wait_for("above max_datagram")
         assert "datagram of 101 bytes" in line
-    finally:
-        daemon.kill()
 
 
 def test_sigterm_leaves_the_group_and_exits_0(running):
@@ -172,13 +169,10 @@ def test_sighup_changing_only_options_keeps_the_membership(running):
 
 def test_interface_by_address(responder_host, write_config):
     host, local, remote = responder_host
-    daemon = DaemonProcess(write_config(f"interface: {remote}\n"), host=host)
-    try:
+    with DaemonProcess(write_config(f"interface: {remote}\n"), host=host) as daemon:
         daemon.wait_for(f"joined {GROUP} on eth0")
         with sender(local) as sock:
             assert echo(sock, b"by address", GROUP, PORT) == (b"by address", (remote, PORT))
-    finally:
-        daemon.kill()
 
 
 def test_default_interface_is_the_route_to_the_group(responder_host, write_config):

@@ -4,7 +4,6 @@ import logging
 from pathlib import Path
 
 from mcast_echo.cli import main
-from mcast_echo.config import Config, Listener
 from mcast_echo.limits import (
     KernelLimits,
     buffer_reports,
@@ -12,6 +11,7 @@ from mcast_echo.limits import (
     predicted_reports,
     read_limits,
 )
+from mcast_echo.schema import Config, Listener
 
 
 def fake_proc(root: Path, **values: int) -> str:

@@ -4,8 +4,8 @@ import resource
 
 from clients import echo, sender
 from daemonproc import DaemonProcess
-from mcast_echo.config import Listener, RateLimit, check_allow
 from mcast_echo.policy import Policy, SourceRateLimiter
+from mcast_echo.schema import Listener, RateLimit, check_allow
 
 
 def test_token_bucket_allows_burst_then_rate():
@@ -42,8 +42,7 @@ def test_rate_limited_and_refused_sources_get_no_echo(responder_host, write_conf
     host, local, remote = responder_host
     config = write_config(f"interface: eth0\nallow: [{local}]\n"
                           "rate_limit: {rate: 1, burst: 3}\nstatus_interval: 1\n")
-    daemon = DaemonProcess(config, host=host)
-    try:
+    with DaemonProcess(config, host=host) as daemon:
         daemon.wait_for("ready:")
         with sender(local) as sock:
             replies = [echo(sock, b"n%d" % i, "224.3.29.71", 9999, timeout=0.3)
@@ -61,8 +60,6 @@ def test_rate_limited_and_refused_sources_get_no_echo(responder_host, write_conf
             "try:\n    print(s.recvfrom(100))\nexcept socket.timeout:\n    print('none')\n")
         assert out.stdout.strip() == "none"
         assert f"from {remote}:" in daemon.wait_for("source not in 'allow'")
-    finally:
-        daemon.kill()
 
 
 def test_default_rate_limit_is_generous():

@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .config import DEFAULT_PATH, ConfigError, describe, load_config
-from .limits import limits_table, predicted_reports, read_limits
+from .limits import KernelLimits, limits_table, predicted_reports, read_limits
+from .schema import Config
 
 log = logging.getLogger("mcast_echo")
 
@@ -104,8 +105,7 @@ def check_config(path: str) -> int:
         print(e, file=sys.stderr)
         return EX_CONFIG
     print("\n".join(describe(config)))
-    for level, line in predicted_reports(config, read_limits()):
-        print(f"{logging.getLevelName(level).lower()}: {line}")
+    _print_reports(config, read_limits())
     print(f"{path}: ok")
     return EX_OK
 
@@ -119,9 +119,14 @@ def show_limits(path: str, proc_root: str) -> int:
         print(f"(no config to compare: {e.problems[0]})")
         return EX_OK
     print(f"\nwhat {path} would get:")
+    _print_reports(config, limits)
+    return EX_OK
+
+
+def _print_reports(config: Config, limits: KernelLimits) -> None:
+    """The limit lines a start would log, as 'warning: ...' / 'info: ...'."""
     for level, line in predicted_reports(config, limits):
         print(f"{logging.getLevelName(level).lower()}: {line}")
-    return EX_OK
 
 
 def serve(args: argparse.Namespace, path: str) -> int:

@@ -16,12 +16,13 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
-from .config import Config, ConfigError, Listener, load_config
+from .config import ConfigError, load_config
 from .limits import KernelLimits, membership_report, read_limits
 from .logsetup import set_level
 from .notify import Notifier
 from .ratelimit import RateLimitedLog
 from .responder import GroupResponder
+from .schema import Config, Listener
 
 log = logging.getLogger(__name__)
 
@@ -151,32 +152,31 @@ class Daemon:
         """Re-read the file; apply it if valid, else keep serving the old config."""
         self.notifier.reloading()
         log.info("SIGHUP: reloading %s", self.config.path)
+        failure = self._try_reload()
+        if failure is None:
+            self.reload_problem = None
+            log.info("reloaded: %s", self.status_line())
+        else:
+            self.reload_problem = f"reload failed{failure}; still serving the previous config"
+        self.notifier.ready(self.status_line())
+
+    def _try_reload(self) -> Optional[str]:
+        """Load and apply the file: None, or how "reload failed" goes on (already logged)."""
         try:
             new = load_config(self.config.path, self.overrides)
         except ConfigError as e:
             for problem in e.problems:
                 log.error("reload failed: %s", problem)
-            self.reload_problem = (f"reload failed ({len(e.problems)} error(s), see the log): "
-                                   f"{e.problems[0]}; still serving the previous config")
-            self.notifier.ready(self.status_line())
-            return
+            return f" ({len(e.problems)} error(s), see the log): {e.problems[0]}"
         except Exception:  # a bug of ours must not take the running config down with it
             log.exception("reload failed: internal error reading %s", self.config.path)
-            self.reload_problem = ("reload failed (internal error, see the log); still serving "
-                                   "the previous config")
-            self.notifier.ready(self.status_line())
-            return
+            return " (internal error, see the log)"
         try:
             self.apply(new)
         except OSError as e:  # e.g. the new port is taken: nothing was changed
             log.error("reload failed: %s", e.strerror or e)
-            self.reload_problem = (f"reload failed: {e.strerror or e}; still serving the "
-                                   "previous config")
-            self.notifier.ready(self.status_line())
-            return
-        self.reload_problem = None
-        log.info("reloaded: %s", self.status_line())
-        self.notifier.ready(self.status_line())
+            return f": {e.strerror or e}"
+        return None
 
     def apply(self, new: Config) -> None:
         """Move from the running config to *new*, rejoining only what changed.

@@ -3,7 +3,8 @@
 One function per step, as python-zeroconf does: open a socket bound to the
 group, resolve the interface, add and drop a membership. Expected errnos map to
 a line that names the fix (the JOIN_ERRORS table is the only place those words
-live); anything else is re-raised.
+live); any other errno is shown in the kernel's words. Either way the
+responder waits and retries: a join error is never fatal.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import ifaddr
-from .config import Listener
+from .schema import Listener
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
 # bound to a port receives only the groups *it* joined, never another group
@@ -26,9 +27,10 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 
+ROUTE_FIX = "add a multicast route (ip route add 224.0.0.0/4 dev IFACE)"
+
 JOIN_ERRORS: dict[int, str] = {
-    errno.ENODEV: "no such device, or no route to the group: add a multicast route "
-                  "(ip route add 224.0.0.0/4 dev IFACE) or set 'interface'",
+    errno.ENODEV: f"no such device, or no route to the group: {ROUTE_FIX} or set 'interface'",
     errno.EADDRNOTAVAIL: "the interface has no such address: set 'interface' to a name or "
                          "to an address of this host",
     errno.ENOBUFS: "too many memberships: raise net.ipv4.igmp_max_memberships "
@@ -46,10 +48,10 @@ class InterfaceUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Interface:
-    """Where a membership lives: an index (0: let the kernel route) and/or an address."""
+    """Where a membership lives: the interface's index, and the address named, if any."""
 
     index: int
-    address: str  # "0.0.0.0" when joined by index or by route
+    address: str  # "0.0.0.0" unless the config named the interface by an address
     name: str  # what the operator calls it, for log lines
 
     def mreqn(self, group: str) -> bytes:
@@ -83,9 +85,8 @@ def _route_interface(group: str) -> Interface:
             probe.connect((group, 9))  # no packet is sent: connect only routes
             source = probe.getsockname()[0]
         except OSError:
-            raise InterfaceUnavailable(
-                f"no route to {group}: add one (ip route add 224.0.0.0/4 dev IFACE) "
-                "or set 'interface'") from None
+            raise InterfaceUnavailable(f"no route to {group}: {ROUTE_FIX} "
+                                       "or set 'interface'") from None
     index = ifaddr.index_of_address(source)
     if index is None:
         raise InterfaceUnavailable(f"the route to {group} leaves from {source}, "
@@ -159,15 +160,13 @@ def join(sock: socket.socket, group: str, interface: Interface) -> None:
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, interface.mreqn(group))
 
 
-def leave(sock: socket.socket, group: str, interface: Interface) -> bool:
-    """Drop the membership. False when it was already gone (interface removed): benign."""
+def leave(sock: socket.socket, group: str, interface: Interface) -> None:
+    """Drop the membership; one already gone with its interface is not an error."""
     try:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, interface.mreqn(group))
     except OSError as e:
-        if e.errno in BENIGN_LEAVE_ERRORS:
-            return False
-        raise
-    return True
+        if e.errno not in BENIGN_LEAVE_ERRORS:
+            raise
 
 
 def join_error_text(error: OSError) -> str:

@@ -18,8 +18,8 @@ from typing import Any, Optional, TextIO
 
 from . import pingreport, probe
 from .config import DEFAULT_PATH as DEFAULT_CONFIG
-from .config import Listener
 from .pinger import Interrupts, Pinger, PingError, Settings, open_socket
+from .schema import Listener
 
 DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
 DEFAULT_PORT = Listener.port

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional, TextIO
 
 from . import ifaddr, pingreport, probe
-from .mcast import IP_RECVTTL
+from .mcast import IP_RECVTTL, ROUTE_FIX
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
@@ -35,8 +35,7 @@ _ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, a
 
 # errno of a failed setsockopt or send -> what to tell the user; one table so they cannot drift.
 _ERRNO_ADVICE = {
-    errno.ENETUNREACH: "no route to {group}: add a multicast route "
-                       "(ip route add 224.0.0.0/4 dev IFACE) or pass -I IFACE",
+    errno.ENETUNREACH: f"no route to {{group}}: {ROUTE_FIX} or pass -I IFACE",
     errno.ENODEV: "no usable interface for {group}{via}: it is missing or down; "
                   "pass -I with an interface that is up, or add a multicast route",
     errno.EADDRNOTAVAIL: "-I {interface} is not an IPv4 address of this host: "

@@ -14,7 +14,7 @@ import struct
 from collections import OrderedDict
 from typing import Optional
 
-from .config import Listener
+from .schema import Listener
 
 MAX_TRACKED_SOURCES = 65536
 

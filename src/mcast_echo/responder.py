@@ -17,18 +17,19 @@ from collections import Counter
 from typing import Optional
 
 from . import mcast, probe
-from .config import Listener
 from .limits import KernelLimits, buffer_reports
 from .policy import Policy
 from .ratelimit import RateLimitedLog
+from .schema import Listener
 
 log = logging.getLogger(__name__)
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
 BATCH = 256  # datagrams per wake-up, so signals and timers are seen even under flood
 ANCILLARY_SPACE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)  # in_pktinfo + TTL
-RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)  # join retries; capped at 1 s so a new interface
-# is joined within ~1 s of appearing
+# Join retries, capped at 1 s so a new interface is joined within ~1.5 s of appearing
+# (the daemon looks every 0.5 s whether a retry is due).
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)
 
 
 DROP_REASONS = {
@@ -83,6 +84,11 @@ class GroupResponder:
     def joined(self) -> bool:
         return self.interface is not None
 
+    @property
+    def awaited(self) -> str:
+        """What a waiting responder waits for, as log lines and STATUS name it."""
+        return self.listener.interface or "a route to the group"
+
     def try_join(self, now: float) -> bool:
         """Join if we can; otherwise record why and when to try again."""
         assert self.sock is not None
@@ -104,9 +110,9 @@ class GroupResponder:
         return True
 
     def _wait(self, reason: str, now: float) -> bool:
-        name = self.listener.interface or "a route to the group"
         if self.waiting != reason:
-            log.warning("%s: waiting for %s (%s); retrying", self.listener.group, name, reason)
+            log.warning("%s: waiting for %s (%s); retrying", self.listener.group, self.awaited,
+                        reason)
         self.waiting = reason
         self.retry_at = now + RETRY_DELAYS[min(self._retries, len(RETRY_DELAYS) - 1)]
         self._retries += 1
@@ -222,8 +228,7 @@ class GroupResponder:
     def status(self) -> str:
         where = f"{self.listener.group}:{self.listener.port}"
         if not self.joined:
-            name = self.listener.interface or "a route to the group"
-            return f"{where} waiting for {name} ({self.waiting})"
+            return f"{where} waiting for {self.awaited} ({self.waiting})"
         assert self.interface is not None
         dropped = sum(self.dropped.values())
         text = (f"{where} on {self.interface.name}: received {self.received}, "
