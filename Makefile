@@ -12,6 +12,8 @@ ifeq ($(shell id -u),0)
   NETNS := unshare --net --
 else
   NETNS := $(shell unshare -rn true 2>/dev/null && echo 'unshare -rn --')
+  # inside it we look like root: keep pytest off /tmp/pytest-of-root, which may be root's
+  PYTEST_BASETEMP := --basetemp=$(CURDIR)/.pytest-tmp
 endif
 
 .PHONY: all venv run test lint demo bench soak clean help
@@ -42,7 +44,7 @@ test: $(STAMP)
 	  echo "make test needs a private network namespace: run it as root, or enable user"; \
 	  echo "namespaces (sysctl -w kernel.unprivileged_userns_clone=1) so 'unshare -rn' works."; \
 	  exit 2; fi
-	$(NETNS) $(PY) -m pytest $(PYTEST_ARGS)
+	$(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadlab import AsUser
+from loadlab import AsUser, needs_another_user
 from mcast_echo.cli import main
 from mcast_echo.config import ConfigError, describe, load_config
 from mcast_echo.schema import Config, Listener, parse_size
@@ -229,15 +229,15 @@ def test_not_utf8(tmp_path):
     assert e.value.problems == [f"{path}:1: not UTF-8 text (byte 0xe9); save the file as UTF-8"]
 
 
+@needs_another_user
 def test_unreadable_file(tmp_path):
     """As the service's unprivileged user would meet it (setpriv drops root for the test)."""
     path = write(tmp_path, "port: 1\n")
     os.chmod(path, 0)
     os.chmod(tmp_path, 0o755)
-    cmd, env = [sys.executable, "-m", "mcast_echo", "check-config", "-c", path], None
-    if os.geteuid() == 0:
-        nobody = AsUser(None)
-        cmd, env = nobody.command(cmd), nobody.environ()
+    nobody = AsUser(None)
+    cmd = nobody.command([sys.executable, "-m", "mcast_echo", "check-config", "-c", path])
+    env = nobody.environ()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 78, done.stderr
     assert done.stderr.strip() == (f"{path}: permission denied (the daemon's user must be able "
