@@ -1,7 +1,11 @@
-"""Who may be echoed: the source ACL and the per-source rate limit.
+"""Who may be echoed: real peers only, the source ACL and the per-source rate limit.
 
 An echo responder is a reflector; these keep it from being one against
-others. Both run on every datagram, so they work on integers: the ACL as
+others. First, a source that cannot be a real peer is never answered: the
+kernel accepts source 0.0.0.0 on link-local groups (224.0.0.0/24), and an echo
+sent to ("0.0.0.0", port) is delivered to a local service on 127.0.0.1 as if
+from 127.0.0.1 -- a peer on the LAN could inject datagrams into this host's
+loopback services. Both run on every datagram, so they work on integers: the ACL as
 (network, mask) pairs, the rate limit as a token bucket per source address in
 an LRU table whose size is capped (memory stays bounded however many
 addresses a flood forges).
@@ -17,6 +21,16 @@ from typing import Optional
 from .schema import Listener
 
 MAX_TRACKED_SOURCES = 65536
+
+# First octets of IPv4 sources that cannot be a real peer: "this network" (0/8),
+# loopback (127/8), multicast (224/4), reserved (240/4) and broadcast. Checked on
+# the text recvmsg returns, so the common case costs one partition and a set lookup.
+_IMPOSSIBLE_FIRST_OCTETS = frozenset(["0", "127"] + [str(n) for n in range(224, 256)])
+
+
+def impossible_source(address: str) -> bool:
+    """True if *address* (dotted IPv4) cannot be the source of a real peer's datagram."""
+    return address.partition(".")[0] in _IMPOSSIBLE_FIRST_OCTETS
 
 
 def _address_int(address: str) -> int:
@@ -63,7 +77,9 @@ class Policy:
             self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst)
 
     def verdict(self, source: str, now: float) -> Optional[str]:
-        """None to echo, or the drop reason ("acl", "rate")."""
+        """None to echo, or the drop reason ("source", "acl", "rate")."""
+        if source.partition(".")[0] in _IMPOSSIBLE_FIRST_OCTETS:
+            return "source"
         if self._networks is not None:
             address = _address_int(source)
             if not any(address & mask == network for network, mask in self._networks):

@@ -33,6 +33,7 @@ RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)
 
 
 DROP_REASONS = {
+    "source": "source cannot be a real peer (0.0.0.0/8, 127.0.0.0/8, multicast, broadcast)",
     "acl": "source not in 'allow'",
     "rate": "source over its 'rate_limit'",
 }
