@@ -2,8 +2,11 @@
 
 Signal handlers only record the signal (and ``set_wakeup_fd`` wakes the
 selector); this loop acts on them, between batches of datagrams, so a flood
-never delays SIGTERM by more than one batch. Timers (STATUS, WATCHDOG=1,
-membership checks) are due times checked on every pass.
+never delays SIGTERM by more than one batch. Recorded signals are state, not a
+queue: any number of SIGHUPs before the loop looks is one reload, and a
+SIGTERM/SIGINT wins over a pending reload, so a signal storm costs at most one
+reload between two batches of echoes. Timers (STATUS, WATCHDOG=1, membership
+checks) are due times checked on every pass.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ class Daemon:
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
-        self._signals: list[int] = []
+        self._stop_signal: Optional[int] = None  # SIGTERM/SIGINT received: leave and exit
+        self._reload_pending = False  # SIGHUP(s) received since the last reload began
         self._selector: Optional[selectors.BaseSelector] = None
         self._wakeup: Optional[tuple[int, int]] = None
 
@@ -104,7 +108,11 @@ class Daemon:
         signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
 
     def _record_signal(self, signum: int, frame: Any) -> None:
-        self._signals.append(signum)  # only record: the loop acts
+        # Only record, and only state (a flag), so a storm of signals is bounded work.
+        if signum == signal.SIGHUP:
+            self._reload_pending = True
+        elif self._stop_signal is None:
+            self._stop_signal = signum
 
     def _loop(self) -> None:
         assert self._selector is not None and self._wakeup is not None
@@ -114,14 +122,17 @@ class Daemon:
         watchdog = self.notifier.watchdog_interval
         next_watchdog = now if watchdog else float("inf")
         while True:
-            while self._signals:
-                signum = self._signals.pop(0)
-                if signum == signal.SIGHUP:
-                    self.reload()
-                    next_status = time.monotonic() + self.config.status_interval
-                else:
-                    log.info("%s: stopping", signal.Signals(signum).name)
-                    return
+            if self._stop_signal is not None:  # before any pending reload
+                log.info("%s: stopping", signal.Signals(self._stop_signal).name)
+                return
+            if self._reload_pending:
+                # Cleared before the reload: a SIGHUP that arrives during it (e.g. a
+                # newer edit) gets one more reload, after the next batch of echoes.
+                self._reload_pending = False
+                self.reload()
+                next_status = time.monotonic() + self.config.status_interval
+                if self._stop_signal is not None:
+                    continue
             now = time.monotonic()
             if now >= next_watchdog:
                 self.notifier.watchdog()
