@@ -62,16 +62,16 @@ def trailer_size(hostname: str, ifname: str = "eth0", group: str = GROUP) -> int
     return 17 + 3 + len(hostname) + len(ifname) + len(group)
 
 
-def gets_trailer(data: bytes, trailer_len: int) -> bool:
-    """Whether the responder must append a trailer: the rules of docs/protocol.md, written
-    out again here rather than taken from probe.py, so a slip in either one shows."""
-    if len(data) < 32 or data[:4] != b"MCEP" or data[4] != 1 or not data[5] & 0x01:
+def gets_trailer(data: bytes) -> bool:
+    """Whether the responder must write a trailer into the probe: the rules of
+    docs/protocol.md, written out again here rather than taken from probe.py, so a slip in
+    either one shows. (A trailer never makes the echo larger: names that do not fit are
+    cut, and a probe under 52 bytes has no room even for empty ones.)"""
+    if len(data) < 52 or data[:4] != b"MCEP" or data[4] != 1 or not data[5] & 0x02:
         return False
     if zlib.crc32(data[:28]) != struct.unpack_from("!I", data, 28)[0]:
         return False
-    if struct.unpack_from("!I", data, 24)[0] != len(data):
-        return False
-    return len(data) + trailer_len <= MAX_UDP
+    return struct.unpack_from("!I", data, 24)[0] == len(data)
 
 
 def fuzz_size(rng: random.Random) -> int:
@@ -95,13 +95,13 @@ def _header(flags: int, length: int, seq: int, version: int = 1, crc_ok: bool = 
 
 def probe_like(rng: random.Random, seq: int, pool: bytes, trailer_len: int) -> bytes:
     """Something that looks like a ping probe, valid or subtly not."""
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     size = rng.choice([32, 33, 64, 100, 1400, rng.randint(32, 4000)])
     if kind == 0:  # a valid probe that asks for a trailer
         return probe.build_probe(0xC0FFEE, seq, time.time_ns(), size)
-    if kind == 1:  # valid, and as large as can still take a trailer / one byte too large
-        edge = MAX_UDP - trailer_len + rng.choice([0, 1, 2, trailer_len])
-        return probe.build_probe(0xC0FFEE, seq, time.time_ns(), min(edge, MAX_UDP))
+    if kind == 1:  # valid, at the edges: no room for a trailer / just room / the largest
+        edge = rng.choice([51, 52, 53, 32 + trailer_len - 1, 32 + trailer_len, MAX_UDP])
+        return probe.build_probe(0xC0FFEE, seq, time.time_ns(), edge)
     if kind == 2:  # valid, does not ask
         return probe.build_probe(0xC0FFEE, seq, time.time_ns(), size, flags=0)
     if kind == 3:  # every flag bit set: unknown bits are ignored, the trailer bit counts
@@ -109,18 +109,22 @@ def probe_like(rng: random.Random, seq: int, pool: bytes, trailer_len: int) -> b
     if kind == 4:  # a truncated header, magic and flag intact
         return probe.build_probe(0xC0FFEE, seq, time.time_ns(), 64)[: rng.randint(0, 31)]
     if kind == 5:  # a huge claimed length, CRC valid
-        return _header(1, rng.choice([MAX_UDP + 1, 1 << 20, 0xFFFFFFFF,
+        return _header(2, rng.choice([MAX_UDP + 1, 1 << 20, 0xFFFFFFFF,
                                       rng.randint(MAX_UDP, 0xFFFFFFFF)]), seq) + pool[:size - 32]
     if kind == 6:  # claimed length one off the real one (or zero), CRC valid
         claimed = rng.choice([size - 1, size + 1, 0, 32])
         claimed = claimed if claimed != size else size + 1
-        return _header(1, claimed, seq) + pool[: size - 32]
+        return _header(2, claimed, seq) + pool[: size - 32]
     if kind == 7:  # a bad CRC
-        return _header(1, size, seq, crc_ok=False) + pool[: size - 32]
-    if kind == 8:  # magic, version and flag, then junk
-        return b"MCEP\x01\x01" + pool[rng.randrange(1024):][: rng.randint(0, 2000)]
+        return _header(2, size, seq, crc_ok=False) + pool[: size - 32]
+    if kind == 8:  # magic, version and flags, then junk
+        junk = pool[rng.randrange(1024):][: rng.randint(0, 2000)]
+        return b"MCEP\x01" + bytes([rng.choice([1, 2, 3])]) + junk
     if kind == 9:  # an unknown version asking for a trailer
-        return _header(1, size, seq, version=rng.choice([0, 2, 255])) + pool[: size - 32]
+        return _header(2, size, seq, version=rng.choice([0, 2, 255])) + pool[: size - 32]
+    if kind == 11:  # the first release's flag: an appended trailer is no longer given
+        return probe.build_probe(0xC0FFEE, seq, time.time_ns(), size,
+                                 flags=probe.FLAG_LEGACY_TRAILER)
     if kind == 10:  # a probe that already carries a (forged) trailer
         body = probe.build_probe(0xC0FFEE, seq, time.time_ns(), size)
         forged = probe.encode_trailer(probe.Arrival("evil", "eth9", GROUP, 3, 1))
@@ -144,7 +148,7 @@ def fuzz_corpus(seed: int, count: int, hostname: str) -> Iterator[tuple[bytes, b
         else:
             offset = rng.randrange(4096)
             data = pool[offset: offset + fuzz_size(rng)]
-        yield data, gets_trailer(data, trailer_len)
+        yield data, gets_trailer(data)
 
 
 def test_fuzz_corpus_covers_what_the_issue_lists():
@@ -208,7 +212,7 @@ def test_fuzz_100000_datagrams_all_come_back_intact(responder_host, write_config
                     failures.append(f"echo {echoed}: {problem}")
                     break
                 echoed += 1
-                trailers += len(reply) > len(data)
+                trailers += reply != data
                 in_flight -= 1
                 in_flight_bytes -= len(data)
     elapsed = time.monotonic() - t0
@@ -237,19 +241,29 @@ def match_reply(reply: bytes, pending: dict[bytes, list[bool]],
             del pending[reply]
         return "", reply
     header = probe.parse_header(reply)
-    if header is not None and header.length < len(reply):
-        data = reply[: header.length]
+    at = reply.find(b"MCET", 32)
+    if header is not None and at >= 0:
+        # the trailer was written over the probe's padding: put the padding back
+        data = reply[:at] + probe.padding(header.seq, at, len(reply))
         if pending.get(data) and pending[data][0]:
-            trailer = probe.parse_trailer(reply[header.length:])
-            if trailer is None or (trailer.hostname, trailer.ifname, trailer.group) != (
-                    hostname, "eth0", GROUP):
-                return f"bad trailer {reply[header.length:]!r}", b""
+            trailer = probe.parse_trailer(reply[at:])
+            if trailer is None or not _names_fit(trailer, hostname, len(reply)):
+                return f"bad trailer {reply[at:]!r}", b""
             pending[data].pop(0)
             if not pending[data]:
                 del pending[data]
             return "", data
     return (f"echo of {len(reply)} bytes matches nothing in flight "
             f"(starts {reply[:40]!r})"), b""
+
+
+def _names_fit(trailer: probe.Trailer, hostname: str, size: int) -> bool:
+    """Whole names when the probe has room for them; else cut, the host name first."""
+    full = (hostname, "eth0", GROUP)
+    got = (trailer.hostname, trailer.ifname, trailer.group)
+    if size >= 32 + trailer_size(hostname):
+        return got == full
+    return all(whole.startswith(part) for part, whole in zip(got, full))
 
 
 # ------------------------------------------------------------------ forged sources

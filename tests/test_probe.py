@@ -30,7 +30,7 @@ def test_probe_has_the_asked_size_and_round_trips(size):
 
 def test_header_layout_is_the_documented_one():
     data = a_probe(40, seq=5)
-    assert data[:4] == b"MCEP" and data[4] == 1 and data[5] == 1 and data[6] == 64
+    assert data[:4] == b"MCEP" and data[4] == 1 and data[5] == 2 and data[6] == 64
     assert struct.unpack_from("!II", data, 8) == (SESSION, 5)
     assert struct.unpack_from("!I", data, 24) == (40,)
     assert struct.unpack_from("!I", data, 28) == (zlib.crc32(data[:28]),)
@@ -49,25 +49,53 @@ def test_probe_sizes_out_of_range_are_refused(size):
     b"XCEP" + a_probe()[4:],  # magic
     a_probe()[:4] + b"\x02" + a_probe()[5:],  # a version this responder does not know
     a_probe(flags=0),  # did not ask
-], ids=["empty", "magic-only", "text", "zeros", "short", "magic", "version", "no-flag"])
+    a_probe(flags=probe.FLAG_LEGACY_TRAILER),  # asked for the old, appended (larger) trailer
+    a_probe(probe.MIN_TRAILER_PROBE - 1),  # no room for even an empty trailer
+], ids=["empty", "magic-only", "text", "zeros", "short", "magic", "version", "no-flag",
+        "legacy-flag", "no-room"])
 def test_wants_trailer_is_false_for_anything_but_an_asking_probe(data):
     assert probe.wants_trailer(data) is False
     assert probe.wants_trailer(a_probe()) is True
 
 
-def test_trailer_carries_the_arrival():
-    echo = probe.with_trailer(a_probe(100), ARRIVAL)
-    assert echo[:100] == a_probe(100)
-    assert echo[100:104] == b"MCET"
-    trailer = probe.parse_trailer(echo[100:])
+def test_trailer_fills_the_room_the_probe_reserves():
+    sent = a_probe(100)
+    echo = probe.with_trailer(sent, ARRIVAL)
+    assert len(echo) == len(sent)  # never larger than what it answers
+    size = len(probe.encode_trailer(ARRIVAL))
+    assert echo[: 100 - size] == sent[: 100 - size]
+    assert echo[100 - size : 100 - size + 4] == b"MCET"
+    trailer = probe.parse_trailer(echo[100 - size :])
     assert trailer == probe.Trailer("host-b", "eth1", "224.3.29.71", 63, ARRIVAL.recv_time_ns)
     checked = probe.check_echo(echo, SESSION)
     assert checked is not None and checked.intact and checked.trailer == trailer
 
 
+@pytest.mark.parametrize("size", [probe.MIN_TRAILER_PROBE, 53, 64, 100, 1400, MAX_UDP_PAYLOAD])
+@pytest.mark.parametrize("hostname", ["h", "x" * 64, "y" * 255, "é" * 200])
+def test_an_echo_is_never_larger_than_its_probe(size, hostname):
+    arrival = Arrival(hostname, "eth1", "224.3.29.71", 63, 1)
+    echo = probe.with_trailer(a_probe(size), arrival)
+    assert len(echo) == size
+    checked = probe.check_echo(echo, SESSION)
+    assert checked.intact and checked.trailer is not None
+    # what does not fit is cut: host name first, then the interface, then the group
+    assert arrival.hostname.startswith(checked.trailer.hostname)
+    if size >= 100:
+        assert (checked.trailer.ifname, checked.trailer.group) == ("eth1", "224.3.29.71")
+
+
+def test_names_are_cut_on_a_character_boundary():
+    arrival = Arrival("é" * 40, "eth1", "224.3.29.71", 63, 1)
+    room = probe.MIN_TRAILER_SIZE + len("224.3.29.71") + len("eth1") + 5  # 2.5 characters
+    trailer = probe.parse_trailer(probe.encode_trailer(arrival, room))
+    assert trailer.hostname == "éé"
+
+
 def test_unknown_ttl_and_odd_values_are_carried_safely():
     arrival = Arrival("h" * 300 + "é", "", "", None, 5)
-    trailer = probe.parse_trailer(probe.with_trailer(a_probe(), arrival)[64:])
+    echo = probe.with_trailer(a_probe(1000), arrival)
+    trailer = probe.check_echo(echo, SESSION).trailer
     assert trailer is not None
     assert trailer.arrival_ttl is None and trailer.ifname == "" and len(trailer.hostname) == 255
 
@@ -82,14 +110,10 @@ def test_malformed_probes_are_echoed_verbatim(mangle):
     assert probe.with_trailer(data, ARRIVAL) == data
 
 
-def test_a_trailer_is_added_only_if_it_fits_in_one_datagram():
-    trailer_size = len(probe.encode_trailer(ARRIVAL))
-    fits = a_probe(MAX_UDP_PAYLOAD - trailer_size)
-    assert len(probe.with_trailer(fits, ARRIVAL)) == MAX_UDP_PAYLOAD
-    too_big = a_probe(MAX_UDP_PAYLOAD - trailer_size + 1)
-    assert probe.with_trailer(too_big, ARRIVAL) == too_big
-    assert probe.with_trailer(a_probe(MAX_UDP_PAYLOAD), ARRIVAL) == a_probe(MAX_UDP_PAYLOAD)
-    assert trailer_size <= probe.MAX_TRAILER_SIZE
+def test_the_largest_probe_takes_a_trailer_too():
+    echo = probe.with_trailer(a_probe(MAX_UDP_PAYLOAD), ARRIVAL)
+    assert len(echo) == MAX_UDP_PAYLOAD and probe.check_echo(echo, SESSION).trailer is not None
+    assert len(probe.encode_trailer(ARRIVAL)) <= probe.MAX_TRAILER_SIZE
 
 
 def test_with_trailer_never_raises_on_random_or_mangled_input():
@@ -100,7 +124,7 @@ def test_with_trailer_never_raises_on_random_or_mangled_input():
     for i in range(3000):
         if i % 2:
             data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
-            data = b"MCEP\x01\x01" + data if i % 4 == 1 else data
+            data = b"MCEP\x01\x02" + data if i % 4 == 1 else data
         else:
             mutable = bytearray(good)
             for _ in range(rng.randrange(1, 4)):
@@ -108,10 +132,10 @@ def test_with_trailer_never_raises_on_random_or_mangled_input():
             data = bytes(mutable[: rng.randrange(len(mutable) + 1)])
         for arrival in arrivals:
             out = probe.with_trailer(data, arrival)
-            assert out[: len(data)] == data
+            assert len(out) == len(data)
             if out != data:
                 assert probe.parse_header(data) is not None
-                assert probe.parse_trailer(out[len(data):]) is not None
+                assert out[:HEADER_SIZE] == data[:HEADER_SIZE]
 
 
 def test_a_later_trailer_version_with_more_fields_still_parses():
@@ -131,7 +155,9 @@ def test_check_echo_flags_truncation_corruption_and_strangers():
     flipped = bytearray(data)
     flipped[250] ^= 0xFF
     assert probe.check_echo(bytes(flipped), SESSION).corrupted
-    assert probe.check_echo(data + b"junk", SESSION).corrupted  # trailing bytes, no trailer
+    assert probe.check_echo(data + b"junk", SESSION).corrupted  # longer than the probe
+    appended = data + probe.encode_trailer(ARRIVAL)  # the first release's (larger) echo
+    assert probe.check_echo(appended, SESSION).corrupted
     header_hit = bytearray(data)
     header_hit[10] ^= 1
     assert probe.check_echo(bytes(header_hit), SESSION) is None  # cannot be matched
@@ -143,7 +169,7 @@ def test_another_sequence_number_has_other_padding():
 
 # --- per-responder stats -------------------------------------------------------------------------
 
-def echo_of(seq: int, arrival: Arrival = ARRIVAL, size: int = 64) -> probe.Echo:
+def echo_of(seq: int, arrival: Arrival = ARRIVAL, size: int = 128) -> probe.Echo:
     return probe.check_echo(probe.with_trailer(a_probe(size, seq=seq), arrival), SESSION)
 
 

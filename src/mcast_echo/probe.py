@@ -5,9 +5,11 @@ datagram and ``with_trailer`` on those that ask; ``mcast-echo ping`` builds
 probes and checks echoes with the rest. Nothing in this module touches a socket.
 
 A probe is a 32-byte header followed by padding up to the probe size. A
-responder that honours the "want trailer" flag appends a trailer after the
-probe's last byte -- but only when the result still fits in one UDP datagram
-(65,507 bytes over IPv4); otherwise it echoes the probe verbatim.
+responder that honours the "want trailer" flag writes its trailer over the end
+of the probe's padding: the probe reserves the room, so **an echo is never
+larger than the datagram it answers** (an echo responder must not amplify).
+Names that do not fit are cut, the host name first; a probe with less room
+than the smallest trailer is echoed verbatim.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from .schema import MAX_UDP_PAYLOAD
 
 PROBE_MAGIC = b"MCEP"
 PROBE_VERSION = 1
-FLAG_WANT_TRAILER = 0x01
+# 0x01 asked for a trailer *appended* after the probe (the first release): that made
+# echoes larger than probes, so it is no longer honoured (such a probe comes back
+# verbatim). 0x02 asks for the trailer in the probe's own room.
+FLAG_LEGACY_TRAILER = 0x01
+FLAG_WANT_TRAILER = 0x02
 # magic, version, flags, sent TTL, reserved, session, sequence, send time (ns), probe length
 _HEADER_FIELDS = struct.Struct("!4sBBBxIIQI")
 _CRC = struct.Struct("!I")
@@ -32,7 +38,9 @@ TRAILER_TTL_KNOWN = 0x01
 # magic, version, flags, total trailer length, receive time (ns), arrival TTL
 _TRAILER_FIXED = struct.Struct("!4sBBHQB")
 MAX_TEXT = 255  # each text field is one length byte + up to 255 bytes of UTF-8
+MIN_TRAILER_SIZE = _TRAILER_FIXED.size + 3  # three empty names
 MAX_TRAILER_SIZE = _TRAILER_FIXED.size + 3 * (1 + MAX_TEXT)
+MIN_TRAILER_PROBE = HEADER_SIZE + MIN_TRAILER_SIZE  # 52: the smallest probe with a trailer
 
 # Padding byte at offset i of a probe with sequence s is (i + s) mod 256, so an
 # echo of one probe can never pass for another; slicing this buffer builds it.
@@ -75,7 +83,7 @@ class Trailer(NamedTuple):
 def wants_trailer(data: bytes) -> bool:
     """Cheap test, run on every datagram: does this probe ask for the identity trailer?"""
     return (
-        len(data) >= HEADER_SIZE
+        len(data) >= MIN_TRAILER_PROBE
         and data[:4] == PROBE_MAGIC
         and data[4] == PROBE_VERSION
         and bool(data[5] & FLAG_WANT_TRAILER)
@@ -83,32 +91,45 @@ def wants_trailer(data: bytes) -> bool:
 
 
 def with_trailer(data: bytes, arrival: Arrival) -> bytes:
-    """The echo of a probe that asked for a trailer: the datagram, then the trailer.
+    """The echo of a probe that asked for a trailer: its header and padding, with the
+    trailer written over the padding's end -- exactly ``len(data)`` bytes.
 
     Anything that is not a well-formed probe (bad CRC, length field that does not
-    match the datagram) and any probe too large to take a trailer comes back
-    verbatim: the echo is never cut and this never raises.
+    match the datagram) comes back verbatim; this never raises.
     """
     try:
         header = parse_header(data)
         if header is None or header.length != len(data):
             return data
-        trailer = encode_trailer(arrival)
-        if len(data) + len(trailer) > MAX_UDP_PAYLOAD:
-            return data
-        return data + trailer
+        trailer = encode_trailer(arrival, len(data) - HEADER_SIZE)
+        return data[: len(data) - len(trailer)] + trailer
     except Exception:  # a peer's bytes or odd Arrival values must never stop the responder
         return data
 
 
-def _text(value: object) -> bytes:
-    raw = str(value or "").encode("utf-8", "replace")[:MAX_TEXT]
-    return bytes([len(raw)]) + raw
+def _utf8(value: object, limit: int) -> bytes:
+    """*value* as UTF-8, cut to *limit* bytes on a character boundary."""
+    raw = str(value or "").encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return raw
+    return raw[:limit].decode("utf-8", "ignore").encode("utf-8")
 
 
-def encode_trailer(arrival: Arrival) -> bytes:
+def encode_trailer(arrival: Arrival, room: int = MAX_TRAILER_SIZE) -> bytes:
+    """The trailer, at most *room* bytes (b"" if not even empty names fit).
+
+    Names are fitted in the order group, interface, host name: the group and
+    interface are short and say where the probe arrived; a long host name is cut.
+    """
+    if room < MIN_TRAILER_SIZE:
+        return b""
+    left = room - MIN_TRAILER_SIZE
+    names = {}
+    for field in ("group", "ifname", "hostname"):
+        names[field] = _utf8(getattr(arrival, field), min(MAX_TEXT, left))
+        left -= len(names[field])
+    body = b"".join(bytes([len(names[f])]) + names[f] for f in ("hostname", "ifname", "group"))
     ttl_known = arrival.ttl is not None and 0 <= arrival.ttl <= 255
-    body = _text(arrival.hostname) + _text(arrival.ifname) + _text(arrival.group)
     fixed = _TRAILER_FIXED.pack(
         TRAILER_MAGIC,
         TRAILER_VERSION,
@@ -191,15 +212,21 @@ def check_echo(data: bytes, session: int) -> Optional[Echo]:
     """Match an echo to a probe of *session*; None if it is not an echo of ours.
 
     A damaged header cannot be matched to a probe, so that echo is also None.
+    The trailer, if any, ends the echo and starts with its magic: the padding
+    (bytes counting up by one) can never hold "MCET", so the first "MCET" after
+    the header is where the trailer begins.
     """
     header = parse_header(data)
     if header is None or header.session != session or header.length < HEADER_SIZE:
         return None
     view = memoryview(data)
     received = min(len(data), header.length)
-    corrupted = view[HEADER_SIZE:received] != padding(header.seq, HEADER_SIZE, received)
     trailer = None
-    if len(data) > header.length:
-        trailer = parse_trailer(view[header.length :])
+    at = data.find(TRAILER_MAGIC, HEADER_SIZE, received)
+    padding_end = received if at < 0 else at
+    corrupted = (view[HEADER_SIZE:padding_end] != padding(header.seq, HEADER_SIZE, padding_end)
+                 or len(data) > header.length)  # an echo is never larger than its probe
+    if at >= 0:
+        trailer = parse_trailer(view[at:received])
         corrupted = corrupted or trailer is None
     return Echo(header, trailer, len(data) < header.length, corrupted)
