@@ -1,6 +1,8 @@
 """The config file: defaults, sizes, and one exact message per problem, with its line."""
 
+import ipaddress
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 from loadlab import AsUser, needs_another_user
 from mcast_echo.cli import main
 from mcast_echo.config import ConfigError, describe, load_config
-from mcast_echo.schema import Config, Listener, parse_size
+from mcast_echo.schema import REFUSED_GROUPS, Config, Listener, parse_size, refused_group
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "mcast-echo.yaml"
@@ -141,7 +143,7 @@ BAD = [
     ("prot: 9999\n", "1: prot: unknown key; did you mean 'port'?"),
     ("groups: 224.1.1.1\n", "1: groups: unknown key; did you mean 'group'?"),
     ("recvbuffer: 1MiB\n", "1: recvbuffer: unknown key; did you mean 'recv_buffer'?"),
-    ("colour: blue\n", "1: colour: unknown key; known keys: group, port, interface, "
+    ("colour: blue\n", "1: colour: unknown key; known keys: group, port, share_port, interface, "
      "recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
      "status_interval"),
     ("allow: 10.0.0.0/8\n", "1: allow: 10.0.0.0/8 is not a list of source networks "
@@ -171,10 +173,53 @@ BAD = [
     ("a: &x 1\nb: *x\n", "1: YAML anchors and aliases (&x / *x) are not allowed here: write "
      "each value out"),
     ("port: 1\n---\nport: 2\n", "2: a second YAML document ('---'): put all settings in one"),
+    # every value the YAML loader can produce (issue 12, item 6)
+    ("2001-02-30: 1\n", "1: 2001-02-30: unknown key; known keys: group, port, share_port, "
+     "interface, recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, "
+     "log_level, status_interval"),
+    ("2001-02-30\n", "1: the file must be a mapping of 'key: value' lines, not 2001-02-30"),
+    ("port: 2001-02-30\n", "1: port: 2001-02-30 is not an integer (allowed: 1..65535)"),
+    ("log_level: 2001-01-01 10:00:00\n", "1: log_level: 2001-01-01 10:00:00 is not a log level "
+     "(allowed: debug, info, warning, error)"),
+    ("9" * 5000 + "\n", "1: the file must be a mapping of 'key: value' lines, not " + "9" * 60
+     + "... (5000 characters)"),
+    ("ttl: 1\n? " + "9" * 5000 + "\n: 1\n", "2: " + "9" * 60 + "... (5000 characters) is too "
+     "large: no setting takes an integer of more than 10 digits; a key must be a name such as "
+     "'port'"),
+    ("port: -" + "9" * 5000 + "\n", "1: port: -" + "9" * 59 + "... (5001 characters) is too "
+     "large: no setting takes an integer of more than 10 digits"),
+    ("rate_limit:\n  burst: 0x" + "f" * 5000 + "\n", "2: rate_limit: 0x" + "f" * 58 + "... "
+     "(5002 characters) is too large: no setting takes an integer of more than 10 digits"),
+    ("port: !!binary AAAA\n", "1: port: YAML tags (tag:yaml.org,2002:binary) are not allowed "
+     "here: write plain values"),
+    ("allow: !!set {10.0.0.1, 10.0.0.2}\n", "1: allow: YAML tags (tag:yaml.org,2002:set) are "
+     "not allowed here: write plain values"),
+    ("port: .nan\n", "1: port: nan is not an integer (allowed: 1..65535)"),
+    ("port: .inf\n", "1: port: inf is not an integer (allowed: 1..65535)"),
+    ("status_interval: -.inf\n", "1: status_interval: -inf is out of range 1..3600 seconds"),
+    ("port: =\n", "1: port: = is not an integer (allowed: 1..65535)"),
+    ("<<: {port: 1}\n", "1: <<: unknown key; known keys: group, port, share_port, interface, "
+     "recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
+     "status_interval"),
+    ("rate_limit:\n  <<: {rate: 5}\n", "2: rate_limit: <<: unknown key (allowed: rate, burst)"),
+    ("rate_limit:\n  ? [rate]\n  : 5\n", "2: rate_limit: cannot read this value (while "
+     "constructing a mapping found unhashable key)"),
+    ('port: "1\\n2"\n', "1: port: '1\\n2' is not an integer (allowed: 1..65535)"),
+    ('"log\\e[2Jlevel": 1\n', "1: 'log\\x1b[2Jlevel': unknown key; did you mean 'log_level'?"),
+    ("? " + "x" * 5000 + "\n: 1\n", "1: " + "x" * 60 + "... (5000 characters): unknown key; "
+     "known keys: group, port, share_port, interface, recv_buffer, send_buffer, ttl, loopback, "
+     "max_datagram, allow, rate_limit, log_level, status_interval"),
+    # share_port (issue 12, item 9) and groups a protocol uses (item 1)
+    ("share_port: 1\n", "1: share_port: 1 is not a boolean (allowed: true or false)"),
+    ("group: 224.0.0.251\n", "1: group: 224.0.0.251 is the mDNS group: not free for an echo "
+     "responder; use an administratively scoped group (239.0.0.0/8, e.g. 239.255.10.1)"),
+    ("group: 224.0.0.5\n", "1: group: 224.0.0.5 is the OSPF all-routers group (AllSPFRouters): "
+     "not free for an echo responder; use an administratively scoped group (239.0.0.0/8, e.g. "
+     "239.255.10.1)"),
 ]
 
 
-@pytest.mark.parametrize("text,message", BAD, ids=[m.split(":")[1].strip() + "-" + str(i)
+@pytest.mark.parametrize("text,message", BAD, ids=[m.split(":")[1].strip()[:24] + "-" + str(i)
                                                    for i, (_, m) in enumerate(BAD)])
 def test_bad_file_gives_one_exact_line(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -269,3 +314,109 @@ def test_config_path_from_environment(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MCAST_ECHO_CONFIG", write(tmp_path, "port: 4242\n"))
     assert main(["check-config"]) == 0
     assert "port: 4242" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ share_port (issue 12, item 9)
+
+
+def test_share_port_is_off_unless_asked_for(tmp_path):
+    default = load_config(write(tmp_path, "{}\n")).listeners[0]
+    assert default.share_port is False
+    shared = load_config(write(tmp_path, "share_port: true\n"))
+    assert shared.listeners[0].share_port is True
+    assert "share_port: true" in describe(shared)
+    # SO_REUSEADDR counts only at bind(): a change needs a new socket
+    assert shared.listeners[0].identity != default.identity
+
+
+# ------------------------------------------------------------------ groups (issue 12, item 1)
+
+IPV4_REFUSED = [group for group in REFUSED_GROUPS if ":" not in group]
+
+
+def test_the_refused_groups_include_the_well_known_ones():
+    wanted = ["224.0.0.0", "224.0.0.1", "224.0.0.2", "224.0.0.4", "224.0.0.5", "224.0.0.6",
+              "224.0.0.9", "224.0.0.10", "224.0.0.13", "224.0.0.18", "224.0.0.22",
+              "224.0.0.102", "224.0.0.107", "224.0.0.251", "224.0.0.252", "224.0.1.129"]
+    assert set(wanted) <= set(IPV4_REFUSED)
+
+
+@pytest.mark.parametrize("group", IPV4_REFUSED)
+def test_a_group_a_protocol_uses_is_refused_with_its_name(tmp_path, group):
+    path = write(tmp_path, f"port: 9999\ngroup: {group}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:2: group: {group} is {REFUSED_GROUPS[group]}: not free for an echo responder; "
+        "use an administratively scoped group (239.0.0.0/8, e.g. 239.255.10.1)"]
+
+
+@pytest.mark.parametrize("group", ["224.0.0.3", "224.0.0.250", "224.0.0.255", "224.0.1.128",
+                                   "239.255.10.1", "224.3.29.71"])
+def test_other_groups_are_allowed_link_local_ones_included(tmp_path, group):
+    assert load_config(write(tmp_path, f"group: {group}\n")).listeners[0].group == group
+
+
+def test_the_refused_table_already_answers_for_ipv6_but_groups_stay_ipv4(tmp_path):
+    assert refused_group(ipaddress.ip_address("ff02::fb")) == "the mDNS group"
+    assert "solicited-node" in refused_group(ipaddress.ip_address("ff02::1:ff12:3456"))
+    assert refused_group(ipaddress.ip_address("ff02::3")) is None
+    assert refused_group(ipaddress.ip_address("224.0.0.250")) is None
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "group: ff02::fb\n"))
+    assert "is not an IPv4 address" in e.value.problems[0]
+
+
+# ------------------------------------------------------------------ odd YAML (issue 12, item 6)
+# Every value the YAML loader can produce, at every place a value can stand, must come back as
+# ConfigError lines "file:line: ..." -- never another exception.
+
+ODD_SCALARS = [
+    "2001-02-30", "2001-13-01", "2001-02-29 25:61:61", "2002-02-28t23:59:59.5-25:00",
+    "9" * 4301, "-" + "9" * 5000, "+0x" + "f" * 5000, "0b" + "1" * 20000, "0" + "7" * 5000,
+    "9" * 5000 + ":30", "1_" * 3000 + "1", "9" * 5000 + ".5", "1.0e99999", ".nan", "-.inf",
+    "!!binary AAAA", "!!binary '@@@'", "!!set {a, b}", "!!omap [a: 1]", "!!timestamp 2001-01-01",
+    "!!int x", "!!float x", "!!bool x", "!!null x", "!!str", "=", "<<", "~", "''",
+    '"\\e[2J\\0\\r\\n"', "'" + "x" * 100_000 + "'", "{[1]: 2}", "{{a: 1}: 2}", "[[[[[]]]]]",
+]
+PLACES = {
+    "document": "{x}\n",
+    "key": "? {x}\n: 1\n",
+    "port": "port: {x}\n",
+    "group": "group: {x}\n",
+    "share_port": "share_port: {x}\n",
+    "allow item": "allow:\n  - 10.0.0.0/8\n  - {x}\n",
+    "rate_limit rate": "rate_limit:\n  rate: {x}\n",
+    "rate_limit key": "rate_limit:\n  ? {x}\n  : 1\n",
+    "status_interval": "status_interval: {x}\n",
+}
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("scalar", ODD_SCALARS, ids=[f"odd{i}" for i in range(len(ODD_SCALARS))])
+def test_odd_yaml_never_escapes_the_error_path(tmp_path, scalar, place):
+    path = write(tmp_path, PLACES[place].format(x=scalar))
+    try:
+        load_config(path)
+    except ConfigError as e:
+        assert e.problems
+        for problem in e.problems:
+            assert re.match(rf"{re.escape(path)}:\d+(:\d+)?: ", problem), problem[:200]
+            assert "\n" not in problem and len(problem) < len(path) + 400, problem[:200]
+
+
+@pytest.mark.parametrize("digits,says", [(100, "out of range"), (101, "too large")])
+def test_long_integers_are_read_up_to_100_digits(tmp_path, digits, says):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "port: " + "9" * digits + "\n"))
+    assert says in e.value.problems[0]
+
+
+@pytest.mark.parametrize("text", ["2001-02-30\n", "9" * 5000 + "\n", "? " + "9" * 5000 + "\n: 1\n",
+                                  "2001-02-30: 1\n"])
+def test_ping_config_gives_a_message_and_2_not_a_traceback(tmp_path, text):
+    path = write(tmp_path, text)
+    done = subprocess.run([sys.executable, "-m", "mcast_echo", "ping", "--config", path,
+                           "-c", "1", "-W", "0.1"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "Traceback" not in done.stderr and path in done.stderr, done.stderr[-500:]

@@ -30,9 +30,12 @@ from .schema import ALL_KEYS, DAEMON_KEYS, LISTENER_KEYS, Config, Invalid, Liste
 DEFAULT_PATH = "/etc/mcast-echo.yaml"
 MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse anything huge
 MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 2
-# Explicit tags that only restate a plain type; anything else (!!python/...) is refused.
-SAFE_TAGS = {None, "!"} | {f"tag:yaml.org,2002:{name}" for name in
-                           ("str", "int", "float", "bool", "null", "seq", "map", "binary")}
+MAX_INT_DIGITS = 100  # an integer literal longer than this is refused; no setting needs 11
+# Explicit tags that only restate a plain type; anything else (!!python/..., !!binary,
+# !!set, !!timestamp) is refused: a setting is text, a number, a boolean, null, a list or
+# a mapping.
+PLAIN_TYPES = ("str", "int", "float", "bool", "null", "seq", "map")
+SAFE_TAGS = {None, "!"} | {f"tag:yaml.org,2002:{name}" for name in PLAIN_TYPES}
 
 
 class ConfigError(Exception):
@@ -41,6 +44,14 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class Unreadable(Exception):
+    """A YAML node that cannot become a value; *line* is the node's line in the file."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 # ----------------------------------------------------------------- reading the file
@@ -133,9 +144,71 @@ def _key_on_line(text: str, line: int) -> str:
     return f"{match.group(1)}: " if match else ""
 
 
+class _Constructor(SafeConstructor):
+    """Builds only the types a setting can hold, and never raises anything but Unreadable.
+
+    PyYAML's SafeConstructor also builds dates (``2001-02-30`` raises ValueError),
+    integers of any length (over 4,300 digits raise ValueError, and long ones take
+    quadratic time), binary, sets and merge keys (``<<``). Here a date or any other
+    implicitly typed scalar is its text, a long integer is "too large", ``<<`` is an
+    ordinary key, and any failure at any depth names the line of the node that failed.
+    """
+
+    yaml_constructors: dict = {}  # empty: only the constructors added below exist
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except Unreadable:
+            raise
+        except Exception as e:  # whatever a constructor raises: a per-key problem, not a crash
+            if isinstance(e, yaml.MarkedYAMLError):
+                reason = " ".join(part for part in (e.context, e.problem) if part)
+            else:
+                reason = str(e) or type(e).__name__
+            raise Unreadable(node.start_mark.line + 1,
+                             f"cannot read this value ({clip(reason)})") from None
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """No merge keys: '<<' is a key like any other (and so an unknown one)."""
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        literal = self.construct_scalar(node)
+        if len(literal.replace("_", "").lstrip("+-")) > MAX_INT_DIGITS:
+            raise Unreadable(node.start_mark.line + 1,
+                             f"{clip(literal)} is too large: no setting takes an integer "
+                             "of more than 10 digits")
+        return self.construct_yaml_int(node)
+
+    def construct_text(self, node: yaml.Node) -> str:
+        """A date, '=' or any other scalar YAML would give a special type: its text."""
+        if not isinstance(node, yaml.ScalarNode):
+            raise Unreadable(node.start_mark.line + 1, f"a YAML {node.tag} is not a setting: "
+                             "write plain values")
+        return self.construct_scalar(node)
+
+
+for _name in PLAIN_TYPES:
+    _Constructor.add_constructor(f"tag:yaml.org,2002:{_name}",
+                                 SafeConstructor.yaml_constructors[f"tag:yaml.org,2002:{_name}"])
+_Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_bounded_int)
+_Constructor.add_constructor(None, _Constructor.construct_text)  # timestamp, merge, value
+
+
 def _value(node: yaml.Node) -> Any:
-    """The Python value of a node (anchors, aliases and tags were refused before)."""
-    return SafeConstructor().construct_object(node, deep=True)
+    """The Python value of a node (anchors, aliases and odd tags were refused before).
+
+    Raises Unreadable, with the line of the node at fault, for anything else.
+    """
+    return _Constructor().construct_object(node, deep=True)
+
+
+def _shown(node: yaml.Node) -> str:
+    """A node as an error line quotes it, even one that cannot be read."""
+    try:
+        return show(_value(node))
+    except Unreadable:
+        return show(node.value) if isinstance(node, yaml.ScalarNode) else "a list"
 
 
 def _nested_duplicate(node: yaml.Node) -> Optional[tuple[int, str, int]]:
@@ -187,31 +260,37 @@ def load_config(path: str = DEFAULT_PATH,
                            "etc/mcast-echo.yaml (write '{}' for all defaults)"])
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError([f"{path}:{root.start_mark.line + 1}: the file must be a mapping of "
-                           f"'key: value' lines, not {show(_value(root))}"])
+                           f"'key: value' lines, not {_shown(root)}"])
     problems: list[str] = []
     values: dict[str, Any] = {}
     first_line: dict[str, int] = {}
     for key_node, value_node in root.value:
         line = key_node.start_mark.line + 1
-        key = _value(key_node) if isinstance(key_node, yaml.ScalarNode) else []
+        try:
+            key = _value(key_node) if isinstance(key_node, yaml.ScalarNode) else []
+        except Unreadable as e:
+            problems.append(f"{path}:{e.line}: {e}; a key must be a name such as 'port'")
+            continue
         if not isinstance(key, str):
             problems.append(f"{path}:{line}: {show(key)}: a key must be a name such as 'port'")
             continue
         if key in first_line:
-            problems.append(f"{path}:{line}: {key}: duplicate key (first set on line "
+            problems.append(f"{path}:{line}: {show(key)}: duplicate key (first set on line "
                             f"{first_line[key]}); keep one")
             continue
         first_line[key] = line
         if key not in ALL_KEYS:
-            problems.append(f"{path}:{line}: {key}: unknown key; {_did_you_mean(key)}")
+            problems.append(f"{path}:{line}: {show(key)}: unknown key; {_did_you_mean(key)}")
             continue
         duplicate = _nested_duplicate(value_node)
         if duplicate is not None:
-            problems.append(f"{path}:{duplicate[0]}: {key}: {duplicate[1]}: duplicate key "
+            problems.append(f"{path}:{duplicate[0]}: {key}: {show(duplicate[1])}: duplicate key "
                             f"(first set on line {duplicate[2]}); keep one")
             continue
         try:
             values[key] = ALL_KEYS[key](_value(value_node))
+        except Unreadable as e:
+            problems.append(f"{path}:{e.line}: {key}: {e}")
         except Invalid as e:
             problems.append(f"{path}:{_line_of(value_node, e.at)}: {key}: {e}")
         except (TypeError, ValueError, yaml.YAMLError) as e:  # e.g. an unhashable mapping key

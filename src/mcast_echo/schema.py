@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 MAX_SHOWN = 60  # characters of a bad value quoted back in a message
 MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
@@ -40,11 +40,15 @@ class Listener:
     max_datagram: int = MAX_UDP_PAYLOAD
     allow: Optional[tuple[ipaddress.IPv4Network, ...]] = None  # None: any source
     rate_limit: Optional[RateLimit] = RateLimit()  # None: off
+    share_port: bool = False  # True: SO_REUSEADDR, another process may bind group:port too
 
     @property
-    def identity(self) -> tuple[str, int, Optional[str]]:
-        """What a socket and its membership are made of: changing it means a new socket."""
-        return (self.group, self.port, self.interface)
+    def identity(self) -> tuple[str, int, Optional[str], bool]:
+        """What a socket and its membership are made of: changing it means a new socket.
+
+        share_port is part of it: SO_REUSEADDR only counts when set before bind().
+        """
+        return (self.group, self.port, self.interface, self.share_port)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ def _show_whole(value: Any) -> str:
         return "[" + ", ".join(str(v) for v in value) + "]"
     if isinstance(value, RateLimit):
         return f"{{rate: {value.rate:g}, burst: {value.burst}}}"
+    if isinstance(value, str) and not value.isprintable():
+        return repr(value)  # a newline, tab or escape in a value must not break the line
     return str(value)
 
 
@@ -101,6 +107,47 @@ def _integer(value: Any, low: int, high: int) -> int:
     if not low <= value <= high:
         raise Invalid(f"{show(value)} is out of range {low}..{high}")
     return value
+
+
+# Groups that a protocol on the local link (or, for 224.0.1.129, PTP across it) already uses
+# (IANA "IPv4 Multicast Address Space Registry", "IPv6 Multicast Address Space Registry").
+# Joining one would echo that protocol's packets back at its speakers, so the config refuses
+# them. Keys are addresses or networks of either family: the check looks the group up in
+# every entry, so IPv6 groups will need no second table.
+REFUSED_GROUPS: dict[str, str] = {  # group or network -> what it is, after "... is "
+    "224.0.0.0": "the reserved base address of 224.0.0.0/4",
+    "224.0.0.1": "the all-hosts group of the link (IGMP queries)",
+    "224.0.0.2": "the all-routers group of the link",
+    "224.0.0.4": "the DVMRP routers' group",
+    "224.0.0.5": "the OSPF all-routers group (AllSPFRouters)",
+    "224.0.0.6": "the OSPF designated-routers group (AllDRouters)",
+    "224.0.0.9": "the RIPv2 routers' group",
+    "224.0.0.10": "the EIGRP routers' group",
+    "224.0.0.13": "the PIM routers' group",
+    "224.0.0.18": "the VRRP group",
+    "224.0.0.22": "the IGMPv3 membership reports group",
+    "224.0.0.102": "the HSRPv2 and GLBP group",
+    "224.0.0.107": "the PTP peer-delay group (IEEE 1588)",
+    "224.0.0.251": "the mDNS group",
+    "224.0.0.252": "the LLMNR group",
+    "224.0.1.129": "the PTP group (IEEE 1588, default domain)",
+    "ff02::1": "the all-nodes group of the link",
+    "ff02::2": "the all-routers group of the link",
+    "ff02::16": "the MLDv2 membership reports group",
+    "ff02::fb": "the mDNS group",
+    "ff02::1:2": "the DHCPv6 servers and relay agents group",
+    "ff02::1:ff00:0/104": "a solicited-node group (IPv6 neighbor discovery)",
+}
+_REFUSED_NETWORKS = tuple((ipaddress.ip_network(net), what) for net, what in REFUSED_GROUPS.items())
+PRIVATE_GROUPS = "239.0.0.0/8, e.g. 239.255.10.1"  # administratively scoped (RFC 2365)
+
+
+def refused_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
+    """What *group* is, if it is one the config refuses (IPv4 or IPv6); else None."""
+    for network, what in _REFUSED_NETWORKS:
+        if group in network:
+            return what
+    return None
 
 
 def check_group(value: Any) -> str:
@@ -114,6 +161,10 @@ def check_group(value: Any) -> str:
     if not addr.is_multicast:
         raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
                       "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
+    refused = refused_group(addr)
+    if refused is not None:
+        raise Invalid(f"{addr} is {refused}: not free for an echo responder; use an "
+                      f"administratively scoped group ({PRIVATE_GROUPS})")
     return str(addr)
 
 
@@ -244,6 +295,7 @@ def check_interval(value: Any) -> float:
 LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
     "group": check_group,
     "port": check_port,
+    "share_port": check_bool,
     "interface": check_interface,
     "recv_buffer": check_buffer,
     "send_buffer": check_buffer,
