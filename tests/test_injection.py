@@ -98,6 +98,10 @@ def test_a_frame_from_0_0_0_0_is_not_echoed_into_loopback(responder_host, write_
 def test_impossible_sources_are_refused_before_the_acl_and_rate_limit(source):
     assert impossible_source(source)
     assert Policy(Listener(allow=None, rate_limit=None)).verdict(source, 0.0) == "source"
+    on_lo = Policy(Listener(allow=None, rate_limit=None))
+    on_lo.loopback_peers = True  # joined on lo: this host's own clients are real peers
+    expected = None if source.startswith("127.") else "source"
+    assert on_lo.verdict(source, 0.0) == expected
 
 
 @pytest.mark.parametrize("source", ["1.0.0.0", "10.0.0.1", "126.255.255.255", "128.0.0.1",

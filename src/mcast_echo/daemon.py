@@ -11,6 +11,7 @@ checks) are due times checked on every pass.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -19,6 +20,7 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
+from . import portowner
 from .config import ConfigError, load_config
 from .limits import KernelLimits, membership_report, read_limits
 from .logsetup import set_level
@@ -76,8 +78,7 @@ class Daemon:
             responder.try_join(now)
         except OSError as e:
             responder.close()
-            raise OSError(e.errno, f"cannot bind {listener.group}:{listener.port}: "
-                          f"{e.strerror}") from None
+            raise OSError(e.errno, bind_error_text(listener, e)) from None
         except BaseException:
             responder.close()
             raise
@@ -196,13 +197,13 @@ class Daemon:
         with the running config untouched.
         """
         limits = read_limits(self.proc_root)
-        wanted = {listener.identity: listener for listener in new.listeners}
-        running = {responder.listener.identity for responder in self.responders}
+        wanted = {(listener.group, listener.port): listener for listener in new.listeners}
+        running = {responder.bound_to for responder in self.responders}
         now = time.monotonic()
         started: list[GroupResponder] = []
         try:
-            for identity, listener in wanted.items():
-                if identity not in running:
+            for bound_to, listener in wanted.items():
+                if bound_to not in running:
                     started.append(self._start_responder(listener, now))
         except BaseException:
             for responder in started:
@@ -212,11 +213,11 @@ class Daemon:
         set_level(new.log_level)
         kept = []
         for responder in self.responders:
-            listener = wanted.get(responder.listener.identity)
+            listener = wanted.get(responder.bound_to)
             if listener is None:
                 self._stop_responder(responder)
             else:
-                responder.reconfigure(listener, self.limits)
+                responder.reconfigure(listener, self.limits, now)
                 kept.append(responder)
         for responder in started:
             if self._selector is not None:
@@ -257,6 +258,18 @@ class Daemon:
         """Descriptors a detaching DaemonContext must keep open."""
         fds = [r.fileno() for r in self.responders if r.sock is not None]
         return fds + list(self._wakeup or ())
+
+
+def bind_error_text(listener: Listener, error: OSError) -> str:
+    """Why a listener's socket could not be bound, and for a port in use, who holds it."""
+    where = f"{listener.group}:{listener.port}"
+    if error.errno != errno.EADDRINUSE:
+        return f"cannot bind {where}: {error.strerror or error}"
+    who = portowner.holder(listener.group, listener.port) or "another socket"
+    return (f"cannot bind {where}: Address already in use by {who}; a second responder on "
+            f"the same group and port would double every echo: stop it (find it with "
+            f"`ss -ulpn 'sport = :{listener.port}'`), or set 'share_port: true' in both "
+            f"configs if sharing is intended")
 
 
 def _drain(fd: int) -> None:

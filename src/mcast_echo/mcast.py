@@ -114,11 +114,11 @@ def open_socket(listener: Listener) -> socket.socket:
 
     Binding to the group address (not 0.0.0.0) keeps unicast and other groups
     on the same port out; IP_MULTICAST_ALL=0 keeps out groups that other sockets
-    joined. SO_REUSEADDR lets several responders share the port, as the seed did.
+    joined. SO_REUSEADDR only with ``share_port``: otherwise a second responder
+    on the same group and port (which would double every echo) fails to bind.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         # Ancillary data for the probe trailer: arrival interface and TTL.
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
@@ -139,6 +139,7 @@ def apply_options(sock: socket.socket, listener: Listener,
     *defaults* are net.core.rmem_default/wmem_default: on a live socket a buffer
     that went back to null is set to them, since nothing else undoes a SO_RCVBUF.
     """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(listener.share_port))
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, listener.ttl)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(listener.loopback))
     for option, size, default in ((socket.SO_RCVBUF, listener.recv_buffer, defaults[0]),

@@ -29,7 +29,8 @@ _IMPOSSIBLE_FIRST_OCTETS = frozenset(["0", "127"] + [str(n) for n in range(224, 
 
 
 def impossible_source(address: str) -> bool:
-    """True if *address* (dotted IPv4) cannot be the source of a real peer's datagram."""
+    """True if *address* (dotted IPv4) cannot be the source of a real peer's datagram
+    arriving on a network interface (lo aside: see Policy.loopback_peers)."""
     return address.partition(".")[0] in _IMPOSSIBLE_FIRST_OCTETS
 
 
@@ -68,6 +69,10 @@ class SourceRateLimiter:
 
 class Policy:
     def __init__(self, listener: Listener) -> None:
+        # A responder joined on lo answers this host's own clients (`make run`): there,
+        # and only there, 127.0.0.0/8 is a real peer. (The kernel drops 127/8 sources
+        # arriving on any other interface, unless net.ipv4.conf.*.route_localnet=1.)
+        self.loopback_peers = False
         self._networks: Optional[tuple[tuple[int, int], ...]] = None
         if listener.allow is not None:
             self._networks = tuple((int(net.network_address), int(net.netmask))
@@ -78,7 +83,9 @@ class Policy:
 
     def verdict(self, source: str, now: float) -> Optional[str]:
         """None to echo, or the drop reason ("source", "acl", "rate")."""
-        if source.partition(".")[0] in _IMPOSSIBLE_FIRST_OCTETS:
+        first_octet = source.partition(".")[0]
+        if first_octet in _IMPOSSIBLE_FIRST_OCTETS and not (
+                first_octet == "127" and self.loopback_peers):
             return "source"
         if self._networks is not None:
             address = _address_int(source)

@@ -69,17 +69,33 @@ class GroupResponder:
             log.log(report.level, "%s:%d: %s", self.listener.group, self.listener.port,
                     report.message())
 
-    def reconfigure(self, listener: Listener, limits: KernelLimits) -> None:
-        """Apply options that need no new socket (same group, port, interface)."""
-        assert listener.identity == self.listener.identity
+    @property
+    def bound_to(self) -> tuple[str, int]:
+        """What the socket is bound to: changing it takes a new socket."""
+        return (self.listener.group, self.listener.port)
+
+    def reconfigure(self, listener: Listener, limits: KernelLimits, now: float) -> None:
+        """Apply a listener on the same group and port to this socket: options in place,
+        and another interface by leaving and joining (a second socket could not bind
+        while this one holds the port)."""
+        assert (listener.group, listener.port) == self.bound_to
         old, self.listener = self.listener, listener
         if (old.allow, old.rate_limit) != (listener.allow, listener.rate_limit):
             self.policy = Policy(listener)
-        socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer")
+            self.policy.loopback_peers = self.interface is not None and self.interface.name == "lo"
+        socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer", "share_port")
         if self.sock is not None and any(getattr(old, name) != getattr(listener, name)
                                          for name in socket_options):
             mcast.apply_options(self.sock, listener, (limits.rmem_default, limits.wmem_default))
             self.log_buffers(limits)
+        if old.interface != listener.interface and self.sock is not None:
+            if self.interface is not None:
+                name = self.interface.name
+                if self._leave():
+                    log.info("left %s on %s (interface changed)", listener.group, name)
+            self.waiting = None
+            self._retries = 0
+            self.try_join(now)
 
     @property
     def joined(self) -> bool:
@@ -102,6 +118,7 @@ class GroupResponder:
         except OSError as e:
             return self._wait(mcast.join_error_text(e), now)
         self.interface = interface
+        self.policy.loopback_peers = interface.name == "lo"
         self._retries = 0
         if self.waiting is not None:
             log.warning("joined %s on %s after waiting (%s)", group, interface.name, self.waiting)

@@ -1,0 +1,93 @@
+"""One responder per group and port, unless the config says sharing is intended (issue 12,
+item 9).
+
+Reported: a second instance on the same group and port started silently and every echo
+came back twice (ping showed `+2 duplicates`). Now the socket is bound without SO_REUSEADDR
+unless `share_port: true`, so the kernel refuses the second bind, and the message names the
+process that holds the port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+from clients import sender
+from daemonproc import DaemonProcess
+
+GROUP = "224.3.29.71"
+PORT = 9999
+
+
+def echoes(payload: bytes, quiet: float = 0.3) -> list[bytes]:
+    """Every reply to one datagram sent to the group on lo, until *quiet* s pass without one."""
+    replies = []
+    with sender("127.0.0.1", timeout=quiet) as sock:
+        sock.sendto(payload, (GROUP, PORT))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                replies.append(sock.recv(2048))
+            except socket.timeout:
+                break
+    return replies
+
+
+def test_a_second_responder_on_the_same_group_and_port_is_refused(write_config):
+    path = write_config("interface: lo\n")
+    with DaemonProcess(path) as first:
+        first.wait_for("ready:")
+        second = DaemonProcess(path)
+        assert second.proc.wait(10) == 69
+        second.stop()
+        line = second.wait_for("cannot bind")
+        assert f"{GROUP}:{PORT}: Address already in use by pid {first.pid} (" in line, line
+        assert "mcast_echo serve" in line and "share_port: true" in line, line
+        assert echoes(b"once") == [b"once"]  # not doubled
+        assert first.proc.poll() is None
+
+
+def test_the_seeds_wildcard_server_on_the_port_is_named_too(write_config):
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the seed did
+    squatter.bind(("", PORT))
+    try:
+        daemon = DaemonProcess(write_config("interface: lo\n"))
+        assert daemon.proc.wait(10) == 69
+        daemon.stop()
+        assert f"Address already in use by pid {os.getpid()}" in daemon.wait_for("cannot bind")
+    finally:
+        squatter.close()
+
+
+def test_share_port_lets_two_responders_answer_when_that_is_intended(write_config):
+    path = write_config("interface: lo\nshare_port: true\n")
+    with DaemonProcess(path) as first, DaemonProcess(path) as second:
+        first.wait_for("ready:")
+        second.wait_for("ready:")
+        assert echoes(b"twice") == [b"twice", b"twice"]
+
+
+def test_a_reload_to_another_interface_keeps_the_socket_and_moves_the_membership(
+        responder_host, write_config):
+    host, local, remote = responder_host
+    path = write_config("interface: lo\n")
+    with DaemonProcess(path) as daemon:
+        daemon.wait_for("ready:")
+        assert echoes(b"on lo") == [b"on lo"]
+        mark = daemon.mark()
+        write_config(f"interface: {local}\n")
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for("reloaded:", start=mark)
+        assert "reload failed" not in daemon.log
+        daemon.wait_for(f"left {GROUP} on lo", start=mark)
+        daemon.wait_for(f"joined {GROUP} on ", start=mark)
+        reply = host.python(
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, "
+            f"socket.inet_aton('{remote}')); "
+            "s.settimeout(2); "
+            f"s.sendto(b'over the veth', ('{GROUP}', {PORT})); print(s.recv(100))")
+        assert reply.stdout.strip() == "b'over the veth'"
