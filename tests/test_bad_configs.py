@@ -128,6 +128,32 @@ CASES = [
     Case("rate_limit-nan", "rate_limit: {rate: .nan}\n", 1, "rate:"),
     Case("rate_limit-burst-0", "rate_limit:\n  burst: 0\n", 2, "burst:"),
     Case("rate_limit-unknown", "rate_limit: {rate: 1, burst: 2, window: 3}\n", 1, "window"),
+    # every value the YAML loader can produce (issue 12, item 6): no traceback, ever
+    Case("key-invalid-date", "port: 9999\n2001-02-30: 1\n", 2, "2001-02-30: unknown key"),
+    Case("document-invalid-date", "2001-02-30\n", 1, "must be a mapping"),
+    Case("document-huge-int", "9" * 4301 + "\n", 1, "must be a mapping"),
+    Case("key-huge-int", "port: 9999\n? " + "9" * 5000 + "\n: 1\n", 2, "too large"),
+    Case("port-huge-int", "port: " + "9" * 5000 + "\n", 1, "port: "),
+    Case("port-huge-hex", "port: 0x" + "f" * 300_000 + "\n", 1, "port: "),
+    Case("burst-huge-sexagesimal", "rate_limit: {burst: " + "9" * 5000 + ":30}\n", 1, "too large"),
+    Case("port-invalid-date", "port: 2001-02-30\n", 1, "port: "),
+    Case("port-nan", "port: .nan\n", 1, "port: "),
+    Case("port-inf", "port: .inf\n", 1, "port: "),
+    Case("status_interval-inf", "status_interval: .inf\n", 1, "status_interval: "),
+    Case("key-binary", "? !!binary AAAA\n: 1\n", 1, "YAML tags"),
+    Case("allow-set", "allow: !!set {10.0.0.1}\n", 1, "allow: YAML tags"),
+    Case("port-timestamp-tag", "port: !!timestamp 2001-02-30\n", 1, "port: YAML tags"),
+    Case("merge-key", "<<: {port: 1}\n", 1, "<<: unknown key"),
+    Case("value-key-sign", "port: =\n", 1, "port: "),
+    Case("unhashable-nested-key", "rate_limit:\n  ? [rate]\n  : 5\n", 2, "rate_limit: "),
+    Case("newline-in-value", 'log_level: "info\\nERROR: forged"\n', 1, "log_level: "),
+    Case("escape-in-key", '"\\e[2J\\r": 1\n', 1, "unknown key"),
+    Case("long-key", "? " + "k" * 200_000 + "\n: 1\n", 1, "unknown key"),
+    # share_port (item 9) and groups a protocol already uses (item 1)
+    Case("share_port-string", 'share_port: "yes"\n', 1, "share_port: "),
+    Case("group-mdns", "group: 224.0.0.251\n", 1, "mDNS"),
+    Case("group-all-hosts", "port: 9999\ngroup: 224.0.0.1\n", 2, "all-hosts"),
+    Case("group-ptp", "group: 224.0.1.129\n", 1, "PTP"),
 ]
 
 IDS = [case.name for case in CASES]
