@@ -43,12 +43,9 @@ class Listener:
     share_port: bool = False  # True: SO_REUSEADDR, another process may bind group:port too
 
     @property
-    def identity(self) -> tuple[str, int, Optional[str], bool]:
-        """What a socket and its membership are made of: changing it means a new socket.
-
-        share_port is part of it: SO_REUSEADDR only counts when set before bind().
-        """
-        return (self.group, self.port, self.interface, self.share_port)
+    def identity(self) -> tuple[str, int, Optional[str]]:
+        """What a socket and its membership are made of: changing it means a new socket."""
+        return (self.group, self.port, self.interface)
 
 
 @dataclass(frozen=True)
