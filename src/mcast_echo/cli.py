@@ -131,13 +131,27 @@ def _print_reports(config: Config, limits: KernelLimits) -> None:
 
 def serve(args: argparse.Namespace, path: str) -> int:
     from .daemon import Daemon
-    from .detach import AlreadyRunning, PidFile, daemon_context, started_by_systemd
+    from .detach import Detacher, PidFileError, absolute, started_by_systemd
     from .logsetup import setup_logging
 
     overrides = {"interface": args.interface} if args.interface else {}
     if args.log_level:
         overrides["log_level"] = args.log_level
-    handler = setup_logging(args.log_level or "info")
+    setup_logging(args.log_level or "info")
+    detacher = None
+    if args.detach:
+        if started_by_systemd() or os.getpid() == 1:
+            log.error("--detach refused: %s; run it in the foreground",
+                      "running as PID 1 (a container's init)" if os.getpid() == 1 else
+                      "started by systemd (NOTIFY_SOCKET or INVOCATION_ID is set)")
+            return EX_USAGE
+        # Detaching changes directory to /: every path is made absolute first.
+        path = absolute(path)
+        detacher = Detacher(args.pidfile and absolute(args.pidfile),
+                            args.log_file and absolute(args.log_file))
+    elif args.pidfile or args.log_file:
+        log.error("--pidfile and --log-file go with --detach")
+        return EX_USAGE
     try:
         config = load_config(path, overrides)
     except ConfigError as e:
@@ -146,40 +160,27 @@ def serve(args: argparse.Namespace, path: str) -> int:
         return EX_CONFIG
     setup_logging(config.log_level)
 
-    log_file = pidfile = None
-    if args.detach:
-        if started_by_systemd():
-            log.error("--detach refused: started by systemd (NOTIFY_SOCKET or INVOCATION_ID "
-                      "is set); the unit runs it in the foreground")
-            return EX_USAGE
-        pidfile = PidFile(args.pidfile) if args.pidfile else None
-        try:
-            if pidfile:
-                pidfile.check()
-        except (AlreadyRunning, OSError) as e:
-            log.error("%s", e)
-            return EX_UNAVAILABLE
-        if args.log_file:
-            log_file = open(args.log_file, "a", buffering=1)  # noqa: SIM115 (lives with us)
-            handler = setup_logging(config.log_level, log_file)
-    elif args.pidfile or args.log_file:
-        log.error("--pidfile and --log-file go with --detach")
-        return EX_USAGE
-
-    log.info("mcast-echo %s starting (pid %d, config %s)", __version__, os.getpid(), path)
-    daemon = Daemon(config, overrides)
+    daemon = Daemon(config, overrides, notifier=detacher.notifier if detacher else None)
     try:
+        if detacher is not None:
+            detacher.prepare(config.log_level)  # the pid file's lock, the log file
+        log.info("mcast-echo %s starting (pid %d, config %s)", __version__, os.getpid(), path)
         daemon.open()
-        if args.detach:
-            with daemon_context(pidfile, daemon.open_fds() + [handler.stream]):
-                log.info("detached (pid %d)", os.getpid())
-                return daemon.run()
-        return daemon.run()
-    except (OSError, AlreadyRunning) as e:  # AlreadyRunning: lost a race for the pid file
+        if detacher is None:
+            return daemon.run()
+        ready = detacher.fork()
+        if ready is not None:  # the original process: the detached child's word decides
+            return EX_OK if ready else EX_UNAVAILABLE
+        with detacher.context(daemon.open_fds()):
+            log.info("detached (pid %d)", os.getpid())
+            return daemon.run()
+    except (OSError, PidFileError) as e:
         log.error("%s", getattr(e, "strerror", None) or e)
-        daemon.close()
-        return EX_UNAVAILABLE
+        status = EX_UNAVAILABLE
     except Exception:
         log.exception("internal error; please report it")
-        daemon.close()
-        return EX_SOFTWARE
+        status = EX_SOFTWARE
+    daemon.close()
+    if detacher is not None:
+        detacher.abandon()
+    return status
