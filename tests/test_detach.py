@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,27 @@ def test_lock_message_never_shows_the_file_content(tmp_path, write_config):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# ---------------------------------------------------------------- paths
+
+def test_relative_paths_still_work_after_detaching(tmp_path, write_config):
+    """Issue 13.1: the daemon runs in /, so -c, --pidfile and --log-file are resolved first."""
+    write_config("interface: lo\ngroup: 224.3.29.95\n")
+    pidname = f"{tmp_path.name}.pid"  # unique, should it land in / as it once did
+    try:
+        done = serve("mcast-echo.yaml", "--detach", "--pidfile", pidname, "--log-file", "d.log",
+                     cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pid = running_pid(tmp_path / pidname)
+        write_config("interface: lo\ngroup: 224.3.29.97\n")
+        os.kill(pid, signal.SIGHUP)
+        log = tmp_path / "d.log"
+        wait_until(lambda: "reload" in log.read_text(), what="reload in the log")
+        wait_until(lambda: ("lo", "224.3.29.97") in local_igmp_groups(), what="the new group")
+        assert "reload failed" not in log.read_text()
+        stop(pid)
+        assert not (tmp_path / pidname).exists()
+    finally:
+        stray = Path("/") / pidname
+        assert not stray.exists(), stray.unlink()
