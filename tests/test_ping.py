@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemonproc import DaemonProcess
+from mcast_echo import ping as ping_command
 from mcast_echo import probe
 from netlab import Host, Lan, configure, ip
 
@@ -137,15 +139,19 @@ def test_json_holds_the_documented_fields(site3, client_config):
     assert len(document["settings"]["session"]) == 8
     assert (document["transmitted"], document["send_errors"]) == (4, 0)
     assert (document["responder_count"], document["expect"], document["ok"]) == (3, 3, True)
-    assert document["stray_datagrams"] == 0 and document["duration_s"] > 0
+    assert document["stray_datagrams"] == document["late_echoes"] == 0
+    assert document["duration_s"] > 0
+    assert (document["wrong_source_port_responders"], document["untracked_echoes"]) == (0, 0)
     responders = by_name(document)
     assert sorted(responders) == ["host-a", "host-b", "host-c"]
     b = responders["host-b"]
-    assert set(b) == {"address", "port", "name", "interface", "group", "hops", "arrival_ttl",
+    assert set(b) == {"address", "port", "wrong_source_port", "name", "interface", "group",
+                      "hops", "arrival_ttl",
                       "reply_ttl", "transmitted", "received", "duplicates", "truncated",
                       "corrupted", "without_trailer", "loss_percent", "rtt_ms"}
     assert (b["address"], b["port"], b["interface"], b["group"]) == ("10.77.0.3", PORT, "eth0",
                                                                      GROUP)
+    assert b["wrong_source_port"] is False
     assert (b["hops"], b["arrival_ttl"], b["reply_ttl"]) == (0, 5, 64)
     assert (b["transmitted"], b["received"], b["loss_percent"]) == (4, 4, 0.0)
     assert (b["duplicates"], b["truncated"], b["corrupted"], b["without_trailer"]) == (0, 0, 0, 0)
@@ -286,6 +292,44 @@ def test_usage_and_network_errors_exit_2(args, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("text", [
+    "2001-02-30: 1\n",  # a key that is an impossible date
+    "2001-02-30\n",  # a document that is one
+    "9" * 5000 + "\n",  # an integer past Python's 4,300-digit limit
+    "? " + "9" * 5000 + "\n: 1\n",  # the same as a key
+    "port: 1\nttl: 999\nbogus: 1\n",  # several problems
+    "group: \"\\e[2J\\r\\n\"\n",  # control characters in a value the message repeats
+])
+def test_any_config_problem_is_one_line_and_exit_2(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    done = ping("--config", str(path), "-c", "1")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"mcast-echo ping: {path}")
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr
+
+
+def test_a_config_loader_that_raises_anything_is_one_line_and_exit_2(monkeypatch, capsys,
+                                                                    tmp_path):
+    """Whatever config.py raises (it should be ConfigError), ping says it in one line."""
+    from mcast_echo import config
+    path = tmp_path / "odd.yaml"
+    path.write_text("group: 224.3.29.71\n")
+
+    def broken_loader(_path):
+        raise RuntimeError("a loader bug\nwith a second line")
+
+    monkeypatch.setattr(config, "load_config", broken_loader)
+    parser = argparse.ArgumentParser()
+    ping_command.add_arguments(parser)
+    assert ping_command.run(parser.parse_args(["--config", str(path), "-c", "1"])) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mcast-echo ping: {path}: cannot be read as a config "
+                   "(RuntimeError: a loader bug\\nwith a second line)\n")
 
 
 def test_defaults_come_from_the_config_file(tmp_path):

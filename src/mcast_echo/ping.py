@@ -104,19 +104,40 @@ def _config_defaults(args: argparse.Namespace) -> tuple[Optional[str], dict[str,
     if not explicit and not os.access(path, os.R_OK):
         return None, {}
     try:
-        from .config import ConfigError, load_config
+        from .config import load_config
     except ImportError:  # a build without the daemon's config module
         return None, {}
     try:
         listener = load_config(path).listeners[0]
-    except (ConfigError, OSError) as err:
+    except Exception as err:  # whatever the loader raises: a message, never a traceback
+        problem = config_problem(path, err)
         if explicit:
-            raise PingError(f"{err}") from None
-        print(f"mcast-echo ping: ignoring {path}: {err}", file=sys.stderr)
+            raise PingError(problem) from None
+        print(f"mcast-echo ping: ignoring {path}: {problem}", file=sys.stderr)
         return None, {}
     return path, {"group": listener.group, "port": listener.port,
                   "interface": listener.interface, "ttl": listener.ttl,
                   "loopback": listener.loopback}
+
+
+def config_problem(path: str, err: Exception) -> str:
+    """One line that says what is wrong with the config file, whatever the loader raised.
+
+    A ConfigError holds complete lines that name file:line; several become the first
+    and a pointer to check-config. Anything else (a loader bug, an odd YAML value) is
+    named with the file. Newlines and control characters are escaped: one line, always.
+    """
+    problems = getattr(err, "problems", None)  # ConfigError's
+    if problems and isinstance(problems, list):
+        text = str(problems[0])
+        if len(problems) > 1:
+            text += (f" (and {len(problems) - 1} more: "
+                     f"`mcast-echo check-config -c {path}` lists them)")
+    elif isinstance(err, OSError):
+        text = str(err)
+    else:
+        text = f"{path}: cannot be read as a config ({type(err).__name__}: {err})"
+    return pingreport.shown(text)
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
@@ -150,4 +171,4 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         return 2
     except BrokenPipeError:  # `mcast-echo ping | head`: stop quietly, status as far as we got
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0 if pingreport.answered(pinger.responders) >= settings.expect else 1
+    return 0 if pinger.responders.answered() >= settings.expect else 1

@@ -8,6 +8,7 @@ the wait are done or Ctrl-C. Errors a user can act on become ``PingError``.
 
 from __future__ import annotations
 
+import array
 import errno
 import ipaddress
 import json
@@ -180,6 +181,33 @@ class Interrupts:
             self._writer.close()
 
 
+class SendTimes:
+    """When we sent each of the last SEQ_WINDOW probes, by our own clock.
+
+    RTTs are the kernel's receive time minus this: the send time in an echo's header
+    is whatever the peer wrote there. A fixed ring, so a long run costs nothing more.
+    """
+
+    def __init__(self, window: int = pingreport.SEQ_WINDOW) -> None:
+        self._sent_ns = array.array("q", bytes(8 * window))  # 0: the send failed
+        self.next_seq = 0
+
+    def record(self, sent_ns: int) -> int:
+        """Store the send time of the next probe (0 if it was not sent); returns its seq."""
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        self._sent_ns[seq % len(self._sent_ns)] = sent_ns
+        return seq
+
+    def lookup(self, seq: int) -> Optional[int]:
+        """The send time of *seq*, None if we did not send it or it left the window."""
+        if not self.next_seq - len(self._sent_ns) <= seq < self.next_seq:
+            return None
+        return self._sent_ns[seq % len(self._sent_ns)] or None
+
+    def too_old(self, seq: int) -> bool:
+        return seq < self.next_seq - len(self._sent_ns)
+
+
 class Pinger:
     """One run: sends the probes, matches the echoes, keeps the per-responder stats."""
 
@@ -189,33 +217,38 @@ class Pinger:
         self.via = via
         self.out = out
         self.session = secrets.randbits(32)
-        self.responders: dict[tuple[str, int], pingreport.ResponderStats] = {}
-        self.next_seq = 0
-        self.transmitted = 0
-        self.send_errors = 0
-        self.foreign = 0
+        self.responders = pingreport.ResponderTable(settings.port)
+        self.counts = pingreport.RunCounts()
+        self.send_times = SendTimes()
         self._reported_errnos: set[int] = set()
 
     def _say(self, line: str) -> None:
         if not (self.settings.quiet or self.settings.json):
             print(line, file=self.out, flush=True)
 
+    @property
+    def next_seq(self) -> int:
+        return self.send_times.next_seq
+
     def send(self) -> None:
-        seq, self.next_seq = self.next_seq, self.next_seq + 1
-        datagram = probe.build_probe(self.session, seq, time.time_ns(), self.settings.size,
+        seq = self.next_seq
+        sent_ns = time.time_ns()  # the realtime clock, as the kernel's receive timestamps
+        datagram = probe.build_probe(self.session, seq, sent_ns, self.settings.size,
                                      sent_ttl=self.settings.ttl)
         try:
             self.sock.sendto(datagram, (self.settings.group, self.settings.port))
         except OSError as err:
-            if self.transmitted == 0 and err.errno not in _TRANSIENT_SEND:
+            self.send_times.record(0)
+            if self.counts.transmitted == 0 and err.errno not in _TRANSIENT_SEND:
                 raise PingError(explain(err, self.settings)) from None
-            self.send_errors += 1
+            self.counts.send_errors += 1
             if err.errno not in self._reported_errnos:  # once per errno, not per probe
                 self._reported_errnos.add(err.errno or 0)
                 print(f"mcast-echo ping: seq={seq}: {explain(err, self.settings)}",
                       file=sys.stderr, flush=True)
             return
-        self.transmitted += 1
+        self.send_times.record(sent_ns)
+        self.counts.transmitted += 1
 
     def receive(self) -> None:
         """Read the echoes that are waiting (a batch at most, so sending keeps its pace)."""
@@ -230,16 +263,31 @@ class Pinger:
             rx_ns, reply_ttl = _ancillary(ancdata)
             rx_ns = rx_ns or time.time_ns()
             echo = probe.check_echo(data, self.session)
-            if echo is None or echo.header.seq >= self.next_seq:
-                self.foreign += 1  # not an echo of this run's probes
+            sent_ns = self._send_time(echo)
+            if echo is None or sent_ns is None:
                 continue
-            key = (source[0], source[1])
-            stats = self.responders.get(key)
+            stats = self.responders.lookup(source[0], source[1])
             if stats is None:
-                stats = self.responders[key] = pingreport.ResponderStats(*key)
-            rtt_ns = max(0, rx_ns - echo.header.send_time_ns)
-            fresh = stats.record(echo, rtt_ns, reply_ttl)
+                self._table_full_notice()
+                continue
+            rtt_ns = max(0, rx_ns - sent_ns)  # a clock step back must not show as negative
+            fresh = stats.record(echo, rtt_ns, reply_ttl, self.settings.ttl)
             self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, fresh))
+
+    def _send_time(self, echo: Optional[probe.Echo]) -> Optional[int]:
+        """Our send time of the probe *echo* answers; None (and counted) when there is none."""
+        sent_ns = self.send_times.lookup(echo.header.seq) if echo is not None else None
+        if sent_ns is None:
+            if echo is not None and self.send_times.too_old(echo.header.seq):
+                self.counts.late += 1
+            else:
+                self.counts.stray += 1  # no echo of a probe this run sent
+        return sent_ns
+
+    def _table_full_notice(self) -> None:
+        if self.responders.untracked_echoes == 1:  # once per run: a peer can trigger it
+            print(f"mcast-echo ping: more than {self.responders.limit} responders: echoes "
+                  "from further sources are counted, not shown", file=sys.stderr, flush=True)
 
     def loop(self, interrupts: Interrupts) -> None:
         settings = self.settings
@@ -287,12 +335,11 @@ class Pinger:
             for local_only in ("quiet", "json"):
                 del settings[local_only]
             settings["session"] = f"{self.session:08x}"
-            document = pingreport.json_document(settings, self.responders, self.transmitted,
-                                                self.send_errors, self.foreign, duration_s)
+            document = pingreport.json_document(settings, self.responders, self.counts,
+                                                duration_s)
             print(json.dumps(document, indent=2), file=self.out, flush=True)
             return
         if not s.quiet:
             print(file=self.out)
-        for line in pingreport.summary(s.target, self.responders, self.transmitted, s.expect,
-                                       self.send_errors, self.foreign):
+        for line in pingreport.summary(s.target, self.responders, self.counts, s.expect):
             print(line, file=self.out, flush=True)

@@ -9,79 +9,178 @@ from typing import Any, Optional
 
 from .probe import Echo
 
+MAX_RESPONDERS = 4096  # sources tracked per run: any group member can answer from many more
+SEQ_WINDOW = 4096  # probes back that an echo is matched (send time) and told from a duplicate
+
+
+def shown(text: str) -> str:
+    """Text a peer sent, made safe for a terminal: printable characters only.
+
+    Anything a terminal acts on (C0 and C1 controls, ESC, DEL, line breaks, NUL) and
+    anything invisible (format characters such as U+202E, odd separators) becomes a
+    visible escape like ``\\x1b`` or ``\\u202e``; a backslash is doubled, so a peer
+    cannot pass its own text off as one of our escapes. JSON output keeps the raw text.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escaped(char) for char in text)
+
+
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
 
 def _ms(ns: float) -> float:
     return round(ns / 1e6, 3)
 
 
+class RttStats:
+    """min/avg/max/mdev of RTTs in ns.
+
+    Welford's update: the textbook sum-of-squares formula cancels catastrophically
+    when the spread is small next to the mean (mdev 0.000 or seconds off for real
+    ~100 ms RTTs measured against a large value); this one does not.
+    """
+
+    __slots__ = ("count", "mean_ns", "_squares", "min_ns", "max_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean_ns = 0.0
+        self._squares = 0.0  # sum of squared differences from the running mean
+        self.min_ns = 0
+        self.max_ns = 0
+
+    def add(self, rtt_ns: int) -> None:
+        self.count += 1
+        delta = rtt_ns - self.mean_ns
+        self.mean_ns += delta / self.count
+        self._squares += delta * (rtt_ns - self.mean_ns)
+        if self.count == 1 or rtt_ns < self.min_ns:
+            self.min_ns = rtt_ns
+        self.max_ns = max(self.max_ns, rtt_ns)
+
+    @property
+    def mdev_ns(self) -> float:
+        """The population standard deviation, as ping's mdev."""
+        return math.sqrt(max(0.0, self._squares) / self.count) if self.count else 0.0
+
+    def as_ms(self) -> Optional[dict[str, float]]:
+        """min/avg/max/mdev in ms, None before any sample."""
+        if self.count == 0:
+            return None
+        return {"min": _ms(self.min_ns), "avg": _ms(self.mean_ns), "max": _ms(self.max_ns),
+                "mdev": _ms(self.mdev_ns)}
+
+
+class SeqWindow:
+    """Which of the last SEQ_WINDOW sequence numbers were seen: a sliding bitmap.
+
+    Its size is fixed however long the run: bit *n* of ``_bits`` stands for
+    ``newest - n``.
+    """
+
+    __slots__ = ("newest", "_bits")
+    _MASK = (1 << SEQ_WINDOW) - 1
+
+    def __init__(self) -> None:
+        self.newest = -1
+        self._bits = 0
+
+    def mark(self, seq: int) -> Optional[bool]:
+        """True the first time *seq* is marked, False after; None when it is older than
+        the window (cannot tell, so never called a duplicate)."""
+        if seq > self.newest:
+            shift = seq - self.newest
+            self._bits = ((self._bits << shift) | 1) & self._MASK if shift < SEQ_WINDOW else 1
+            self.newest = seq
+            return True
+        age = self.newest - seq
+        if age >= SEQ_WINDOW:
+            return None
+        if self._bits >> age & 1:
+            return False
+        self._bits |= 1 << age
+        return True
+
+
+def hop_count(sent_ttl: int, arrival_ttl: Optional[int]) -> Optional[int]:
+    """Routers between us and a responder; None when the trailer's TTL is unknown or
+    impossible (no router raises a TTL, so more than we sent is a forgery)."""
+    if arrival_ttl is None or not 0 <= arrival_ttl <= sent_ttl:
+        return None
+    return sent_ttl - arrival_ttl
+
+
 @dataclass
 class ResponderStats:
-    """Everything one responder (one source address and port) told us during a run."""
+    """Everything one responder (one source address and port) told us during a run.
+
+    Names are kept as the peer sent them (JSON shows them so); text output passes
+    them through ``shown``.
+    """
 
     address: str
     port: int
+    wrong_port: bool = False  # echoes should come from the group's port (docs/protocol.md)
     name: Optional[str] = None  # from the identity trailer; None for a plain echo server
     ifname: Optional[str] = None  # the responder's interface the probe arrived on
     group: Optional[str] = None
-    hops: Optional[int] = None  # sent TTL - arrival TTL, from the latest trailer
-    arrival_ttl: Optional[int] = None
+    hops: Optional[int] = None  # our TTL - arrival TTL, from the latest trailer; None: unknown
+    arrival_ttl: Optional[int] = None  # as the trailer states it
     reply_ttl: Optional[int] = None  # IP TTL of the latest echo as it reached us
     received: int = 0  # distinct probes echoed intact
     duplicates: int = 0
     truncated: int = 0
     corrupted: int = 0
     no_trailer: int = 0  # intact echoes of probes that asked for a trailer but got none
-    rtt_min_ns: int = 0
-    rtt_max_ns: int = 0
-    rtt_sum_ns: int = 0
-    rtt_sum_sq: int = 0
-    _seen: bytearray = field(default_factory=bytearray, repr=False)  # bitmap of echoed seqs
+    rtt: RttStats = field(default_factory=RttStats, repr=False)
+    seen: SeqWindow = field(default_factory=SeqWindow, repr=False)
 
-    def _mark(self, seq: int) -> bool:
-        """Record *seq* as echoed; False when it already was (a duplicate)."""
-        byte, bit = divmod(seq, 8)
-        if byte >= len(self._seen):
-            self._seen.extend(bytes(byte + 1 - len(self._seen) + 64))
-        if self._seen[byte] & (1 << bit):
-            return False
-        self._seen[byte] |= 1 << bit
-        return True
+    def record(self, echo: Echo, rtt_ns: int, reply_ttl: Optional[int], sent_ttl: int) -> bool:
+        """Count one echo of a probe we sent with TTL *sent_ttl*; False for a duplicate.
 
-    def record(self, echo: Echo, rtt_ns: int, reply_ttl: Optional[int]) -> bool:
-        """Count one echo; returns False when it is a duplicate."""
+        *rtt_ns* comes from our own clock; the echo's header is never trusted for it.
+        """
         self.reply_ttl = reply_ttl
         if echo.trailer is not None:
             trailer = echo.trailer
             self.name, self.ifname, self.group = trailer.hostname, trailer.ifname, trailer.group
             self.arrival_ttl = trailer.arrival_ttl
-            if trailer.arrival_ttl is not None and echo.header.sent_ttl:
-                self.hops = echo.header.sent_ttl - trailer.arrival_ttl
+            self.hops = hop_count(sent_ttl, trailer.arrival_ttl)
         if echo.truncated:
             self.truncated += 1
             return True
         if echo.corrupted:
             self.corrupted += 1
             return True
-        if not self._mark(echo.header.seq):
+        if not self.seen.mark(echo.header.seq):
             self.duplicates += 1
             return False
         if echo.trailer is None:
             self.no_trailer += 1
-        if self.received == 0 or rtt_ns < self.rtt_min_ns:
-            self.rtt_min_ns = rtt_ns
-        self.rtt_max_ns = max(self.rtt_max_ns, rtt_ns)
-        self.rtt_sum_ns += rtt_ns
-        self.rtt_sum_sq += rtt_ns * rtt_ns
+        self.rtt.add(rtt_ns)
         self.received += 1
         return True
 
     def identity(self) -> str:
-        """`10.0.0.2 (host-b, eth1) hops=1`, or just the address for a plain echo server."""
-        text = self.address
+        """`10.0.0.2 (host-b, eth1) hops=1`, the address alone for a plain echo server,
+        `address:port` when the echo came from another port than the group's."""
+        text = f"{self.address}:{self.port}" if self.wrong_port else self.address
         if self.name is not None:
-            text += f" ({self.name}, {self.ifname})" if self.ifname else f" ({self.name})"
-        if self.hops is not None:
-            text += f" hops={self.hops}"
+            name = shown(self.name)
+            text += f" ({name}, {shown(self.ifname)})" if self.ifname else f" ({name})"
+            text += f" hops={self.hops if self.hops is not None else '?'}"
         return text
 
     def loss_percent(self, transmitted: int) -> float:
@@ -91,13 +190,7 @@ class ResponderStats:
 
     def rtt_ms(self) -> Optional[dict[str, float]]:
         """min/avg/max/mdev in ms (mdev as ping computes it), None before any intact echo."""
-        if self.received == 0:
-            return None
-        avg = self.rtt_sum_ns / self.received
-        variance = max(0.0, self.rtt_sum_sq / self.received - avg * avg)
-        return {"min": _ms(self.rtt_min_ns), "avg": _ms(avg), "max": _ms(self.rtt_max_ns),
-                "mdev": _ms(math.sqrt(variance))}
-
+        return self.rtt.as_ms()
     def summary_line(self, transmitted: int) -> str:
         parts = [f"{transmitted} transmitted", f"{self.received} received"]
         for count, label in ((self.duplicates, "duplicates"), (self.truncated, "truncated"),
@@ -113,7 +206,8 @@ class ResponderStats:
 
     def to_json(self, transmitted: int) -> dict[str, Any]:
         return {
-            "address": self.address, "port": self.port, "name": self.name,
+            "address": self.address, "port": self.port,
+            "wrong_source_port": self.wrong_port, "name": self.name,
             "interface": self.ifname, "group": self.group, "hops": self.hops,
             "arrival_ttl": self.arrival_ttl, "reply_ttl": self.reply_ttl,
             "transmitted": transmitted, "received": self.received,
@@ -128,57 +222,118 @@ def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int, fr
 
     The byte count is the probe's part of the echo; a trailer is not counted.
     """
-    shown = min(echo_len, echo.header.length)
-    line = f"{shown} bytes from {stats.identity()}: seq={echo.header.seq}"
+    length = min(echo_len, echo.header.length)
+    line = f"{length} bytes from {stats.identity()}: seq={echo.header.seq}"
     if echo.intact:
         line += f" time={rtt_ns / 1e6:.3f} ms"
     if echo.truncated:
-        line += f" (TRUNCATED: {shown} of {echo.header.length} bytes)"
+        line += f" (TRUNCATED: {length} of {echo.header.length} bytes)"
     elif echo.corrupted:
         line += " (CORRUPTED)"
     elif not fresh:
         line += " (DUP!)"
+    if stats.wrong_port:
+        line += " (wrong source port)"
     return line
 
 
-def sorted_responders(responders: dict[tuple[str, int], ResponderStats]) -> list[ResponderStats]:
-    return sorted(responders.values(),
-                  key=lambda s: (ipaddress.ip_address(s.address), s.port))
+class ResponderTable:
+    """The responders of one run, by source address and port, MAX_RESPONDERS at most.
+
+    Any group member can answer from as many addresses and ports as it likes, so
+    the table stops growing at its limit: echoes from further sources are counted,
+    not kept, and the report says so.
+    """
+
+    def __init__(self, group_port: int, limit: int = MAX_RESPONDERS) -> None:
+        self.group_port = group_port
+        self.limit = limit
+        self.untracked_echoes = 0
+        self._by_source: dict[tuple[str, int], ResponderStats] = {}
+
+    def lookup(self, address: str, port: int) -> Optional[ResponderStats]:
+        """The stats of this source, new if there is room; None (and counted) if full."""
+        stats = self._by_source.get((address, port))
+        if stats is None:
+            if len(self._by_source) >= self.limit:
+                self.untracked_echoes += 1
+                return None
+            stats = ResponderStats(address, port, wrong_port=port != self.group_port)
+            self._by_source[(address, port)] = stats
+        return stats
+
+    def __len__(self) -> int:
+        return len(self._by_source)
+
+    @property
+    def full(self) -> bool:
+        return len(self._by_source) >= self.limit
+
+    def in_order(self) -> list[ResponderStats]:
+        return sorted(self._by_source.values(),
+                      key=lambda s: (ipaddress.ip_address(s.address), s.port))
+
+    def answered(self) -> int:
+        """Responders that echoed a probe intact from the group's port: what --expect counts.
+
+        Echoes come from the group's port (docs/protocol.md); one host answering from
+        N ports is not N responders.
+        """
+        return sum(1 for s in self._by_source.values() if s.received and not s.wrong_port)
+
+    def wrong_port(self) -> int:
+        return sum(1 for s in self._by_source.values() if s.wrong_port)
 
 
-def answered(responders: dict[tuple[str, int], ResponderStats]) -> int:
-    """Responders that echoed at least one probe intact: what --expect counts."""
-    return sum(1 for s in responders.values() if s.received)
+@dataclass
+class RunCounts:
+    """What a run counts outside the per-responder stats."""
+
+    transmitted: int = 0
+    send_errors: int = 0
+    stray: int = 0  # datagrams that are no echo of a probe this run sent
+    late: int = 0  # echoes of probes older than SEQ_WINDOW: no send time left to match
 
 
-def summary(target: str, responders: dict[tuple[str, int], ResponderStats], transmitted: int,
-            expect: int, send_errors: int, foreign: int) -> list[str]:
+def summary(target: str, table: ResponderTable, counts: RunCounts, expect: int) -> list[str]:
+    transmitted = counts.transmitted
     lines = [f"--- {target} mcast-echo ping statistics ---"]
-    lines.extend(s.summary_line(transmitted) for s in sorted_responders(responders))
-    count = answered(responders)
+    lines.extend(s.summary_line(transmitted) for s in table.in_order())
+    count = table.answered()
     tail = f"{transmitted} probes transmitted, {count} responder{'s' if count != 1 else ''}"
     if count < expect:
         tail += f" (expected at least {expect})"
-    if send_errors:
-        tail += f", {send_errors} send errors"
-    if foreign:
-        tail += f", {foreign} stray datagrams ignored"
+    if table.wrong_port():
+        tail += (f", {table.wrong_port()} from a source port other than {table.group_port} "
+                 "(not counted)")
+    if table.untracked_echoes:
+        tail += (f", {table.untracked_echoes} echoes from sources past the first "
+                 f"{table.limit} not tracked")
+    if counts.send_errors:
+        tail += f", {counts.send_errors} send errors"
+    if counts.stray:
+        tail += f", {counts.stray} stray datagrams ignored"
+    if counts.late:
+        tail += f", {counts.late} echoes too late to match"
     lines.append(tail)
     return lines
 
 
-def json_document(settings: dict[str, Any], responders: dict[tuple[str, int], ResponderStats],
-                  transmitted: int, send_errors: int, foreign: int,
+def json_document(settings: dict[str, Any], table: ResponderTable, counts: RunCounts,
                   duration_s: float) -> dict[str, Any]:
-    count = answered(responders)
+    count = table.answered()
     return {
         "settings": settings,
-        "transmitted": transmitted,
-        "send_errors": send_errors,
-        "stray_datagrams": foreign,
+        "transmitted": counts.transmitted,
+        "send_errors": counts.send_errors,
+        "stray_datagrams": counts.stray,
+        "late_echoes": counts.late,
         "duration_s": round(duration_s, 3),
-        "responders": [s.to_json(transmitted) for s in sorted_responders(responders)],
+        "responders": [s.to_json(counts.transmitted) for s in table.in_order()],
         "responder_count": count,
+        "wrong_source_port_responders": table.wrong_port(),
+        "responder_limit": table.limit,
+        "untracked_echoes": table.untracked_echoes,
         "expect": settings["expect"],
         "ok": count >= settings["expect"],
     }
