@@ -152,23 +152,42 @@ def test_a_bind_failure_is_on_the_terminal_too_with_a_log_file(tmp_path, write_c
     assert not pidfile.exists()
 
 
-def test_lock_message_never_shows_the_file_content(tmp_path, write_config):
+def test_lock_message_names_only_a_verified_holder(tmp_path, write_config):
+    """Not the file's content, not a pid that is not mcast-echo or does not hold the file."""
     config = write_config("interface: lo\ngroup: 224.3.29.94\n")
     pidfile, _, args = detach_args(tmp_path)
+    other_pidfile = tmp_path / "other.pid"
+    done = serve(write_config("interface: lo\ngroup: 224.3.29.89\n"), "--detach",
+                 "--pidfile", str(other_pidfile))
+    assert done.returncode == 0, done.stderr
+    other_daemon = running_pid(other_pidfile)  # a running mcast-echo, holding another file
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        for content in ("hello\n", f"{sleeper.pid}\n"):  # not a pid; a pid, not mcast-echo
+        for content in ("hello\n", f"{sleeper.pid}\n", f"{other_daemon}\n"):
             pidfile.write_text(content)
             with open(pidfile) as held:
                 fcntl.flock(held, fcntl.LOCK_EX)
                 done = serve(config, *args)
             assert done.returncode == 69
             assert f"{pidfile} is locked by another process" in done.stderr
-            assert "hello" not in done.stderr and f"pid {sleeper.pid}" not in done.stderr
+            assert "hello" not in done.stderr and f"pid {content.strip()}" not in done.stderr
             assert pidfile.read_text() == content
     finally:
         sleeper.kill()
         sleeper.wait()
+        stop(other_daemon)
+
+
+def test_detach_is_refused_as_pid_1(tmp_path, write_config):
+    """As a container's init there is nothing to detach from: say so (issue 13.16)."""
+    config = write_config("interface: lo\n")
+    cmd, env = serve_command(config, "--detach")
+    done = subprocess.run(["unshare", "--pid", "--fork", *cmd], env=env, capture_output=True,
+                          text=True, timeout=30)
+    if "unshare:" in done.stderr:
+        pytest.skip(f"no pid namespace here: {done.stderr.strip()}")
+    assert done.returncode == 64, done.stderr
+    assert "--detach refused: running as PID 1" in done.stderr
 
 
 # ---------------------------------------------------------------- paths

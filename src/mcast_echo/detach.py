@@ -194,10 +194,29 @@ def describe_holder(fd: int) -> str:
     content = os.pread(fd, PID_LINE_MAX + 1, 0)
     if PID_LINE.fullmatch(content):
         pid = int(content)
-        if is_mcast_echo(pid):
+        st = os.fstat(fd)
+        if is_mcast_echo(pid) and holds_open(pid, (st.st_dev, st.st_ino)) is not False:
             return f"a running mcast-echo (pid {pid}): stop it first"
     return ("another process, whose pid is not in the file (an mcast-echo still starting?): "
             "try again, or stop it first")
+
+
+def holds_open(pid: int, identity: tuple[int, int], proc_root: str = "/proc") -> Optional[bool]:
+    """Whether *pid* has the file (st_dev, st_ino) open; None if we may not look."""
+    try:
+        names = os.listdir(f"{proc_root}/{pid}/fd")
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    for name in names:
+        try:
+            st = os.stat(f"{proc_root}/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == identity:
+            return True
+    return False
 
 
 def is_mcast_echo(pid: int, proc_root: str = "/proc") -> bool:
@@ -323,6 +342,8 @@ class Detacher:
             for handler in list(root.handlers):  # from now on only the parent writes there
                 if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
                     root.removeHandler(handler)
+            if not root.handlers:  # no --log-file: the log is discarded once detached
+                root.addHandler(logging.NullHandler())
             root.addHandler(self._pipe_handler)
             return None
         ready, lines = self.pipe.receive(READY_TIMEOUT)
