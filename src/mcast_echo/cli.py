@@ -131,8 +131,9 @@ def _print_reports(config: Config, limits: KernelLimits) -> None:
 
 def serve(args: argparse.Namespace, path: str) -> int:
     from .daemon import Daemon
-    from .detach import Detacher, PidFileError, absolute, started_by_systemd
+    from .detach import Detacher, absolute, started_by_systemd
     from .logsetup import setup_logging
+    from .pidfile import PidFileError
 
     overrides = {"interface": args.interface} if args.interface else {}
     if args.log_level:
