@@ -164,7 +164,10 @@ class ResponderStats:
         if echo.corrupted:
             self.corrupted += 1
             return True
-        if not self.seen.mark(echo.header.seq):
+        fresh = self.seen.mark(echo.header.seq)
+        if fresh is None:  # older than the window (the pinger counts such echoes as late)
+            return False
+        if not fresh:
             self.duplicates += 1
             return False
         if echo.trailer is None:
