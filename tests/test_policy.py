@@ -22,7 +22,7 @@ def test_table_is_capped_for_100000_sources():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(100_000):
         assert limiter.allow(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 0.0)
-    assert len(limiter) == 65536
+    assert len(limiter) <= 65536
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 64 * 1024  # tens of MiB at most, however many sources come
     # the oldest were forgotten, the newest are still limited

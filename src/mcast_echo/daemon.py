@@ -20,7 +20,7 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
-from . import portowner
+from . import echopath, portowner
 from .config import ConfigError, load_config
 from .limits import KernelLimits, membership_report, read_limits
 from .logsetup import set_level
@@ -43,6 +43,7 @@ class Daemon:
         self.proc_root = proc_root
         self.hostname = socket.gethostname()
         self.drop_log = RateLimitedLog(logging.getLogger("mcast_echo.drops"))
+        self.echo_path = echopath.choose()
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
@@ -66,13 +67,14 @@ class Daemon:
         self.limits = read_limits(self.proc_root)
         level, line = membership_report(self.config, self.limits)
         log.log(level, "%s", line)
+        log.info("echo path: %s", self.echo_path.name)
         now = time.monotonic()
         for listener in self.config.listeners:
             self.responders.append(self._start_responder(listener, now))
 
     def _start_responder(self, listener: Listener, now: float) -> GroupResponder:
         """Open, bind and (try to) join; the caller adds it to self.responders."""
-        responder = GroupResponder(listener, self.hostname, self.drop_log)
+        responder = GroupResponder(listener, self.hostname, self.drop_log, self.echo_path)
         try:
             responder.open(self.limits)
             responder.try_join(now)

@@ -5,17 +5,23 @@ others. First, a source that cannot be a real peer is never answered: the
 kernel accepts source 0.0.0.0 on link-local groups (224.0.0.0/24), and an echo
 sent to ("0.0.0.0", port) is delivered to a local service on 127.0.0.1 as if
 from 127.0.0.1 -- a peer on the LAN could inject datagrams into this host's
-loopback services. Both run on every datagram, so they work on integers: the ACL as
-(network, mask) pairs, the rate limit as a token bucket per source address in
-an LRU table whose size is capped (memory stays bounded however many
-addresses a flood forges).
+loopback services.
+
+All three run on every datagram, so they work on integers: a source is its
+four address bytes read as one native integer ("raw", as they sit in a
+sockaddr_in; byte order does not matter to masks or to a dict). The fast echo
+path reads those straight from its receive buffers; the plain path converts
+recvmsg's text once. The rate limit is a token bucket per source (one float
+each, see SourceRateLimiter) in a table of two generations: the current one
+fills to half the capacity, then becomes the old one (sources seen again move
+back), so memory is bounded however many addresses a flood forges, at O(1) per
+datagram and with no reordering.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections import OrderedDict
 from typing import Optional
 
 from .schema import Listener
@@ -23,74 +29,104 @@ from .schema import Listener
 MAX_TRACKED_SOURCES = 65536
 
 # First octets of IPv4 sources that cannot be a real peer: "this network" (0/8),
-# loopback (127/8), multicast (224/4), reserved (240/4) and broadcast. Checked on
-# the text recvmsg returns, so the common case costs one partition and a set lookup.
-_IMPOSSIBLE_FIRST_OCTETS = frozenset(["0", "127"] + [str(n) for n in range(224, 256)])
+# loopback (127/8), multicast (224/4), reserved (240/4) and broadcast.
+_IMPOSSIBLE_FIRST_OCTETS = frozenset([0, 127, *range(224, 256)])
+LOOPBACK_OCTET = 127
+
+
+def raw_address(address: str) -> int:
+    """Dotted IPv4 text as the native integer of its four bytes (see the module doc)."""
+    return struct.unpack("=I", socket.inet_aton(address))[0]
 
 
 def impossible_source(address: str) -> bool:
     """True if *address* (dotted IPv4) cannot be the source of a real peer's datagram
     arriving on a network interface (lo aside: see Policy.loopback_peers)."""
-    return address.partition(".")[0] in _IMPOSSIBLE_FIRST_OCTETS
-
-
-def _address_int(address: str) -> int:
-    return struct.unpack("!I", socket.inet_aton(address))[0]
+    return int(address.partition(".")[0]) in _IMPOSSIBLE_FIRST_OCTETS
 
 
 class SourceRateLimiter:
-    """Token bucket per source address: *rate* datagrams/s, bursts of *burst*."""
+    """Per source: *rate* datagrams/s, bursts of *burst* -- a token bucket, kept as GCRA.
+
+    GCRA (the generic cell rate algorithm) is the token bucket written as one number per
+    source, its "theoretical arrival time": the time at which the bucket would be
+    full again. A datagram may pass while that time is less than a burst ahead of now;
+    each one that passes moves it on by 1/rate. One float per source keeps the table
+    small (about 100 bytes a source) and the update cheap.
+    """
 
     def __init__(self, rate: float, burst: int, capacity: int = MAX_TRACKED_SOURCES) -> None:
         self.rate = rate
         self.burst = burst
-        self.capacity = capacity
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # addr -> [tokens, time]
+        self._interval = 1.0 / rate
+        self._tolerance = burst / rate  # how far ahead of now the arrival time may run
+        self._generation = max(1, capacity // 2)
+        self._current: dict[int, float] = {}  # raw source -> theoretical arrival time
+        self._old: dict[int, float] = {}
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._current) + len(self._old)
+
+    def admit(self, source: int, count: int, now: float) -> int:
+        """How many of *count* datagrams from *source* (raw) arriving at *now* may pass."""
+        arrival = self._current.get(source)
+        if arrival is None:
+            arrival = self._old.pop(source, now)
+            if len(self._current) >= self._generation:
+                self._old, self._current = self._current, {}
+        if arrival < now:
+            arrival = now
+        room = int((now + self._tolerance - arrival) * self.rate + 1e-9)
+        allowed = count if room >= count else max(room, 0)
+        self._current[source] = arrival + allowed * self._interval
+        return allowed
 
     def allow(self, source: str, now: float) -> bool:
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            if len(self._buckets) >= self.capacity:
-                self._buckets.popitem(last=False)  # forget the least recently seen source
-            self._buckets[source] = [self.burst - 1.0, now]
-            return True
-        self._buckets.move_to_end(source)
-        tokens = min(float(self.burst), bucket[0] + (now - bucket[1]) * self.rate)
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return True
-        bucket[0] = tokens
-        return False
+        return self.admit(raw_address(source), 1, now) == 1
 
 
 class Policy:
     def __init__(self, listener: Listener) -> None:
-        # A responder joined on lo answers this host's own clients (`make run`): there,
-        # and only there, 127.0.0.0/8 is a real peer. (The kernel drops 127/8 sources
-        # arriving on any other interface, unless net.ipv4.conf.*.route_localnet=1.)
-        self.loopback_peers = False
-        self._networks: Optional[tuple[tuple[int, int], ...]] = None
+        self.networks: Optional[tuple[tuple[int, int], ...]] = None  # raw (network, mask)
         if listener.allow is not None:
-            self._networks = tuple((int(net.network_address), int(net.netmask))
-                                   for net in listener.allow)
+            self.networks = tuple(
+                (raw_address(str(net.network_address)), raw_address(str(net.netmask)))
+                for net in listener.allow)
         self.limiter: Optional[SourceRateLimiter] = None
         if listener.rate_limit is not None:
             self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst)
+        self.refused_octets = _IMPOSSIBLE_FIRST_OCTETS
+        self.loopback_peers = False
+
+    @property
+    def loopback_peers(self) -> bool:
+        """A responder joined on lo answers this host's own clients (`make run`): there,
+        and only there, 127.0.0.0/8 is a real peer. (The kernel drops 127/8 sources
+        arriving on any other interface, unless net.ipv4.conf.*.route_localnet=1.)"""
+        return LOOPBACK_OCTET not in self.refused_octets
+
+    @loopback_peers.setter
+    def loopback_peers(self, value: bool) -> None:
+        self.refused_octets = (_IMPOSSIBLE_FIRST_OCTETS - {LOOPBACK_OCTET} if value
+                               else _IMPOSSIBLE_FIRST_OCTETS)
+
+    def admitted_by_acl(self, source: int) -> bool:
+        """Whether *source* (raw) is inside 'allow' (always, when 'allow' is null)."""
+        networks = self.networks
+        if networks is None:
+            return True
+        for network, mask in networks:
+            if source & mask == network:
+                return True
+        return False
 
     def verdict(self, source: str, now: float) -> Optional[str]:
         """None to echo, or the drop reason ("source", "acl", "rate")."""
-        first_octet = source.partition(".")[0]
-        if first_octet in _IMPOSSIBLE_FIRST_OCTETS and not (
-                first_octet == "127" and self.loopback_peers):
+        if int(source.partition(".")[0]) in self.refused_octets:
             return "source"
-        if self._networks is not None:
-            address = _address_int(source)
-            if not any(address & mask == network for network, mask in self._networks):
-                return "acl"
-        if self.limiter is not None and not self.limiter.allow(source, now):
+        raw = raw_address(source)
+        if not self.admitted_by_acl(raw):
+            return "acl"
+        if self.limiter is not None and self.limiter.admit(raw, 1, now) == 0:
             return "rate"
         return None

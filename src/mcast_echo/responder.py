@@ -8,15 +8,13 @@ STATUS), retried with backoff by the daemon's loop, never a crash.
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
-import struct
 import time
 from collections import Counter
 from typing import Optional
 
-from . import mcast, probe
+from . import echopath, mcast, probe
 from .limits import KernelLimits, buffer_reports
 from .policy import Policy
 from .ratelimit import RateLimitedLog
@@ -24,24 +22,16 @@ from .schema import Listener
 
 log = logging.getLogger(__name__)
 
-RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
-BATCH = 256  # datagrams per wake-up, so signals and timers are seen even under flood
-ANCILLARY_SPACE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)  # in_pktinfo + TTL
 # Join retries, capped at 1 s so a new interface is joined within ~1.5 s of appearing
 # (the daemon looks every 0.5 s whether a retry is due).
 RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)
 
 
-DROP_REASONS = {
-    "source": "source cannot be a real peer (0.0.0.0/8, 127.0.0.0/8, multicast, broadcast)",
-    "acl": "source not in 'allow'",
-    "rate": "source over its 'rate_limit'",
-}
-
-
 class GroupResponder:
-    def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog) -> None:
+    def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
+                 path: Optional[echopath.EchoPath] = None) -> None:
         self.listener = listener
+        self.path = path or echopath.choose()
         self.policy = Policy(listener)
         self.hostname = hostname
         self.drop_log = drop_log
@@ -185,60 +175,17 @@ class GroupResponder:
         return self.sock.fileno()
 
     def on_readable(self) -> None:
-        """Echo up to BATCH datagrams; nothing a peer sends can raise out of here."""
-        sock = self.sock
-        if sock is None:
-            return
-        max_datagram = self.listener.max_datagram
-        verdict = self.policy.verdict
-        now = time.monotonic()  # once per batch: a batch takes well under a millisecond
-        for _ in range(BATCH):
-            try:
-                data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
-            except BlockingIOError:
-                return
-            except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
-                self._drop("recv-error", "receive failed: %s", e)
-                return
-            self.received += 1
-            refused = verdict(source[0], now)
-            if refused is not None:
-                self._drop(refused, "datagram from %s:%d dropped: %s", *source,
-                           DROP_REASONS[refused])
-                continue
-            if flags & socket.MSG_TRUNC:
-                self._drop("truncated", "datagram from %s:%d cut by the kernel; dropped",
-                           *source)
-                continue
-            if len(data) > max_datagram:
-                self._drop("size", "datagram of %d bytes from %s:%d is above max_datagram "
-                           "(%d); dropped", len(data), *source, max_datagram)
-                continue
-            if probe.wants_trailer(data):
-                data = probe.with_trailer(data, self._arrival(ancdata))
-            try:
-                sock.sendto(data, source)
-            except OSError as e:  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: count, go on
-                self._drop("send-error", "echo to %s:%d failed: %s",
-                           *source, errno.errorcode.get(e.errno or 0, e))
-                continue
-            self.echoed += 1
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("echoed %d bytes to %s:%d", len(data), *source)
+        """Echo what is queued, up to one batch per wake-up (echopath.py)."""
+        if self.sock is not None:
+            self.path.run(self.sock, self, time.monotonic())
 
-    def _drop(self, reason: str, message: str, *args: object) -> None:
-        self.dropped[reason] += 1
+    def drop(self, reason: str, count: int, message: str, *args: object) -> None:
+        """Count *count* datagrams dropped for *reason*; log one line (rate-limited)."""
+        self.dropped[reason] += count
         self.drop_log.log(reason, logging.WARNING, message, *args)
 
-    def _arrival(self, ancdata: list) -> probe.Arrival:
-        ifname, ttl = "", None
-        for level, kind, payload in ancdata:
-            if level != socket.IPPROTO_IP:
-                continue
-            if kind == mcast.IP_PKTINFO and len(payload) >= 4:
-                ifname = mcast.interface_name(struct.unpack_from("=i", payload)[0])
-            elif kind == socket.IP_TTL and len(payload) >= 4:
-                ttl = struct.unpack_from("=i", payload)[0]
+    def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival:
+        ifname = mcast.interface_name(ifindex) if ifindex is not None else ""
         return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, time.time_ns())
 
     # ---------------------------------------------------------------- reporting

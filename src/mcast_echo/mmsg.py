@@ -1,0 +1,195 @@
+"""recvmmsg/sendmmsg through ctypes: one system call per batch each way, no allocation.
+
+A Batch owns preallocated buffers for *size* datagrams: the payloads (an
+anonymous mapping, so only the pages a datagram touches become resident), the
+peers' socket addresses, the ancillary data, and two arrays of ``struct
+mmsghdr``: one that recvmmsg fills and one that sendmmsg reads. The send side
+points at the same payload and address buffers, so an echo is a datagram sent
+back from where it was received: the caller only sets each echo's length.
+
+The caller reads the fields through flat memoryviews (``words``, ``name_bytes``,
+``name_words``, ``payload_words``, ``send_lengths``) at the index helpers'
+offsets: plain integer indexing, no ctypes attribute access per datagram.
+
+``load()`` returns None where the platform lacks recvmmsg/sendmmsg; the daemon
+then uses the portable path (echopath.PlainPath).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import socket
+import struct
+from ctypes import c_int, c_size_t, c_uint, c_uint32, c_void_p, sizeof
+from typing import Optional
+
+NAME_SIZE = 32  # room for a sockaddr_in6 (28 bytes): the same buffers serve IPv6 later
+CONTROL_SIZE = 64  # in_pktinfo and TTL need CMSG_SPACE(12) + CMSG_SPACE(4) = 56 on 64-bit
+PAYLOAD_STRIDE = 65536  # above any IPv4 UDP payload: a datagram is never cut unseen
+RETRY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", c_void_p), ("iov_len", c_size_t)]
+
+
+class MsgHdr(ctypes.Structure):
+    _fields_ = [("msg_name", c_void_p), ("msg_namelen", c_uint32), ("msg_iov", c_void_p),
+                ("msg_iovlen", c_size_t), ("msg_control", c_void_p),
+                ("msg_controllen", c_size_t), ("msg_flags", c_int)]
+
+
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", MsgHdr), ("msg_len", c_uint)]
+
+
+HDR_SIZE = sizeof(MMsgHdr)
+HDR_WORDS = HDR_SIZE // 4  # the header array read as 32-bit words
+LEN_WORD = MMsgHdr.msg_len.offset // 4
+FLAGS_WORD = MsgHdr.msg_flags.offset // 4
+NAMELEN_WORD = MsgHdr.msg_namelen.offset // 4
+IOV_WORDS = sizeof(IoVec) // sizeof(c_size_t)  # an iovec read as size_t words: base, len
+SIZE_T_FORMAT = "Q" if sizeof(c_size_t) == 8 else "I"
+
+_calls: Optional[tuple] = None
+
+
+def load() -> bool:
+    """Whether recvmmsg and sendmmsg can be called here (loaded once)."""
+    global _calls
+    if _calls is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
+        except (OSError, AttributeError):
+            _calls = ()
+            return False
+        recvmmsg.argtypes = [c_int, c_void_p, c_uint, c_int, c_void_p]
+        recvmmsg.restype = c_int
+        sendmmsg.argtypes = [c_int, c_void_p, c_uint, c_int]
+        sendmmsg.restype = c_int
+        _calls = (recvmmsg, sendmmsg)
+    return bool(_calls)
+
+
+def _buffer(size: int) -> tuple[bytearray, int, object]:
+    """A zeroed bytearray, its address, and the ctypes view that keeps the address valid."""
+    data = bytearray(size)
+    view = (ctypes.c_char * size).from_buffer(data)
+    return data, ctypes.addressof(view), view
+
+
+class Batch:
+    def __init__(self, size: int = 64) -> None:
+        if not load():
+            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available")
+        self.size = size
+        self._recvmmsg, self._sendmmsg = _calls  # type: ignore[misc]
+        self._payloads = mmap.mmap(-1, size * PAYLOAD_STRIDE)
+        self._payload_view = (ctypes.c_char * (size * PAYLOAD_STRIDE)).from_buffer(
+            self._payloads)
+        payloads = ctypes.addressof(self._payload_view)
+        self.names, names, self._keep_names = _buffer(size * NAME_SIZE)
+        self.control, control, self._keep_control = _buffer(size * CONTROL_SIZE)
+        recv_iov, recv_iov_at, self._keep_recv_iov = _buffer(size * sizeof(IoVec))
+        send_iov, send_iov_at, self._keep_send_iov = _buffer(size * sizeof(IoVec))
+        self.recv_hdrs, self._recv_at, self._keep_recv = _buffer(size * HDR_SIZE)
+        send_hdrs, self._send_at, self._keep_send = _buffer(size * HDR_SIZE)
+        iov = sizeof(IoVec)
+        for i in range(size):
+            struct.pack_into("@PN", recv_iov, i * iov, payloads + i * PAYLOAD_STRIDE,
+                             PAYLOAD_STRIDE)
+            struct.pack_into("@PN", send_iov, i * iov, payloads + i * PAYLOAD_STRIDE, 0)
+            _pack_header(self.recv_hdrs, i, names + i * NAME_SIZE, NAME_SIZE,
+                         recv_iov_at + i * iov, control + i * CONTROL_SIZE, CONTROL_SIZE)
+            _pack_header(send_hdrs, i, names + i * NAME_SIZE, 16, send_iov_at + i * iov, 0, 0)
+        self._send_iov, self._send_hdrs = send_iov, send_hdrs
+        self._pristine = bytes(self.recv_hdrs)  # what a receive resets the headers to
+        self._used = 0
+        # Flat views for the caller's per-datagram loop (see the module doc).
+        self.words = memoryview(self.recv_hdrs).cast("I")
+        self.name_bytes = memoryview(self.names)
+        self.name_words = memoryview(self.names).cast("I")
+        self.payload_words = memoryview(self._payloads).cast("I")
+        self.payloads = memoryview(self._payloads)
+        self.send_lengths = memoryview(send_iov).cast(SIZE_T_FORMAT)
+
+    def receive(self, fd: int) -> int:
+        """Datagrams now in the buffers (0 when none is queued). OSError on a real error."""
+        if self._used:  # recvmmsg rewrote name and control lengths and flags: reset them
+            self.recv_hdrs[: self._used * HDR_SIZE] = self._pristine[: self._used * HDR_SIZE]
+        count = self._recvmmsg(fd, self._recv_at, self.size, socket.MSG_DONTWAIT, None)
+        if count < 0:
+            self._used = 0
+            code = ctypes.get_errno()
+            if code in RETRY_ERRNOS:
+                return 0
+            raise OSError(code, os.strerror(code))
+        self._used = count
+        return count
+
+    def send(self, fd: int, start: int, count: int) -> tuple[int, int]:
+        """Send echoes start..start+count-1 as far as they go: (how many went, errno of the
+        one that failed, or 0). The caller skips a failed one and calls again."""
+        sent = self._sendmmsg(fd, self._send_at + start * HDR_SIZE, count, 0)
+        if sent < 0:
+            return 0, ctypes.get_errno()
+        return sent, 0
+
+    def payload(self, index: int, length: int) -> bytes:
+        start = index * PAYLOAD_STRIDE
+        return bytes(self.payloads[start : start + length])
+
+    def set_payload(self, index: int, data: bytes) -> None:
+        start = index * PAYLOAD_STRIDE
+        self.payloads[start : start + len(data)] = data
+
+    def peer(self, index: int) -> tuple[str, int]:
+        """The sender of datagram *index* as (address, port), for log lines."""
+        base = index * NAME_SIZE
+        port = self.names[base + 2] << 8 | self.names[base + 3]
+        return socket.inet_ntoa(bytes(self.names[base + 4 : base + 8])), port
+
+    def ancillary(self, index: int) -> tuple[Optional[int], Optional[int]]:
+        """(arrival interface index, arrival TTL) from IP_PKTINFO / IP_TTL, None if absent."""
+        length = struct.unpack_from("@N", self.recv_hdrs,
+                                    index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
+        return parse_ip_cmsgs(self.control, index * CONTROL_SIZE, min(length, CONTROL_SIZE))
+
+
+def _pack_header(buffer: bytearray, index: int, name: int, namelen: int, iov: int,
+                 control: int, controllen: int) -> None:
+    base = index * HDR_SIZE
+    struct.pack_into("@P", buffer, base + MsgHdr.msg_name.offset, name)
+    struct.pack_into("=I", buffer, base + MsgHdr.msg_namelen.offset, namelen)
+    struct.pack_into("@P", buffer, base + MsgHdr.msg_iov.offset, iov)
+    struct.pack_into("@N", buffer, base + MsgHdr.msg_iovlen.offset, 1)
+    struct.pack_into("@P", buffer, base + MsgHdr.msg_control.offset, control)
+    struct.pack_into("@N", buffer, base + MsgHdr.msg_controllen.offset, controllen)
+
+
+_CMSG_HEADER = struct.Struct("@Nii")  # cmsg_len, cmsg_level, cmsg_type
+_ALIGN = sizeof(c_size_t)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+
+
+def parse_ip_cmsgs(buffer: bytearray, start: int,
+                   length: int) -> tuple[Optional[int], Optional[int]]:
+    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl)."""
+    ifindex = ttl = None
+    offset, end = start, start + length
+    while offset + _CMSG_HEADER.size <= end:
+        cmsg_len, level, kind = _CMSG_HEADER.unpack_from(buffer, offset)
+        if cmsg_len < _CMSG_HEADER.size or offset + cmsg_len > end:
+            break
+        data = offset + _CMSG_HEADER.size
+        if level == socket.IPPROTO_IP and cmsg_len - _CMSG_HEADER.size >= 4:
+            if kind == IP_PKTINFO:
+                ifindex = struct.unpack_from("=i", buffer, data)[0]
+            elif kind == socket.IP_TTL:
+                ttl = struct.unpack_from("=i", buffer, data)[0]
+        offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
+    return ifindex, ttl
