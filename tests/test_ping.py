@@ -122,7 +122,7 @@ def test_three_responders_with_their_names_and_hops(site3):
     done = ping("-c", "3", *FAST, "--expect", "3")
     assert done.returncode == 0, done.stdout + done.stderr
     for octet, name in ((2, "host-a"), (3, "host-b"), (4, "host-c")):
-        assert f"64 bytes from 10.77.0.{octet} ({name}, eth0) hops=0: seq=2 time=" in done.stdout
+        assert f"192 bytes from 10.77.0.{octet} ({name}, eth0) hops=0: seq=2 time=" in done.stdout
         assert (f"10.77.0.{octet} ({name}, eth0) hops=0: 3 transmitted, 3 received, 0% loss, "
                 "rtt min/avg/max/mdev = ") in done.stdout
     assert done.stdout.rstrip().endswith("3 probes transmitted, 3 responders")
@@ -161,8 +161,9 @@ def test_json_holds_the_documented_fields(site3, client_config):
 
 
 @pytest.mark.parametrize("size", [
-    probe.HEADER_SIZE, 1400, 1473,  # 1473: the first size that needs two fragments on a 1500 MTU
-    probe.MAX_UDP_PAYLOAD - probe.MAX_TRAILER_SIZE,  # the largest with room for any trailer
+    probe.HEADER_SIZE,  # the bare header: no room for the responder's identity
+    probe.MIN_TRAILER_PROBE,  # room for empty names: the group and interface are cut away
+    1400, 1473,  # 1473: the first size that needs two fragments on a 1500 MTU
     probe.MAX_UDP_PAYLOAD])
 def test_sizes_from_the_bare_header_to_the_udp_maximum(site3, size):
     status, document = ping_json("-c", "3", *FAST, "-s", str(size), "--expect", "3")
@@ -170,22 +171,27 @@ def test_sizes_from_the_bare_header_to_the_udp_maximum(site3, size):
     for responder in document["responders"]:
         assert responder["received"] == 3
         assert responder["truncated"] == responder["corrupted"] == 0
-        if size == probe.MAX_UDP_PAYLOAD:  # no room for the trailer: echoed verbatim
+        if size == probe.HEADER_SIZE:  # no room for the trailer: echoed verbatim
             assert responder["name"] is None and responder["without_trailer"] == 3
+        elif size == probe.MIN_TRAILER_PROBE:
+            assert responder["name"] == "" and responder["without_trailer"] == 0
         else:
             assert responder["name"] in ("host-a", "host-b", "host-c")
 
 
-def test_the_udp_maximum_shows_the_address_only_and_says_why(site3):
-    done = ping("-c", "1", *FAST, "-s", "65507")
-    assert "(at 65507 bytes an echo may come without the responder's identity" in done.stdout
-    assert "65507 bytes from 10.77.0.2: seq=0 time=" in done.stdout
+def test_small_probes_show_addresses_only_and_say_why(site3):
+    done = ping("-c", "1", *FAST, "-s", "32")
+    assert "(at 32 bytes a probe has no room for the responder's identity" in done.stdout
+    assert "32 bytes from 10.77.0.2: seq=0 time=" in done.stdout
+    done = ping("-c", "1", *FAST, "-s", "100")
+    assert "(at 100 bytes a responder's names may be cut to fit" in done.stdout
+    assert "100 bytes from 10.77.0.2 (host-a, eth0) hops=0: seq=0" in done.stdout
 
 
 def test_quiet_prints_only_the_banner_and_the_summary(site3):
     done = ping("-q", "-c", "2", *FAST)
     assert "bytes from" not in done.stdout
-    assert done.stdout.splitlines()[0].startswith("MCAST-ECHO PING 224.3.29.71:9999: 64-byte")
+    assert done.stdout.splitlines()[0].startswith("MCAST-ECHO PING 224.3.29.71:9999: 192-byte")
     assert "2 probes transmitted, 3 responders" in done.stdout
 
 
@@ -255,7 +261,7 @@ def test_dash_i_lo_against_the_daemon_as_make_run_starts_it(tmp_path):
             done = ping("-I", "lo", "-c", "3", *FAST, host=host)
             assert done.returncode == 0, done.stderr
             assert "via lo (127.0.0.1)" in done.stdout
-            assert "64 bytes from 127.0.0.1 (devbox, lo) hops=0: seq=2 time=" in done.stdout
+            assert "192 bytes from 127.0.0.1 (devbox, lo) hops=0: seq=2 time=" in done.stdout
             # Without -I there is no route to the group on a host with only lo.
             done = ping("-c", "1", host=host)
             assert done.returncode == 2
@@ -372,7 +378,7 @@ def test_hops_counts_the_routers_on_the_way(tmp_path):
             daemon.wait_for("ready:")
             done = ping("-t", "2", "-c", "3", *FAST)
             assert done.returncode == 0, done.stderr
-            assert "64 bytes from 10.88.0.2 (far, eth0) hops=1: seq=2 time=" in done.stdout
+            assert "192 bytes from 10.88.0.2 (far, eth0) hops=1: seq=2 time=" in done.stdout
             status, document = ping_json("-t", "1", "-c", "2", *FAST)  # TTL 1 stays on the link
             assert status == 1 and document["responders"] == []
         finally:

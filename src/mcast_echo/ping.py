@@ -24,7 +24,7 @@ from .schema import Listener
 DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
 DEFAULT_PORT = Listener.port
 DEFAULT_TTL = Listener.ttl
-DEFAULT_SIZE = 64
+DEFAULT_SIZE = 192  # room for the identity trailer with the longest names (probe.py)
 
 # --- options -----------------------------------------------------------------------------------
 

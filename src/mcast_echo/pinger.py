@@ -323,9 +323,14 @@ class Pinger:
         s, via = self.settings, self.via
         line = (f"MCAST-ECHO PING {s.target}{' via ' + via if via else ''}: {s.size}-byte probes, "
                 f"ttl {s.ttl}, loopback {'on' if s.loopback else 'off'}")
-        if s.size > probe.MAX_UDP_PAYLOAD - probe.MAX_TRAILER_SIZE:
-            line += (f"\n(at {s.size} bytes an echo may come without the responder's identity: "
-                     f"probe and trailer must fit in {probe.MAX_UDP_PAYLOAD} bytes)")
+        if s.size < probe.MIN_TRAILER_PROBE:
+            line += (f"\n(at {s.size} bytes a probe has no room for the responder's identity, "
+                     f"which it writes into the probe: responders show as addresses only; "
+                     f"-s {probe.MIN_TRAILER_PROBE} or more gives names)")
+        elif s.size < probe.WHOLE_NAMES_PROBE:
+            line += (f"\n(at {s.size} bytes a responder's names may be cut to fit: an echo is "
+                     f"never larger than its probe; -s {probe.WHOLE_NAMES_PROBE} or more "
+                     f"fits any)")
         return line
 
     def report(self, duration_s: float) -> None:

@@ -41,6 +41,9 @@ MAX_TEXT = 255  # each text field is one length byte + up to 255 bytes of UTF-8
 MIN_TRAILER_SIZE = _TRAILER_FIXED.size + 3  # three empty names
 MAX_TRAILER_SIZE = _TRAILER_FIXED.size + 3 * (1 + MAX_TEXT)
 MIN_TRAILER_PROBE = HEADER_SIZE + MIN_TRAILER_SIZE  # 52: the smallest probe with a trailer
+# The longest names Linux gives: a 64-byte host name, a 15-byte interface name, and an
+# IPv6 group's text (39): a probe of this size or more carries every name whole.
+WHOLE_NAMES_PROBE = MIN_TRAILER_PROBE + 64 + 15 + 39  # 170
 
 # Padding byte at offset i of a probe with sequence s is (i + s) mod 256, so an
 # echo of one probe can never pass for another; slicing this buffer builds it.
