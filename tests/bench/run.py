@@ -1,0 +1,339 @@
+"""`make bench`: the daemon and a C echo side by side; a Markdown report and a plot.
+
+Runs in the private network namespace the make target made, everything on `lo`.
+Builds the C echo (cecho.c) and load generator (cload.c) with the system compiler into
+build/bench/, then, one responder at a time (the daemon refuses to share its port), for
+BENCH_RUNS runs in alternating order: echoes/s with 64 datagrams in flight at 64 B and
+1,400 B, the responder's CPU per echo, RTT with one in flight, loss. The generator runs
+on one CPU, the responder on another. Also exec -> READY=1 and the daemon's RSS idle,
+under load and through a flood, and the generator's one-way ceiling. Every loop is
+bounded by a count and a deadline; with the defaults the whole run takes 2-3 minutes.
+
+Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS (3, per measurement), BENCH_STARTS (7),
+BENCH_RESPONDERS (comma list of: daemon, plain, fast, c, seed; default all but fast),
+CC (cc), BENCH_OUT (build/bench).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(HERE))
+
+from report import write_report  # noqa: E402
+
+from daemonproc import DaemonProcess  # noqa: E402
+from loadlab import NotifySink, require_private_netns  # noqa: E402
+
+GROUP, PORT, IFNAME, SOURCE = "224.3.29.71", 9999, "lo", "127.0.0.1"
+WINDOW = 64
+SIZES = (64, 1400)
+WARMUP = 0.3
+LOSS_TIMEOUT_MS = 200  # a datagram not back by then is lost; far above any round trip here
+RTT_CAP = 200_000
+RSS_POLL = 0.1
+# The daemon through its real config and code path, policy on: nothing is refused.
+DAEMON_CONFIG = f"""\
+group: {GROUP}
+port: {PORT}
+interface: {IFNAME}
+allow: [127.0.0.0/8]
+rate_limit: {{rate: 10000000, burst: 10000000}}
+"""
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str
+    label: str
+    kind: str  # "daemon" or "reference"
+    env: dict = field(default_factory=dict)
+
+
+SPECS = {
+    "daemon": Spec("daemon", "`mcast-echo serve` (allow + rate limit on)", "daemon"),
+    "plain": Spec("plain", "`mcast-echo serve`, plain path (MCAST_ECHO_ECHO_PATH=plain)",
+                  "daemon", {"MCAST_ECHO_ECHO_PATH": "plain"}),
+    "fast": Spec("fast", "`mcast-echo serve`, fast path (MCAST_ECHO_ECHO_PATH=fast)",
+                 "daemon", {"MCAST_ECHO_ECHO_PATH": "fast"}),
+    "c": Spec("c", "C recvfrom/sendto echo (cecho.c)", "reference"),
+    "seed": Spec("seed", "plain Python recvfrom/sendto loop (seed_echo.py)", "reference"),
+}
+DEFAULT_RESPONDERS = "c,daemon,plain,seed"
+
+
+def knob(name: str, default: float, low: float, high: float) -> float:
+    value = float(os.environ.get(name) or default)
+    if not low <= value <= high:
+        raise SystemExit(f"{name}={value}: allowed {low:g}..{high:g}")
+    return value
+
+
+# ------------------------------------------------------------------ build and processes
+
+
+def build(out: Path) -> dict[str, Path]:
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    out.mkdir(parents=True, exist_ok=True)
+    built = {}
+    for name in ("cecho", "cload"):
+        binary = out / name
+        cmd = [*compiler, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(HERE / f"{name}.c")]
+        try:
+            subprocess.run(cmd, check=True, timeout=120)
+        except FileNotFoundError:
+            raise SystemExit(f"no C compiler ({compiler[0]}): apt-get install build-essential, "
+                             "or set CC") from None
+        built[name] = binary
+    return built
+
+
+def cpu_plan() -> tuple[Optional[int], Optional[int]]:
+    """(generator CPU, responder CPU), or (None, None) when there are not two to pin to."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else (None, None)
+
+
+def pinned(cmd: list[str], cpu: Optional[int]) -> list[str]:
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Responder:
+    """One responder process, pinned; owns its process and the thread that reads its log."""
+
+    def __init__(self, cmd: list[str], env: dict, cpu: Optional[int]) -> None:
+        self.proc = subprocess.Popen(pinned(cmd, cpu), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, **env})
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_ready(self, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if "ready:" in line:
+                        return line
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"no 'ready:' within {timeout} s (exit "
+                                       f"{self.proc.poll()}): " + " | ".join(self.lines[-5:]))
+                self._changed.wait(0.1)
+
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL after 5 s; what it printed on stdout."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(2)
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
+
+
+class Bench:
+    def __init__(self, out: Path, binaries: dict[str, Path], seconds: float) -> None:
+        self.out, self.binaries, self.seconds = out, binaries, seconds
+        self.load_cpu, self.responder_cpu = cpu_plan()
+        self.config = out / "mcast-echo-bench.yaml"
+        self.config.write_text(DAEMON_CONFIG)
+
+    def command(self, spec: Spec) -> list[str]:
+        if spec.kind == "daemon":
+            return [sys.executable, "-m", "mcast_echo", "serve", "-c", str(self.config)]
+        if spec.key == "c":
+            return [str(self.binaries["cecho"]), GROUP, str(PORT), IFNAME]
+        return [sys.executable, str(HERE / "seed_echo.py"), GROUP, str(PORT), IFNAME]
+
+    def cload(self, mode: str, size: int, pid: int = 0,
+              watch: Optional[int] = None) -> tuple[dict, int]:
+        """One cload run: its JSON, and the peak RSS (KiB) of *watch* while it ran."""
+        cmd = [str(self.binaries["cload"]), "--mode", mode, "--group", GROUP,
+               "--port", str(PORT), "--source", SOURCE, "--size", str(size),
+               "--window", str(WINDOW), "--seconds", str(self.seconds),
+               "--warmup", str(WARMUP), "--timeout-ms", str(LOSS_TIMEOUT_MS),
+               "--pid", str(pid)]
+        if mode == "rtt":
+            cmd += ["--count", str(RTT_CAP)]
+        proc = subprocess.Popen(pinned(cmd, self.load_cpu), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + WARMUP + self.seconds + 15
+        peak = 0
+        while proc.poll() is None and time.monotonic() < deadline:
+            if watch:
+                peak = max(peak, rss_kib(watch))
+            time.sleep(RSS_POLL)
+        if proc.poll() is None:
+            proc.kill()
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"cload --mode {mode} failed ({proc.returncode}): "
+                               f"{stderr.strip()}")
+        return json.loads(stdout.strip().splitlines()[-1]), peak
+
+    def one_run(self, spec: Spec, flood: bool) -> dict:
+        """Start *spec*, measure it, stop it; one run's figures."""
+        responder = Responder(self.command(spec), spec.env, self.responder_cpu)
+        result: dict = {}
+        try:
+            result["ready"] = responder.wait_ready()
+            time.sleep(0.3)  # let start-up settle before the idle RSS
+            idle = rss_kib(responder.pid)
+            peak = idle
+            for size in SIZES:
+                result[f"closed{size}"], seen = self.cload("closed", size, responder.pid,
+                                                           responder.pid)
+                peak = max(peak, seen)
+            result["rtt64"], _ = self.cload("rtt", 64, responder.pid)
+            if flood:  # as fast as the generator can send, echoes never read
+                result["flood64"], seen = self.cload("oneway", 64, responder.pid,
+                                                     responder.pid)
+                peak = max(peak, seen)
+            result["rss"] = {"idle_kib": idle, "peak_kib": peak,
+                             "after_kib": rss_kib(responder.pid)}
+            result["alive"] = responder.proc.poll() is None
+        finally:
+            result["stdout"] = responder.stop().strip()
+            result["log"] = [line for line in responder.lines
+                             if "path" in line.lower() or "ready:" in line
+                             or "error" in line.lower() or "warning" in line.lower()][-10:]
+        return result
+
+    def ceiling(self) -> dict:
+        """The generator's one-way rate into a sink that only reads."""
+        sink = Responder([str(self.binaries["cecho"]), GROUP, str(PORT), IFNAME, "--sink"],
+                         {}, self.responder_cpu)
+        figures: dict = {}
+        try:
+            sink.wait_ready()
+            for size in SIZES:
+                figures[str(size)], _ = self.cload("oneway", size)
+        finally:
+            figures["sink"] = sink.stop().strip()
+        return figures
+
+
+def startup_times(config: Path, starts: int) -> dict:
+    """exec -> READY=1 (ms) of *starts* daemon starts with the bench config, the idle RSS
+    of the last one."""
+    times, rss = [], 0
+    with tempfile.TemporaryDirectory(prefix="mcast-echo-bench-") as tmp:
+        for index in range(starts):
+            sink = NotifySink(Path(tmp) / f"notify{index}.sock")
+            t0 = time.monotonic()
+            daemon = DaemonProcess(config, env=sink.env)
+            try:
+                sink.wait(lambda f: "READY" in f, 10, "READY=1")
+                times.append((time.monotonic() - t0) * 1000)
+                time.sleep(0.3)
+                rss = daemon.rss_kib()
+            finally:
+                daemon.stop()
+                sink.close()
+    return {"ms": times, "rss_idle_kib": rss}
+
+
+def main() -> int:
+    require_private_netns()
+    runs = int(knob("BENCH_RUNS", 3, 1, 20))
+    seconds = knob("BENCH_SECONDS", 3, 0.5, 60)
+    starts = int(knob("BENCH_STARTS", 7, 0, 50))
+    keys = [k.strip() for k in (os.environ.get("BENCH_RESPONDERS") or DEFAULT_RESPONDERS)
+            .split(",") if k.strip()]
+    unknown = [k for k in keys if k not in SPECS]
+    if unknown or not keys:
+        raise SystemExit(f"BENCH_RESPONDERS: unknown {unknown}; choose from {list(SPECS)}")
+    out = Path(os.environ.get("BENCH_OUT") or ROOT / "build" / "bench")
+    t0 = time.monotonic()
+    binaries = build(out)
+    bench = Bench(out, binaries, seconds)
+    if bench.load_cpu is not None:
+        os.sched_setaffinity(0, {bench.load_cpu})  # this script stays off the responder's CPU
+    results: dict = {
+        "meta": {"runs": runs, "seconds": seconds, "window": WINDOW, "warmup": WARMUP,
+                 "cpus": os.cpu_count(), "load_cpu": bench.load_cpu,
+                 "responder_cpu": bench.responder_cpu, "kernel": platform.release(),
+                 "python": platform.python_version(), "machine": platform.machine(),
+                 "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "config": DAEMON_CONFIG},
+        "responders": {k: {"label": SPECS[k].label, "kind": SPECS[k].kind, "runs": [],
+                           "errors": []} for k in keys},
+    }
+    print(f"make bench: {runs} run(s) x {len(keys)} responders, {seconds:g} s per "
+          f"measurement; generator on CPU {bench.load_cpu}, responder on CPU "
+          f"{bench.responder_cpu}", flush=True)
+    try:
+        results["ceiling"] = bench.ceiling()
+    except RuntimeError as e:
+        results["ceiling"] = {"error": str(e)}
+    for run in range(runs):
+        order = keys[run % len(keys):] + keys[:run % len(keys)]  # each run starts elsewhere
+        for key in order:
+            spec = SPECS[key]
+            print(f"  run {run + 1}/{runs}: {key}", flush=True)
+            try:
+                figures = bench.one_run(spec, flood=run == 0 and spec.kind == "daemon")
+                results["responders"][key]["runs"].append(figures)
+            except RuntimeError as e:
+                print(f"    {key}: {e}", flush=True)
+                results["responders"][key]["errors"].append(str(e))
+    if starts and "daemon" in keys:
+        results["startup"] = startup_times(bench.config, starts)
+    results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    table = write_report(results, out)
+    print()
+    print(table)
+    print(f"\nreport: {out / 'report.md'}, plot: {out / 'echoes.png'}, raw: "
+          f"{out / 'results.json'} ({results['meta']['elapsed_s']:.0f} s)")
+    died = [k for k, r in results["responders"].items()
+            if any(not run.get("alive", True) for run in r["runs"])]
+    if died:
+        print(f"died during the bench: {', '.join(died)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
