@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import selectors
 import signal
 import socket
 import time
@@ -25,6 +24,7 @@ from .config import ConfigError, load_config
 from .limits import KernelLimits, membership_report, read_limits
 from .logsetup import set_level
 from .notify import Notifier
+from .poller import Poller
 from .ratelimit import RateLimitedLog
 from .responder import GroupResponder
 from .schema import Config, Listener
@@ -49,7 +49,7 @@ class Daemon:
         self.reload_problem: Optional[str] = None
         self._stop_signal: Optional[int] = None  # SIGTERM/SIGINT received: leave and exit
         self._reload_pending = False  # SIGHUP(s) received since the last reload began
-        self._selector: Optional[selectors.BaseSelector] = None
+        self._poller: Optional[Poller] = None
         self._wakeup: Optional[tuple[int, int]] = None
 
     # ---------------------------------------------------------------- start
@@ -91,10 +91,10 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit status (0)."""
         assert self._wakeup is not None, "open() first"
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wakeup[0], selectors.EVENT_READ, None)
+        self._poller = Poller()
+        self._poller.register(self._wakeup[0], None)
         for responder in self.responders:
-            self._selector.register(responder.fileno(), selectors.EVENT_READ, responder)
+            self._poller.register(responder.fileno(), responder)
         try:
             self.notifier.ready(self.status_line())
             log.info("ready: %s", self.status_line())
@@ -118,12 +118,14 @@ class Daemon:
             self._stop_signal = signum
 
     def _loop(self) -> None:
-        assert self._selector is not None and self._wakeup is not None
+        assert self._poller is not None and self._wakeup is not None
         now = time.monotonic()
         next_status = now + self.config.status_interval
         next_check = now + MEMBERSHIP_CHECK_INTERVAL
         watchdog = self.notifier.watchdog_interval
         next_watchdog = now if watchdog else float("inf")
+        next_due = now  # the earliest of the three: one comparison per wake-up
+        wait = self._poller.wait
         while True:
             if self._stop_signal is not None:  # before any pending reload
                 log.info("%s: stopping", signal.Signals(self._stop_signal).name)
@@ -133,25 +135,26 @@ class Daemon:
                 # newer edit) gets one more reload, after the next batch of echoes.
                 self._reload_pending = False
                 self.reload()
-                next_status = time.monotonic() + self.config.status_interval
+                next_status = next_due = time.monotonic() + self.config.status_interval
                 if self._stop_signal is not None:
                     continue
             now = time.monotonic()
-            if now >= next_watchdog:
-                self.notifier.watchdog()
-                next_watchdog = now + watchdog  # type: ignore[operator]
-            if now >= next_check:
-                self._check_memberships(now)
-                next_check = now + MEMBERSHIP_CHECK_INTERVAL
-            if now >= next_status:
-                self.notifier.status(self.status_line())
-                next_status = now + self.config.status_interval
-            timeout = max(0.0, min(next_watchdog, next_check, next_status) - now)
-            for key, _ in self._selector.select(timeout):
-                if key.data is None:
+            if now >= next_due:
+                if now >= next_watchdog:
+                    self.notifier.watchdog()
+                    next_watchdog = now + watchdog  # type: ignore[operator]
+                if now >= next_check:
+                    self._check_memberships(now)
+                    next_check = now + MEMBERSHIP_CHECK_INTERVAL
+                if now >= next_status:
+                    self.notifier.status(self.status_line())
+                    next_status = now + self.config.status_interval
+                next_due = min(next_watchdog, next_check, next_status)
+            for ready in wait(next_due - now):
+                if ready is None:
                     _drain(self._wakeup[0])
                 else:
-                    key.data.on_readable()
+                    ready.on_readable()
 
     def _check_memberships(self, now: float) -> None:
         for responder in self.responders:
@@ -222,14 +225,14 @@ class Daemon:
                 responder.reconfigure(listener, self.limits, now)
                 kept.append(responder)
         for responder in started:
-            if self._selector is not None:
-                self._selector.register(responder.fileno(), selectors.EVENT_READ, responder)
+            if self._poller is not None:
+                self._poller.register(responder.fileno(), responder)
         self.responders = kept + started
         self.config = new
 
     def _stop_responder(self, responder: GroupResponder) -> None:
-        if self._selector is not None and responder.sock is not None:
-            self._selector.unregister(responder.fileno())
+        if self._poller is not None and responder.sock is not None:
+            self._poller.unregister(responder.fileno())
         responder.close()
 
     # ---------------------------------------------------------------- stop
@@ -241,9 +244,9 @@ class Daemon:
         for responder in self.responders:
             self._stop_responder(responder)
         self.responders = []
-        if self._selector is not None:
-            self._selector.close()
-            self._selector = None
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         if self._wakeup is not None:
             signal.set_wakeup_fd(-1)
             for fd in self._wakeup:
