@@ -25,9 +25,11 @@ import logging
 import os
 import socket
 import struct
+from collections import Counter
 from typing import TYPE_CHECKING, Optional, Union
 
 from . import mmsg, probe
+from .policy import SourceRateLimiter
 
 if TYPE_CHECKING:
     from .responder import GroupResponder
@@ -133,80 +135,85 @@ class BatchPath:
         return taken
 
     def _echo(self, fd: int, count: int, responder: GroupResponder, now: float) -> None:
-        """Decide, fix up and send the echoes of the *count* datagrams in the buffers."""
+        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
+
+        The common case -- every source a real peer inside 'allow' and within its rate,
+        every datagram within max_datagram, no probe asking for a trailer -- is checked
+        and sent with a few C-level operations on the batch's strided views; only a batch
+        with an exception walks its datagrams one by one (_echo_each). The kernel never
+        cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC is
+        looked at only on that walk.
+        """
         batch = self.batch
-        words, name_bytes, name_words = batch.words, batch.name_bytes, batch.name_words
-        payload_words, send_lengths = batch.payload_words, batch.send_lengths
-        hdr_words, len_word, flags_word = mmsg.HDR_WORDS, mmsg.LEN_WORD, mmsg.FLAGS_WORD
-        name_size, addr_word = mmsg.NAME_SIZE, mmsg.NAME_SIZE // 4
-        stride_words = mmsg.PAYLOAD_STRIDE // 4
-        iov_words = mmsg.IOV_WORDS
+        responder.received += count
         policy = responder.policy
-        refused_octets, networks, limiter = (policy.refused_octets, policy.networks,
-                                             policy.limiter)
+        lengths = batch.lengths[:count]
+        if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
+                and max(lengths) <= responder.listener.max_datagram):
+            sources = batch.sources[:count]
+            distinct = set(sources)
+            if policy.networks is None or all(map(policy.admitted_by_acl, distinct)):
+                over = _over_rate(policy.limiter, sources, distinct, count, now)
+                if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
+                    batch.send_lengths[:count] = lengths
+                    self._send(fd, count, None, responder)
+                    return
+                self._echo_each(fd, count, responder, now, over, rated=True)
+                return
+        self._echo_each(fd, count, responder, now, None, rated=False)
+
+    def _echo_each(self, fd: int, count: int, responder: GroupResponder, now: float,
+                   over: Optional[dict[int, int]], rated: bool) -> None:
+        """The walk for a batch with an exception: a drop, a trailer, a source over its rate.
+
+        *rated*: the rate limit was already applied to the whole batch (every datagram
+        passed the other checks), and *over* is its result; otherwise it is applied here
+        to the datagrams that pass them.
+        """
+        batch = self.batch
+        words, first_octets, sources = batch.words, batch.first_octets, batch.sources
+        lengths, send_lengths = batch.lengths, batch.send_lengths
+        first_payload_words = batch.first_payload_words
+        policy = responder.policy
+        refused_octets, networks = policy.refused_octets, policy.networks
         admitted_by_acl = policy.admitted_by_acl
         max_datagram = responder.listener.max_datagram
+        flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
         min_probe = probe.MIN_TRAILER_PROBE
-        drops: Optional[dict[int, str]] = None
-        per_source: Optional[dict[int, int]] = {} if limiter is not None else None
-        asking: Optional[list[int]] = None
+        drops: dict[int, str] = {}
+        passed: list[int] = []
+        asking: list[int] = []
         for i in range(count):
-            header = i * hdr_words
-            length = words[header + len_word]
-            if name_bytes[i * name_size + 4] in refused_octets:
-                reason = "source"
-            elif networks is not None and not admitted_by_acl(name_words[i * addr_word + 1]):
-                reason = "acl"
-            elif words[header + flags_word] & MSG_TRUNC:
-                reason = "truncated"
+            length = lengths[i]
+            if first_octets[i] in refused_octets:
+                drops[i] = "source"
+            elif networks is not None and not admitted_by_acl(sources[i]):
+                drops[i] = "acl"
+            elif words[i * hdr_words + flags_word] & MSG_TRUNC:
+                drops[i] = "truncated"
             elif length > max_datagram:
-                reason = "size"
+                drops[i] = "size"
             else:
-                send_lengths[i * iov_words + 1] = length
-                if per_source is not None:
-                    source = name_words[i * addr_word + 1]
-                    per_source[source] = per_source.get(source, 0) + 1
-                if length >= min_probe and payload_words[i * stride_words] == PROBE_MAGIC_WORD:
-                    if asking is None:
-                        asking = []
+                send_lengths[i] = length
+                passed.append(i)
+                if length >= min_probe and first_payload_words[i] == PROBE_MAGIC_WORD:
                     asking.append(i)
-                continue
-            if drops is None:
-                drops = {}
-            drops[i] = reason
-        responder.received += count
-        if per_source:
-            drops = self._rate_limit(per_source, count, drops, now, limiter)
+        if not rated and passed:
+            admitted = [sources[i] for i in passed]
+            over = _over_rate(policy.limiter, admitted, set(admitted), len(passed), now)
+        if over:
+            for i in passed:  # a source over its rate keeps its first datagrams of the batch
+                left = over.get(sources[i])
+                if left is not None:
+                    if left > 0:
+                        over[sources[i]] = left - 1
+                    else:
+                        drops[i] = "rate"
         if asking:
             self._trailers(asking, drops, responder)
         if drops:
             self._log_drops(drops, responder)
         self._send(fd, count, drops, responder)
-
-    def _rate_limit(self, per_source: dict[int, int], count: int,
-                    drops: Optional[dict[int, str]], now: float,
-                    limiter) -> Optional[dict[int, str]]:
-        """One bucket look-up per source per batch; a source over its rate keeps its first
-        datagrams of the batch and loses the rest."""
-        over: Optional[dict[int, int]] = None
-        for source, wanted in per_source.items():
-            allowed = limiter.admit(source, wanted, now)
-            if allowed < wanted:
-                if over is None:
-                    over = {}
-                over[source] = allowed
-        if over is None:
-            return drops
-        drops = drops if drops is not None else {}
-        name_words, addr_word = self.batch.name_words, mmsg.NAME_SIZE // 4
-        for i in range(count):
-            source = name_words[i * addr_word + 1]
-            if source in over and i not in drops:
-                if over[source] > 0:
-                    over[source] -= 1
-                else:
-                    drops[i] = "rate"
-        return drops
 
     def _trailers(self, asking: list[int], drops: Optional[dict[int, str]],
                   responder: GroupResponder) -> None:
@@ -214,7 +221,7 @@ class BatchPath:
         for i in asking:
             if drops and i in drops:
                 continue
-            length = batch.words[i * mmsg.HDR_WORDS + mmsg.LEN_WORD]
+            length = batch.lengths[i]
             data = batch.payload(i, length)
             if probe.wants_trailer(data):
                 echo = probe.with_trailer(data, responder.arrival(*batch.ancillary(i)))
@@ -232,7 +239,7 @@ class BatchPath:
         for reason, i in first.items():
             peer = batch.peer(i)
             if reason == "size":
-                length = batch.words[i * mmsg.HDR_WORDS + mmsg.LEN_WORD]
+                length = batch.lengths[i]
                 responder.drop("size", totals[reason], "datagram of %d bytes from %s:%d is "
                                "above max_datagram (%d); dropped", length, *peer,
                                responder.listener.max_datagram)
@@ -264,9 +271,28 @@ class BatchPath:
         if log.isEnabledFor(logging.DEBUG):
             for i in range(count):
                 if not (drops and i in drops):
-                    log.debug("echoed %d bytes to %s:%d",
-                              self.batch.words[i * mmsg.HDR_WORDS + mmsg.LEN_WORD],
+                    log.debug("echoed %d bytes to %s:%d", self.batch.lengths[i],
                               *self.batch.peer(i))
+
+
+def _over_rate(limiter: Optional[SourceRateLimiter], sources, distinct: set, count: int,
+               now: float) -> Optional[dict[int, int]]:
+    """Take a batch's datagrams from their sources' buckets: None if all may pass, else
+    {source: how many of its datagrams in the batch may} for the sources over their rate."""
+    if limiter is None:
+        return None
+    if len(distinct) == 1:
+        (source,) = distinct
+        allowed = limiter.admit(source, count, now)
+        return None if allowed == count else {source: allowed}
+    over = None
+    for source, wanted in Counter(sources).items():
+        allowed = limiter.admit(source, wanted, now)
+        if allowed < wanted:
+            if over is None:
+                over = {}
+            over[source] = allowed
+    return over
 
 
 EchoPath = Union[PlainPath, BatchPath]

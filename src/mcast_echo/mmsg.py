@@ -7,9 +7,13 @@ mmsghdr``: one that recvmmsg fills and one that sendmmsg reads. The send side
 points at the same payload and address buffers, so an echo is a datagram sent
 back from where it was received: the caller only sets each echo's length.
 
-The caller reads the fields through flat memoryviews (``words``, ``name_bytes``,
-``name_words``, ``payload_words``, ``send_lengths``) at the index helpers'
-offsets: plain integer indexing, no ctypes attribute access per datagram.
+The caller reads the fields through memoryviews, no ctypes attribute access per
+datagram. Flat ones (``words``, ``name_bytes``, ``name_words``, ``payload_words``,
+``send_length_words``) are indexed at the module's offsets; strided ones hold one
+field of every datagram (``lengths``, ``first_octets``, ``sources``,
+``first_payload_words``, ``send_lengths``), so that a whole batch is checked and
+its echo lengths set by C-level operations on slices (``max(lengths[:n])``,
+``send_lengths[:n] = lengths[:n]``) instead of a Python loop.
 
 ``load()`` returns None where the platform lacks recvmmsg/sendmmsg; the daemon
 then uses the portable path (echopath.PlainPath).
@@ -23,6 +27,7 @@ import mmap
 import os
 import socket
 import struct
+import sys
 from ctypes import c_int, c_size_t, c_uint, c_uint32, c_void_p, sizeof
 from typing import Optional
 
@@ -51,8 +56,11 @@ HDR_WORDS = HDR_SIZE // 4  # the header array read as 32-bit words
 LEN_WORD = MMsgHdr.msg_len.offset // 4
 FLAGS_WORD = MsgHdr.msg_flags.offset // 4
 NAMELEN_WORD = MsgHdr.msg_namelen.offset // 4
-IOV_WORDS = sizeof(IoVec) // sizeof(c_size_t)  # an iovec read as size_t words: base, len
-SIZE_T_FORMAT = "Q" if sizeof(c_size_t) == 8 else "I"
+IOV_SIZE = sizeof(IoVec)
+# An echo's length goes into the low 32 bits of its iov_len (the high ones stay 0: a
+# datagram is under 64 KiB), so that it is one 32-bit word, like the received msg_len.
+SEND_LENGTH_WORD = (IoVec.iov_len.offset
+                    + (sizeof(c_size_t) - 4 if sys.byteorder == "big" else 0)) // 4
 
 _calls: Optional[tuple] = None
 
@@ -98,7 +106,7 @@ class Batch:
         send_iov, send_iov_at, self._keep_send_iov = _buffer(size * sizeof(IoVec))
         self.recv_hdrs, self._recv_at, self._keep_recv = _buffer(size * HDR_SIZE)
         send_hdrs, self._send_at, self._keep_send = _buffer(size * HDR_SIZE)
-        iov = sizeof(IoVec)
+        iov = IOV_SIZE
         for i in range(size):
             struct.pack_into("@PN", recv_iov, i * iov, payloads + i * PAYLOAD_STRIDE,
                              PAYLOAD_STRIDE)
@@ -109,13 +117,18 @@ class Batch:
         self._send_iov, self._send_hdrs = send_iov, send_hdrs
         self._pristine = bytes(self.recv_hdrs)  # what a receive resets the headers to
         self._used = 0
-        # Flat views for the caller's per-datagram loop (see the module doc).
+        # Views for the caller (see the module doc).
         self.words = memoryview(self.recv_hdrs).cast("I")
         self.name_bytes = memoryview(self.names)
         self.name_words = memoryview(self.names).cast("I")
         self.payload_words = memoryview(self._payloads).cast("I")
         self.payloads = memoryview(self._payloads)
-        self.send_lengths = memoryview(send_iov).cast(SIZE_T_FORMAT)
+        self.send_length_words = memoryview(send_iov).cast("I")
+        self.lengths = self.words[LEN_WORD::HDR_WORDS]
+        self.first_octets = self.name_bytes[4::NAME_SIZE]  # sin_addr's first byte
+        self.sources = self.name_words[1::NAME_SIZE // 4]  # sin_addr as one raw integer
+        self.first_payload_words = self.payload_words[:: PAYLOAD_STRIDE // 4]
+        self.send_lengths = self.send_length_words[SEND_LENGTH_WORD :: IOV_SIZE // 4]
 
     def receive(self, fd: int) -> int:
         """Datagrams now in the buffers (0 when none is queued). OSError on a real error."""
