@@ -14,8 +14,8 @@ then 'allow', then a datagram the kernel cut or that is over max_datagram, then 
 rate limit; then a probe that asks gets its identity trailer (probe.py), never
 making the echo larger. Nothing a peer sends can raise out of here.
 
-The responder supplies the policy, max_datagram, counters and the drop log (see
-GroupResponder: ``received``, ``echoed``, ``drop()``, ``arrival()``).
+The responder supplies the policy, max_datagram, counters and the drop log: the
+EchoSink protocol below, which responder.EchoSink implements.
 """
 
 from __future__ import annotations
@@ -26,13 +26,11 @@ import os
 import socket
 import struct
 from collections import Counter
-from typing import TYPE_CHECKING, Optional, Union
+from typing import Optional, Protocol, Union
 
 from . import mmsg, probe
-from .policy import SourceRateLimiter
-
-if TYPE_CHECKING:
-    from .responder import GroupResponder
+from .policy import Policy, SourceRateLimiter
+from .schema import Listener
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -55,10 +53,23 @@ DROP_TEXT = {
 }
 
 
+class EchoSink(Protocol):
+    """What a path needs from the responder whose socket it serves."""
+
+    listener: Listener
+    policy: Policy
+    received: int
+    echoed: int
+
+    def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
+
+    def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival: ...
+
+
 class PlainPath:
     name = "plain (recvmsg/sendto)"
 
-    def run(self, sock: socket.socket, responder: GroupResponder, now: float) -> int:
+    def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         policy = responder.policy
         verdict = policy.verdict
         max_datagram = responder.listener.max_datagram
@@ -92,7 +103,7 @@ class PlainPath:
         return PLAIN_BATCH
 
 
-def _drop(responder: GroupResponder, reason: str, source: tuple, size: int) -> None:
+def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
     if reason == "size":
         responder.drop("size", 1, "datagram of %d bytes from %s:%d is above max_datagram "
                        "(%d); dropped", size, *source, responder.listener.max_datagram)
@@ -117,7 +128,7 @@ class BatchPath:
     def __init__(self) -> None:
         self.batch = mmsg.Batch(FAST_BATCH)
 
-    def run(self, sock: socket.socket, responder: GroupResponder, now: float) -> int:
+    def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
         taken = 0
         for _ in range(FAST_ROUNDS):
@@ -134,7 +145,7 @@ class BatchPath:
                 return taken
         return taken
 
-    def _echo(self, fd: int, count: int, responder: GroupResponder, now: float) -> None:
+    def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
         """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
 
         The common case -- every source a real peer inside 'allow' and within its rate,
@@ -162,7 +173,7 @@ class BatchPath:
                 return
         self._echo_each(fd, count, responder, now, None, rated=False)
 
-    def _echo_each(self, fd: int, count: int, responder: GroupResponder, now: float,
+    def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
                    over: Optional[dict[int, int]], rated: bool) -> None:
         """The walk for a batch with an exception: a drop, a trailer, a source over its rate.
 
@@ -216,7 +227,7 @@ class BatchPath:
         self._send(fd, count, drops, responder)
 
     def _trailers(self, asking: list[int], drops: Optional[dict[int, str]],
-                  responder: GroupResponder) -> None:
+                  responder: EchoSink) -> None:
         batch = self.batch
         for i in asking:
             if drops and i in drops:
@@ -228,7 +239,7 @@ class BatchPath:
                 if echo is not data and len(echo) == length:
                     batch.set_payload(i, echo)
 
-    def _log_drops(self, drops: dict[int, str], responder: GroupResponder) -> None:
+    def _log_drops(self, drops: dict[int, str], responder: EchoSink) -> None:
         """Count every drop, but word a log line only for the first of each reason."""
         first: dict[str, int] = {}
         totals: dict[str, int] = {}
@@ -247,7 +258,7 @@ class BatchPath:
                 responder.drop(reason, totals[reason], DROP_TEXT[reason], *peer)
 
     def _send(self, fd: int, count: int, drops: Optional[dict[int, str]],
-              responder: GroupResponder) -> None:
+              responder: EchoSink) -> None:
         """sendmmsg over each run of consecutive admitted echoes (one run when none dropped)."""
         start = 0
         while start < count:
