@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 
-from mcast_echo import probe
+from mcast_echo.wire import probe
 
 BURST = 32  # datagrams between two looks at the echoes
 

@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from loadlab import EchoLab, counters, flood, flood_result, require_private_netns  # noqa: E402
-from mcast_echo import probe  # noqa: E402
+from mcast_echo.wire import probe  # noqa: E402
 
 GROUP, PORT = "224.3.29.71", 9999
 SIZES = "64,64,64,512,64,1400,64,8000"  # mostly small: the most datagrams per second

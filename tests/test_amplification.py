@@ -13,7 +13,7 @@ import time
 
 from clients import sender
 from daemonproc import DaemonProcess
-from mcast_echo import probe
+from mcast_echo.wire import probe
 from netlab import Host, veth
 
 GROUP = "224.3.29.71"

@@ -28,7 +28,7 @@ from loadlab import (
     ifname_of,
     nth_address,
 )
-from mcast_echo import probe
+from mcast_echo.wire import probe
 from netlab import ip
 
 GROUP = "224.3.29.71"

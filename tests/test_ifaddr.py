@@ -3,7 +3,7 @@
 import socket
 import subprocess
 
-from mcast_echo import ifaddr
+from mcast_echo.net import ifaddr
 from netlab import Host, ip, veth
 
 

@@ -19,7 +19,7 @@ import pytest
 from clients import echo, sender
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters, ifname_of, udp_packet
-from mcast_echo.policy import Policy, impossible_source
+from mcast_echo.daemon.policy import Policy, impossible_source
 from mcast_echo.schema import Listener
 from netlab import ip
 

@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from mcast_echo.cli import main
-from mcast_echo.limits import (
+from mcast_echo.net.limits import (
     KernelLimits,
     buffer_reports,
     expected_grant,

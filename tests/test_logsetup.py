@@ -9,7 +9,7 @@ import sys
 def run_logging(env_extra: dict) -> str:
     code = """
 import logging, os, sys
-from mcast_echo.logsetup import setup_logging
+from mcast_echo.daemon.logsetup import setup_logging
 setup_logging("debug")
 log = logging.getLogger("mcast_echo.x")
 log.debug("d"); log.info("i"); log.warning("w"); log.error("e")
@@ -47,5 +47,5 @@ def test_elsewhere_a_human_format_with_timestamps():
 
 
 def test_level_names_map_to_syslog():
-    from mcast_echo.logsetup import SYSLOG_PRIORITY
+    from mcast_echo.daemon.logsetup import SYSLOG_PRIORITY
     assert SYSLOG_PRIORITY[logging.WARNING] == 4

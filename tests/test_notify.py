@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemonproc import DaemonProcess
-from mcast_echo.notify import Notifier
+from mcast_echo.daemon.notify import Notifier
 from netlab import local_igmp_groups
 
 SO_PASSCRED = getattr(socket, "SO_PASSCRED", 16)
@@ -184,7 +184,7 @@ def test_send_failure_is_logged_once(systemd, monkeypatch, caplog):
 
 
 def test_watchdog_interval_from_environment():
-    from mcast_echo.notify import _watchdog_interval
+    from mcast_echo.daemon.notify import _watchdog_interval
     assert _watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
     assert _watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) \
         == 15.0
@@ -198,7 +198,7 @@ def test_watchdog_interval_from_environment():
 def test_debian_sdnotify_0_3_1_sends_non_latin1_status(systemd):
     """The same wrapper over Debian 12's sdnotify release."""
     src = str(Path(__file__).resolve().parent.parent / "src")
-    code = "from mcast_echo.notify import Notifier; Notifier().status('grüße 組 ✓')"
+    code = "from mcast_echo.daemon.notify import Notifier; Notifier().status('grüße 組 ✓')"
     subprocess.run(["/usr/bin/python3", "-c", code], check=True, timeout=30,
                    env={**os.environ, "NOTIFY_SOCKET": systemd.name, "PYTHONPATH": src})
     assert systemd.receive()[0] == {"STATUS": "grüße 組 ✓"}

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from daemonproc import DaemonProcess
-from mcast_echo import ping as ping_command
-from mcast_echo import probe
+from mcast_echo.ping import command as ping_command
+from mcast_echo.wire import probe
 from netlab import Host, Lan, configure, ip
 
 GROUP, PORT = "224.3.29.71", 9999

@@ -22,7 +22,7 @@ import tracemalloc
 
 import pytest
 
-from mcast_echo import pingreport
+from mcast_echo.ping import report as pingreport
 from netlab import Host, Lan
 
 GROUP, PORT = "224.3.29.71", 9999
@@ -35,7 +35,7 @@ FAKE_ADDRESS = f"10.77.0.{FAKE_OCTET}"
 # changes; only the values it puts in are forged.
 FAKE_RESPONDER = textwrap.dedent("""
     import json, select, socket, struct, sys, time
-    from mcast_echo import probe
+    from mcast_echo.wire import probe
 
     plan = json.loads(sys.argv[1])
     listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -4,7 +4,7 @@ import resource
 
 from clients import echo, sender
 from daemonproc import DaemonProcess
-from mcast_echo.policy import Policy, SourceRateLimiter
+from mcast_echo.daemon.policy import Policy, SourceRateLimiter
 from mcast_echo.schema import Listener, RateLimit, check_allow
 
 

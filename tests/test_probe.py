@@ -8,8 +8,9 @@ import zlib
 
 import pytest
 
-from mcast_echo import pingreport, probe
-from mcast_echo.probe import HEADER_SIZE, MAX_UDP_PAYLOAD, Arrival
+from mcast_echo.ping import report as pingreport
+from mcast_echo.wire import probe
+from mcast_echo.wire.probe import HEADER_SIZE, MAX_UDP_PAYLOAD, Arrival
 
 SESSION = 0x1234ABCD
 ARRIVAL = Arrival("host-b", "eth1", "224.3.29.71", 63, 1_700_000_000_123_456_789)

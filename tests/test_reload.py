@@ -2,9 +2,9 @@
 
 import signal
 
-from mcast_echo import daemon as daemon_module
 from mcast_echo.config import load_config
-from mcast_echo.notify import Notifier
+from mcast_echo.daemon import service as daemon_module
+from mcast_echo.daemon.notify import Notifier
 
 
 def test_unexpected_error_during_reload_keeps_serving(write_config, monkeypatch):
@@ -68,8 +68,8 @@ def test_reload_whose_new_socket_cannot_bind_changes_nothing(write_config):
 
 
 def test_buffer_back_to_null_on_reload_is_the_kernel_default_again(write_config):
-    from mcast_echo.limits import read_limits
-    from mcast_echo.mcast import granted_buffers
+    from mcast_echo.net.limits import read_limits
+    from mcast_echo.net.mcast import granted_buffers
 
     running = InProcessDaemon(write_config("interface: lo\nrecv_buffer: 1MiB\n"))
     try:
@@ -86,7 +86,7 @@ def test_buffer_back_to_null_on_reload_is_the_kernel_default_again(write_config)
 def test_any_join_errno_becomes_a_wait_reason_not_a_crash():
     import errno
 
-    from mcast_echo.mcast import join_error_text
+    from mcast_echo.net.mcast import join_error_text
     assert join_error_text(OSError(errno.ENODEV, "x")).startswith("ENODEV: no such device")
     assert join_error_text(OSError(errno.ENOMEM, "Cannot allocate memory")) \
         == "ENOMEM: Cannot allocate memory"

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .config import DEFAULT_PATH, ConfigError, describe, load_config
-from .limits import KernelLimits, limits_table, predicted_reports, read_limits
+from .net.limits import KernelLimits, limits_table, predicted_reports, read_limits
 from .schema import Config
 
 log = logging.getLogger("mcast_echo")
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
     try:
-        from . import ping
+        from .ping import command as ping
     except ImportError:  # the client is optional for the responder
         ping = None  # type: ignore[assignment]
     if ping is not None and hasattr(ping, "add_arguments"):
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "ping":
-        from . import ping
+        from .ping import command as ping
 
         return ping.run(args)
     path = args.config or default_config_path()
@@ -130,10 +130,10 @@ def _print_reports(config: Config, limits: KernelLimits) -> None:
 
 
 def serve(args: argparse.Namespace, path: str) -> int:
-    from .daemon import Daemon
-    from .detach import Detacher, absolute, started_by_systemd
-    from .logsetup import setup_logging
-    from .pidfile import PidFileError
+    from .daemon.detach import Detacher, absolute, started_by_systemd
+    from .daemon.logsetup import setup_logging
+    from .daemon.pidfile import PidFileError
+    from .daemon.service import Daemon
 
     overrides = {"interface": args.interface} if args.interface else {}
     if args.log_level:

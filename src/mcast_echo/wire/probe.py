@@ -18,7 +18,7 @@ import struct
 import zlib
 from typing import NamedTuple, Optional
 
-from .schema import MAX_UDP_PAYLOAD
+from ..schema import MAX_UDP_PAYLOAD
 
 PROBE_MAGIC = b"MCEP"
 PROBE_VERSION = 1

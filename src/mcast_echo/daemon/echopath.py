@@ -28,9 +28,10 @@ import struct
 from collections import Counter
 from typing import Optional, Protocol, Union
 
-from . import mmsg, probe
+from ..net import mmsg
+from ..schema import Listener
+from ..wire import probe
 from .policy import Policy, SourceRateLimiter
-from .schema import Listener
 
 log = logging.getLogger("mcast_echo.responder")
 

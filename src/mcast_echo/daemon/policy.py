@@ -24,7 +24,7 @@ import socket
 import struct
 from typing import Optional
 
-from .schema import Listener
+from ..schema import Listener
 
 MAX_TRACKED_SOURCES = 65536
 

@@ -14,11 +14,13 @@ import time
 from collections import Counter
 from typing import Optional
 
-from . import echopath, mcast, probe
-from .limits import KernelLimits, buffer_reports
+from ..net import mcast
+from ..net.limits import KernelLimits, buffer_reports
+from ..schema import Listener
+from ..wire import probe
+from . import echopath
 from .policy import Policy
 from .ratelimit import RateLimitedLog
-from .schema import Listener
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from .schema import Config
+from ..schema import Config
 
 SOCK_MIN_RCVBUF = 2304  # the kernel's floor, roughly; only matters for tiny requests
 SOCK_MIN_SNDBUF = 4608

@@ -16,10 +16,11 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
-from . import pingreport, probe
-from .config import DEFAULT_PATH as DEFAULT_CONFIG
+from ..config import DEFAULT_PATH as DEFAULT_CONFIG
+from ..schema import Listener
+from ..wire import probe
+from . import report as pingreport
 from .pinger import Interrupts, Pinger, PingError, Settings, open_socket
-from .schema import Listener
 
 DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
 DEFAULT_PORT = Listener.port
@@ -104,7 +105,7 @@ def _config_defaults(args: argparse.Namespace) -> tuple[Optional[str], dict[str,
     if not explicit and not os.access(path, os.R_OK):
         return None, {}
     try:
-        from .config import load_config
+        from ..config import load_config
     except ImportError:  # a build without the daemon's config module
         return None, {}
     try:

@@ -16,8 +16,8 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
+from ..schema import Listener
 from . import ifaddr
-from .schema import Listener
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
 # bound to a port receives only the groups *it* joined, never another group

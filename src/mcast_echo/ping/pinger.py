@@ -23,8 +23,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Optional, TextIO
 
-from . import ifaddr, pingreport, probe
-from .mcast import IP_RECVTTL, ROUTE_FIX
+from ..net import ifaddr
+from ..net.mcast import IP_RECVTTL, ROUTE_FIX
+from ..wire import probe
+from . import report as pingreport
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again

@@ -19,15 +19,16 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
-from . import echopath, portowner
-from .config import ConfigError, load_config
-from .limits import KernelLimits, membership_report, read_limits
+from ..config import ConfigError, load_config
+from ..net import portowner
+from ..net.limits import KernelLimits, membership_report, read_limits
+from ..net.poller import Poller
+from ..schema import Config, Listener
+from . import echopath
 from .logsetup import set_level
 from .notify import Notifier
-from .poller import Poller
 from .ratelimit import RateLimitedLog
 from .responder import GroupResponder
-from .schema import Config, Listener
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .probe import Echo
+from ..wire.probe import Echo
 
 MAX_RESPONDERS = 4096  # sources tracked per run: any group member can answer from many more
 SEQ_WINDOW = 4096  # probes back that an echo is matched (send time) and told from a duplicate

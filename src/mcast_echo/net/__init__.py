@@ -1,0 +1,1 @@
+"""The kernel side: multicast sockets and memberships, interfaces, limits, batched I/O."""
