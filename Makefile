@@ -44,7 +44,14 @@ test: $(STAMP)
 	  echo "make test needs a private network namespace: run it as root, or enable user"; \
 	  echo "namespaces (sysctl -w kernel.unprivileged_userns_clone=1) so 'unshare -rn' works."; \
 	  exit 2; fi
-	$(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(PYTEST_ARGS)
+	MCAST_ECHO_ECHO_PATH=fast $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(PYTEST_ARGS)
+	@echo "--- the echo tests again, on the portable plain path (MCAST_ECHO_ECHO_PATH=plain)"
+	MCAST_ECHO_ECHO_PATH=plain $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(ECHO_TESTS)
+
+# What proves the echo itself: run on both echo paths (the fast one, then the plain one).
+ECHO_TESTS := tests/test_echo.py tests/test_hostile.py tests/test_amplification.py \
+              tests/test_injection.py tests/test_policy.py tests/test_signals.py \
+              tests/test_port_sharing.py tests/test_faults.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

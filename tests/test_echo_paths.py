@@ -1,0 +1,85 @@
+"""The two echo paths (daemon/echopath.py) and the batched I/O under the fast one (net/mmsg.py).
+
+`make test` runs the echo tests twice, on the fast and on the plain path; these check that
+the choice is the one asked for, and the recvmmsg/sendmmsg buffers on their own.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from clients import sender
+from daemonproc import DaemonProcess
+from mcast_echo.daemon import echopath
+from mcast_echo.net import mcast, mmsg
+
+GROUP = "224.3.29.71"
+
+
+@pytest.mark.parametrize("wanted, shown", [("fast", "fast (recvmmsg/sendmmsg"),
+                                           ("plain", "plain (recvmsg/sendto)"),
+                                           ("bogus", "fast (recvmmsg/sendmmsg")])
+def test_the_daemon_says_which_echo_path_it_runs(write_config, wanted, shown):
+    with DaemonProcess(write_config("interface: lo\n"),
+                       env={echopath.ENV: wanted}) as daemon:
+        assert shown in daemon.wait_for("echo path:")
+        if wanted == "bogus":
+            assert "is not one of auto, fast, plain; using auto" in daemon.log
+        daemon.wait_for("ready:")
+        with sender("127.0.0.1", timeout=2) as sock:
+            sock.sendto(b"data", (GROUP, 9999))
+            assert sock.recvfrom(100) == (b"data", ("127.0.0.1", 9999))
+
+
+def test_choose_honours_the_preference():
+    assert isinstance(echopath.choose("plain"), echopath.PlainPath)
+    assert isinstance(echopath.choose("fast"), echopath.BatchPath)
+
+
+def group_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, mcast.IP_MULTICAST_ALL, 0)
+    sock.setsockopt(socket.IPPROTO_IP, mcast.IP_PKTINFO, 1)
+    sock.setsockopt(socket.IPPROTO_IP, mcast.IP_RECVTTL, 1)
+    sock.bind((GROUP, 9998))
+    mreq = struct.pack("=4s4si", socket.inet_aton(GROUP), socket.inet_aton("0.0.0.0"),
+                       socket.if_nametoindex("lo"))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    sock.setblocking(False)
+    return sock
+
+
+def test_a_batch_receives_lengths_peers_and_ancillary_data_and_echoes_them():
+    batch = mmsg.Batch(8)
+    with group_socket() as server, sender("127.0.0.1", ttl=7, timeout=2) as client:
+        assert batch.receive(server.fileno()) == 0  # nothing queued: 0, not an exception
+        payloads = [b"", b"x", bytes(range(256)) * 5, b"last"]
+        for payload in payloads:
+            client.sendto(payload, (GROUP, 9998))
+        count = batch.receive(server.fileno())
+        assert count == len(payloads)
+        assert list(batch.lengths[:count]) == [len(p) for p in payloads]
+        port = client.getsockname()[1]
+        for i, payload in enumerate(payloads):
+            assert batch.payload(i, len(payload)) == payload
+            assert batch.peer(i) == ("127.0.0.1", port)
+            assert batch.ancillary(i) == (socket.if_nametoindex("lo"), 7)
+        assert set(batch.first_octets[:count]) == {127}
+        batch.send_lengths[:count] = batch.lengths[:count]
+        assert batch.send(server.fileno(), 0, count) == (count, 0)
+        assert [client.recv(2000) for _ in payloads] == payloads
+        # the next receive starts from clean headers: a smaller batch reads right too
+        client.sendto(b"again", (GROUP, 9998))
+        assert batch.receive(server.fileno()) == 1
+        assert batch.payload(0, batch.lengths[0]) == b"again"
+
+
+def test_cmsg_walk_stops_at_a_bad_length():
+    buffer = bytearray(64)
+    struct.pack_into("@Nii", buffer, 0, 3, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too short
+    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None)
+    struct.pack_into("@Nii", buffer, 0, 1000, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too long
+    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None)
