@@ -26,21 +26,47 @@ class RateLimit:
     burst: int = 2000
 
 
+REPLY_MODES = ("unicast", "group", "both")
+ALL_INTERFACES = "all"
+
+
 @dataclass(frozen=True)
 class Listener:
-    """One multicast group on one port, and how its socket is set up."""
+    """One multicast group on one port, and how its socket is set up.
+
+    *group* is IPv4 or IPv6 text in its normal (compressed) form; *sources* hold the
+    SSM sources (232.0.0.0/8, ff3x::/32), of the group's family, and are None for an
+    any-source group. *interface* is a name, an address of this host, None (the
+    route to the group) or ALL_INTERFACES.
+    """
 
     group: str = "224.3.29.71"
     port: int = 9999
-    interface: Optional[str] = None  # a name ("eth0") or an IPv4 address; None: route to group
+    interface: Optional[str] = None  # a name ("eth0"), an address, "all"; None: route to group
+    sources: Optional[tuple[str, ...]] = None  # SSM: the only senders joined and answered
+    reply: str = "unicast"  # unicast (to the sender) | group | both
     recv_buffer: Optional[int] = None  # bytes; None: the kernel default (rmem_default)
     send_buffer: Optional[int] = None  # bytes; None: the kernel default (wmem_default)
-    ttl: int = 1
+    ttl: int = 1  # IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS
     loopback: bool = True
     max_datagram: int = MAX_UDP_PAYLOAD
-    allow: Optional[tuple[ipaddress.IPv4Network, ...]] = None  # None: any source
+    allow: Optional[tuple[Union[ipaddress.IPv4Network, ipaddress.IPv6Network], ...]] = None
     rate_limit: Optional[RateLimit] = RateLimit()  # None: off
     share_port: bool = False  # True: SO_REUSEADDR, another process may bind group:port too
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.group
+
+    @property
+    def ssm(self) -> bool:
+        return self.sources is not None
+
+    @property
+    def link_scope(self) -> bool:
+        """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
+        flagged forms): it only means something on one interface, so needs a named one."""
+        return self.ipv6 and (int(self.group.split(":")[0] or "0", 16) & 0xF) in (1, 2)
 
     @property
     def identity(self) -> tuple[str, int, Optional[str]]:
