@@ -28,7 +28,7 @@ import struct
 from collections import Counter
 from typing import Optional, Protocol, Union
 
-from ..net import mmsg
+from ..net import mcast, mmsg
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy, SourceRateLimiter
@@ -36,7 +36,8 @@ from .policy import Policy, SourceRateLimiter
 log = logging.getLogger("mcast_echo.responder")
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
-ANCILLARY_SPACE = socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)  # in_pktinfo + TTL
+# in_pktinfo + TTL, or in6_pktinfo + hop limit
+ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 PLAIN_BATCH = 256  # datagrams per wake-up, so signals and timers are seen under a flood
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
@@ -47,7 +48,8 @@ CHOICES = ("auto", "fast", "plain")
 
 DROP_TEXT = {
     "source": "datagram from %s:%d dropped: source cannot be a real peer (0.0.0.0/8, "
-              "127.0.0.0/8 off lo, multicast, broadcast)",
+              "127.0.0.0/8 off lo, multicast, broadcast; ::, ::1 off lo, ff00::/8)",
+    "ssm": "datagram from %s:%d dropped: source not in the listener's SSM 'sources'",
     "acl": "datagram from %s:%d dropped: source not in 'allow'",
     "rate": "datagram from %s:%d dropped: source over its 'rate_limit'",
     "truncated": "datagram from %s:%d cut by the kernel; dropped",
@@ -68,12 +70,16 @@ class EchoSink(Protocol):
 
 
 class PlainPath:
+    """recvmsg/sendto: IPv4 and IPv6, and every reply mode (unicast, group, both)."""
+
     name = "plain (recvmsg/sendto)"
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
-        policy = responder.policy
-        verdict = policy.verdict
-        max_datagram = responder.listener.max_datagram
+        listener = responder.listener
+        verdict = responder.policy.verdict
+        max_datagram = listener.max_datagram
+        to_sender = listener.reply != "group"
+        to_group = listener.reply != "unicast"
         debug = log.isEnabledFor(logging.DEBUG)
         for count in range(PLAIN_BATCH):
             try:
@@ -90,35 +96,74 @@ class PlainPath:
             if refused is not None:
                 _drop(responder, refused, source, len(data))
                 continue
+            ifindex, ttl = _ancillary(ancdata)
             if probe.wants_trailer(data):
-                data = probe.with_trailer(data, responder.arrival(*_ancillary(ancdata)))
-            try:
-                sock.sendto(data, source)
-            except OSError as e:  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: count, go on
-                responder.drop("send-error", 1, "echo to %s:%d failed: %s", *source,
-                               errno.errorcode.get(e.errno or 0, e))
+                data = probe.with_trailer(data, responder.arrival(ifindex, ttl))
+            if to_sender and not _send(sock, data, source, None, responder):
                 continue
+            if to_group:
+                if source[1] == listener.port:  # another responder's echo: never loop
+                    responder.drop("loop", 1, "datagram from %s:%d came from the group's "
+                                   "port: not echoed to the group", *source[:2])
+                    if not to_sender:
+                        continue
+                elif not _send(sock, data, _group_address(listener, source, ifindex),
+                               ifindex, responder):
+                    continue
             responder.echoed += 1
             if debug:
-                log.debug("echoed %d bytes to %s:%d", len(data), *source)
+                log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
+                          " and the group" if to_group else "")
         return PLAIN_BATCH
+
+
+def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) -> tuple:
+    """Where a group echo goes: the group, on the sender's port (as ssmping does, so
+    that responders on the group's port never see it), out of the arrival interface."""
+    if listener.ipv6:
+        return (listener.group, source[1], 0, ifindex or 0)
+    return (listener.group, source[1])
+
+
+def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
+          responder: EchoSink) -> bool:
+    """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
+    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on."""
+    try:
+        if ifindex and len(address) == 2:
+            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
+                                   struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
+                          0, address)
+        else:
+            sock.sendto(data, address)
+    except OSError as e:
+        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
+                       errno.errorcode.get(e.errno or 0, e))
+        return False
+    return True
 
 
 def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
     if reason == "size":
         responder.drop("size", 1, "datagram of %d bytes from %s:%d is above max_datagram "
-                       "(%d); dropped", size, *source, responder.listener.max_datagram)
+                       "(%d); dropped", size, *source[:2], responder.listener.max_datagram)
     else:
-        responder.drop(reason, 1, DROP_TEXT[reason], *source)
+        responder.drop(reason, 1, DROP_TEXT[reason], *source[:2])
 
 
 def _ancillary(ancdata: list) -> tuple[Optional[int], Optional[int]]:
+    """(arrival interface index, arrival TTL or hop limit) from IPv4 or IPv6 ancillary data."""
     ifindex = ttl = None
     for level, kind, payload in ancdata:
         if level == socket.IPPROTO_IP and len(payload) >= 4:
             if kind == mmsg.IP_PKTINFO:
                 ifindex = struct.unpack_from("=i", payload)[0]
             elif kind == socket.IP_TTL:
+                ttl = struct.unpack_from("=i", payload)[0]
+        elif level == socket.IPPROTO_IPV6:
+            if kind == mcast.IPV6_PKTINFO and len(payload) >= 20:
+                ifindex = struct.unpack_from("=I", payload, 16)[0]
+            elif kind == mcast.IPV6_HOPLIMIT and len(payload) >= 4:
                 ttl = struct.unpack_from("=i", payload)[0]
     return ifindex, ttl
 
@@ -164,7 +209,7 @@ class BatchPath:
                 and max(lengths) <= responder.listener.max_datagram):
             sources = batch.sources[:count]
             distinct = set(sources)
-            if policy.networks is None or all(map(policy.admitted_by_acl, distinct)):
+            if not policy.filters_sources or all(map(policy.admitted_by_acl, distinct)):
                 over = _over_rate(policy.limiter, sources, distinct, count, now)
                 if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
                     batch.send_lengths[:count] = lengths
@@ -187,7 +232,7 @@ class BatchPath:
         lengths, send_lengths = batch.lengths, batch.send_lengths
         first_payload_words = batch.first_payload_words
         policy = responder.policy
-        refused_octets, networks = policy.refused_octets, policy.networks
+        refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
         admitted_by_acl = policy.admitted_by_acl
         max_datagram = responder.listener.max_datagram
         flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
@@ -199,8 +244,8 @@ class BatchPath:
             length = lengths[i]
             if first_octets[i] in refused_octets:
                 drops[i] = "source"
-            elif networks is not None and not admitted_by_acl(sources[i]):
-                drops[i] = "acl"
+            elif filters_sources and not admitted_by_acl(sources[i]):
+                drops[i] = policy.refusal(sources[i])
             elif words[i * hdr_words + flags_word] & MSG_TRUNC:
                 drops[i] = "truncated"
             elif length > max_datagram:
@@ -314,8 +359,7 @@ def choose(preference: Optional[str] = None) -> EchoPath:
     """The echo path: *preference* or $MCAST_ECHO_ECHO_PATH (auto, fast, plain).
 
     auto takes the fast path where recvmmsg/sendmmsg load; fast insists (OSError if
-    it cannot load); plain is the portable loop. The daemon makes one and shares it
-    among its responders: it runs one batch at a time, so one set of buffers serves all.
+    it cannot load); plain is the portable loop.
     """
     wanted = (preference or os.environ.get(ENV) or "auto").strip().lower()
     if wanted not in CHOICES:
@@ -324,3 +368,25 @@ def choose(preference: Optional[str] = None) -> EchoPath:
     if wanted == "plain" or (wanted == "auto" and not mmsg.load()):
         return PlainPath()
     return BatchPath()
+
+
+class Paths:
+    """The daemon's echo paths, one of each, shared by its responders: a path runs one
+    batch at a time, so one set of buffers serves every socket. The fast path serves
+    IPv4 listeners that reply by unicast; IPv6 and the group reply modes take the
+    plain one."""
+
+    def __init__(self, preference: Optional[str] = None) -> None:
+        self.fast = choose(preference)
+        self.plain = self.fast if isinstance(self.fast, PlainPath) else PlainPath()
+
+    @property
+    def name(self) -> str:
+        if self.fast is self.plain:
+            return self.plain.name
+        return f"{self.fast.name}; IPv6 and group replies: {self.plain.name}"
+
+    def pick(self, listener: Listener) -> EchoPath:
+        if listener.ipv6 or listener.reply != "unicast":
+            return self.plain
+        return self.fast

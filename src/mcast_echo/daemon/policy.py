@@ -86,12 +86,22 @@ class SourceRateLimiter:
 
 
 class Policy:
+    """The checks of one listener, for its family: IPv4 sources are raw integers (see
+    the module doc), IPv6 ones the integer of their 16 bytes."""
+
     def __init__(self, listener: Listener) -> None:
-        self.networks: Optional[tuple[tuple[int, int], ...]] = None  # raw (network, mask)
+        self.ipv6 = listener.ipv6
+        address = _ipv6_int if self.ipv6 else raw_address
+        self.networks: Optional[tuple[tuple[int, int], ...]] = None  # (network, mask)
         if listener.allow is not None:
             self.networks = tuple(
-                (raw_address(str(net.network_address)), raw_address(str(net.netmask)))
-                for net in listener.allow)
+                (address(str(net.network_address)), address(str(net.netmask)))
+                for net in listener.allow if (net.version == 6) == self.ipv6)
+        # SSM: the kernel only delivers the joined (source, group) pairs; checked here too,
+        # so that the rule holds whatever the kernel's filter does.
+        self.sources: Optional[frozenset[int]] = None
+        if listener.sources is not None:
+            self.sources = frozenset(address(source) for source in listener.sources)
         self.limiter: Optional[SourceRateLimiter] = None
         if listener.rate_limit is not None:
             self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst)
@@ -101,8 +111,8 @@ class Policy:
     @property
     def loopback_peers(self) -> bool:
         """A responder joined on lo answers this host's own clients (`make run`): there,
-        and only there, 127.0.0.0/8 is a real peer. (The kernel drops 127/8 sources
-        arriving on any other interface, unless net.ipv4.conf.*.route_localnet=1.)"""
+        and only there, 127.0.0.0/8 (and ::1) is a real peer. (The kernel drops 127/8
+        sources arriving on any other interface, unless net.ipv4.conf.*.route_localnet=1.)"""
         return LOOPBACK_OCTET not in self.refused_octets
 
     @loopback_peers.setter
@@ -110,8 +120,16 @@ class Policy:
         self.refused_octets = (_IMPOSSIBLE_FIRST_OCTETS - {LOOPBACK_OCTET} if value
                                else _IMPOSSIBLE_FIRST_OCTETS)
 
+    @property
+    def filters_sources(self) -> bool:
+        """Whether admitted_by_acl can refuse anything ('allow' or SSM 'sources' set)."""
+        return self.networks is not None or self.sources is not None
+
     def admitted_by_acl(self, source: int) -> bool:
-        """Whether *source* (raw) is inside 'allow' (always, when 'allow' is null)."""
+        """Whether *source* is inside 'allow' (always, when 'allow' is null) and, for an
+        SSM listener, one of its 'sources'."""
+        if self.sources is not None and source not in self.sources:
+            return False
         networks = self.networks
         if networks is None:
             return True
@@ -120,13 +138,36 @@ class Policy:
                 return True
         return False
 
+    def refusal(self, source: int) -> str:
+        """Which check admitted_by_acl failed: "ssm" or "acl"."""
+        return "ssm" if self.sources is not None and source not in self.sources else "acl"
+
     def verdict(self, source: str, now: float) -> Optional[str]:
-        """None to echo, or the drop reason ("source", "acl", "rate")."""
-        if int(source.partition(".")[0]) in self.refused_octets:
-            return "source"
-        raw = raw_address(source)
-        if not self.admitted_by_acl(raw):
-            return "acl"
-        if self.limiter is not None and self.limiter.admit(raw, 1, now) == 0:
+        """None to echo, or the drop reason ("source", "ssm", "acl", "rate")."""
+        if self.ipv6:
+            key = _ipv6_int(source)
+            if _impossible_ipv6(key, self.loopback_peers):
+                return "source"
+        else:
+            if int(source.partition(".")[0]) in self.refused_octets:
+                return "source"
+            key = raw_address(source)
+        if not self.admitted_by_acl(key):
+            return self.refusal(key)
+        if self.limiter is not None and self.limiter.admit(key, 1, now) == 0:
             return "rate"
         return None
+
+
+_IPV4_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96
+
+
+def _ipv6_int(address: str) -> int:
+    return int.from_bytes(socket.inet_pton(socket.AF_INET6, address.partition("%")[0]), "big")
+
+
+def _impossible_ipv6(value: int, loopback_peers: bool) -> bool:
+    """The unspecified address, loopback (off lo), multicast (ff00::/8), IPv4-mapped."""
+    if value >> 120 == 0xFF or value == 0 or value >> 32 == _IPV4_MAPPED >> 32:
+        return True
+    return value == 1 and not loopback_peers

@@ -14,13 +14,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import time
 from typing import Any, Mapping, Optional
 
 from ..config import ConfigError, load_config
-from ..net import portowner
+from ..net import mcast, portowner
 from ..net.limits import KernelLimits, membership_report, read_limits
 from ..net.poller import Poller
 from ..schema import Config, Listener
@@ -28,11 +29,13 @@ from . import echopath
 from .logsetup import set_level
 from .notify import Notifier
 from .ratelimit import RateLimitedLog
-from .responder import GroupResponder
+from .responder import GroupResponder, socket_key
 
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_CHECK_INTERVAL = 0.5  # interface gone / back / re-created: rejoin within ~1 s
+STATUS_LISTENERS = 8  # listeners shown one by one in STATUS; past that, totals
+FILES_BESIDE_SOCKETS = 64  # the wakeup pipe, the journal, the notify socket, ...
 
 
 class Daemon:
@@ -44,7 +47,7 @@ class Daemon:
         self.proc_root = proc_root
         self.hostname = socket.gethostname()
         self.drop_log = RateLimitedLog(logging.getLogger("mcast_echo.drops"))
-        self.echo_path = echopath.choose()
+        self.paths = echopath.Paths()
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
@@ -68,17 +71,24 @@ class Daemon:
         self.limits = read_limits(self.proc_root)
         level, line = membership_report(self.config, self.limits)
         log.log(level, "%s", line)
-        log.info("echo path: %s", self.echo_path.name)
+        log.info("echo path: %s", self.paths.name)
+        _raise_open_files_limit(len(self.config.listeners))
         now = time.monotonic()
+        interfaces = mcast.InterfaceSnapshot()
         for listener in self.config.listeners:
-            self.responders.append(self._start_responder(listener, now))
+            self.responders.append(self._start_responder(listener, now, interfaces))
+        if len(self.responders) > 1:
+            joined = sum(1 for r in self.responders if r.joined)
+            log.info("%d listeners: %d joined, %d waiting", len(self.responders), joined,
+                     len(self.responders) - joined)
 
-    def _start_responder(self, listener: Listener, now: float) -> GroupResponder:
+    def _start_responder(self, listener: Listener, now: float,
+                         interfaces: mcast.InterfaceSnapshot) -> GroupResponder:
         """Open, bind and (try to) join; the caller adds it to self.responders."""
-        responder = GroupResponder(listener, self.hostname, self.drop_log, self.echo_path)
+        responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths)
         try:
             responder.open(self.limits)
-            responder.try_join(now)
+            responder.sync(now, interfaces)
         except OSError as e:
             responder.close()
             raise OSError(e.errno, bind_error_text(listener, e)) from None
@@ -158,11 +168,12 @@ class Daemon:
                     ready.on_readable()
 
     def _check_memberships(self, now: float) -> None:
+        interfaces = mcast.InterfaceSnapshot()  # one look at the interfaces per round
+        changed = False
         for responder in self.responders:
-            was_joined = responder.joined
-            responder.check_membership(now)
-            if responder.joined != was_joined:
-                self.notifier.status(self.status_line())
+            changed = responder.check_membership(now, interfaces) or changed
+        if changed:
+            self.notifier.status(self.status_line())
 
     # ---------------------------------------------------------------- reload
 
@@ -203,14 +214,16 @@ class Daemon:
         with the running config untouched.
         """
         limits = read_limits(self.proc_root)
-        wanted = {(listener.group, listener.port): listener for listener in new.listeners}
+        wanted = {socket_key(listener): listener for listener in new.listeners}
         running = {responder.bound_to for responder in self.responders}
         now = time.monotonic()
+        interfaces = mcast.InterfaceSnapshot()
+        _raise_open_files_limit(len(new.listeners) + len(self.responders))
         started: list[GroupResponder] = []
         try:
             for bound_to, listener in wanted.items():
                 if bound_to not in running:
-                    started.append(self._start_responder(listener, now))
+                    started.append(self._start_responder(listener, now, interfaces))
         except BaseException:
             for responder in started:
                 responder.close()
@@ -223,7 +236,7 @@ class Daemon:
             if listener is None:
                 self._stop_responder(responder)
             else:
-                responder.reconfigure(listener, self.limits, now)
+                responder.reconfigure(listener, self.limits, now, interfaces)
                 kept.append(responder)
         for responder in started:
             if self._poller is not None:
@@ -255,7 +268,21 @@ class Daemon:
             self._wakeup = None
 
     def status_line(self) -> str:
-        text = "; ".join(r.status() for r in self.responders) or "no listeners"
+        """Each listener's counters; past STATUS_LISTENERS of them, the totals and the
+        listeners that wait (a STATUS line must stay one short datagram)."""
+        responders = self.responders
+        if len(responders) <= STATUS_LISTENERS:
+            text = "; ".join(r.status() for r in responders) or "no listeners"
+        else:
+            waiting = [r for r in responders if not r.joined or r.memberships.waiting]
+            dropped = sum(sum(r.dropped.values()) for r in responders)
+            text = (f"{len(responders)} listeners, {len(responders) - len(waiting)} joined: "
+                    f"received {sum(r.received for r in responders)}, "
+                    f"echoed {sum(r.echoed for r in responders)}, dropped {dropped}")
+            if waiting:
+                text += "; " + "; ".join(r.status() for r in waiting[:5])
+                if len(waiting) > 5:
+                    text += f"; and {len(waiting) - 5} more waiting"
         if self.reload_problem:
             text += f" | {self.reload_problem}"
         return text
@@ -276,6 +303,20 @@ def bind_error_text(listener: Listener, error: OSError) -> str:
             f"the same group and port would double every echo: stop it (find it with "
             f"`ss -ulpn 'sport = :{listener.port}'`), or set 'share_port: true' in both "
             f"configs if sharing is intended")
+
+
+def _raise_open_files_limit(listeners: int) -> None:
+    """One socket per listener: lift the soft RLIMIT_NOFILE toward the hard one if a
+    thousand groups need it (the default soft limit is 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = listeners + FILES_BESIDE_SOCKETS
+    if needed <= soft:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+    if target < needed:
+        log.warning("%d listeners need %d open files, but the hard limit is %d: raise "
+                    "LimitNOFILE= in the unit (or ulimit -n)", listeners, needed, hard)
 
 
 def _drain(fd: int) -> None:

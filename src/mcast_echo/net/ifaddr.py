@@ -1,10 +1,13 @@
-"""Which interface holds an IPv4 address — secondary addresses included.
+"""Interfaces and their addresses, without netlink.
 
-SIOCGIFADDR sees only each interface's primary address, so an address added
-beside it (a VRRP/keepalived virtual address, a second `ip addr add`) would be
-invisible. SIOCGIFCONF lists every IPv4 address with its interface, and needs
-no netlink socket, so the unit can keep AF_NETLINK out of its sandbox
-(socket.if_nameindex() would need it: glibc answers it over netlink).
+Which interface holds an address — secondary addresses included: SIOCGIFADDR
+sees only each interface's primary address, so an address added beside it (a
+VRRP/keepalived virtual address, a second `ip addr add`) would be invisible.
+SIOCGIFCONF lists every IPv4 address with its interface; /proc/net/if_inet6
+every IPv6 one; /proc/net/dev every interface, and SIOCGIFFLAGS says which are
+up and multicast-capable. None of them needs a netlink socket, so the unit can
+keep AF_NETLINK out of its sandbox (socket.if_nameindex() would need it: glibc
+answers it over netlink).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import Iterator, Optional
 
 SIOCGIFADDR = 0x8915
 SIOCGIFCONF = 0x8912
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_MULTICAST = 0x1000
 # sizeof(struct ifreq): the name, then a union whose largest member is struct ifmap
 # (two longs, a short, three chars): 40 bytes on 64-bit Linux, 32 on 32-bit.
 IFREQ_SIZE = 16 + max(16, struct.calcsize("LLHBBB0L"))
@@ -41,12 +48,68 @@ def ipv4_addresses() -> Iterator[tuple[int, str]]:
         yield index, socket.inet_ntoa(data[offset + 20:offset + 24])
 
 
+def ipv6_addresses(proc_root: str = "/proc") -> Iterator[tuple[int, str]]:
+    """(interface index, address) for every IPv6 address of this network namespace."""
+    try:
+        with open(f"{proc_root}/net/if_inet6") as table:
+            lines = table.read().splitlines()
+    except OSError:  # no IPv6 in this kernel or namespace
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and len(fields[0]) == 32:
+            address = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
+            yield int(fields[1], 16), address
+
+
 def index_of_address(address: str) -> Optional[int]:
-    """Index of the interface that holds *address*, or None if none does."""
+    """Index of the interface that holds *address* (IPv4 or IPv6), or None if none does."""
+    if ":" in address:
+        wanted = socket.inet_pton(socket.AF_INET6, address)
+        for index, candidate in ipv6_addresses():
+            if socket.inet_pton(socket.AF_INET6, candidate) == wanted:
+                return index
+        return None
     for index, candidate in ipv4_addresses():
         if candidate == address:
             return index
     return None
+
+
+def interface_names(proc_root: str = "/proc") -> list[str]:
+    """Every interface of this network namespace, from /proc/net/dev."""
+    try:
+        with open(f"{proc_root}/net/dev") as table:
+            lines = table.read().splitlines()[2:]  # two lines of column titles
+    except OSError:
+        return []
+    return [line.split(":", 1)[0].strip() for line in lines if ":" in line]
+
+
+def interface_flags(name: str) -> Optional[int]:
+    """The IFF_* flags of interface *name*, or None if it is gone."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS,
+                                struct.pack("16sH22x", name.encode()[:15], 0))
+        except OSError:
+            return None
+    return struct.unpack_from("H", ifreq, 16)[0]
+
+
+def multicast_interfaces() -> list[tuple[int, str]]:
+    """(index, name) of every interface that is up and multicast-capable, lo aside."""
+    found = []
+    for name in interface_names():
+        flags = interface_flags(name)
+        if flags is None or flags & IFF_LOOPBACK:
+            continue
+        if flags & IFF_UP and flags & IFF_MULTICAST:
+            try:
+                found.append((socket.if_nametoindex(name), name))
+            except OSError:
+                continue
+    return sorted(found)
 
 
 def primary_address(sock: socket.socket, name: str) -> Optional[str]:

@@ -1,22 +1,25 @@
 """Multicast sockets: create, join, leave — and one table of what each errno means.
 
 One function per step, as python-zeroconf does: open a socket bound to the
-group, resolve the interface, add and drop a membership. Expected errnos map to
-a line that names the fix (the JOIN_ERRORS table is the only place those words
-live); any other errno is shown in the kernel's words. Either way the
-responder waits and retries: a join error is never fatal.
+group, resolve the interface(s), add and drop a membership. IPv4 and IPv6,
+any-source (ASM) and source-specific (SSM) groups: an SSM membership is one
+(source, group) join per listed source (MCAST_JOIN_SOURCE_GROUP, both
+families). Expected errnos map to a line that names the fix (the JOIN_ERRORS
+table is the only place those words live); any other errno is shown in the
+kernel's words. Either way the responder waits and retries: a join error is
+never fatal.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
-import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
-from ..schema import Listener
+from ..schema import ALL_INTERFACES, Listener
 from . import ifaddr
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
@@ -26,15 +29,25 @@ IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 # Also missing before Python 3.12 (linux/in.h): the arrival interface and TTL.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+# linux/in6.h and linux/in.h: the IPv6 twins, and the family-independent group calls.
+IPV6_MULTICAST_ALL = 29
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+MCAST_JOIN_SOURCE_GROUP = 46
+MCAST_LEAVE_SOURCE_GROUP = 47
 
 ROUTE_FIX = "add a multicast route (ip route add 224.0.0.0/4 dev IFACE)"
+ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
 
 JOIN_ERRORS: dict[int, str] = {
     errno.ENODEV: f"no such device, or no route to the group: {ROUTE_FIX} or set 'interface'",
     errno.EADDRNOTAVAIL: "the interface has no such address: set 'interface' to a name or "
                          "to an address of this host",
-    errno.ENOBUFS: "too many memberships: raise net.ipv4.igmp_max_memberships "
-                   "(sysctl -w net.ipv4.igmp_max_memberships=...)",
+    errno.ENOBUFS: "too many memberships or sources: raise net.ipv4.igmp_max_memberships "
+                   "(IPv4) or net.core.optmem_max, and for SSM net.ipv4.igmp_max_msf / "
+                   "net.ipv6.mld_max_msf (sysctl -w NAME=...)",
     errno.EADDRINUSE: "this socket is already a member of the group",
     errno.EINVAL: "the kernel refused the membership (is the address a multicast group?)",
     errno.ENETDOWN: "the interface is down",
@@ -51,7 +64,7 @@ class Interface:
     """Where a membership lives: the interface's index, and the address named, if any."""
 
     index: int
-    address: str  # "0.0.0.0" unless the config named the interface by an address
+    address: str  # "0.0.0.0" unless the config named the interface by an IPv4 address
     name: str  # what the operator calls it, for log lines
 
     def mreqn(self, group: str) -> bytes:
@@ -59,15 +72,49 @@ class Interface:
                            socket.inet_aton(self.address), self.index)
 
 
+def family(listener: Listener) -> int:
+    return socket.AF_INET6 if listener.ipv6 else socket.AF_INET
+
+
+class InterfaceSnapshot:
+    """The interfaces as they are at one moment: each lookup is made once per round of
+    membership checks, however many listeners name the same interface."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[Optional[str], str], Union[Interface, InterfaceUnavailable]] = {}
+        self._all: Optional[list[Interface]] = None
+
+    def resolve(self, listener: Listener) -> list[Interface]:
+        """Where *listener* is to be joined: one interface, or for ``interface: all``
+        each up, multicast-capable one (lo only if named). InterfaceUnavailable if a
+        named one is not there."""
+        if listener.interface == ALL_INTERFACES:
+            if self._all is None:
+                self._all = [Interface(index, "0.0.0.0", name)
+                             for index, name in ifaddr.multicast_interfaces()]
+            return self._all
+        key = (listener.interface, listener.group if listener.interface is None else "")
+        found = self._found.get(key)
+        if found is None:
+            try:
+                found = resolve_interface(listener.interface, listener.group)
+            except InterfaceUnavailable as e:
+                found = e
+            self._found[key] = found
+        if isinstance(found, InterfaceUnavailable):
+            raise found
+        return [found]
+
+
 def resolve_interface(spec: Optional[str], group: str) -> Interface:
     """The interface named in the config (or the route to *group*), as it is right now."""
     if spec is None:
         return _route_interface(group)
-    if _is_ipv4(spec):
+    if _is_address(spec):
         index = ifaddr.index_of_address(spec)
         if index is None:
             raise InterfaceUnavailable(f"no interface has address {spec}")
-        return Interface(index, spec, interface_name(index))
+        return Interface(index, spec if ":" not in spec else "0.0.0.0", interface_name(index))
     try:
         return Interface(socket.if_nametoindex(spec), "0.0.0.0", spec)
     except OSError:
@@ -80,13 +127,19 @@ def _route_interface(group: str) -> Interface:
     Joining by that index is what INADDR_ANY would do, but we can then name it
     in every log line ("left 224.3.29.71 on eth0").
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    ipv6 = ":" in group
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect((group, 9))  # no packet is sent: connect only routes
             source = probe.getsockname()[0]
         except OSError:
-            raise InterfaceUnavailable(f"no route to {group}: {ROUTE_FIX} "
+            fix = ROUTE_FIX_IPV6 if ipv6 else ROUTE_FIX
+            raise InterfaceUnavailable(f"no route to {group}: {fix} "
                                        "or set 'interface'") from None
+    if source in ("0.0.0.0", "::"):
+        raise InterfaceUnavailable(
+            f"the route to {group} has no source address (a route via lo, say): give it "
+            f"one (ip route replace 224.0.0.0/4 dev lo src 127.0.0.1) or set 'interface'")
     index = ifaddr.index_of_address(source)
     if index is None:
         raise InterfaceUnavailable(f"the route to {group} leaves from {source}, "
@@ -94,12 +147,14 @@ def _route_interface(group: str) -> Interface:
     return Interface(index, "0.0.0.0", interface_name(index))
 
 
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-        return True
-    except ValueError:
-        return False
+def _is_address(text: str) -> bool:
+    for family_ in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family_, text)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def interface_name(index: int) -> str:
@@ -109,22 +164,31 @@ def interface_name(index: int) -> str:
         return f"if{index}"
 
 
-def open_socket(listener: Listener) -> socket.socket:
+def open_socket(listener: Listener, scope: int = 0) -> socket.socket:
     """A non-blocking UDP socket bound to (group, port) that sees only that group.
 
-    Binding to the group address (not 0.0.0.0) keeps unicast and other groups
-    on the same port out; IP_MULTICAST_ALL=0 keeps out groups that other sockets
+    Binding to the group address (not the wildcard) keeps unicast and other groups
+    on the same port out; IP(V6)_MULTICAST_ALL=0 keeps out groups that other sockets
     joined. SO_REUSEADDR only with ``share_port``: otherwise a second responder
     on the same group and port (which would double every echo) fails to bind.
+    *scope* is the interface index an IPv6 link-scope group must be bound with.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ipv6 = listener.ipv6
+    sock = socket.socket(family(listener), socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        # Ancillary data for the probe trailer: arrival interface and TTL.
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        if ipv6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            # Ancillary data for the probe trailer: arrival interface and hop limit.
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         apply_options(sock, listener)
-        sock.bind((listener.group, listener.port))
+        sock.bind((listener.group, listener.port, 0, scope) if ipv6
+                  else (listener.group, listener.port))
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -140,8 +204,12 @@ def apply_options(sock: socket.socket, listener: Listener,
     that went back to null is set to them, since nothing else undoes a SO_RCVBUF.
     """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(listener.share_port))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, listener.ttl)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(listener.loopback))
+    if listener.ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, listener.ttl)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(listener.loopback))
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, listener.ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(listener.loopback))
     for option, size, default in ((socket.SO_RCVBUF, listener.recv_buffer, defaults[0]),
                                   (socket.SO_SNDBUF, listener.send_buffer, defaults[1])):
         if size is None and default is not None:
@@ -156,15 +224,76 @@ def granted_buffers(sock: socket.socket) -> tuple[int, int]:
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
 
 
-def join(sock: socket.socket, group: str, interface: Interface) -> None:
-    """Add the membership; OSError carries the errno (see join_error_text)."""
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, interface.mreqn(group))
+# struct group_source_req: a 32-bit interface index, padding to the alignment of
+# struct sockaddr_storage (that of a long), then two sockaddr_storage of 128 bytes.
+_ALIGN = ctypes.alignment(ctypes.c_ulong)
+_STORAGE = 128
 
 
-def leave(sock: socket.socket, group: str, interface: Interface) -> None:
-    """Drop the membership; one already gone with its interface is not an error."""
+def _storage(address: str) -> bytes:
+    """*address* as a struct sockaddr_storage (port 0)."""
+    if ":" in address:
+        raw = struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", 0, 0) + \
+            socket.inet_pton(socket.AF_INET6, address) + struct.pack("=I", 0)
+    else:
+        raw = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 0) + socket.inet_aton(address)
+    return raw.ljust(_STORAGE, b"\0")
+
+
+def group_source_req(group: str, source: str, index: int) -> bytes:
+    return (struct.pack("=I", index).ljust(_ALIGN, b"\0") + _storage(group) + _storage(source))
+
+
+def _ipv6_mreq(group: str, index: int) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index)
+
+
+def join(sock: socket.socket, listener: Listener, interface: Interface) -> None:
+    """Add the membership (for SSM, one per source); OSError carries the errno (see
+    join_error_text). A failure part-way through an SSM join undoes what was joined."""
+    group = listener.group
+    level = socket.IPPROTO_IPV6 if listener.ipv6 else socket.IPPROTO_IP
+    if listener.sources is None:
+        if listener.ipv6:
+            sock.setsockopt(level, socket.IPV6_JOIN_GROUP, _ipv6_mreq(group, interface.index))
+        else:
+            sock.setsockopt(level, socket.IP_ADD_MEMBERSHIP, interface.mreqn(group))
+        return
+    joined: list[str] = []
     try:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, interface.mreqn(group))
+        for source in listener.sources:
+            sock.setsockopt(level, MCAST_JOIN_SOURCE_GROUP,
+                            group_source_req(group, source, interface.index))
+            joined.append(source)
+    except OSError:
+        for source in joined:
+            _leave_source(sock, level, group, source, interface)
+        raise
+
+
+def leave(sock: socket.socket, listener: Listener, interface: Interface) -> None:
+    """Drop the membership, every (source, group) of an SSM one; a membership already
+    gone with its interface is not an error."""
+    group = listener.group
+    level = socket.IPPROTO_IPV6 if listener.ipv6 else socket.IPPROTO_IP
+    try:
+        if listener.sources is not None:
+            for source in listener.sources:
+                _leave_source(sock, level, group, source, interface)
+        elif listener.ipv6:
+            sock.setsockopt(level, socket.IPV6_LEAVE_GROUP, _ipv6_mreq(group, interface.index))
+        else:
+            sock.setsockopt(level, socket.IP_DROP_MEMBERSHIP, interface.mreqn(group))
+    except OSError as e:
+        if e.errno not in BENIGN_LEAVE_ERRORS:
+            raise
+
+
+def _leave_source(sock: socket.socket, level: int, group: str, source: str,
+                  interface: Interface) -> None:
+    try:
+        sock.setsockopt(level, MCAST_LEAVE_SOURCE_GROUP,
+                        group_source_req(group, source, interface.index))
     except OSError as e:
         if e.errno not in BENIGN_LEAVE_ERRORS:
             raise
