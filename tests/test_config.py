@@ -53,8 +53,9 @@ max_datagram: 1400
 log_level: DEBUG
 status_interval: 2
 """))
-    assert config.listeners[0] == Listener("239.1.2.3", 5000, "eth1", 4 << 20, 65536, 8, False,
-                                           1400)
+    assert config.listeners[0] == Listener("239.1.2.3", 5000, "eth1", recv_buffer=4 << 20,
+                                           send_buffer=65536, ttl=8, loopback=False,
+                                           max_datagram=1400)
     assert config.log_level == "debug"
 
 
@@ -98,6 +99,9 @@ def test_sizes(text, size):
     assert parse_size(text) == size
 
 
+KNOWN_KEYS = ("known keys: group, port, share_port, interface, sources, reply, recv_buffer, "
+              "send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
+              "status_interval, listeners")
 BAD = [
     # (file text, exact message after "PATH:")
     ("port: 70000\n", "1: port: 70000 is out of range 1..65535"),
@@ -108,21 +112,22 @@ BAD = [
     ("port: [1, 2]\n", "1: port: a list is not an integer (allowed: 1..65535)"),
     ("\n\ngroup: 10.0.0.1\n", "3: group: 10.0.0.1 is not a multicast address (allowed: "
      "224.0.0.0/4, e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)"),
-    ("group: 300.1.1.1\n", "1: group: 300.1.1.1 is not an IPv4 address (allowed: 224.0.0.0 "
-     "to 239.255.255.255, e.g. 224.3.29.71)"),
-    ("group: 224\n", "1: group: 224 is not an IPv4 address (allowed: 224.0.0.0 to "
-     "239.255.255.255, e.g. 224.3.29.71)"),
-    ("group: ff02::1\n", "1: group: ff02::1 is not an IPv4 address (allowed: 224.0.0.0 to "
-     "239.255.255.255, e.g. 224.3.29.71)"),
-    ("group:\n", "1: group: null is not an IPv4 address (allowed: 224.0.0.0 to "
-     "239.255.255.255, e.g. 224.3.29.71)"),
+    ("group: 300.1.1.1\n", "1: group: 300.1.1.1 is not a multicast group address (allowed: "
+     "IPv4 224.0.0.0/4 such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)"),
+    ("group: 224\n", "1: group: 224 is not a multicast group address (allowed: IPv4 "
+     "224.0.0.0/4 such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)"),
+    ("group: ff02::1\n", "1: group: ff02::1 is the all-nodes group of the link: not free for "
+     "an echo responder; use an administratively scoped group (ff15::/16, e.g. ff15::1234)"),
+    ("group:\n", "1: group: null is not a multicast group address (allowed: IPv4 224.0.0.0/4 "
+     "such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)"),
     ("interface: 'eth 0'\n", "1: interface: 'eth 0' is not a valid interface name "
      "(1-15 characters, no spaces or slashes, e.g. eth0)"),
     ("interface: averyveryverylongname\n", "1: interface: 'averyveryverylongname' is not a "
      "valid interface name (1-15 characters, no spaces or slashes, e.g. eth0)"),
     ("interface: 10.0.0.300\n", "1: interface: 10.0.0.300 is not a valid IPv4 address"),
     ("interface: 5\n", "1: interface: 5 is not an interface (allowed: a name such as eth0, "
-     "an IPv4 address of this host, or null for the route to the group)"),
+     "an IPv4 or IPv6 address of this host, all for every multicast interface, or null for "
+     "the route to the group)"),
     ("recv_buffer: 4 lots\n", "1: recv_buffer: 4 lots is not a size (allowed: bytes such as "
      "4194304, or a number with KiB, MiB, GiB, KB, MB, GB)"),
     ("recv_buffer: -5\n", "1: recv_buffer: -5 is out of range 1KiB..2GiB (1024..2147483647 "
@@ -135,7 +140,8 @@ BAD = [
     ("ttl: -1\n", "1: ttl: -1 is out of range 0..255"),
     ("loopback: 1\n", "1: loopback: 1 is not a boolean (allowed: true or false)"),
     ("loopback: maybe\n", "1: loopback: maybe is not a boolean (allowed: true or false)"),
-    ("max_datagram: 65508\n", "1: max_datagram: 65508 is out of range 1..65507"),
+    ("max_datagram: 65508\n", "1: max_datagram: 65508 is out of range 1..65507 (the largest "
+     "UDP payload over IPv4; up to 65527 for an IPv6 group)"),
     ("max_datagram: 0\n", "1: max_datagram: 0 is out of range 1..65507"),
     ("log_level: loud\n", "1: log_level: loud is not a log level (allowed: debug, info, "
      "warning, error)"),
@@ -143,17 +149,15 @@ BAD = [
     ("prot: 9999\n", "1: prot: unknown key; did you mean 'port'?"),
     ("groups: 224.1.1.1\n", "1: groups: unknown key; did you mean 'group'?"),
     ("recvbuffer: 1MiB\n", "1: recvbuffer: unknown key; did you mean 'recv_buffer'?"),
-    ("colour: blue\n", "1: colour: unknown key; known keys: group, port, share_port, interface, "
-     "recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
-     "status_interval"),
+    ("colour: blue\n", "1: colour: unknown key; " + KNOWN_KEYS),
     ("allow: 10.0.0.0/8\n", "1: allow: 10.0.0.0/8 is not a list of source networks "
-     "(allowed: e.g. [10.0.0.0/8, 192.0.2.7], or null for any source)"),
+     "(allowed: e.g. [10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)"),
     ("allow: []\n", "1: allow: a list is not a list of source networks (allowed: e.g. "
-     "[10.0.0.0/8, 192.0.2.7], or null for any source)"),
-    ("allow:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n", "3: allow: 10.0.0.0/33 is not an IPv4 "
-     "network (allowed: an address or CIDR such as 10.0.0.0/8)"),
-    ("allow: [fe80::/10]\n", "1: allow: fe80::/10 is not an IPv4 network (allowed: an "
-     "address or CIDR such as 10.0.0.0/8)"),
+     "[10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)"),
+    ("allow:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n", "3: allow: 10.0.0.0/33 is not an IP "
+     "network (allowed: an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32)"),
+    ("allow: [fe80::/10]\n", "1: allow: [fe80::/10] holds no IPv4 network, so nothing would "
+     "be answered on 224.3.29.71: add one (e.g. 10.0.0.0/8) or write allow: null"),
     ("rate_limit: on\n", "1: rate_limit: true is not a rate limit (allowed: off, or a "
      "mapping such as {rate: 1000, burst: 2000})"),
     ("rate_limit:\n  rate: 100\n  brust: 5\n", "3: rate_limit: brust: unknown key "
@@ -174,9 +178,7 @@ BAD = [
      "each value out"),
     ("port: 1\n---\nport: 2\n", "2: a second YAML document ('---'): put all settings in one"),
     # every value the YAML loader can produce (issue 12, item 6)
-    ("2001-02-30: 1\n", "1: 2001-02-30: unknown key; known keys: group, port, share_port, "
-     "interface, recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, "
-     "log_level, status_interval"),
+    ("2001-02-30: 1\n", "1: 2001-02-30: unknown key; " + KNOWN_KEYS),
     ("2001-02-30\n", "1: the file must be a mapping of 'key: value' lines, not 2001-02-30"),
     ("port: 2001-02-30\n", "1: port: 2001-02-30 is not an integer (allowed: 1..65535)"),
     ("log_level: 2001-01-01 10:00:00\n", "1: log_level: 2001-01-01 10:00:00 is not a log level "
@@ -198,17 +200,14 @@ BAD = [
     ("port: .inf\n", "1: port: inf is not an integer (allowed: 1..65535)"),
     ("status_interval: -.inf\n", "1: status_interval: -inf is out of range 1..3600 seconds"),
     ("port: =\n", "1: port: = is not an integer (allowed: 1..65535)"),
-    ("<<: {port: 1}\n", "1: <<: unknown key; known keys: group, port, share_port, interface, "
-     "recv_buffer, send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
-     "status_interval"),
+    ("<<: {port: 1}\n", "1: <<: unknown key; " + KNOWN_KEYS),
     ("rate_limit:\n  <<: {rate: 5}\n", "2: rate_limit: <<: unknown key (allowed: rate, burst)"),
     ("rate_limit:\n  ? [rate]\n  : 5\n", "2: rate_limit: cannot read this value (while "
      "constructing a mapping found unhashable key)"),
     ('port: "1\\n2"\n', "1: port: '1\\n2' is not an integer (allowed: 1..65535)"),
     ('"log\\e[2Jlevel": 1\n', "1: 'log\\x1b[2Jlevel': unknown key; did you mean 'log_level'?"),
     ("? " + "x" * 5000 + "\n: 1\n", "1: " + "x" * 60 + "... (5000 characters): unknown key; "
-     "known keys: group, port, share_port, interface, recv_buffer, send_buffer, ttl, loopback, "
-     "max_datagram, allow, rate_limit, log_level, status_interval"),
+     + KNOWN_KEYS),
     # share_port (issue 12, item 9) and groups a protocol uses (item 1)
     ("share_port: 1\n", "1: share_port: 1 is not a boolean (allowed: true or false)"),
     ("group: 224.0.0.251\n", "1: group: 224.0.0.251 is the mDNS group: not free for an echo "
@@ -355,14 +354,25 @@ def test_other_groups_are_allowed_link_local_ones_included(tmp_path, group):
     assert load_config(write(tmp_path, f"group: {group}\n")).listeners[0].group == group
 
 
-def test_the_refused_table_already_answers_for_ipv6_but_groups_stay_ipv4(tmp_path):
+def test_the_refused_table_answers_for_both_families():
     assert refused_group(ipaddress.ip_address("ff02::fb")) == "the mDNS group"
     assert "solicited-node" in refused_group(ipaddress.ip_address("ff02::1:ff12:3456"))
     assert refused_group(ipaddress.ip_address("ff02::3")) is None
     assert refused_group(ipaddress.ip_address("224.0.0.250")) is None
+
+
+IPV6_REFUSED = [group for group in REFUSED_GROUPS if ":" in group]
+
+
+@pytest.mark.parametrize("group", IPV6_REFUSED)
+def test_an_ipv6_group_a_protocol_uses_is_refused_with_its_name(tmp_path, group):
+    address = str(ipaddress.ip_network(group)[1234 if "/" in group else 0])
+    path = write(tmp_path, f"interface: eth0\ngroup: {address}\n")
     with pytest.raises(ConfigError) as e:
-        load_config(write(tmp_path, "group: ff02::fb\n"))
-    assert "is not an IPv4 address" in e.value.problems[0]
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:2: group: {address} is {REFUSED_GROUPS[group]}: not free for an echo "
+        "responder; use an administratively scoped group (ff15::/16, e.g. ff15::1234)"]
 
 
 # ------------------------------------------------------------------ odd YAML (issue 12, item 6)

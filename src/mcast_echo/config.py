@@ -20,16 +20,30 @@ import difflib
 import os
 import re
 import stat
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .schema import ALL_KEYS, DAEMON_KEYS, LISTENER_KEYS, Config, Invalid, Listener, clip, show
+from .schema import (
+    ALL_KEYS,
+    DAEMON_KEYS,
+    LISTENER_KEYS,
+    LISTENERS,
+    MAX_LISTENERS,
+    Config,
+    Invalid,
+    Listener,
+    clip,
+    listener_problems,
+    show,
+    spell,
+)
 
 DEFAULT_PATH = "/etc/mcast-echo.yaml"
 MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse anything huge
-MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 2
+MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 4 (listeners: - allow: [])
 MAX_INT_DIGITS = 100  # an integer literal longer than this is refused; no setting needs 11
 # Explicit tags that only restate a plain type; anything else (!!python/..., !!binary,
 # !!set, !!timestamp) is refused: a setting is text, a number, a boolean, null, a list or
@@ -107,7 +121,7 @@ def _compose(text: str, path: str) -> Optional[yaml.Node]:
                 depth += 1
                 if depth > MAX_DEPTH:
                     raise ConfigError([f"{path}:{line}: nested more than {MAX_DEPTH} levels "
-                                       "deep: a config needs two at most"])
+                                       "deep: a config needs four at most"])
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
             tag = getattr(event, "tag", None)  # None unless the file wrote one
@@ -178,6 +192,8 @@ class _Constructor(SafeConstructor):
             raise Unreadable(node.start_mark.line + 1,
                              f"{clip(literal)} is too large: no setting takes an integer "
                              "of more than 10 digits")
+        if ":" in literal:  # YAML 1.1 base 60 (1:30 is 90): no setting means that, and
+            return literal  # an IPv6 address such as 2001:1:2:3:4:5:6:7 must stay text
         return self.construct_yaml_int(node)
 
     def construct_text(self, node: yaml.Node) -> str:
@@ -241,18 +257,136 @@ def _line_of(node: yaml.Node, at: Any) -> int:
     return node.start_mark.line + 1
 
 
-def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key, ALL_KEYS, n=1, cutoff=0.6)
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
-    return "known keys: " + ", ".join(ALL_KEYS)
+    return "known keys: " + ", ".join(known)
+
+
+TOP_KEYS = (*ALL_KEYS, LISTENERS)
+
+
+@dataclass
+class _Settings:
+    """What one mapping of the file set: the checked values, and where each key stands."""
+
+    line: int  # of the mapping itself (a listener's item)
+    values: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, yaml.Node] = field(default_factory=dict)  # key -> its value node
+    lines: dict[str, int] = field(default_factory=dict)  # key -> line of the key
+    failed: set[str] = field(default_factory=set)  # keys whose value failed its check
+
+
+def _read_settings(node: yaml.MappingNode, path: str, prefix: str,
+                   problems: list[str]) -> _Settings:
+    """Check each key of the file's top level (*prefix* "") or of one listener."""
+    top_level = not prefix
+    known = TOP_KEYS if top_level else tuple(LISTENER_KEYS)
+    settings = _Settings(node.start_mark.line + 1)
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        try:
+            key = _value(key_node) if isinstance(key_node, yaml.ScalarNode) else []
+        except Unreadable as e:
+            problems.append(f"{path}:{e.line}: {prefix}{e}; a key must be a name such as 'port'")
+            continue
+        if not isinstance(key, str):
+            problems.append(f"{path}:{line}: {prefix}{show(key)}: a key must be a name such as "
+                            "'port'")
+            continue
+        if key in settings.lines:
+            problems.append(f"{path}:{line}: {prefix}{show(key)}: duplicate key (first set on "
+                            f"line {settings.lines[key]}); keep one")
+            continue
+        settings.lines[key] = line
+        if key not in known:
+            if key in TOP_KEYS:
+                problems.append(f"{path}:{line}: {prefix}{key}: only at the top level (it is "
+                                "the daemon's, not a listener's): move it out of listeners")
+            else:
+                problems.append(f"{path}:{line}: {prefix}{show(key)}: unknown key; "
+                                f"{_did_you_mean(key, known)}")
+            continue
+        settings.nodes[key] = value_node
+        if key == LISTENERS:
+            continue  # read item by item, in load_config
+        duplicate = _nested_duplicate(value_node)
+        if duplicate is not None:
+            problems.append(f"{path}:{duplicate[0]}: {prefix}{key}: {show(duplicate[1])}: "
+                            f"duplicate key (first set on line {duplicate[2]}); keep one")
+            settings.failed.add(key)
+            continue
+        try:
+            settings.values[key] = ALL_KEYS[key](_value(value_node))
+            continue
+        except Unreadable as e:
+            problems.append(f"{path}:{e.line}: {prefix}{key}: {e}")
+        except Invalid as e:
+            problems.append(f"{path}:{_line_of(value_node, e.at)}: {prefix}{key}: {e}")
+        except (TypeError, ValueError, yaml.YAMLError) as e:  # e.g. an unhashable mapping key
+            problems.append(f"{path}:{value_node.start_mark.line + 1}: {prefix}{key}: cannot "
+                            f"read this value ({e})")
+        settings.failed.add(key)
+    return settings
+
+
+_LISTENER_EXAMPLE = "{group: 239.1.1.1, port: 5000}"
+
+
+def _read_listeners(node: yaml.Node, path: str, problems: list[str]) -> list[_Settings]:
+    """The items of `listeners:`, each read like the top level (an empty list on a problem)."""
+    where = f"{path}:{node.start_mark.line + 1}: {LISTENERS}:"
+    flat = "leave the key out for one listener from the top-level keys"
+    if not isinstance(node, yaml.SequenceNode):
+        problems.append(f"{where} {_shown(node)} is not a list of listeners (allowed: a list "
+                        f"of mappings such as - {_LISTENER_EXAMPLE}), or {flat}")
+        return []
+    if not node.value:
+        problems.append(f"{where} an empty list: list at least one listener "
+                        f"(- {_LISTENER_EXAMPLE}), or {flat}")
+        return []
+    if len(node.value) > MAX_LISTENERS:
+        problems.append(f"{where} {len(node.value)} listeners, more than {MAX_LISTENERS}: split "
+                        "them over several daemons, each with its own config file")
+        return []
+    listeners = []
+    for index, item in enumerate(node.value):
+        if isinstance(item, yaml.MappingNode):
+            listeners.append(_read_settings(item, path, f"{LISTENERS}[{index}].", problems))
+        else:
+            problems.append(f"{path}:{item.start_mark.line + 1}: {LISTENERS}[{index}]: "
+                            f"{_shown(item)} is not a listener (allowed: a mapping of listener "
+                            f"keys such as {_LISTENER_EXAMPLE})")
+            listeners.append(_Settings(item.start_mark.line + 1, failed={"group"}))
+    return listeners
+
+
+def _place(key: str, at: Any, top: _Settings, item: Optional[_Settings],
+           index: Optional[int]) -> tuple[int, str, str]:
+    """(line, name, note) for a problem of *key* in a listener: the line where the listener
+    sets it; else the listener's line, noting a top-level value it inherits; for the flat
+    file, the key's own line, or the group's for a default."""
+    name = key if index is None else f"{LISTENERS}[{index}].{key}"
+    own = item if item is not None else top
+    if key in own.nodes:
+        return _line_of(own.nodes[key], at), name, ""
+    if item is not None:
+        note = (f" (the top-level {key} on line {top.lines[key]} applies here; set another "
+                "in this listener)" if key in top.nodes else "")
+        return item.line, name, note
+    return top.lines.get("group", top.line), name, ""
 
 
 def load_config(path: str = DEFAULT_PATH,
                 overrides: Optional[Mapping[str, Any]] = None) -> Config:
-    """Read and validate *path*; *overrides* (from the command line) win over the file.
+    """Read and validate *path*; *overrides* (from the command line) win over the file,
+    for every listener.
 
-    Raises ConfigError listing every problem found, each as ``file:line: key: ...``.
+    Without a `listeners:` list, the top-level keys are the one listener; with it, they are
+    the defaults of each listener. Raises ConfigError listing every problem found, each as
+    ``file:line: key: ...``.
     """
     root = _compose(_read_text(path), path)
     if root is None:
@@ -262,63 +396,58 @@ def load_config(path: str = DEFAULT_PATH,
         raise ConfigError([f"{path}:{root.start_mark.line + 1}: the file must be a mapping of "
                            f"'key: value' lines, not {_shown(root)}"])
     problems: list[str] = []
-    values: dict[str, Any] = {}
-    first_line: dict[str, int] = {}
-    for key_node, value_node in root.value:
-        line = key_node.start_mark.line + 1
-        try:
-            key = _value(key_node) if isinstance(key_node, yaml.ScalarNode) else []
-        except Unreadable as e:
-            problems.append(f"{path}:{e.line}: {e}; a key must be a name such as 'port'")
-            continue
-        if not isinstance(key, str):
-            problems.append(f"{path}:{line}: {show(key)}: a key must be a name such as 'port'")
-            continue
-        if key in first_line:
-            problems.append(f"{path}:{line}: {show(key)}: duplicate key (first set on line "
-                            f"{first_line[key]}); keep one")
-            continue
-        first_line[key] = line
-        if key not in ALL_KEYS:
-            problems.append(f"{path}:{line}: {show(key)}: unknown key; {_did_you_mean(key)}")
-            continue
-        duplicate = _nested_duplicate(value_node)
-        if duplicate is not None:
-            problems.append(f"{path}:{duplicate[0]}: {key}: {show(duplicate[1])}: duplicate key "
-                            f"(first set on line {duplicate[2]}); keep one")
-            continue
-        try:
-            values[key] = ALL_KEYS[key](_value(value_node))
-        except Unreadable as e:
-            problems.append(f"{path}:{e.line}: {key}: {e}")
-        except Invalid as e:
-            problems.append(f"{path}:{_line_of(value_node, e.at)}: {key}: {e}")
-        except (TypeError, ValueError, yaml.YAMLError) as e:  # e.g. an unhashable mapping key
-            problems.append(f"{path}:{value_node.start_mark.line + 1}: {key}: cannot read "
-                            f"this value ({e})")
+    top = _read_settings(root, path, "", problems)
+    items = (_read_listeners(top.nodes[LISTENERS], path, problems) if LISTENERS in top.nodes
+             else [None])
+    command_line: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         try:
-            values[key] = ALL_KEYS[key](value)
+            command_line[key] = ALL_KEYS[key](value)
         except Invalid as e:
             problems.append(f"command line: --{key.replace('_', '-')}: {e}")
+    defaults = {k: v for k, v in top.values.items() if k in LISTENER_KEYS}
+    listeners = []
+    first_at: dict[tuple[str, int], tuple[int, int]] = {}  # (group, port) -> (index, line)
+    for index, item in enumerate(items):
+        failed = top.failed if item is None else item.failed | (top.failed - set(item.values))
+        if failed & set(LISTENER_KEYS):
+            continue  # its keys are reported already; their contradictions would only repeat
+        values = {**defaults, **(item.values if item is not None else {}),
+                  **{k: v for k, v in command_line.items() if k in LISTENER_KEYS}}
+        listener = Listener(**values)
+        listeners.append(listener)
+        number = None if item is None else index
+        for key, problem in listener_problems(listener):
+            line, name, note = _place(key, problem.at, top, item, number)
+            if key in command_line:
+                note = f" (set by --{key.replace('_', '-')} on the command line)"
+            problems.append(f"{path}:{line}: {name}: {problem}{note}")
+        if item is not None:
+            first = first_at.setdefault((listener.group, listener.port), (index, item.line))
+            if first[0] != index:
+                problems.append(
+                    f"{path}:{item.line}: {LISTENERS}[{index}]: group {listener.group} port "
+                    f"{listener.port} is already {LISTENERS}[{first[0]}] (line {first[1]}): one "
+                    "listener per group and port; use interface: all, or another port")
     if problems:
         raise ConfigError(problems)
-    listener = Listener(**{k: v for k, v in values.items() if k in LISTENER_KEYS})
-    daemon = {k: v for k, v in values.items() if k in DAEMON_KEYS}
-    return Config(path=path, listeners=(listener,), **daemon)
+    daemon = {k: v for k, v in {**top.values, **command_line}.items() if k in DAEMON_KEYS}
+    return Config(path=path, listeners=tuple(listeners), **daemon)
 
 
 def describe(config: Config) -> list[str]:
-    """The effective settings, one 'key: value' line each, as check-config prints them."""
+    """The effective settings as check-config prints them, as YAML: the one listener's keys
+    at the top, or a `listeners:` block per listener."""
     lines = [f"# effective settings from {config.path}"]
-    for index, listener in enumerate(config.listeners):
-        if len(config.listeners) > 1:
-            lines.append(f"# listener {index + 1}")
-        for key in LISTENER_KEYS:
+    several = len(config.listeners) > 1
+    if several:
+        lines.append(f"{LISTENERS}:")
+    for listener in config.listeners:
+        for number, key in enumerate(LISTENER_KEYS):
             value = getattr(listener, key)
-            shown = "off" if key == "rate_limit" and value is None else show(value)
-            lines.append(f"{key}: {shown}")
+            shown = "off" if key == "rate_limit" and value is None else spell(value)
+            indent = ("  - " if number == 0 else "    ") if several else ""
+            lines.append(f"{indent}{key}: {shown}")
     for key in DAEMON_KEYS:
-        lines.append(f"{key}: {show(getattr(config, key))}")
+        lines.append(f"{key}: {spell(getattr(config, key))}")
     return lines
-

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Union
 
 MAX_SHOWN = 60  # characters of a bad value quoted back in a message
 MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
+MAX_UDP6_PAYLOAD = 65527  # 65535 - 8 (UDP header): IPv6's payload length excludes its header
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -105,10 +106,11 @@ def clip(text: str) -> str:
 
 def show(value: Any) -> str:
     """A value as an error line quotes it: YAML spelling, clipped to MAX_SHOWN."""
-    return clip(_show_whole(value))
+    return clip(spell(value))
 
 
-def _show_whole(value: Any) -> str:
+def spell(value: Any) -> str:
+    """A value in YAML spelling, whole (as check-config prints the settings)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -132,11 +134,10 @@ def _integer(value: Any, low: int, high: int) -> int:
     return value
 
 
-# Groups that a protocol on the local link (or, for 224.0.1.129, PTP across it) already uses
-# (IANA "IPv4 Multicast Address Space Registry", "IPv6 Multicast Address Space Registry").
-# Joining one would echo that protocol's packets back at its speakers, so the config refuses
-# them. Keys are addresses or networks of either family: the check looks the group up in
-# every entry, so IPv6 groups will need no second table.
+# Groups that a protocol on the local link (or, for 224.0.1.129 and ff0e::181, PTP across it)
+# already uses (IANA "IPv4 Multicast Address Space Registry", "IPv6 Multicast Address Space
+# Registry"). Joining one would echo that protocol's packets back at its speakers, so the config
+# refuses them. Keys are addresses or networks of either family.
 REFUSED_GROUPS: dict[str, str] = {  # group or network -> what it is, after "... is "
     "224.0.0.0": "the reserved base address of 224.0.0.0/4",
     "224.0.0.1": "the all-hosts group of the link (IGMP queries)",
@@ -154,15 +155,35 @@ REFUSED_GROUPS: dict[str, str] = {  # group or network -> what it is, after "...
     "224.0.0.251": "the mDNS group",
     "224.0.0.252": "the LLMNR group",
     "224.0.1.129": "the PTP group (IEEE 1588, default domain)",
+    "ff01::1": "the all-nodes group of the interface",
+    "ff01::2": "the all-routers group of the interface",
     "ff02::1": "the all-nodes group of the link",
     "ff02::2": "the all-routers group of the link",
+    "ff05::2": "the all-routers group of the site",
+    "ff02::5": "the OSPFv3 all-routers group (AllSPFRouters)",
+    "ff02::6": "the OSPFv3 designated-routers group (AllDRouters)",
+    "ff02::9": "the RIPng routers' group",
+    "ff02::a": "the EIGRP routers' group",
+    "ff02::d": "the PIM routers' group",
+    "ff02::12": "the VRRP group",
     "ff02::16": "the MLDv2 membership reports group",
+    "ff02::6b": "the PTP peer-delay group (IEEE 1588)",
     "ff02::fb": "the mDNS group",
     "ff02::1:2": "the DHCPv6 servers and relay agents group",
+    "ff02::1:3": "the LLMNR group",
+    "ff05::1:3": "the DHCPv6 servers group of the site",
+    "ff02::181": "the PTP group of the link (IEEE 1588)",
+    "ff0e::181": "the PTP group (IEEE 1588, global scope)",
     "ff02::1:ff00:0/104": "a solicited-node group (IPv6 neighbor discovery)",
 }
 _REFUSED_NETWORKS = tuple((ipaddress.ip_network(net), what) for net, what in REFUSED_GROUPS.items())
 PRIVATE_GROUPS = "239.0.0.0/8, e.g. 239.255.10.1"  # administratively scoped (RFC 2365)
+PRIVATE_GROUPS_V6 = "ff15::/16, e.g. ff15::1234"  # transient, site scope (RFC 4291)
+# Source-specific multicast (RFC 4607 section 1): 232.0.0.0/8, and FF3x::/32 for every scope x
+# (RFC 3306 section 6: flags P=1 T=1 with a prefix length of 0). Other ff3x: groups carry a
+# unicast prefix (ff3e:40:2001:db8::...) and are any-source.
+SSM_V4 = ipaddress.IPv4Network("232.0.0.0/8")
+SSM_RANGES = "232.0.0.0/8, ff3x::/32"
 
 
 def refused_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
@@ -173,21 +194,45 @@ def refused_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) ->
     return None
 
 
-def check_group(value: Any) -> str:
+def is_ssm_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    """In 232.0.0.0/8 or in ff3x::/32 (any scope x)."""
+    if group.version == 4:
+        return group in SSM_V4
+    return int(group) >> 116 == 0xFF3 and (int(group) >> 96) & 0xFFFF == 0
+
+
+def _address(value: Any) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address, None]:
+    """An address from its text (of either family), else None."""
+    if not isinstance(value, str):
+        return None
     try:
-        addr = ipaddress.IPv4Address(str(value)) if isinstance(value, str) else None
+        return ipaddress.ip_address(value)
     except ValueError:
-        addr = None
+        return None
+
+
+def check_group(value: Any) -> str:
+    addr = _address(value)
     if addr is None:
-        raise Invalid(f"{show(value)} is not an IPv4 address (allowed: 224.0.0.0 to "
-                      "239.255.255.255, e.g. 224.3.29.71)")
+        raise Invalid(f"{show(value)} is not a multicast group address (allowed: IPv4 "
+                      "224.0.0.0/4 such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)")
+    if addr.version == 6 and addr.scope_id:
+        raise Invalid(f"{show(value)}: write the group without %{addr.scope_id} and the "
+                      f"interface apart (interface: {addr.scope_id})")
     if not addr.is_multicast:
-        raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
-                      "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
+        if addr.version == 4:
+            raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
+                          "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
+        raise Invalid(f"{addr} is not a multicast address (allowed: ff00::/8, e.g. "
+                      f"ff15::1234; use {PRIVATE_GROUPS_V6.split(',')[0]} for a private group)")
     refused = refused_group(addr)
     if refused is not None:
+        private = PRIVATE_GROUPS if addr.version == 4 else PRIVATE_GROUPS_V6
         raise Invalid(f"{addr} is {refused}: not free for an echo responder; use an "
-                      f"administratively scoped group ({PRIVATE_GROUPS})")
+                      f"administratively scoped group ({private})")
+    if addr.version == 6 and (int(addr) >> 112) & 0xF in (0, 0xF):
+        raise Invalid(f"{addr} has scope {(int(addr) >> 112) & 0xF:x}, which is reserved "
+                      "(RFC 7346); use a scope from 1 to e, e.g. ff15::1234")
     return str(addr)
 
 
@@ -196,22 +241,90 @@ def check_port(value: Any) -> int:
 
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_INTERFACE_ALLOWED = ("allowed: a name such as eth0, an IPv4 or IPv6 address of this host, "
+                      f"{ALL_INTERFACES} for every multicast interface, or null for the route "
+                      "to the group")
 
 
 def check_interface(value: Any) -> Optional[str]:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise Invalid(f"{show(value)} is not an interface (allowed: a name such as eth0, "
-                      "an IPv4 address of this host, or null for the route to the group)")
+        raise Invalid(f"{show(value)} is not an interface ({_INTERFACE_ALLOWED})")
+    if value == ALL_INTERFACES:
+        return value
     if value[0].isdigit() and value.count(".") == 3:
         try:
             return str(ipaddress.IPv4Address(value))
         except ValueError:
             raise Invalid(f"{value} is not a valid IPv4 address") from None
+    if "::" in value or value.count(":") >= 2:  # an alias name (eth0:1) has one colon
+        try:
+            addr = ipaddress.IPv6Address(value)
+        except ValueError:
+            raise Invalid(f"{show(value)} is not a valid IPv6 address") from None
+        if addr.scope_id:
+            raise Invalid(f"{show(value)}: name the interface instead "
+                          f"(interface: {addr.scope_id})")
+        return str(addr)
     if not _IFNAME.match(value) or value in (".", ".."):
         raise Invalid(f"{value!r} is not a valid interface name (1-15 characters, "
                       "no spaces or slashes, e.g. eth0)")
+    return value
+
+
+def _unicast_problem(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
+    """Why *addr* cannot be the unicast address of a sender, or None."""
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_unspecified or addr in _THIS_NETWORK:
+        return "unspecified"
+    if addr.is_loopback:
+        return "a loopback address"
+    if addr == _BROADCAST:
+        return "the broadcast address"
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return f"an IPv4-mapped address (write {addr.ipv4_mapped})"
+    if addr.version == 6 and addr.scope_id:
+        return "written with a %zone (the listener's interface is the zone)"
+    return None
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_SOURCES_ALLOWED = "allowed: e.g. [192.0.2.5, 192.0.2.6] for an SSM group, or null"
+
+
+def check_sources(value: Any) -> Optional[tuple[str, ...]]:
+    """SSM sources: unicast addresses of one family, no repeats; sorted, normalized text."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"{show(value)} is not a list of source addresses ({_SOURCES_ALLOWED})")
+    seen: dict[Any, int] = {}
+    for index, item in enumerate(value):
+        addr = _address(item)
+        if addr is None:
+            raise Invalid(f"{show(item)} is not an IP address ({_SOURCES_ALLOWED})", at=index)
+        problem = _unicast_problem(addr)
+        if problem is not None:
+            raise Invalid(f"{show(item)} is {problem}: a source is the unicast address of a "
+                          "sender", at=index)
+        first = next(iter(seen), addr)
+        if addr.version != first.version:
+            raise Invalid(f"{addr} is IPv{addr.version} but {first} is IPv{first.version}: "
+                          "the sources of a listener are of one family, the group's", at=index)
+        if addr in seen:
+            raise Invalid(f"{addr} is listed twice (items {seen[addr] + 1} and {index + 1}); "
+                          "keep one", at=index)
+        seen[addr] = index
+    return tuple(str(addr) for addr in sorted(seen))
+
+
+def check_reply(value: Any) -> str:
+    if not isinstance(value, str) or value not in REPLY_MODES:
+        raise Invalid(f"{show(value)} is not a reply mode (allowed: unicast to the sender, "
+                      "group to the group, or both)")
     return value
 
 
@@ -254,25 +367,35 @@ def check_bool(value: Any) -> bool:
 
 
 def check_max_datagram(value: Any) -> int:
-    return _integer(value, 1, MAX_UDP_PAYLOAD)
+    """An integer; its range depends on the group's family (listener_problems checks it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"{show(value)} is not an integer (allowed: 1..{MAX_UDP_PAYLOAD}, "
+                      f"or up to {MAX_UDP6_PAYLOAD} for an IPv6 group)")
+    return value
 
 
-def check_allow(value: Any) -> Optional[tuple[ipaddress.IPv4Network, ...]]:
+_ALLOW_ALLOWED = ("allowed: an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or "
+                  "2001:db8::/32")
+
+
+def check_allow(value: Any) -> Optional[tuple[Union[ipaddress.IPv4Network,
+                                                    ipaddress.IPv6Network], ...]]:
     if value is None:
         return None
     if not isinstance(value, list) or not value:
         raise Invalid(f"{show(value)} is not a list of source networks (allowed: e.g. "
-                      "[10.0.0.0/8, 192.0.2.7], or null for any source)")
+                      "[10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)")
     networks = []
     for index, item in enumerate(value):
         try:
-            networks.append(ipaddress.IPv4Network(str(item), strict=False)
-                            if isinstance(item, str) else None)
+            network = ipaddress.ip_network(item, strict=False) if isinstance(item, str) else None
         except ValueError:
-            networks.append(None)
-        if networks[-1] is None:
-            raise Invalid(f"{show(item)} is not an IPv4 network (allowed: an address or "
-                          "CIDR such as 10.0.0.0/8)", at=index)
+            network = None
+        if network is None:
+            raise Invalid(f"{show(item)} is not an IP network ({_ALLOW_ALLOWED})", at=index)
+        if network.version == 6 and network.network_address.scope_id:
+            raise Invalid(f"{show(item)}: no %zone in allow ({_ALLOW_ALLOWED})", at=index)
+        networks.append(network)
     return tuple(networks)
 
 
@@ -314,12 +437,14 @@ def check_interval(value: Any) -> float:
     return float(value)
 
 
-# key -> (check, which object it belongs to). Order is the order of the shipped file.
+# key -> its check. Order is the order of the shipped file.
 LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
     "group": check_group,
     "port": check_port,
     "share_port": check_bool,
     "interface": check_interface,
+    "sources": check_sources,
+    "reply": check_reply,
     "recv_buffer": check_buffer,
     "send_buffer": check_buffer,
     "ttl": check_ttl,
@@ -332,4 +457,49 @@ DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "log_level": check_log_level,
     "status_interval": check_interval,
 }
+LISTENERS = "listeners"  # the top-level list of listener mappings
 ALL_KEYS = {**LISTENER_KEYS, **DAEMON_KEYS}
+MAX_LISTENERS = 4096  # 4,096 groups x ports is past any real feed; past it, use more daemons
+
+
+# ----------------------------------------------------------------- a listener as a whole
+# Checks between the keys of one listener, once each key passed its own check.
+
+
+def listener_problems(listener: Listener) -> list[tuple[str, Invalid]]:
+    """(key, problem) for every way *listener*'s keys contradict each other."""
+    group = ipaddress.ip_address(listener.group)
+    family = f"IPv{group.version}"
+    problems = []
+    if is_ssm_group(group) and listener.sources is None:
+        problems.append(("group", Invalid(
+            f"{group} is a source-specific group ({SSM_RANGES}): list the senders to join "
+            "in sources, e.g. sources: [192.0.2.5], or use an any-source group")))
+    elif not is_ssm_group(group) and listener.sources is not None:
+        problems.append(("sources", Invalid(
+            f"{show(listener.sources)} on {group}, an any-source group: sources are only for "
+            f"source-specific groups ({SSM_RANGES}); remove them (sources: null)")))
+    elif listener.sources is not None:
+        for index, source in enumerate(listener.sources):
+            if ipaddress.ip_address(source).version != group.version:
+                problems.append(("sources", Invalid(
+                    f"{source} is not {family} like the group {group}: list sources of the "
+                    "group's family", at=index)))
+                break
+    if listener.allow is not None and all(net.version != group.version
+                                          for net in listener.allow):
+        problems.append(("allow", Invalid(
+            f"{show(listener.allow)} holds no {family} network, so nothing would be answered on "
+            f"{group}: add one (e.g. {'2001:db8::/32' if listener.ipv6 else '10.0.0.0/8'}) "
+            "or write allow: null")))
+    limit = MAX_UDP6_PAYLOAD if listener.ipv6 else MAX_UDP_PAYLOAD
+    if not 1 <= listener.max_datagram <= limit:
+        hint = "" if listener.ipv6 or not limit < listener.max_datagram <= MAX_UDP6_PAYLOAD else (
+            f" (the largest UDP payload over IPv4; up to {MAX_UDP6_PAYLOAD} for an IPv6 group)")
+        problems.append(("max_datagram", Invalid(
+            f"{show(listener.max_datagram)} is out of range 1..{limit}{hint}")))
+    if listener.link_scope and listener.interface in (None, ALL_INTERFACES):
+        problems.append(("interface", Invalid(
+            f"{show(listener.interface)}: {group} is a link-scope group, and a link-scope "
+            "group needs a named interface (e.g. interface: eth0)")))
+    return problems
