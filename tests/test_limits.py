@@ -8,6 +8,7 @@ from mcast_echo.net.limits import (
     KernelLimits,
     buffer_reports,
     expected_grant,
+    membership_reports,
     predicted_reports,
     read_limits,
 )
@@ -85,4 +86,36 @@ def test_predicted_reports_cover_each_listener_and_igmp():
     config = Config(path="x", listeners=(Listener(recv_buffer=1 << 30),))
     lines = predicted_reports(config, read_limits())
     assert [level for level, _ in lines][:1] == [logging.WARNING]
-    assert lines[-1][1].startswith("IGMP: 1 group(s)")
+    assert lines[-1][1].startswith("IGMP/MLD: 1 group(s) (1 IPv4, 0 IPv6, 0 SSM)")
+
+
+def limits_with(**values) -> KernelLimits:
+    return KernelLimits(**{"igmp_max_memberships": 20, "igmp_max_msf": 10, "mld_max_msf": 64,
+                           "optmem_max": 20480, **values})
+
+
+def test_membership_limits_name_the_sysctl_that_is_short():
+    sources = tuple(f"10.0.0.{n}" for n in range(1, 13))  # 12 > igmp_max_msf = 10
+    config = Config(path="x", listeners=(
+        Listener(group="232.1.1.1", sources=sources),
+        Listener(group="239.1.1.1", interface="all"),
+        Listener(group="ff15::1", port=5000),
+    ))
+    lines = membership_reports(config, limits_with(), interfaces=25)
+    text = "\n".join(line for _, line in lines)
+    assert lines[0] == (logging.INFO, "IGMP/MLD: 3 group(s) (2 IPv4, 1 IPv6, 1 SSM), one socket "
+                        "each, up to 25 membership(s) per socket; "
+                        "net.ipv4.igmp_max_memberships = 20")
+    assert "`sysctl -w net.ipv4.igmp_max_memberships=25`" in text
+    assert "`sysctl -w net.ipv4.igmp_max_msf=12`" in text
+    assert "mld_max_msf" not in text and "optmem_max" not in text
+    assert all(level == logging.WARNING for level, _ in lines[1:])
+
+
+def test_optmem_is_checked_for_a_socket_with_many_memberships():
+    config = Config(path="x", listeners=(Listener(group="239.1.1.1", interface="all"),))
+    lines = membership_reports(config, limits_with(igmp_max_memberships=1000, optmem_max=4096),
+                               interfaces=100)
+    assert any("`sysctl -w net.core.optmem_max=6400`" in line for _, line in lines)
+    quiet = membership_reports(config, limits_with(igmp_max_memberships=1000), interfaces=2)
+    assert len(quiet) == 1

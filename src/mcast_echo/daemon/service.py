@@ -21,8 +21,8 @@ import time
 from typing import Any, Mapping, Optional
 
 from ..config import ConfigError, load_config
-from ..net import mcast, portowner
-from ..net.limits import KernelLimits, membership_report, read_limits
+from ..net import ifaddr, mcast, portowner
+from ..net.limits import KernelLimits, membership_reports, read_limits
 from ..net.poller import Poller
 from ..schema import Config, Listener
 from . import echopath
@@ -69,8 +69,9 @@ class Daemon:
         self._wakeup = (read_end, write_end)
         self._install_signals(write_end)
         self.limits = read_limits(self.proc_root)
-        level, line = membership_report(self.config, self.limits)
-        log.log(level, "%s", line)
+        for level, line in membership_reports(self.config, self.limits,
+                                              len(ifaddr.multicast_interfaces())):
+            log.log(level, "%s", line)
         log.info("echo path: %s", self.paths.name)
         _raise_open_files_limit(len(self.config.listeners))
         now = time.monotonic()

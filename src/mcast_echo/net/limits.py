@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from ..schema import Config
+from ..schema import ALL_INTERFACES, Config, Listener
 
 SOCK_MIN_RCVBUF = 2304  # the kernel's floor, roughly; only matters for tiny requests
 SOCK_MIN_SNDBUF = 4608
@@ -26,6 +26,7 @@ SYSCTLS = {
     "igmp_max_memberships": "sys/net/ipv4/igmp_max_memberships",
     "igmp_max_msf": "sys/net/ipv4/igmp_max_msf",
     "mld_max_msf": "sys/net/ipv6/mld_max_msf",
+    "optmem_max": "sys/net/core/optmem_max",
 }
 
 
@@ -40,6 +41,7 @@ class KernelLimits:
     igmp_max_memberships: Optional[int] = None
     igmp_max_msf: Optional[int] = None
     mld_max_msf: Optional[int] = None
+    optmem_max: Optional[int] = None
 
 
 def read_limits(proc_root: str = "/proc") -> KernelLimits:
@@ -130,29 +132,69 @@ def buffer_reports(requested_recv: Optional[int], requested_send: Optional[int],
     )
 
 
-def membership_report(config: Config, limits: KernelLimits) -> tuple[int, str]:
-    """(log level, line) for the IGMP membership limit against what the config joins.
+# What a membership costs in a socket's option memory (net.core.optmem_max), roughly:
+# struct ip_mc_socklist / ipv6_mc_socklist, and per SSM source one entry of the filter.
+MEMBERSHIP_BYTES = 64
+SOURCE_BYTES = 16
 
-    net.ipv4.igmp_max_memberships limits memberships per socket; each listener
-    has its own socket and one membership today.
+
+def memberships_per_socket(listener: Listener, interfaces: int) -> int:
+    """Memberships one listener's socket holds: one per interface it joins on (for
+    ``interface: all``, *interfaces*: those up and multicast-capable now)."""
+    return max(1, interfaces) if listener.interface == ALL_INTERFACES else 1
+
+
+def membership_reports(config: Config, limits: KernelLimits,
+                       interfaces: int = 1) -> list[tuple[int, str]]:
+    """(log level, line) for the IGMP/MLD limits against what the config joins.
+
+    Each listener has a socket of its own. Per socket, net.ipv4.igmp_max_memberships
+    caps IPv4 memberships (one per interface), igmp_max_msf / mld_max_msf the SSM
+    sources of one membership, and net.core.optmem_max the memory they all take.
     """
-    per_socket = 1
+    listeners = config.listeners
+    v4 = [item for item in listeners if not item.ipv6]
+    v6 = [item for item in listeners if item.ipv6]
+    ssm = [item for item in listeners if item.sources is not None]
+    most = max(memberships_per_socket(item, interfaces) for item in listeners)
     limit = limits.igmp_max_memberships
-    text = (f"IGMP: {len(config.listeners)} group(s), {per_socket} per socket; "
-            f"{sysctl_name('igmp_max_memberships')} = {limit if limit is not None else 'unknown'}")
-    if limit is not None and per_socket > limit:
-        return logging.WARNING, (text + "; joins will fail with ENOBUFS: fix with "
-                                 f"`sysctl -w {sysctl_name('igmp_max_memberships')}={per_socket}`")
-    return logging.INFO, text
+    text = (f"IGMP/MLD: {len(listeners)} group(s) ({len(v4)} IPv4, {len(v6)} IPv6, "
+            f"{len(ssm)} SSM), one socket each, up to {most} membership(s) per socket; "
+            f"{sysctl_name('igmp_max_memberships')} = "
+            f"{limit if limit is not None else 'unknown'}")
+    lines = [(logging.INFO, text)]
+    needed_v4 = max((memberships_per_socket(item, interfaces) for item in v4), default=0)
+    if limit is not None and needed_v4 > limit:
+        lines.append(_short("igmp_max_memberships", needed_v4, limit,
+                            "IPv4 memberships on one socket"))
+    for family, items, name in (("IPv4", v4, "igmp_max_msf"), ("IPv6", v6, "mld_max_msf")):
+        sources = max((len(item.sources or ()) for item in items), default=0)
+        value = getattr(limits, name)
+        if value is not None and sources > value:
+            lines.append(_short(name, sources, value, f"{family} SSM sources of one group"))
+    optmem = max(memberships_per_socket(item, interfaces)
+                 * (MEMBERSHIP_BYTES + SOURCE_BYTES * len(item.sources or ()))
+                 for item in listeners)
+    if limits.optmem_max is not None and optmem > limits.optmem_max:
+        lines.append(_short("optmem_max", optmem, limits.optmem_max,
+                            "bytes of option memory for one socket's memberships"))
+    return lines
 
 
-def predicted_reports(config: Config, limits: KernelLimits) -> list[tuple[int, str]]:
+def _short(limit: str, needed: int, value: int, what: str) -> tuple[int, str]:
+    return logging.WARNING, (f"{sysctl_name(limit)} = {value} is short: the config needs "
+                             f"{needed} {what}; joins will fail with ENOBUFS: fix with "
+                             f"`sysctl -w {sysctl_name(limit)}={needed}`")
+
+
+def predicted_reports(config: Config, limits: KernelLimits,
+                      interfaces: int = 1) -> list[tuple[int, str]]:
     """Every limit line for *config* without opening a socket (check-config, limits)."""
     lines = []
     for listener in config.listeners:
         for report in buffer_reports(listener.recv_buffer, listener.send_buffer, limits):
             lines.append((report.level, f"{listener.group}:{listener.port}: {report.message()}"))
-    lines.append(membership_report(config, limits))
+    lines.extend(membership_reports(config, limits, interfaces))
     return lines
 
 
