@@ -302,7 +302,10 @@ def _read_settings(node: yaml.MappingNode, path: str, prefix: str,
             continue
         settings.lines[key] = line
         if key not in known:
-            if key in TOP_KEYS:
+            if key == LISTENERS:
+                problems.append(f"{path}:{line}: {prefix}{key}: listeners do not nest: list "
+                                "each one at the top level")
+            elif key in TOP_KEYS:
                 problems.append(f"{path}:{line}: {prefix}{key}: only at the top level (it is "
                                 "the daemon's, not a listener's): move it out of listeners")
             else:
@@ -335,9 +338,11 @@ def _read_settings(node: yaml.MappingNode, path: str, prefix: str,
 _LISTENER_EXAMPLE = "{group: 239.1.1.1, port: 5000}"
 
 
-def _read_listeners(node: yaml.Node, path: str, problems: list[str]) -> list[_Settings]:
-    """The items of `listeners:`, each read like the top level (an empty list on a problem)."""
-    where = f"{path}:{node.start_mark.line + 1}: {LISTENERS}:"
+def _read_listeners(node: yaml.Node, line: int, path: str,
+                    problems: list[str]) -> list[_Settings]:
+    """The items of `listeners:` (on *line*), each read like the top level; none on a
+    problem with the list itself."""
+    where = f"{path}:{line}: {LISTENERS}:"
     flat = "leave the key out for one listener from the top-level keys"
     if not isinstance(node, yaml.SequenceNode):
         problems.append(f"{where} {_shown(node)} is not a list of listeners (allowed: a list "
@@ -365,18 +370,17 @@ def _read_listeners(node: yaml.Node, path: str, problems: list[str]) -> list[_Se
 
 def _place(key: str, at: Any, top: _Settings, item: Optional[_Settings],
            index: Optional[int]) -> tuple[int, str, str]:
-    """(line, name, note) for a problem of *key* in a listener: the line where the listener
-    sets it; else the listener's line, noting a top-level value it inherits; for the flat
-    file, the key's own line, or the group's for a default."""
+    """(line, name, note) for a problem of *key* in a listener (*index* None: the flat file):
+    the line where the listener sets it; else the listener's line, noting the top-level
+    value it inherits; else, for a default, the line of the group."""
     name = key if index is None else f"{LISTENERS}[{index}].{key}"
     own = item if item is not None else top
     if key in own.nodes:
         return _line_of(own.nodes[key], at), name, ""
-    if item is not None:
-        note = (f" (the top-level {key} on line {top.lines[key]} applies here; set another "
-                "in this listener)" if key in top.nodes else "")
-        return item.line, name, note
-    return top.lines.get("group", top.line), name, ""
+    if item is not None and key in top.nodes:
+        return item.line, name, (f" (the top-level {key} on line {top.lines[key]} applies "
+                                 "here; set another in this listener)")
+    return own.lines.get("group", own.line), name, ""  # a default: the group is the cause
 
 
 def load_config(path: str = DEFAULT_PATH,
@@ -397,8 +401,8 @@ def load_config(path: str = DEFAULT_PATH,
                            f"'key: value' lines, not {_shown(root)}"])
     problems: list[str] = []
     top = _read_settings(root, path, "", problems)
-    items = (_read_listeners(top.nodes[LISTENERS], path, problems) if LISTENERS in top.nodes
-             else [None])
+    items = (_read_listeners(top.nodes[LISTENERS], top.lines[LISTENERS], path, problems)
+             if LISTENERS in top.nodes else [None])
     command_line: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         try:
