@@ -83,3 +83,34 @@ def test_cmsg_walk_stops_at_a_bad_length():
     assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None)
     struct.pack_into("@Nii", buffer, 0, 1000, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too long
     assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None)
+
+
+def test_the_counters_are_logged_in_the_foreground_and_at_stop(write_config):
+    """Issue 13.12: totals on stop (received, echoed, dropped by reason), and the STATUS
+    line every status_interval at debug level."""
+    config = write_config("interface: lo\nstatus_interval: 1\nmax_datagram: 10\n")
+    with DaemonProcess(config, args=("--log-level", "debug")) as daemon:
+        daemon.wait_for("ready:")
+        with sender("127.0.0.1", timeout=1) as sock:
+            sock.sendto(b"data", (GROUP, 9999))
+            assert sock.recv(100) == b"data"
+            sock.sendto(b"far too long", (GROUP, 9999))
+        daemon.wait_for("status: 224.3.29.71:9999 on lo: received 2, echoed 1, dropped 1 "
+                        "(size 1)", timeout=3)
+        assert daemon.stop() == 0
+        assert ("totals: 224.3.29.71:9999 on lo: received 2, echoed 1, dropped 1 (size 1)"
+                in daemon.log)
+
+
+def test_the_route_hint_works_on_lo(write_config):
+    """Issue 13.10: with `ip route add 224.0.0.0/4 dev lo` the route has no source address;
+    the hint must be one that works there, and following it lets the daemon join."""
+    from netlab import Host, ip
+
+    with Host("lohint") as host:
+        ip("route", "add", "224.0.0.0/4", "dev", "lo", host=host)
+        with DaemonProcess(write_config("group: 239.9.9.9\n"), host=host) as daemon:
+            line = daemon.wait_for("waiting for a route to the group")
+            assert "ip route replace 224.0.0.0/4 dev lo src 127.0.0.1" in line, line
+            ip("route", "replace", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1", host=host)
+            daemon.wait_for("joined 239.9.9.9 on lo after waiting", timeout=5)

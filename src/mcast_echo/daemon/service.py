@@ -159,7 +159,9 @@ class Daemon:
                     self._check_memberships(now)
                     next_check = now + MEMBERSHIP_CHECK_INTERVAL
                 if now >= next_status:
-                    self.notifier.status(self.status_line())
+                    line = self.status_line()
+                    self.notifier.status(line)
+                    log.debug("status: %s", line)  # the counters in the foreground too
                     next_status = now + self.config.status_interval
                 next_due = min(next_watchdog, next_check, next_status)
             for ready in wait(next_due - now):
@@ -256,6 +258,8 @@ class Daemon:
         """STOPPING=1, leave every group, close everything. Safe to call twice."""
         if self._wakeup is not None:  # only once, however often close() is called
             self.notifier.stopping()
+            if self.responders:
+                log.info("totals: %s", self.status_line())
         for responder in self.responders:
             self._stop_responder(responder)
         self.responders = []
