@@ -1,8 +1,9 @@
 """Bad configs through the front doors: `check-config`, `serve`, and SIGHUP to a running daemon.
 
-tests/test_config.py holds the exact wording of each message; here each case of the
-issue-5 list (wrong types, out of range, non-multicast groups, unknown and duplicate keys,
-YAML bombs, binary, empty, a directory, no permission, allow/rate_limit) must give exactly
+tests/test_config.py and tests/test_listeners_config.py hold the exact wording of each
+message; here each case of the issue-5 list (wrong types, out of range, non-multicast groups,
+unknown and duplicate keys, YAML bombs, binary, empty, a directory, no permission,
+allow/rate_limit), and of issue 9's (listeners, IPv6 and SSM groups), must give exactly
 one line naming file (and line, where the problem has one), exit 78 from both commands,
 quickly and in bounded memory -- and, sent to a running daemon with SIGHUP, leave the old
 config serving.
@@ -86,7 +87,6 @@ CASES = [
     # unknown and duplicate keys
     Case("unknown-typo", "gruop: 224.1.1.1\n", 1, "did you mean 'group'"),
     Case("unknown-capitalised", "Port: 9999\n", 1, "Port: unknown key"),
-    Case("unknown-listeners", "listeners: []\n", 1, "listeners: unknown key"),
     Case("duplicate-group", "group: 224.1.1.1\nport: 1\n\n\ngroup: 224.1.1.2\n", 5,
          "duplicate key"),
     Case("duplicate-in-rate_limit", "rate_limit:\n  rate: 10\n  rate: 20\n", 3, "duplicate"),
@@ -154,6 +154,37 @@ CASES = [
     Case("group-mdns", "group: 224.0.0.251\n", 1, "mDNS"),
     Case("group-all-hosts", "port: 9999\ngroup: 224.0.0.1\n", 2, "all-hosts"),
     Case("group-ptp", "group: 224.0.1.129\n", 1, "PTP"),
+    # listeners, IPv6 and SSM (issue 9)
+    Case("listeners-empty", "port: 9999\nlisteners: []\n", 2, "listeners: an empty list"),
+    Case("listeners-null", "listeners:\n", 1, "listeners: null is not a list"),
+    Case("listeners-scalar-item", "listeners:\n  - 239.1.1.1\n", 2, "listeners[0]: "),
+    Case("listeners-too-many", "listeners:\n" + "  - {}\n" * 4097, 1, "more than 4096"),
+    Case("listener-unknown-key", "listeners:\n  - group: 239.1.1.1\n    prot: 1\n", 3,
+         "listeners[0].prot: unknown key"),
+    Case("listener-log_level", "listeners:\n  - {group: 239.1.1.1}\n  - {group: 239.1.1.2, "
+         "log_level: debug}\n", 3, "listeners[1].log_level: only at the top level"),
+    Case("listener-bad-port", "listeners:\n  - group: 239.1.1.1\n    port: 0\n", 3,
+         "listeners[0].port: "),
+    Case("listeners-same-group-port", "listeners:\n  - group: 239.1.1.1\n"
+         "  - group: 239.1.1.1\n    interface: eth1\n", 3, "one listener per group and port"),
+    Case("group-ipv6-unicast", "group: 2001:db8::1\n", 1, "not a multicast address"),
+    Case("group-ipv6-all-nodes", "group: ff02::1\ninterface: eth0\n", 1, "all-nodes"),
+    Case("link-scope-no-interface", "listeners:\n  - group: ff02::4242\n", 2,
+         "listeners[0].interface: null, but ff02::4242 is a link-scope group"),
+    Case("link-scope-all", "group: ff12::4242\ninterface: all\n", 2, "named interface"),
+    Case("ssm-without-sources", "group: 232.1.1.1\n", 1, "source-specific"),
+    Case("sources-on-any-source", "group: 239.1.1.1\nsources: [10.0.0.5]\n", 2,
+         "any-source group"),
+    Case("sources-mixed", "group: 232.1.1.1\nsources:\n  - 10.0.0.5\n  - 2001:db8::5\n", 4,
+         "sources: 2001:db8::5 is IPv6 but"),
+    Case("sources-other-family", "group: ff35::1\nsources: [10.0.0.5]\n", 2, "not IPv6"),
+    Case("sources-multicast", "group: 232.1.1.1\nsources: [232.1.1.2]\n", 2, "multicast"),
+    Case("sources-duplicate", "group: 232.1.1.1\nsources: [10.0.0.5, 10.0.0.5]\n", 2,
+         "listed twice"),
+    Case("reply-unknown", "reply: everyone\n", 1, "reply: everyone is not a reply mode"),
+    Case("allow-no-ipv6", "group: ff15::1\nallow: [10.0.0.0/8]\n", 2,
+         "nothing would be answered"),
+    Case("max_datagram-ipv6", "group: ff15::1\nmax_datagram: 65528\n", 2, "1..65527"),
 ]
 
 IDS = [case.name for case in CASES]
