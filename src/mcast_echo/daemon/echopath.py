@@ -63,6 +63,8 @@ class EchoSink(Protocol):
     policy: Policy
     received: int
     echoed: int
+    received_bytes: int
+    echoed_bytes: int
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 
@@ -90,6 +92,7 @@ class PlainPath:
                 responder.drop("recv-error", 1, "receive failed: %s", e)
                 return count
             responder.received += 1
+            responder.received_bytes += len(data)
             refused = verdict(source[0], now) if not flags & MSG_TRUNC else "truncated"
             if refused is None and len(data) > max_datagram:
                 refused = "size"
@@ -111,6 +114,7 @@ class PlainPath:
                                ifindex, responder):
                     continue
             responder.echoed += 1
+            responder.echoed_bytes += len(data)
             if debug:
                 log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
                           " and the group" if to_group else "")
@@ -203,6 +207,7 @@ class BatchPath:
         """
         batch = self.batch
         responder.received += count
+        responder.received_bytes += sum(batch.lengths[:count])
         policy = responder.policy
         lengths = batch.lengths[:count]
         if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
@@ -319,6 +324,7 @@ class BatchPath:
             while start < end:
                 sent, code = self.batch.send(fd, start, end - start)
                 responder.echoed += sent
+                responder.echoed_bytes += sum(self.batch.lengths[start:start + sent])
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it

@@ -37,8 +37,10 @@ class GroupResponder:
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None
         self.memberships = Memberships()
-        self.received = 0
+        self.received = 0  # datagrams, and their bytes (metrics read these when scraped)
         self.echoed = 0
+        self.received_bytes = 0
+        self.echoed_bytes = 0
         self.dropped: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- set-up
