@@ -132,23 +132,27 @@ def test_json_holds_the_documented_fields(site3, client_config):
     status, document = ping_json("-c", "4", *FAST, "-s", "1400", "-t", "5", "--expect", "3")
     assert status == 0
     assert document["settings"] == {
-        "group": GROUP, "port": PORT, "interface": None, "count": 4, "interval": 0.05,
-        "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5, "expect": 3,
-        "config": client_config,
+        "group": GROUP, "port": PORT, "interface": None, "source": None, "count": 4,
+        "interval": 0.05, "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5,
+        "deadline": None, "expect": 3, "config": client_config,
         "session": document["settings"]["session"]}
     assert len(document["settings"]["session"]) == 8
     assert (document["transmitted"], document["send_errors"]) == (4, 0)
     assert (document["responder_count"], document["expect"], document["ok"]) == (3, 3, True)
+    assert re.fullmatch(r"tbr\d+ \(10\.77\.0\.1\)", document["sent_from"])
+    assert document["group_echoes_heard"] is True
+    assert document["notes"] == document["hints"] == []
     assert document["stray_datagrams"] == document["late_echoes"] == 0
     assert document["duration_s"] > 0
     assert (document["wrong_source_port_responders"], document["untracked_echoes"]) == (0, 0)
     responders = by_name(document)
     assert sorted(responders) == ["host-a", "host-b", "host-c"]
     b = responders["host-b"]
-    assert set(b) == {"address", "port", "wrong_source_port", "name", "interface", "group",
-                      "hops", "arrival_ttl",
-                      "reply_ttl", "transmitted", "received", "duplicates", "truncated",
-                      "corrupted", "without_trailer", "loss_percent", "rtt_ms"}
+    assert set(b) == {"address", "port", "dns_name", "wrong_source_port", "name", "interface",
+                      "group", "hops", "arrival_ttl", "reply_ttl", "via", "transmitted",
+                      "received", "duplicates", "truncated", "corrupted", "without_trailer",
+                      "group_echoes", "copies", "loss_percent", "rtt_ms"}
+    assert (b["via"], b["group_echoes"], b["copies"], b["dns_name"]) == ("unicast", 0, 0, None)
     assert (b["address"], b["port"], b["interface"], b["group"]) == ("10.77.0.3", PORT, "eth0",
                                                                      GROUP)
     assert b["wrong_source_port"] is False
@@ -191,7 +195,8 @@ def test_small_probes_show_addresses_only_and_say_why(site3):
 def test_quiet_prints_only_the_banner_and_the_summary(site3):
     done = ping("-q", "-c", "2", *FAST)
     assert "bytes from" not in done.stdout
-    assert done.stdout.splitlines()[0].startswith("MCAST-ECHO PING 224.3.29.71:9999: 192-byte")
+    assert re.match(r"MCAST-ECHO PING 224\.3\.29\.71:9999 via tbr\d+ \(10\.77\.0\.1\): 192-byte",
+                    done.stdout.splitlines()[0])
     assert "2 probes transmitted, 3 responders" in done.stdout
 
 
@@ -261,7 +266,13 @@ def test_dash_i_lo_against_the_daemon_as_make_run_starts_it(tmp_path):
             done = ping("-I", "lo", "-c", "3", *FAST, host=host)
             assert done.returncode == 0, done.stderr
             assert "via lo (127.0.0.1)" in done.stdout
-            assert "192 bytes from 127.0.0.1 (devbox, lo) hops=0: seq=2 time=" in done.stdout
+            # 127.0.0.1 has a name in /etc/hosts: shown as ping does, from the first echo on
+            assert ("192 bytes from localhost (127.0.0.1) (devbox, lo) hops=0: seq=0 time="
+                    in done.stdout)
+            assert "localhost (127.0.0.1) (devbox, lo) hops=0: 3 transmitted" in done.stdout
+            done = ping("-n", "-I", "lo", "-c", "2", *FAST, host=host)  # -n: numeric
+            assert "192 bytes from 127.0.0.1 (devbox, lo) hops=0: seq=1 time=" in done.stdout
+            assert "localhost" not in done.stdout
             # Without -I there is no route to the group on a host with only lo.
             done = ping("-c", "1", host=host)
             assert done.returncode == 2
@@ -284,18 +295,44 @@ def test_nobody_answers_exit_1(tmp_path):
     (["-s", "10"], "argument -s: 10 is out of range 32..65507"),
     (["-s", "65508"], "argument -s: 65508 is out of range 32..65507"),
     (["10.1.2.3"], "10.1.2.3 is not a multicast group (224.0.0.0/4)"),
+    (["fe80::1"], "fe80::1 is not a multicast group (ff00::/8)"),
     (["224.1.1.1:0"], "0 is out of range 1..65535"),
     (["224.1.1.1:x"], "'x' is not an integer"),
+    (["[ff15::1]x"], "'[ff15::1]x' is not [IPv6-GROUP]:PORT"),
+    (["224.1.1.1%eth0"], "only an IPv6 group takes %IFACE"),
     (["-i", "soon"], "argument -i: 'soon' is not a number"),
     (["-c", "0"], "argument -c: 0 is out of range >= 1"),
-    (["-I", "nosuch0", "-c", "1"], "-I nosuch0: no such interface"),
-    (["-I", "10.9.9.9", "-c", "1"], "-I 10.9.9.9 is not an IPv4 address of this host"),
-    (["--config", "/nonexistent.yaml", "-c", "1"], "/nonexistent.yaml"),
+    (["-4", "-6"], "argument -6: not allowed with argument -4"),
+    (["-6", "224.1.1.1"], "-6 and 224.1.1.1 (an IPv4 group) disagree"),
+    (["-S", "10.77.0.1", "224.1.1.1"], "-S 10.77.0.1: 224.1.1.1 is an any-source group; -S is "
+                                       "for source-specific groups (232.0.0.0/8, ff3x::/32)"),
+    (["-S", "10.77.0.1", "ff15::1"], "-S 10.77.0.1: ff15::1 is an any-source group"),
+    (["-S", "fd00::1", "232.1.1.1"], "-S fd00::1 is an IPv6 address and 232.1.1.1 an IPv4"),
+    (["-S", "nohost", "232.1.1.1"], "-S 'nohost' is not an IP address"),
+    (["-I", "eth1", "[ff02::1234%eth0]:9999"], "-I eth1 and %eth0 in the group disagree"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
 ])
-def test_usage_and_network_errors_exit_2(args, message):
+def test_bad_options_exit_64_with_pings_usage(args, message):
     with Lan():
         done = ping(*args)
-    assert done.returncode == 2
+    assert done.returncode == 64, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-I", "nosuch0", "-c", "1"], "-I nosuch0: no such interface"),
+    (["-I", "10.9.9.9", "-c", "1"], "-I 10.9.9.9 is not an IPv4 address of this host"),
+    (["-S", "10.9.9.9", "-c", "1", "232.1.1.1"],
+     "-S 10.9.9.9 is not an IPv4 address of this host"),
+    (["-c", "1", "[ff02::1234]:9999"], "ff02::1234 is a link-scope group: name the interface "
+                                       "with -I IFACE (or write [ff02::1234%IFACE]:9999)"),
+    (["--config", "/nonexistent.yaml", "-c", "1"], "/nonexistent.yaml"),
+])
+def test_network_and_config_errors_exit_2(args, message):
+    with Lan():
+        done = ping(*args)
+    assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from . import __version__
 from .config import DEFAULT_PATH, ConfigError, describe, load_config
@@ -22,6 +23,24 @@ EX_SOFTWARE = 70
 EX_CONFIG = 78
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with EX_USAGE (64) for bad arguments, as every subcommand's other usage
+    errors, instead of argparse's 2 (which ping uses for network errors)."""
+
+    json_errors = False  # ping --json: an argument error is also a JSON document on stdout
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        text = f"{self.prog}: error: {message}"
+        if self.json_errors:
+            document = {"ok": False, "error": text, "exit_status": EX_USAGE, "settings": None}
+            try:
+                print(json.dumps(document, indent=2), flush=True)
+            except OSError:
+                pass
+        self.exit(EX_USAGE, text + "\n")
+
+
 def default_config_path() -> str:
     return os.environ.get("MCAST_ECHO_CONFIG") or DEFAULT_PATH
 
@@ -31,8 +50,9 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
                         help=f"config file (default: $MCAST_ECHO_CONFIG or {DEFAULT_PATH})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    """The parser; its ``subcommands`` maps each name to its own parser (for its usage)."""
+    parser = Parser(
         prog="mcast-echo",
         description="Multicast echo responder: joins IP multicast groups and echoes every "
                     "datagram back to its sender by unicast; `ping` probes a group.")
@@ -81,11 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
         ping.add_arguments(ping_parser)
         ping_parser.add_argument("--version", action="version",
                                  version=f"%(prog)s {__version__}")
+    parser.subcommands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
 
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The arguments; any error exits 64 with the usage of the subcommand it belongs to."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    ping_parser = parser.subcommands.get("ping")
+    if ping_parser is not None:
+        ping_parser.json_errors = "--json" in argv
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # argparse would blame the top level: the subcommand's usage says more
+        parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.command == "ping":
         from .ping import command as ping
 

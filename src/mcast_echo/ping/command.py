@@ -1,101 +1,69 @@
 """`mcast-echo ping`: probe a group and report every responder's RTT, loss and path.
 
-cli.py adds these options to its `ping` subcommand (``add_arguments``) and calls
-``run``. Data flows one way: options and the config file become ``Settings``
-(here); pinger.py opens one socket from them, sends probes on a schedule and
-matches the echoes; pingreport.py prints what was learnt. Probe format: probe.py
-and docs/protocol.md.
+cli.py adds the options of options.py to its `ping` subcommand and calls ``run``.
+Data flows one way: options and the config file become ``Settings`` (here);
+sockets.py opens the sockets, pinger.py sends probes on a schedule and matches
+the echoes, report.py says what was learnt. Probe format: wire/probe.py and
+docs/protocol.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import json
 import os
+import stat
 import sys
-import time
 from typing import Any, Optional, TextIO
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
-from ..schema import Listener
-from ..wire import probe
+from ..schema import ALL_INTERFACES, Listener
 from . import report as pingreport
-from .pinger import Interrupts, Pinger, PingError, Settings, open_socket
+from .options import (
+    DEFAULT_GROUP,
+    DEFAULT_PORT,
+    DEFAULT_TTL,
+    EXIT_ERROR,
+    EXIT_FEWER,
+    EXIT_OK,
+    EXIT_USAGE,
+    Target,
+    add_arguments,
+)
+from .pinger import Interrupts, OutputError, Pinger
+from .settings import PingError, Settings, UsageError, is_ssm
+from .sockets import index_of_address, open_group_socket, open_probe_socket
 
-DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
-DEFAULT_PORT = Listener.port
-DEFAULT_TTL = Listener.ttl
-DEFAULT_SIZE = 192  # room for the identity trailer with the longest names (probe.py)
+__all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
 
-# --- options -----------------------------------------------------------------------------------
-
-def _bounded(kind: type, low: float, high: Optional[float] = None):
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
-        if value < low or (high is not None and value > high):
-            allowed = f"{low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"{text} is out of range {allowed}")
-        return value
-    return convert
+# Why ping cannot read a config file, in ping's words (the daemon's name -c and its user).
+_UNREADABLE = {
+    errno.ENOENT: "no such file (pass --config PATH, or name the group: "
+                  "mcast-echo ping GROUP[:PORT])",
+    errno.EACCES: "permission denied: ping reads it as you (make it readable, "
+                  "pass --config PATH to a copy, or name the group: mcast-echo ping GROUP)",
+    errno.EISDIR: "is a directory (pass --config PATH to a YAML file)",
+}
 
 
-def _group_port(text: str) -> tuple[str, Optional[int]]:
-    host, sep, port_text = text.partition(":")
+def _check_readable(path: str) -> None:
+    """A file ping cannot open, said in ping's words before the loader says it in the daemon's."""
     try:
-        group = ipaddress.IPv4Address(host)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{host!r} is not an IPv4 address") from None
-    if not group.is_multicast:
-        raise argparse.ArgumentTypeError(f"{host} is not a multicast group (224.0.0.0/4)")
-    port = _bounded(int, 1, 65535)(port_text) if sep else None
-    return str(group), port
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        advice = _UNREADABLE.get(err.errno or 0)
+        raise PingError(pingreport.shown(f"{path}: {advice or err.strerror}")) from None
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise PingError(pingreport.shown(f"{path}: {_UNREADABLE[errno.EISDIR]}"))
+    finally:
+        os.close(fd)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `mcast-echo ping` options; cli.py owns the parser."""
-    parser.epilog = ("Exit status: 0 if at least N (--expect) responders echoed a probe intact, "
-                     "1 if fewer, 2 on a usage or network error. Probe format: "
-                     "docs/protocol.md.")
-    parser.add_argument("target", nargs="?", type=_group_port, metavar="GROUP[:PORT]",
-                        help="group to probe (default: the config file's, else "
-                             f"{DEFAULT_GROUP}:{DEFAULT_PORT})")
-    parser.add_argument("-c", dest="count", type=_bounded(int, 1), metavar="COUNT",
-                        help="stop after COUNT probes (default: until Ctrl-C)")
-    parser.add_argument("-i", dest="interval", type=_bounded(float, 0.0), default=1.0,
-                        metavar="INTERVAL", help="seconds between probes (default: 1)")
-    parser.add_argument("-s", dest="size", type=_bounded(int, probe.HEADER_SIZE,
-                                                         probe.MAX_UDP_PAYLOAD),
-                        default=DEFAULT_SIZE, metavar="SIZE",
-                        help=f"datagram bytes, {probe.HEADER_SIZE}..{probe.MAX_UDP_PAYLOAD} "
-                             f"(default: {DEFAULT_SIZE})")
-    parser.add_argument("-t", dest="ttl", type=_bounded(int, 0, 255), metavar="TTL",
-                        help=f"multicast TTL (default: the config file's, else {DEFAULT_TTL})")
-    parser.add_argument("-I", dest="interface", metavar="IFACE",
-                        help="send through this interface, a name or an IPv4 address "
-                             "(default: the config file's, else the route to the group)")
-    parser.add_argument("-W", dest="wait", type=_bounded(float, 0.0), default=1.0,
-                        metavar="WAIT", help="seconds to wait for echoes after the last probe "
-                                             "(default: 1)")
-    parser.add_argument("--loopback", action=argparse.BooleanOptionalAction, default=None,
-                        help="let responders on this host hear the probes "
-                             "(default: the config file's, else on)")
-    parser.add_argument("-q", dest="quiet", action="store_true",
-                        help="print only the summary")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document at the end, nothing else")
-    parser.add_argument("--expect", type=_bounded(int, 0), default=1, metavar="N",
-                        help="exit 0 only if at least N responders answered (default: 1)")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file to take defaults from (default: $MCAST_ECHO_CONFIG "
-                             f"or {DEFAULT_CONFIG}, if readable)")
-
-
-def _config_defaults(args: argparse.Namespace) -> tuple[Optional[str], dict[str, Any]]:
-    """Group, port, interface, TTL and loopback of the config's first listener, if any.
+def _load_listeners(args: argparse.Namespace) -> tuple[Optional[str], tuple[Listener, ...]]:
+    """The config file's listeners, if there is a file to read.
 
     A file named with --config or $MCAST_ECHO_CONFIG must load; the default path
     is optional, and only warned about when it exists but is invalid.
@@ -103,22 +71,21 @@ def _config_defaults(args: argparse.Namespace) -> tuple[Optional[str], dict[str,
     explicit = args.config or os.environ.get("MCAST_ECHO_CONFIG")
     path = explicit or DEFAULT_CONFIG
     if not explicit and not os.access(path, os.R_OK):
-        return None, {}
+        return None, ()
     try:
         from ..config import load_config
     except ImportError:  # a build without the daemon's config module
-        return None, {}
+        return None, ()
     try:
-        listener = load_config(path).listeners[0]
+        _check_readable(path)
+        listeners = tuple(load_config(path).listeners)
     except Exception as err:  # whatever the loader raises: a message, never a traceback
-        problem = config_problem(path, err)
+        problem = str(err) if isinstance(err, PingError) else config_problem(path, err)
         if explicit:
             raise PingError(problem) from None
         print(f"mcast-echo ping: ignoring {path}: {problem}", file=sys.stderr)
-        return None, {}
-    return path, {"group": listener.group, "port": listener.port,
-                  "interface": listener.interface, "ttl": listener.ttl,
-                  "loopback": listener.loopback}
+        return None, ()
+    return path, listeners
 
 
 def config_problem(path: str, err: Exception) -> str:
@@ -141,35 +108,140 @@ def config_problem(path: str, err: Exception) -> str:
     return pingreport.shown(text)
 
 
+def _family(group: str) -> int:
+    return ipaddress.ip_address(group).version
+
+
+def _pick_listener(listeners: tuple[Listener, ...], target: Optional[Target],
+                   family: Optional[int]) -> Optional[Listener]:
+    """The listener defaults come from: the target's own group, else the first listener
+    of the wanted family (-4/-6 or the target's), else the first."""
+    if target is not None:
+        for listener in listeners:
+            if listener.group == target.group:
+                return listener
+        family = _family(target.group)
+    for listener in listeners:
+        if family is None or (6 if listener.ipv6 else 4) == family:
+            return listener
+    return None
+
+
+def _local_source(listener: Optional[Listener]) -> Optional[str]:
+    """The first of an SSM listener's sources that is an address of this host, if any."""
+    for source in (listener.sources or ()) if listener is not None else ():
+        if index_of_address(str(source)) is not None:
+            return str(source)
+    return None
+
+
 def resolve_settings(args: argparse.Namespace) -> Settings:
-    """Options first, then the config file, then the built-in defaults."""
-    config, defaults = _config_defaults(args)
-    group, port = args.target if args.target else (None, None)
-    return Settings(
-        group=group or defaults.get("group", DEFAULT_GROUP),
-        port=port or defaults.get("port", DEFAULT_PORT),
-        interface=args.interface or defaults.get("interface"),
+    """Options first, then the config file's listener, then the built-in defaults."""
+    config, listeners = _load_listeners(args)
+    target: Optional[Target] = args.target
+    family: Optional[int] = getattr(args, "family", None)
+    if target is not None and family is not None and _family(target.group) != family:
+        raise UsageError(f"-{family} and {target.group} (an IPv{_family(target.group)} group) "
+                         "disagree: drop one")
+    listener = _pick_listener(listeners, target, family)
+    if listener is None and family == 6 and target is None:
+        where = f" and {config} has no IPv6 listener" if config else ""
+        raise UsageError(f"-6: no IPv6 group to probe{where}: name one, e.g. "
+                         f"mcast-echo ping [ff15::1]:{DEFAULT_PORT}")
+    defaults: dict[str, Any] = {}
+    if listener is not None:
+        defaults = {"group": listener.group, "port": listener.port, "ttl": listener.ttl,
+                    "loopback": listener.loopback,
+                    "interface": None if listener.interface == ALL_INTERFACES
+                    else listener.interface}
+    group = target.group if target is not None else defaults.get("group", DEFAULT_GROUP)
+    interface = args.interface or defaults.get("interface")
+    if target is not None and target.zone:
+        if args.interface and args.interface != target.zone:
+            raise UsageError(f"-I {args.interface} and %{target.zone} in the group disagree: "
+                             "drop one")
+        interface = target.zone
+    settings = Settings(
+        group=group,
+        port=(target.port if target is not None else None) or defaults.get("port", DEFAULT_PORT),
+        interface=interface, source=_source(args.source, group, listener),
         count=args.count, interval=args.interval, size=args.size,
         ttl=args.ttl if args.ttl is not None else defaults.get("ttl", DEFAULT_TTL),
         loopback=args.loopback if args.loopback is not None else defaults.get("loopback", True),
-        wait=args.wait, expect=args.expect, quiet=args.quiet, json=args.json, config=config,
-    )
+        wait=args.wait, deadline=getattr(args, "deadline", None), expect=args.expect,
+        quiet=args.quiet, json=args.json, numeric=getattr(args, "numeric", False),
+        timestamps=getattr(args, "timestamps", False), config=config)
+    return settings
+
+
+def _source(option: Optional[str], group: str, listener: Optional[Listener]) -> Optional[str]:
+    if option is None:
+        return _local_source(listener) if is_ssm(group) else None
+    if not is_ssm(group):
+        raise UsageError(f"-S {option}: {group} is an any-source group; -S is for "
+                         "source-specific groups (232.0.0.0/8, ff3x::/32): drop -S")
+    try:
+        address = ipaddress.ip_address(option)
+    except ValueError:
+        raise UsageError(f"-S {option!r} is not an IP address (the address of this host "
+                         "that the responders list in `sources:`)") from None
+    if address.version != _family(group):
+        raise UsageError(f"-S {option} is an IPv{address.version} address and {group} an "
+                         f"IPv{_family(group)} group: pass an address of the group's family")
+    return str(address)
+
+
+def _error_document(message: str, status: int, settings: Optional[Settings]) -> dict[str, Any]:
+    return {"ok": False, "error": message, "exit_status": status,
+            "settings": settings.for_json() if settings is not None else None}
+
+
+def fail(message: str, status: int, as_json: bool, out: TextIO,
+         settings: Optional[Settings] = None) -> int:
+    """Say *message* on stderr (one line) and, for --json, as a document on *out*."""
+    print(f"mcast-echo ping: {message}", file=sys.stderr, flush=True)
+    if as_json:
+        try:
+            print(json.dumps(_error_document(message, status, settings), indent=2), file=out,
+                  flush=True)
+        except OSError:
+            pass  # stdout is what failed; stderr has said it
+    return status
 
 
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
-    """Run `mcast-echo ping`: 0 if at least --expect responders answered, 1 if fewer, 2 on error."""
+    """Run `mcast-echo ping`: 0 if at least --expect responders answered, 1 if fewer,
+    2 on a network, config or output error, 64 on bad options."""
     out = out or sys.stdout
+    settings: Optional[Settings] = None
     try:
         settings = resolve_settings(args)
-        sock, via = open_socket(settings)
-        with sock, Interrupts() as interrupts:
-            pinger = Pinger(settings, sock, via, out)
-            started = time.monotonic()
-            pinger.loop(interrupts)
-            pinger.report(time.monotonic() - started)
-    except PingError as err:
+        sock, path = open_probe_socket(settings)
+        with sock:
+            group_sock, no_group = open_group_socket(settings, path)
+            try:
+                with Interrupts() as interrupts:
+                    pinger = Pinger(settings, sock, path, out, group_sock, no_group)
+                    pinger.run(interrupts)
+            finally:
+                if group_sock is not None:
+                    group_sock.close()
+    except UsageError as err:
+        return fail(str(err), EXIT_USAGE, args.json, out, settings)
+    except OutputError as err:
+        _discard_stdout()
         print(f"mcast-echo ping: {err}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_ERROR
+    except PingError as err:
+        return fail(str(err), EXIT_ERROR, args.json, out, settings)
     except BrokenPipeError:  # `mcast-echo ping | head`: stop quietly, status as far as we got
+        _discard_stdout()
+    return EXIT_OK if pinger.responders.answered() >= settings.expect else EXIT_FEWER
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0 if pinger.responders.answered() >= settings.expect else 1
+    except (OSError, ValueError):
+        pass

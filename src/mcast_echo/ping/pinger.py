@@ -1,158 +1,49 @@
-"""The probing socket and the send/receive loop of `mcast-echo ping`.
+"""The probe loop of `mcast-echo ping`: send on a schedule, match every echo, report.
 
-``open_socket`` turns ``Settings`` into one UDP socket (multicast TTL, loopback,
-outgoing interface, receive TTL and kernel timestamps); ``Pinger`` sends a probe
-every interval and matches every echo to this run's probes until the count and
-the wait are done or Ctrl-C. Errors a user can act on become ``PingError``.
+``Pinger`` sends a probe every interval on the probe socket and reads echoes from
+it and, when it could be opened, from the group socket (sockets.py), until the
+count and the wait, the -w deadline, or Ctrl-C. Ctrl-\\ (SIGQUIT) prints the
+statistics so far, as ping does. Signal handlers only record; the loop acts.
 """
 
 from __future__ import annotations
 
 import array
 import errno
-import ipaddress
 import json
 import secrets
 import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import Optional, TextIO
 
-from ..net import ifaddr
-from ..net.mcast import IP_RECVTTL, ROUTE_FIX
 from ..wire import probe
 from . import report as pingreport
+from . import summary
+from .names import FIRST_WAIT, Names
+from .settings import PingError, Settings
+from .sockets import ANCILLARY_SPACE, Path, ancillary, destination, explain, shown_address
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
-WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
-# Linux values that Python's socket module does not export.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
-
-# errno of a failed setsockopt or send -> what to tell the user; one table so they cannot drift.
-_ERRNO_ADVICE = {
-    errno.ENETUNREACH: f"no route to {{group}}: {ROUTE_FIX} or pass -I IFACE",
-    errno.ENODEV: "no usable interface for {group}{via}: it is missing or down; "
-                  "pass -I with an interface that is up, or add a multicast route",
-    errno.EADDRNOTAVAIL: "-I {interface} is not an IPv4 address of this host: "
-                         "pass one of its addresses or an interface name",
-    errno.EPERM: "sending to {group} was refused: is a firewall rule dropping it?",
-    errno.EACCES: "sending to {group} was refused: is a firewall rule dropping it?",
-    errno.EMSGSIZE: "{size}-byte probes are too large for this path: lower -s",
-    errno.EHOSTUNREACH: "{group} is unreachable{via}: check the interface and its routes",
-}
 # Send errors worth counting and carrying on after (a full queue, a stray ICMP error).
 _TRANSIENT_SEND = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EINTR}
 
 
-class PingError(Exception):
-    """A usage or network problem; the message says what to do. Exit status 2."""
+class OutputError(PingError):
+    """Standard output cannot be written (a full disk, /dev/full). Exit status 2."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    group: str
-    port: int
-    interface: Optional[str]  # a name, an IPv4 address, or None: the route to the group
-    count: Optional[int]  # None: until Ctrl-C
-    interval: float
-    size: int
-    ttl: int
-    loopback: bool
-    wait: float
-    expect: int
-    quiet: bool
-    json: bool
-    config: Optional[str]  # the file defaults came from, if any
-
-    @property
-    def target(self) -> str:
-        return f"{self.group}:{self.port}"
-
-
-# --- the socket --------------------------------------------------------------------------------
-
-def explain(err: OSError, settings: Settings) -> str:
-    template = _ERRNO_ADVICE.get(err.errno or 0)
-    name = errno.errorcode.get(err.errno or 0, "error")
-    if template is None:
-        return f"{settings.target}: {err.strerror or err} ({name})"
-    via = f" via {settings.interface}" if settings.interface else ""
-    return template.format(group=settings.group, interface=settings.interface, via=via,
-                           size=settings.size) + f" ({name})"
-
-
-def _multicast_if(sock: socket.socket, interface: str) -> tuple[bytes, str]:
-    """The ip_mreqn for IP_MULTICAST_IF, and how to name the choice in the banner.
-
-    For a name, the interface's own address goes in too: it becomes the source
-    address, which on lo is what keeps the source from being 0.0.0.0.
-    """
-    any_addr = socket.inet_aton("0.0.0.0")
-    try:
-        address = ipaddress.IPv4Address(interface)
-        return struct.pack("4s4si", any_addr, address.packed, 0), str(address)
-    except ValueError:
-        pass
-    try:
-        index = socket.if_nametoindex(interface)
-    except OSError:
-        raise PingError(f"-I {interface}: no such interface "
-                        "(list them with `ip -brief address`)") from None
-    source = ifaddr.primary_address(sock, interface)
-    mreqn = struct.pack("4s4si", any_addr, socket.inet_aton(source or "0.0.0.0"), index)
-    return mreqn, f"{interface} ({source})" if source else interface
-
-
-def open_socket(settings: Settings) -> tuple[socket.socket, str]:
-    """The probing socket (blocking sends; receives use MSG_DONTWAIT) and the interface text."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        via = ""
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, settings.ttl)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(settings.loopback))
-        if settings.interface:
-            mreqn, via = _multicast_if(sock, settings.interface)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
-        sock.bind(("0.0.0.0", 0))
-    except OSError as err:
-        sock.close()
-        raise PingError(explain(err, settings)) from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock, via
-
-
-def _ancillary(ancdata: list[tuple[int, int, bytes]]) -> tuple[Optional[int], Optional[int]]:
-    """(kernel receive time in ns, IP TTL) from recvmsg's ancillary data."""
-    rx_ns = ttl = None
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            seconds, nanoseconds = struct.unpack_from("@qq", data)
-            rx_ns = seconds * 1_000_000_000 + nanoseconds
-        elif level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
-            (ttl,) = struct.unpack_from("@i", data)
-    return rx_ns, ttl
-
-
-# --- the run -----------------------------------------------------------------------------------
 
 class Interrupts:
-    """Ctrl-C only records the request; the wakeup fd wakes the loop, which then stops."""
+    """Ctrl-C and Ctrl-\\ only record the request; the wakeup fd wakes the loop, which acts."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = False  # SIGINT: stop and print the summary
+        self.interim = False  # SIGQUIT: print the statistics so far, go on
         self.wakeup: Optional[socket.socket] = None
 
     def __enter__(self) -> Interrupts:
@@ -162,11 +53,15 @@ class Interrupts:
         for end in (self.wakeup, self._writer):
             end.setblocking(False)
         self._old_fd = signal.set_wakeup_fd(self._writer.fileno())
-        self._old_handler = signal.signal(signal.SIGINT, self._record)
+        self._old_handlers = {signum: signal.signal(signum, self._record)
+                              for signum in (signal.SIGINT, signal.SIGQUIT)}
         return self
 
     def _record(self, signum: int, frame: object) -> None:
-        self.requested = True
+        if signum == signal.SIGQUIT:
+            self.interim = True
+        else:
+            self.requested = True
 
     def drain(self) -> None:
         try:
@@ -177,7 +72,8 @@ class Interrupts:
 
     def __exit__(self, *exc: object) -> None:
         if self.wakeup is not None:
-            signal.signal(signal.SIGINT, self._old_handler)
+            for signum, handler in self._old_handlers.items():
+                signal.signal(signum, handler)
             signal.set_wakeup_fd(self._old_fd)
             self.wakeup.close()
             self._writer.close()
@@ -213,20 +109,35 @@ class SendTimes:
 class Pinger:
     """One run: sends the probes, matches the echoes, keeps the per-responder stats."""
 
-    def __init__(self, settings: Settings, sock: socket.socket, via: str, out: TextIO) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket, path: Path, out: TextIO,
+                 group_sock: Optional[socket.socket] = None, no_group: str = "") -> None:
         self.settings = settings
         self.sock = sock
-        self.via = via
+        self.path = path
         self.out = out
+        self.group_sock = group_sock
+        self.no_group = no_group  # why echoes to the group are not heard, if they are not
+        self.own_port = sock.getsockname()[1]  # our probes, looped back to the group socket
+        self.destination = destination(settings, path.index)
         self.session = secrets.randbits(32)
         self.responders = pingreport.ResponderTable(settings.port)
         self.counts = pingreport.RunCounts()
         self.send_times = SendTimes()
+        self.names = Names(settings.numeric or settings.json)
         self._reported_errnos: set[int] = set()
+
+    def _print(self, text: str, to: Optional[TextIO] = None) -> None:
+        """Write a line; a failing standard output ends the run (exit 2), once, no traceback."""
+        try:
+            print(text, file=to or self.out, flush=True)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise OutputError(f"cannot write the output: {err.strerror or err}") from None
 
     def _say(self, line: str) -> None:
         if not (self.settings.quiet or self.settings.json):
-            print(line, file=self.out, flush=True)
+            self._print(line)
 
     @property
     def next_seq(self) -> int:
@@ -238,7 +149,7 @@ class Pinger:
         datagram = probe.build_probe(self.session, seq, sent_ns, self.settings.size,
                                      sent_ttl=self.settings.ttl)
         try:
-            self.sock.sendto(datagram, (self.settings.group, self.settings.port))
+            self.sock.sendto(datagram, self.destination)
         except OSError as err:
             self.send_times.record(0)
             if self.counts.transmitted == 0 and err.errno not in _TRANSIENT_SEND:
@@ -252,29 +163,38 @@ class Pinger:
         self.send_times.record(sent_ns)
         self.counts.transmitted += 1
 
-    def receive(self) -> None:
-        """Read the echoes that are waiting (a batch at most, so sending keeps its pace)."""
+    def receive(self, sock: socket.socket) -> None:
+        """Read the echoes waiting on *sock* (a batch at most, so sending keeps its pace)."""
+        via = pingreport.GROUP if sock is self.group_sock else pingreport.UNICAST
         for _ in range(RECEIVE_BATCH):
             try:
-                data, ancdata, _flags, source = self.sock.recvmsg(
-                    probe.MAX_UDP_PAYLOAD + 1, _ANCILLARY_SPACE, socket.MSG_DONTWAIT)
+                data, ancdata, _flags, source = sock.recvmsg(
+                    probe.MAX_UDP_PAYLOAD + 1, ANCILLARY_SPACE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error queued on the socket; the probe counts as lost
                 return
-            rx_ns, reply_ttl = _ancillary(ancdata)
+            if via == pingreport.GROUP and source[1] == self.own_port:
+                continue  # our own probe, looped back: echoes come from the group's port
+            rx_ns, reply_ttl = ancillary(ancdata)
             rx_ns = rx_ns or time.time_ns()
             echo = probe.check_echo(data, self.session)
+            if echo is None and via == pingreport.GROUP:
+                continue  # others' probes and echoes on the group are not ours to count
             sent_ns = self._send_time(echo)
             if echo is None or sent_ns is None:
                 continue
-            stats = self.responders.lookup(source[0], source[1])
+            address = shown_address(source[0], source[3] if len(source) > 3 else 0)
+            stats = self.responders.lookup(address, source[1])
             if stats is None:
                 self._table_full_notice()
                 continue
+            if stats.dns_name is None:
+                stats.dns_name = self.names.name(source[0], FIRST_WAIT)
             rtt_ns = max(0, rx_ns - sent_ns)  # a clock step back must not show as negative
-            fresh = stats.record(echo, rtt_ns, reply_ttl, self.settings.ttl)
-            self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, fresh))
+            outcome = stats.record(echo, rtt_ns, reply_ttl, self.settings.ttl, via)
+            self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
+                                            rx_ns if self.settings.timestamps else None))
 
     def _send_time(self, echo: Optional[probe.Echo]) -> Optional[int]:
         """Our send time of the probe *echo* answers; None (and counted) when there is none."""
@@ -291,40 +211,63 @@ class Pinger:
             print(f"mcast-echo ping: more than {self.responders.limit} responders: echoes "
                   "from further sources are counted, not shown", file=sys.stderr, flush=True)
 
-    def loop(self, interrupts: Interrupts) -> None:
+    def run(self, interrupts: Interrupts) -> None:
+        """The whole run: the probes and echoes, then the report."""
+        started = time.monotonic()
+        if self.no_group:
+            print(f"mcast-echo ping: {self.no_group}", file=sys.stderr, flush=True)
+        self.loop(interrupts, started)
+        self.report(time.monotonic() - started)
+
+    def loop(self, interrupts: Interrupts, started: Optional[float] = None) -> None:
         settings = self.settings
+        started = time.monotonic() if started is None else started
+        hard_end = started + settings.deadline if settings.deadline is not None else None
         with selectors.DefaultSelector() as selector:
             selector.register(self.sock, selectors.EVENT_READ)
+            if self.group_sock is not None:
+                selector.register(self.group_sock, selectors.EVENT_READ)
             if interrupts.wakeup is not None:
                 selector.register(interrupts.wakeup, selectors.EVENT_READ)
-            next_send = time.monotonic()
-            end_at: Optional[float] = None
+            next_send = started
+            end_at: Optional[float] = hard_end
+            sending = True
             while not interrupts.requested:
                 now = time.monotonic()
-                if end_at is None and now >= next_send:
+                if sending and now >= next_send:
                     self.send()
                     if self.next_seq == 1 and not settings.json:  # after the first send,
-                        print(self.banner(), file=self.out, flush=True)  # so errors come alone
+                        self._print(self.banner())  # so errors come alone
                     # Keep the average rate even when a wakeup comes late (epoll counts
                     # whole ms), but after a real stall start afresh instead of bursting.
                     next_send += settings.interval
                     if next_send < now - MAX_CATCH_UP:
                         next_send = now
                     if settings.count is not None and self.next_seq >= settings.count:
-                        end_at = now + settings.wait
+                        sending = False
+                        end_at = min(now + settings.wait, hard_end or float("inf"))
                 if end_at is not None and now >= end_at:
                     return
-                deadline = end_at if end_at is not None else next_send
+                deadline = min(next_send if sending else float("inf"),
+                               end_at if end_at is not None else float("inf"))
                 for key, _events in selector.select(max(0.0, deadline - time.monotonic())):
-                    if key.fileobj is self.sock:
-                        self.receive()
-                    else:
+                    if key.fileobj is interrupts.wakeup:
                         interrupts.drain()
+                    else:
+                        self.receive(key.fileobj)  # type: ignore[arg-type]
+                if interrupts.interim:
+                    interrupts.interim = False
+                    self.interim()
 
     def banner(self) -> str:
-        s, via = self.settings, self.via
-        line = (f"MCAST-ECHO PING {s.target}{' via ' + via if via else ''}: {s.size}-byte probes, "
-                f"ttl {s.ttl}, loopback {'on' if s.loopback else 'off'}")
+        s = self.settings
+        line = (f"MCAST-ECHO PING {s.target} via {self.path.text()}: {s.size}-byte probes, "
+                f"{'hop limit' if s.ipv6 else 'ttl'} {s.ttl}, "
+                f"loopback {'on' if s.loopback else 'off'}")
+        if s.ssm and not s.source:
+            line += (f"\n({s.group} is a source-specific group and no -S was given: responders "
+                     "answer only the sources in their `sources:`; pass -S with the address "
+                     "of this host they list)")
         if s.size < probe.MIN_TRAILER_PROBE:
             line += (f"\n(at {s.size} bytes a probe has no room for the responder's identity, "
                      f"which it writes into the probe: responders show as addresses only; "
@@ -335,18 +278,34 @@ class Pinger:
                      f"fits any)")
         return line
 
+    def _settle_names(self, wait: float) -> None:
+        self.names.settle(wait)
+        for stats in self.responders:
+            stats.dns_name = self.names.name(stats.address.split("%")[0]) or stats.dns_name
+
+    def interim(self) -> None:
+        """SIGQUIT: the statistics so far, on standard error, as ping does; the run goes on."""
+        self._settle_names(0)
+        for line in summary.statistics(self.settings.target, self.responders, self.counts,
+                                       self.settings.expect)[1:]:
+            self._print(line, sys.stderr)
+
     def report(self, duration_s: float) -> None:
         s = self.settings
+        self._settle_names(0 if s.numeric else 1.0)
+        notes = summary.rate_note(s, self.responders, self.counts.transmitted)
+        found_hints = summary.hints(s, self.path.text(), self.responders, self.counts)
         if s.json:
-            settings = asdict(s)
-            for local_only in ("quiet", "json"):
-                del settings[local_only]
-            settings["session"] = f"{self.session:08x}"
-            document = pingreport.json_document(settings, self.responders, self.counts,
-                                                duration_s)
-            print(json.dumps(document, indent=2), file=self.out, flush=True)
+            document = summary.json_document(s, self.session, self.responders, self.counts,
+                                             duration_s, self.path.text(),
+                                             self.group_sock is not None, notes, found_hints)
+            self._print(json.dumps(document, indent=2))
             return
         if not s.quiet:
-            print(file=self.out)
-        for line in pingreport.summary(s.target, self.responders, self.counts, s.expect):
-            print(line, file=self.out, flush=True)
+            self._print("")
+        for line in summary.statistics(s.target, self.responders, self.counts, s.expect):
+            self._print(line)
+        for line in notes:
+            self._print(f"note: {line}")
+        for line in found_hints:
+            self._print(f"hint: {line}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class SeqWindow:
         self.newest = -1
         self._bits = 0
 
+    def copy(self) -> SeqWindow:
+        twin = SeqWindow()
+        twin.newest, twin._bits = self.newest, self._bits
+        return twin
+
     def mark(self, seq: int) -> Optional[bool]:
         """True the first time *seq* is marked, False after; None when it is older than
         the window (cannot tell, so never called a duplicate)."""
@@ -122,20 +128,40 @@ def hop_count(sent_ttl: int, arrival_ttl: Optional[int]) -> Optional[int]:
     return sent_ttl - arrival_ttl
 
 
+UNICAST, GROUP = "unicast", "group"  # how an echo reached us: to our socket, or to the group
+
+
+class Outcome(enum.Enum):
+    """What one echo was to its responder's stats. True for those shown without a mark
+    other than their damage: a new echo and a damaged one (bool kept for callers)."""
+
+    NEW = "new"  # the first intact echo of this sequence: received, RTT counted
+    DAMAGED = "damaged"  # truncated or corrupted
+    DUP = "dup"  # again on the same path: (DUP!)
+    COPY = "copy"  # already received the other way (unicast and group): not a duplicate
+    OLD = "old"  # older than the sequence window: cannot tell
+
+    def __bool__(self) -> bool:
+        return self in (Outcome.NEW, Outcome.DAMAGED)
+
+
 @dataclass
 class ResponderStats:
     """Everything one responder (one source address and port) told us during a run.
 
     Names are kept as the peer sent them (JSON shows them so); text output passes
-    them through ``shown``.
+    them through ``shown``. A responder may answer by unicast, to the group, or both
+    (``reply: both``): a sequence counts once, its second copy is a ``copy``, and only
+    a repeat on the same path is a duplicate.
     """
 
-    address: str
+    address: str  # IPv6 with its zone when it has one: fe80::2%eth0
     port: int
     wrong_port: bool = False  # echoes should come from the group's port (docs/protocol.md)
     name: Optional[str] = None  # from the identity trailer; None for a plain echo server
     ifname: Optional[str] = None  # the responder's interface the probe arrived on
     group: Optional[str] = None
+    dns_name: Optional[str] = None  # the reverse lookup of address; None with -n or none
     hops: Optional[int] = None  # our TTL - arrival TTL, from the latest trailer; None: unknown
     arrival_ttl: Optional[int] = None  # as the trailer states it
     reply_ttl: Optional[int] = None  # IP TTL of the latest echo as it reached us
@@ -144,11 +170,32 @@ class ResponderStats:
     truncated: int = 0
     corrupted: int = 0
     no_trailer: int = 0  # intact echoes of probes that asked for a trailer but got none
+    group_echoes: int = 0  # intact echoes that came to the group (first per sequence)
+    copies: int = 0  # intact echoes of a sequence already received the other way
     rtt: RttStats = field(default_factory=RttStats, repr=False)
-    seen: SeqWindow = field(default_factory=SeqWindow, repr=False)
+    seen: SeqWindow = field(default_factory=SeqWindow, repr=False)  # either path
+    first_path: Optional[str] = field(default=None, repr=False)
+    # One window per path, made only once a responder answers both ways: until then
+    # its one path's window is ``seen`` itself (4,096 responders cost no more).
+    _path_seen: dict[str, SeqWindow] = field(default_factory=dict, repr=False)
 
-    def record(self, echo: Echo, rtt_ns: int, reply_ttl: Optional[int], sent_ttl: int) -> bool:
-        """Count one echo of a probe we sent with TTL *sent_ttl*; False for a duplicate.
+    def _window(self, via: str) -> SeqWindow:
+        if self.first_path is None:
+            self.first_path = via
+        if not self._path_seen:
+            if via == self.first_path:
+                return self.seen
+            self._path_seen = {self.first_path: self.seen.copy(), via: SeqWindow()}
+        return self._path_seen[via]
+
+    @property
+    def via(self) -> str:
+        """unicast, group or both: how this responder's echoes reached us."""
+        return "both" if self._path_seen else (self.first_path or UNICAST)
+
+    def record(self, echo: Echo, rtt_ns: int, reply_ttl: Optional[int], sent_ttl: int,
+               via: str = UNICAST) -> Outcome:
+        """Count one echo of a probe we sent with TTL *sent_ttl*.
 
         *rtt_ns* comes from our own clock; the echo's header is never trusted for it.
         """
@@ -160,26 +207,39 @@ class ResponderStats:
             self.hops = hop_count(sent_ttl, trailer.arrival_ttl)
         if echo.truncated:
             self.truncated += 1
-            return True
+            return Outcome.DAMAGED
         if echo.corrupted:
             self.corrupted += 1
-            return True
-        fresh = self.seen.mark(echo.header.seq)
-        if fresh is None:  # older than the window (the pinger counts such echoes as late)
-            return False
-        if not fresh:
+            return Outcome.DAMAGED
+        window = self._window(via)
+        first_on_path = window.mark(echo.header.seq)
+        if first_on_path is None:  # older than the window (the pinger counts such echoes late)
+            return Outcome.OLD
+        if not first_on_path:
             self.duplicates += 1
-            return False
+            return Outcome.DUP
+        if via == GROUP:
+            self.group_echoes += 1
+        if window is not self.seen:
+            first = self.seen.mark(echo.header.seq)
+            if first is None:
+                return Outcome.OLD
+            if not first:
+                self.copies += 1
+                return Outcome.COPY
         if echo.trailer is None:
             self.no_trailer += 1
         self.rtt.add(rtt_ns)
         self.received += 1
-        return True
+        return Outcome.NEW
 
     def identity(self) -> str:
         """`10.0.0.2 (host-b, eth1) hops=1`, the address alone for a plain echo server,
-        `address:port` when the echo came from another port than the group's."""
+        `address:port` when the echo came from another port than the group's, and
+        `name (address)` first when a reverse lookup found a name."""
         text = f"{self.address}:{self.port}" if self.wrong_port else self.address
+        if self.dns_name is not None:
+            text = f"{shown(self.dns_name)} ({text})"
         if self.name is not None:
             name = shown(self.name)
             text += f" ({name}, {shown(self.ifname)})" if self.ifname else f" ({name})"
@@ -194,8 +254,14 @@ class ResponderStats:
     def rtt_ms(self) -> Optional[dict[str, float]]:
         """min/avg/max/mdev in ms (mdev as ping computes it), None before any intact echo."""
         return self.rtt.as_ms()
+
     def summary_line(self, transmitted: int) -> str:
-        parts = [f"{transmitted} transmitted", f"{self.received} received"]
+        received = f"{self.received} received"
+        if self.via == GROUP:
+            received += " (group)"
+        elif self.via == "both":
+            received += f" (unicast and group, +{self.copies} copies)"
+        parts = [f"{transmitted} transmitted", received]
         for count, label in ((self.duplicates, "duplicates"), (self.truncated, "truncated"),
                              (self.corrupted, "corrupted")):
             if count:
@@ -209,32 +275,41 @@ class ResponderStats:
 
     def to_json(self, transmitted: int) -> dict[str, Any]:
         return {
-            "address": self.address, "port": self.port,
+            "address": self.address, "port": self.port, "dns_name": self.dns_name,
             "wrong_source_port": self.wrong_port, "name": self.name,
             "interface": self.ifname, "group": self.group, "hops": self.hops,
-            "arrival_ttl": self.arrival_ttl, "reply_ttl": self.reply_ttl,
+            "arrival_ttl": self.arrival_ttl, "reply_ttl": self.reply_ttl, "via": self.via,
             "transmitted": transmitted, "received": self.received,
             "duplicates": self.duplicates, "truncated": self.truncated,
             "corrupted": self.corrupted, "without_trailer": self.no_trailer,
+            "group_echoes": self.group_echoes, "copies": self.copies,
             "loss_percent": self.loss_percent(transmitted), "rtt_ms": self.rtt_ms(),
         }
 
 
-def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int, fresh: bool) -> str:
+def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int,
+               fresh: Outcome | bool, via: str = UNICAST,
+               received_ns: Optional[int] = None) -> str:
     """One ping-style line: `64 bytes from 10.0.0.2 (host-b, eth1) hops=1: seq=3 time=0.412 ms`.
 
-    The byte count is the probe's part of the echo; a trailer is not counted.
+    The byte count is the probe's part of the echo; a trailer is not counted. An echo
+    that came to the group ends in `(group)`; with *received_ns* (-D) the line starts
+    with the receive time, `[1700000000.123456]`, as ping -D does.
     """
     length = min(echo_len, echo.header.length)
     line = f"{length} bytes from {stats.identity()}: seq={echo.header.seq}"
+    if received_ns is not None:
+        line = f"[{received_ns // 1000 // 1_000_000}.{received_ns // 1000 % 1_000_000:06d}] " + line
     if echo.intact:
         line += f" time={rtt_ns / 1e6:.3f} ms"
     if echo.truncated:
         line += f" (TRUNCATED: {length} of {echo.header.length} bytes)"
     elif echo.corrupted:
         line += " (CORRUPTED)"
-    elif not fresh:
+    elif fresh is Outcome.DUP or (fresh is False):
         line += " (DUP!)"
+    if via == GROUP:
+        line += " (group)"
     if stats.wrong_port:
         line += " (wrong source port)"
     return line
@@ -273,8 +348,10 @@ class ResponderTable:
         return len(self._by_source) >= self.limit
 
     def in_order(self) -> list[ResponderStats]:
-        return sorted(self._by_source.values(),
-                      key=lambda s: (ipaddress.ip_address(s.address), s.port))
+        return sorted(self._by_source.values(), key=_address_order)
+
+    def __iter__(self):
+        return iter(self._by_source.values())
 
     def answered(self) -> int:
         """Responders that echoed a probe intact from the group's port: what --expect counts.
@@ -298,45 +375,11 @@ class RunCounts:
     late: int = 0  # echoes of probes older than SEQ_WINDOW: no send time left to match
 
 
-def summary(target: str, table: ResponderTable, counts: RunCounts, expect: int) -> list[str]:
-    transmitted = counts.transmitted
-    lines = [f"--- {target} mcast-echo ping statistics ---"]
-    lines.extend(s.summary_line(transmitted) for s in table.in_order())
-    count = table.answered()
-    tail = f"{transmitted} probes transmitted, {count} responder{'s' if count != 1 else ''}"
-    if count < expect:
-        tail += f" (expected at least {expect})"
-    if table.wrong_port():
-        tail += (f", {table.wrong_port()} from a source port other than {table.group_port} "
-                 "(not counted)")
-    if table.untracked_echoes:
-        tail += (f", {table.untracked_echoes} echoes from sources past the first "
-                 f"{table.limit} not tracked")
-    if counts.send_errors:
-        tail += f", {counts.send_errors} send errors"
-    if counts.stray:
-        tail += f", {counts.stray} stray datagrams ignored"
-    if counts.late:
-        tail += f", {counts.late} echoes too late to match"
-    lines.append(tail)
-    return lines
+def _address_order(stats: ResponderStats) -> tuple:
+    address = ipaddress.ip_address(stats.address)
+    return (address.version, address, stats.port)
 
 
-def json_document(settings: dict[str, Any], table: ResponderTable, counts: RunCounts,
-                  duration_s: float) -> dict[str, Any]:
-    count = table.answered()
-    return {
-        "settings": settings,
-        "transmitted": counts.transmitted,
-        "send_errors": counts.send_errors,
-        "stray_datagrams": counts.stray,
-        "late_echoes": counts.late,
-        "duration_s": round(duration_s, 3),
-        "responders": [s.to_json(counts.transmitted) for s in table.in_order()],
-        "responder_count": count,
-        "wrong_source_port_responders": table.wrong_port(),
-        "responder_limit": table.limit,
-        "untracked_echoes": table.untracked_echoes,
-        "expect": settings["expect"],
-        "ok": count >= settings["expect"],
-    }
+def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
+    """`1 probe`, `2 probes`: the summary's grammar, as ping's."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"

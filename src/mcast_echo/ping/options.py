@@ -1,0 +1,130 @@
+"""The `mcast-echo ping` options: cli.py owns the parser, this module adds ping's part."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from typing import NamedTuple, Optional
+
+from ..config import DEFAULT_PATH as DEFAULT_CONFIG
+from ..schema import Listener
+from ..wire import probe
+
+DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
+DEFAULT_PORT = Listener.port
+DEFAULT_TTL = Listener.ttl
+DEFAULT_SIZE = 192  # room for the identity trailer with the longest names (probe.py)
+
+# Exit statuses of `mcast-echo ping`; the man page's table and the tests read these.
+EXIT_OK = 0  # at least --expect responders echoed a probe intact
+EXIT_FEWER = 1  # fewer did
+EXIT_ERROR = 2  # a network, config-file or output error
+EXIT_USAGE = 64  # bad options (EX_USAGE, as every subcommand)
+
+
+class Target(NamedTuple):
+    group: str
+    port: Optional[int]
+    zone: Optional[str]  # the %IFACE of [ff02::1%eth0]:9999
+
+
+def bounded(kind: type, low: float, high: Optional[float] = None):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"{low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range {allowed}")
+        return value
+    return convert
+
+
+def parse_target(text: str) -> Target:
+    """`224.3.29.71`, `224.3.29.71:9999`, `[ff15::1]:9999`, `ff15::1`, `[ff02::1%eth0]:9999`.
+
+    A bare IPv6 group has no port: `ff15::1:9999` is an address, so a port needs brackets.
+    """
+    port_text: Optional[str] = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not [IPv6-GROUP]:PORT")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        host = text
+    else:
+        host, sep, after = text.partition(":")
+        port_text = after if sep else None
+    host, _, zone = host.partition("%")
+    try:
+        group = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{host!r} is not an IPv4 or IPv6 address (e.g. 239.1.1.1:5000 or "
+            "[ff15::1]:5000)") from None
+    if not group.is_multicast:
+        allowed = "224.0.0.0/4" if group.version == 4 else "ff00::/8"
+        raise argparse.ArgumentTypeError(f"{host} is not a multicast group ({allowed})")
+    if zone and group.version == 4:
+        raise argparse.ArgumentTypeError(f"{text}: only an IPv6 group takes %IFACE")
+    port = bounded(int, 1, 65535)(port_text) if port_text is not None else None
+    return Target(str(group), port, zone or None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `mcast-echo ping` options; cli.py owns the parser."""
+    parser.epilog = (f"Exit status: {EXIT_OK} if at least N (--expect) responders echoed a "
+                     f"probe intact, {EXIT_FEWER} if fewer, {EXIT_ERROR} on a network, "
+                     f"config-file or output error, {EXIT_USAGE} on bad options. "
+                     "Probe format: docs/protocol.md.")
+    parser.add_argument("target", nargs="?", type=parse_target, metavar="GROUP[:PORT]",
+                        help="group to probe: 239.1.1.1:5000, [ff15::1]:5000 or ff15::1 "
+                             "(default: the config file's, else "
+                             f"{DEFAULT_GROUP}:{DEFAULT_PORT})")
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=4,
+                        help="IPv4: the config file's first IPv4 listener")
+    family.add_argument("-6", dest="family", action="store_const", const=6,
+                        help="IPv6: the config file's first IPv6 listener")
+    parser.add_argument("-c", dest="count", type=bounded(int, 1), metavar="COUNT",
+                        help="stop after COUNT probes (default: until Ctrl-C)")
+    parser.add_argument("-i", dest="interval", type=bounded(float, 0.0), default=1.0,
+                        metavar="INTERVAL", help="seconds between probes (default: 1)")
+    parser.add_argument("-s", dest="size", type=bounded(int, probe.HEADER_SIZE,
+                                                        probe.MAX_UDP_PAYLOAD),
+                        default=DEFAULT_SIZE, metavar="SIZE",
+                        help=f"datagram bytes, {probe.HEADER_SIZE}..{probe.MAX_UDP_PAYLOAD} "
+                             f"(default: {DEFAULT_SIZE})")
+    parser.add_argument("-t", dest="ttl", type=bounded(int, 0, 255), metavar="TTL",
+                        help="multicast TTL or hop limit (default: the config file's, "
+                             f"else {DEFAULT_TTL})")
+    parser.add_argument("-I", dest="interface", metavar="IFACE",
+                        help="send through this interface, a name or an address of it "
+                             "(default: the config file's, else the route to the group)")
+    parser.add_argument("-S", dest="source", metavar="SOURCE",
+                        help="source-specific groups (232/8, ff3x::): send from this "
+                             "address of this host, one the responders list in `sources:`")
+    parser.add_argument("-W", dest="wait", type=bounded(float, 0.0), default=1.0,
+                        metavar="WAIT", help="seconds to wait for echoes after the last probe "
+                                             "(default: 1)")
+    parser.add_argument("-w", dest="deadline", type=bounded(float, 0.0), metavar="DEADLINE",
+                        help="stop after DEADLINE seconds, however many probes were sent")
+    parser.add_argument("--loopback", action=argparse.BooleanOptionalAction, default=None,
+                        help="let responders on this host hear the probes "
+                             "(default: the config file's, else on)")
+    parser.add_argument("-n", dest="numeric", action="store_true",
+                        help="numeric output: do not look up responders' host names")
+    parser.add_argument("-D", dest="timestamps", action="store_true",
+                        help="start each reply line with its time, [seconds.micro] since 1970")
+    parser.add_argument("-q", dest="quiet", action="store_true",
+                        help="print only the summary")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document at the end, nothing else")
+    parser.add_argument("--expect", type=bounded(int, 0), default=1, metavar="N",
+                        help="exit 0 only if at least N responders answered (default: 1)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file to take defaults from (default: $MCAST_ECHO_CONFIG "
+                             f"or {DEFAULT_CONFIG}, if readable)")

@@ -1,0 +1,77 @@
+"""What one `mcast-echo ping` run is asked to do, and the errors that stop it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+SSM_RANGES = (ipaddress.ip_network("232.0.0.0/8"), ipaddress.ip_network("ff30::/12"))
+
+
+class PingError(Exception):
+    """A network, config or output problem; the message says what to do. Exit status 2."""
+
+
+class UsageError(PingError):
+    """Options that contradict each other or the group. Exit status 64, as argparse's."""
+
+
+def is_ssm(group: str) -> bool:
+    """232.0.0.0/8, or an IPv6 group with the P and T flags set (ff3x::/32 and the
+    rest of ff30::/12: the prefix field is what makes ff3x::/32 source-specific)."""
+    address = ipaddress.ip_address(group)
+    if address.version == 4:
+        return address in SSM_RANGES[0]
+    return address.packed[1] >> 4 == 0x3 and address.packed[2:4] == b"\0\0"
+
+
+def is_link_scope(group: str) -> bool:
+    """An IPv6 group of interface- or link-local scope (ff01::, ff02:: and flagged forms)."""
+    address = ipaddress.ip_address(group)
+    return address.version == 6 and address.packed[1] & 0x0F in (1, 2)
+
+
+@dataclass(frozen=True)
+class Settings:
+    group: str
+    port: int
+    interface: Optional[str]  # a name, an address, or None: the route to the group
+    source: Optional[str]  # -S: the address probes are sent from (SSM)
+    count: Optional[int]  # None: until Ctrl-C
+    interval: float
+    size: int
+    ttl: int  # IP_MULTICAST_TTL or IPV6_MULTICAST_HOPS
+    loopback: bool
+    wait: float
+    deadline: Optional[float]  # -w: seconds after which the run ends, whatever the count
+    expect: int
+    quiet: bool
+    json: bool
+    numeric: bool  # -n: no reverse lookups
+    timestamps: bool  # -D: each reply line starts with the receive time
+    config: Optional[str]  # the file defaults came from, if any
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.group
+
+    @property
+    def ssm(self) -> bool:
+        return is_ssm(self.group)
+
+    @property
+    def link_scope(self) -> bool:
+        return is_link_scope(self.group)
+
+    @property
+    def target(self) -> str:
+        return f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+
+    def for_json(self) -> dict:
+        """The settings a JSON document repeats: what was probed, how (not how it was shown)."""
+        return {"group": self.group, "port": self.port, "interface": self.interface,
+                "source": self.source, "count": self.count, "interval": self.interval,
+                "size": self.size, "ttl": self.ttl, "loopback": self.loopback,
+                "wait": self.wait, "deadline": self.deadline, "expect": self.expect,
+                "config": self.config}

@@ -1,0 +1,276 @@
+"""The sockets of `mcast-echo ping`, IPv4 and IPv6: one to probe, one to hear the group.
+
+``open_probe_socket`` turns ``Settings`` into the UDP socket that sends probes and
+receives unicast echoes (TTL / hop limit, loopback, outgoing interface, -S source,
+arrival TTL and kernel timestamps) and says where probes leave from.
+``open_group_socket`` listens on the group and port for echoes that responders
+with ``reply: group`` send there. Errors a user can act on become ``PingError``;
+the errno -> advice table is the only place those words live.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+from ..net import ifaddr
+from ..net.mcast import IP_MULTICAST_ALL, IP_RECVTTL, ROUTE_FIX
+from .settings import PingError, Settings
+
+WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
+
+# Linux values that Python's socket module does not export (linux/in6.h, asm/socket.h).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+IPV6_MULTICAST_ALL = 29
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
+ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
+
+# errno of a failed setsockopt, bind, connect or send -> what to tell the user.
+_ERRNO_ADVICE = {
+    errno.ENETUNREACH: "no route to {group}: {route_fix} or pass -I IFACE",
+    errno.ENODEV: "no usable interface for {group}{via}: it is missing or down; "
+                  "pass -I with an interface that is up, or add a multicast route",
+    errno.EADDRNOTAVAIL: "{address_option} is not an {family} address of this host: "
+                         "pass one of its addresses{or_name}",
+    errno.EPERM: "sending to {group} was refused: is a firewall rule dropping it?",
+    errno.EACCES: "sending to {group} was refused: is a firewall rule dropping it?",
+    errno.EMSGSIZE: "{size}-byte probes are too large for this path: lower -s",
+    errno.EHOSTUNREACH: "{group} is unreachable{via}: check the interface and its routes",
+    errno.EINVAL: "{group}{via}: the kernel refused it (a link-scope group needs -I IFACE)",
+}
+
+
+def explain(err: OSError, settings: Settings) -> str:
+    """One line for an OSError of ours: what failed, and the fix."""
+    template = _ERRNO_ADVICE.get(err.errno or 0)
+    name = errno.errorcode.get(err.errno or 0, "error")
+    if template is None:
+        return f"{settings.target}: {err.strerror or err} ({name})"
+    via = f" via {settings.interface}" if settings.interface else ""
+    if settings.source:
+        address_option, or_name = f"-S {settings.source}", ""
+    else:
+        address_option, or_name = f"-I {settings.interface}", " or an interface name"
+    return template.format(
+        group=settings.group, via=via, size=settings.size, address_option=address_option,
+        or_name=or_name, family="IPv6" if settings.ipv6 else "IPv4",
+        route_fix=ROUTE_FIX_IPV6 if settings.ipv6 else ROUTE_FIX) + f" ({name})"
+
+
+# --- addresses and interfaces ------------------------------------------------------------------
+
+def ipv6_addresses() -> list[tuple[int, str]]:
+    """(interface index, address) for every IPv6 address here, from /proc/net/if_inet6."""
+    found = []
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6:
+                    found.append((int(fields[1], 16),
+                                  str(ipaddress.IPv6Address(bytes.fromhex(fields[0])))))
+    except OSError:  # IPv6 disabled in this kernel
+        pass
+    return found
+
+
+def index_of_address(address: str) -> Optional[int]:
+    """The index of the interface that holds *address* (either family), None if none does."""
+    if ":" not in address:
+        return ifaddr.index_of_address(address)
+    wanted = ipaddress.IPv6Address(address.split("%")[0])
+    for index, candidate in ipv6_addresses():
+        if ipaddress.IPv6Address(candidate) == wanted:
+            return index
+    return None
+
+
+def interface_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
+
+
+def shown_address(address: str, scope_id: int = 0) -> str:
+    """An IPv6 address with its zone when it has one (fe80::2%eth0)."""
+    return f"{address}%{interface_name(scope_id)}" if scope_id else address
+
+
+@dataclass(frozen=True)
+class Path:
+    """Where probes leave from: the interface (index, name) and the source address."""
+
+    index: int  # 0: the kernel's route decides at each send
+    ifname: Optional[str]
+    source: Optional[str]
+
+    def text(self) -> str:
+        if self.ifname and self.source:
+            return f"{self.ifname} ({self.source})"
+        return self.ifname or self.source or "the route to the group"
+
+
+def _interface_index(settings: Settings) -> int:
+    """-I as an interface index (0: none given); a name or an address of this host."""
+    spec = settings.interface
+    if not spec:
+        return 0
+    try:
+        address = ipaddress.ip_address(spec)
+    except ValueError:
+        try:
+            return socket.if_nametoindex(spec)
+        except OSError:
+            raise PingError(f"-I {spec}: no such interface "
+                            "(list them with `ip -brief address`)") from None
+    if (address.version == 6) != settings.ipv6:
+        raise PingError(f"-I {spec} is an IPv{address.version} address and {settings.group} "
+                        f"an IPv{6 if settings.ipv6 else 4} group: pass an interface name "
+                        "or an address of the group's family")
+    index = index_of_address(str(address))
+    if index is None:
+        family = "IPv6" if settings.ipv6 else "IPv4"
+        raise PingError(f"-I {spec} is not an {family} address of this host: pass one of "
+                        "its addresses or an interface name (EADDRNOTAVAIL)")
+    return index
+
+
+def _multicast_if(sock: socket.socket, settings: Settings, index: int) -> None:
+    if settings.ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        return
+    # For a name the interface's own address goes in too: it becomes the source
+    # address, which on lo is what keeps the source from being 0.0.0.0.
+    address = settings.source or settings.interface or ""
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        address = ifaddr.primary_address(sock, interface_name(index)) or "0.0.0.0"
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                    struct.pack("4s4si", socket.inet_aton("0.0.0.0"),
+                                socket.inet_aton(address), index))
+
+
+def destination(settings: Settings, index: int) -> tuple:
+    """The sendto() address of the group; a link-scope IPv6 group carries its interface."""
+    if settings.ipv6:
+        return (settings.group, settings.port, 0, index if settings.link_scope else 0)
+    return (settings.group, settings.port)
+
+
+def _outgoing(sock: socket.socket, settings: Settings, index: int) -> None:
+    """TTL, loopback, interface and -S source: what a probe leaves with."""
+    if settings.ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, settings.ttl)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(settings.loopback))
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, settings.ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(settings.loopback))
+    if index:
+        _multicast_if(sock, settings, index)
+    if settings.source:
+        scope = index if settings.ipv6 and ipaddress.ip_address(settings.source).is_link_local \
+            else 0
+        sock.bind((settings.source, 0, 0, scope) if settings.ipv6 else (settings.source, 0))
+    else:
+        sock.bind(("::", 0) if settings.ipv6 else ("0.0.0.0", 0))
+
+
+def _path(settings: Settings, index: int) -> Path:
+    """Where the kernel sends a probe from: a throwaway socket set up alike, connected."""
+    family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        _outgoing(sock, settings, index)
+        sock.connect(destination(settings, index))
+        local = sock.getsockname()
+    source = local[0]
+    if index == 0:  # the route chose: the interface is the one that holds the source
+        index = (local[3] if settings.ipv6 and local[3] else index_of_address(source)) or 0
+    return Path(index, interface_name(index) if index else None, source)
+
+
+def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path]:
+    """The probing socket (blocking sends; receives use MSG_DONTWAIT) and where probes
+    leave from."""
+    index = _interface_index(settings)
+    if not index and settings.source:  # probes leave through the interface that holds -S
+        index = index_of_address(settings.source) or 0
+    if settings.link_scope and not index:
+        raise PingError(f"{settings.group} is a link-scope group: name the interface with "
+                        f"-I IFACE (or write [{settings.group}%IFACE]:{settings.port})")
+    family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
+    try:
+        path = _path(settings, index)
+    except OSError as err:
+        raise PingError(explain(err, settings)) from None
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        _outgoing(sock, settings, index)
+        if settings.ipv6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
+    except OSError as err:
+        sock.close()
+        raise PingError(explain(err, settings)) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock, path
+
+
+def open_group_socket(settings: Settings, path: Path) -> tuple[Optional[socket.socket], str]:
+    """A socket on group:port, joined on the probes' interface, for echoes sent to the
+    group; (None, why) when it cannot be had, e.g. a local responder holds the port."""
+    family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if settings.ipv6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            sock.bind((settings.group, settings.port, 0,
+                       path.index if settings.link_scope else 0))
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                            socket.inet_pton(socket.AF_INET6, settings.group)
+                            + struct.pack("@I", path.index))
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.bind((settings.group, settings.port))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                            struct.pack("4s4si", socket.inet_aton(settings.group),
+                                        socket.inet_aton("0.0.0.0"), path.index))
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            why = (f"{settings.target} is held by a local process (a responder?): "
+                   "echoes sent to the group are not seen, unicast ones are")
+        else:
+            why = (f"cannot listen on {settings.target} for echoes sent to the group "
+                   f"({err.strerror or err}): unicast echoes only")
+        return None, why
+    return sock, ""
+
+
+def ancillary(ancdata: list[tuple[int, int, bytes]]) -> tuple[Optional[int], Optional[int]]:
+    """(kernel receive time in ns, IP TTL or IPv6 hop limit) from recvmsg's ancillary data."""
+    rx_ns = ttl = None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack_from("@qq", data)
+            rx_ns = seconds * 1_000_000_000 + nanoseconds
+        elif len(data) >= 4 and ((level == socket.IPPROTO_IP and kind == socket.IP_TTL)
+                                 or (level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT)):
+            (ttl,) = struct.unpack_from("@i", data)
+    return rx_ns, ttl
