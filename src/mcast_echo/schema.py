@@ -224,7 +224,7 @@ def check_group(value: Any) -> str:
             raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
                           "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
         raise Invalid(f"{addr} is not a multicast address (allowed: ff00::/8, e.g. "
-                      f"ff15::1234; use {PRIVATE_GROUPS_V6.split(',')[0]} for a private group)")
+                      "ff15::1234; use ff15::/16 for a private group)")
     refused = refused_group(addr)
     if refused is not None:
         private = PRIVATE_GROUPS if addr.version == 4 else PRIVATE_GROUPS_V6
@@ -277,7 +277,7 @@ def _unicast_problem(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) 
     """Why *addr* cannot be the unicast address of a sender, or None."""
     if addr.is_multicast:
         return "a multicast address"
-    if addr.is_unspecified or addr in _THIS_NETWORK:
+    if addr.is_unspecified or (addr.version == 4 and addr in _THIS_NETWORK):
         return "unspecified"
     if addr.is_loopback:
         return "a loopback address"
@@ -500,6 +500,6 @@ def listener_problems(listener: Listener) -> list[tuple[str, Invalid]]:
             f"{show(listener.max_datagram)} is out of range 1..{limit}{hint}")))
     if listener.link_scope and listener.interface in (None, ALL_INTERFACES):
         problems.append(("interface", Invalid(
-            f"{show(listener.interface)}: {group} is a link-scope group, and a link-scope "
+            f"{show(listener.interface)}, but {group} is a link-scope group: a link-scope "
             "group needs a named interface (e.g. interface: eth0)")))
     return problems
