@@ -1,0 +1,239 @@
+"""What users of ping bring to `mcast-echo ping`, and honest failures (#13: 6-8, 11, 13).
+
+Exit statuses of every subcommand, ping's own advice on a config file, a JSON document on
+every error, write errors, hints when nobody answers, the rate-limit note, -w, -D,
+SIGQUIT and the summary's grammar. Responders are a plain echo server on a namespaced host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mcast_echo.ping import command as ping_command
+from mcast_echo.ping import options as ping_options
+from mcast_echo.ping import report as pingreport
+from mcast_echo.ping import summary
+from mcast_echo.ping.settings import Settings
+from netlab import Host, Lan
+from test_ping import PLAIN_ECHO_SERVER
+
+GROUP, PORT = "224.3.29.71", 9999
+
+
+@pytest.fixture(autouse=True)
+def no_config_file(monkeypatch, tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("{}\n")
+    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+
+
+def mcast_echo(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mcast_echo", *args], capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture
+def plain_echo():
+    """A plain echo server (the seed's) at 10.77.0.9 on a bridge with the test (10.77.0.1)."""
+    with Lan() as lan, Host("plain") as host:
+        lan.plug(host, 9)
+        server = host.popen([sys.executable, "-c", PLAIN_ECHO_SERVER, GROUP, str(PORT)],
+                            stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready"
+            yield lan
+        finally:
+            server.kill()
+            server.wait()
+
+
+# --- 7. exit statuses: 64 for bad arguments, with the subcommand's own usage --------------------
+
+@pytest.mark.parametrize("command", ["serve", "check-config", "limits", "ping"])
+def test_bad_arguments_exit_64_with_the_subcommands_usage(command):
+    done = mcast_echo(command, "--bogus")
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.startswith(f"usage: mcast-echo {command} "), done.stderr
+    assert done.stderr.endswith(f"mcast-echo {command}: error: unrecognized arguments: "
+                                "--bogus\n")
+
+
+def test_a_bad_option_value_and_an_unknown_command_exit_64():
+    done = mcast_echo("serve", "--log-level", "loud")
+    assert done.returncode == 64 and done.stderr.startswith("usage: mcast-echo serve ")
+    done = mcast_echo("bogus")
+    assert done.returncode == 64 and "invalid choice: 'bogus'" in done.stderr
+    assert mcast_echo("--version").returncode == 0
+
+
+# --- 6. ping's own advice on its config file ----------------------------------------------------
+
+def test_a_missing_config_gets_pings_advice_not_the_daemons():
+    done = mcast_echo("ping", "--config", "/nonexistent.yaml", "-c", "1")
+    assert done.returncode == 2
+    assert done.stderr == ("mcast-echo ping: /nonexistent.yaml: no such file (pass --config "
+                           "PATH, or name the group: mcast-echo ping GROUP[:PORT])\n")
+    assert "-c PATH" not in done.stderr
+
+
+def test_an_unreadable_config_talks_of_you_not_the_daemons_user(monkeypatch, tmp_path, capsys):
+    path = tmp_path / "secret.yaml"
+    path.write_text("group: 224.3.29.71\n")
+    real_open = os.open
+
+    def refuse(name, *args, **kw):
+        if str(name) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refuse)
+    parser = argparse.ArgumentParser()
+    ping_options.add_arguments(parser)
+    assert ping_command.run(parser.parse_args(["--config", str(path), "-c", "1"])) == 2
+    err = capsys.readouterr().err
+    assert err == (f"mcast-echo ping: {path}: permission denied: ping reads it as you (make it "
+                   "readable, pass --config PATH to a copy, or name the group: mcast-echo ping "
+                   "GROUP)\n")
+
+
+def test_a_directory_as_config(tmp_path):
+    done = mcast_echo("ping", "--config", str(tmp_path), "-c", "1")
+    assert done.returncode == 2
+    assert done.stderr == (f"mcast-echo ping: {tmp_path}: is a directory (pass --config PATH "
+                           "to a YAML file)\n")
+
+
+# --- 8. --json on errors, write errors ----------------------------------------------------------
+
+@pytest.mark.parametrize("args, status, error", [
+    (["-I", "nosuch0", "-c", "1"], 2, "-I nosuch0: no such interface"),
+    (["--config", "/nonexistent.yaml"], 2, "/nonexistent.yaml: no such file"),
+    (["-S", "10.0.0.1", "224.1.1.1"], 64, "-S 10.0.0.1: 224.1.1.1 is an any-source group"),
+    (["-s", "1"], 64, "argument -s: 1 is out of range 32..65507"),
+    (["--bogus"], 64, "unrecognized arguments: --bogus"),
+])
+def test_json_errors_are_a_document_with_ok_false(args, status, error):
+    with Lan():
+        done = mcast_echo("ping", "--json", *args)
+    assert done.returncode == status, done.stderr
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and document["exit_status"] == status
+    assert error in document["error"] and error in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [["-c", "2", "-i", "0.05", "-W", "0.1"],
+                                  ["--json", "-c", "1", "-W", "0.1"]])
+def test_a_full_disk_on_stdout_is_exit_2_and_one_line(args):
+    with Lan(), open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "mcast_echo", "ping", *args], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr == "mcast-echo ping: cannot write the output: No space left on device\n"
+
+
+# --- 11. where probes leave from, hints, the rate-limit note ------------------------------------
+
+def test_nobody_answers_gives_hints():
+    with Lan() as lan:
+        done = mcast_echo("ping", "-c", "1", "-W", "0.2", "--no-loopback")
+        status, document = (lambda d: (d.returncode, json.loads(d.stdout)))(
+            mcast_echo("ping", "--json", "-c", "1", "-W", "0.2", "-t", "4"))
+    assert done.returncode == 1
+    assert f"via {lan.bridge} (10.77.0.1): 192-byte probes" in done.stdout
+    hints = [line for line in done.stdout.splitlines() if line.startswith("hint: ")]
+    assert hints == [
+        f"hint: route: probes followed the route to {GROUP}, out of {lan.bridge} (10.77.0.1): "
+        "if the responders are on another link, pass -I IFACE",
+        "hint: ttl: -t 1 stays on this link; responders behind a multicast router need -t 2 "
+        "or more",
+        f"hint: port: responders must serve {GROUP} on port {PORT} (their `group:` and `port:`; "
+        "mcast-echo check-config shows them)",
+        f"hint: firewall: UDP to {GROUP} port {PORT} must leave here and reach them, and UDP "
+        f"from port {PORT} must come back in",
+        "hint: loopback: --no-loopback: a responder on this host does not hear the probes"]
+    assert status == 1 and document["sent_from"] == f"{lan.bridge} (10.77.0.1)"
+    assert [h.split(":")[0] for h in document["hints"]] == ["route", "port", "firewall"]
+
+
+def _settings(**changes) -> Settings:
+    values = dict(group=GROUP, port=PORT, interface=None, source=None, count=None,
+                  interval=1.0, size=192, ttl=1, loopback=True, wait=1.0, deadline=None,
+                  expect=1, quiet=False, json=False, numeric=True, timestamps=False,
+                  config=None)
+    values.update(changes)
+    return Settings(**values)
+
+
+def _table_with(received: int) -> pingreport.ResponderTable:
+    table = pingreport.ResponderTable(PORT)
+    table.lookup("10.0.0.2", PORT).received = received
+    return table
+
+
+@pytest.mark.parametrize("interval, received, noted", [
+    (0.0005, 2500, True), (0.0, 2500, True), (0.0005, 3000, False), (0.001, 2500, False)])
+def test_loss_from_probing_faster_than_the_rate_limit_is_noted(interval, received, noted):
+    notes = summary.rate_note(_settings(interval=interval), _table_with(received), 3000)
+    assert bool(notes) == noted
+    if noted:
+        assert "faster than a responder's default rate limit of 1,000/s per source" in notes[0]
+        assert "-i 0.001 or slower stays under it" in notes[0]
+
+
+# --- 13. ping habits: -w, -D, SIGQUIT, grammar ---------------------------------------------------
+
+def test_dash_w_ends_the_run_at_its_deadline():
+    with Lan():
+        started = time.monotonic()
+        done = mcast_echo("ping", "-w", "0.6", "-i", "0.1", "--json")
+        took = time.monotonic() - started
+    document = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert 4 <= document["transmitted"] <= 7 and document["settings"]["deadline"] == 0.6
+    assert 0.55 <= document["duration_s"] < 1.0 and took < 10
+
+
+def test_one_probe_one_responder_in_the_singular_and_dash_d(plain_echo):
+    done = mcast_echo("ping", "-c", "1", "-D", "-W", "0.5", "-n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("\n1 probe transmitted, 1 responder")
+    (line,) = [line for line in done.stdout.splitlines() if " bytes from " in line]
+    stamp = re.match(r"^\[(\d+\.\d{6})\] 192 bytes from 10\.77\.0\.9: seq=0 time=", line)
+    assert stamp and abs(float(stamp.group(1)) - time.time()) < 30, line
+
+
+def test_sigquit_prints_the_statistics_so_far_and_goes_on(plain_echo):
+    proc = subprocess.Popen([sys.executable, "-m", "mcast_echo", "ping", "-i", "0.05", "-n",
+                             "-w", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().startswith("MCAST-ECHO PING")
+        for line in proc.stdout:
+            if "seq=3 " in line:
+                break
+        proc.send_signal(signal.SIGQUIT)
+        for line in proc.stdout:  # it goes on after the interim statistics
+            if "seq=8 " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    interim = err.splitlines()
+    assert re.match(r"10\.77\.0\.9: \d+ transmitted, \d+ received, ", interim[0]), err
+    assert re.match(r"\d+ probes transmitted, 1 responder$", interim[1]), err
+    assert out.rstrip().endswith("1 responder") and "mcast-echo ping statistics" in out
