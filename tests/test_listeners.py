@@ -392,3 +392,15 @@ def test_a_reload_that_adds_and_removes_listeners_loses_nothing_on_an_unchanged_
         assert sent >= 1500 and received == sent
     finally:
         daemon.kill()
+
+
+def test_ipv6_listeners_are_shown_with_brackets(lab, write_config, sink):
+    host, _, _, _ = lab
+    daemon = serve(host, write_config, sink,
+                   f"group: ff15::77\nport: {PORT}\ninterface: eth0\nrecv_buffer: 1MiB\n")
+    try:
+        status = sink.wait(lambda f: "READY" in f, what="READY")["STATUS"]
+        assert status.startswith(f"[ff15::77]:{PORT} on eth0: received 0"), status
+        assert f"[ff15::77]:{PORT}: receive buffer: requested 1 MiB" in daemon.log
+    finally:
+        daemon.kill()

@@ -64,6 +64,11 @@ class Listener:
         return self.sources is not None
 
     @property
+    def where(self) -> str:
+        """group:port as log lines and STATUS show it: [ff15::1]:5000 for IPv6."""
+        return f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+
+    @property
     def link_scope(self) -> bool:
         """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
         flagged forms): it only means something on one interface, so needs a named one."""

@@ -65,8 +65,7 @@ class GroupResponder:
         granted_recv, granted_send = mcast.granted_buffers(self.sock)
         for report in buffer_reports(self.listener.recv_buffer, self.listener.send_buffer,
                                      limits, granted_recv, granted_send):
-            log.log(report.level, "%s:%d: %s", self.listener.group, self.listener.port,
-                    report.message())
+            log.log(report.level, "%s: %s", self.listener.where, report.message())
 
     @property
     def bound_to(self) -> tuple[str, int, Optional[str]]:
@@ -152,7 +151,7 @@ class GroupResponder:
     # ---------------------------------------------------------------- reporting
 
     def status(self) -> str:
-        where = f"{self.listener.group}:{self.listener.port}"
+        where = self.listener.where
         memberships = self.memberships
         if not memberships.joined:
             return (f"{where} waiting for {memberships.awaited(self.listener)} "

@@ -300,7 +300,7 @@ class Daemon:
 
 def bind_error_text(listener: Listener, error: OSError) -> str:
     """Why a listener's socket could not be bound, and for a port in use, who holds it."""
-    where = f"{listener.group}:{listener.port}"
+    where = listener.where
     if error.errno != errno.EADDRINUSE:
         return f"cannot bind {where}: {error.strerror or error}"
     who = portowner.holder(listener.group, listener.port) or "another socket"

@@ -193,7 +193,7 @@ def predicted_reports(config: Config, limits: KernelLimits,
     lines = []
     for listener in config.listeners:
         for report in buffer_reports(listener.recv_buffer, listener.send_buffer, limits):
-            lines.append((report.level, f"{listener.group}:{listener.port}: {report.message()}"))
+            lines.append((report.level, f"{listener.where}: {report.message()}"))
     lines.extend(membership_reports(config, limits, interfaces))
     return lines
 
