@@ -19,6 +19,7 @@ import sys
 from typing import Any, Optional, TextIO
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
+from ..net.ifaddr import index_of_address
 from ..schema import ALL_INTERFACES, Listener
 from . import report as pingreport
 from .options import (
@@ -34,7 +35,7 @@ from .options import (
 )
 from .pinger import Interrupts, OutputError, Pinger
 from .settings import PingError, Settings, UsageError, is_ssm
-from .sockets import index_of_address, open_group_socket, open_probe_socket
+from .sockets import open_group_socket, open_probe_socket
 
 __all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
 
@@ -130,7 +131,7 @@ def _pick_listener(listeners: tuple[Listener, ...], target: Optional[Target],
 def _local_source(listener: Optional[Listener]) -> Optional[str]:
     """The first of an SSM listener's sources that is an address of this host, if any."""
     for source in (listener.sources or ()) if listener is not None else ():
-        if index_of_address(str(source)) is not None:
+        if index_of_address(str(source).split("%")[0]) is not None:
             return str(source)
     return None
 

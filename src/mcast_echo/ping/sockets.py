@@ -18,18 +18,24 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..net import ifaddr
-from ..net.mcast import IP_MULTICAST_ALL, IP_RECVTTL, ROUTE_FIX
+from ..net.ifaddr import index_of_address
+from ..net.mcast import (
+    IP_MULTICAST_ALL,
+    IP_RECVTTL,
+    IPV6_HOPLIMIT,
+    IPV6_MULTICAST_ALL,
+    IPV6_RECVHOPLIMIT,
+    ROUTE_FIX,
+    ROUTE_FIX_IPV6,
+    interface_name,
+)
 from .settings import PingError, Settings
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
-# Linux values that Python's socket module does not export (linux/in6.h, asm/socket.h).
+# Linux's value (asm/socket.h); Python's socket module does not export it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-IPV6_MULTICAST_ALL = 29
-IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
-IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
-ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
 
 # errno of a failed setsockopt, bind, connect or send -> what to tell the user.
 _ERRNO_ADVICE = {
@@ -64,39 +70,6 @@ def explain(err: OSError, settings: Settings) -> str:
 
 
 # --- addresses and interfaces ------------------------------------------------------------------
-
-def ipv6_addresses() -> list[tuple[int, str]]:
-    """(interface index, address) for every IPv6 address here, from /proc/net/if_inet6."""
-    found = []
-    try:
-        with open("/proc/net/if_inet6") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 6:
-                    found.append((int(fields[1], 16),
-                                  str(ipaddress.IPv6Address(bytes.fromhex(fields[0])))))
-    except OSError:  # IPv6 disabled in this kernel
-        pass
-    return found
-
-
-def index_of_address(address: str) -> Optional[int]:
-    """The index of the interface that holds *address* (either family), None if none does."""
-    if ":" not in address:
-        return ifaddr.index_of_address(address)
-    wanted = ipaddress.IPv6Address(address.split("%")[0])
-    for index, candidate in ipv6_addresses():
-        if ipaddress.IPv6Address(candidate) == wanted:
-            return index
-    return None
-
-
-def interface_name(index: int) -> str:
-    try:
-        return socket.if_indextoname(index)
-    except OSError:
-        return f"if{index}"
-
 
 def shown_address(address: str, scope_id: int = 0) -> str:
     """An IPv6 address with its zone when it has one (fe80::2%eth0)."""
@@ -134,7 +107,7 @@ def _interface_index(settings: Settings) -> int:
         raise PingError(f"-I {spec} is an IPv{address.version} address and {settings.group} "
                         f"an IPv{6 if settings.ipv6 else 4} group: pass an interface name "
                         "or an address of the group's family")
-    index = index_of_address(str(address))
+    index = index_of_address(str(address).split("%")[0])
     if index is None:
         family = "IPv6" if settings.ipv6 else "IPv4"
         raise PingError(f"-I {spec} is not an {family} address of this host: pass one of "
@@ -192,7 +165,8 @@ def _path(settings: Settings, index: int) -> Path:
         local = sock.getsockname()
     source = local[0]
     if index == 0:  # the route chose: the interface is the one that holds the source
-        index = (local[3] if settings.ipv6 and local[3] else index_of_address(source)) or 0
+        index = (local[3] if settings.ipv6 and local[3]
+                 else index_of_address(source.split("%")[0])) or 0
     return Path(index, interface_name(index) if index else None, source)
 
 
@@ -201,7 +175,7 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path]:
     leave from."""
     index = _interface_index(settings)
     if not index and settings.source:  # probes leave through the interface that holds -S
-        index = index_of_address(settings.source) or 0
+        index = index_of_address(settings.source.split("%")[0]) or 0
     if settings.link_scope and not index:
         raise PingError(f"{settings.group} is a link-scope group: name the interface with "
                         f"-I IFACE (or write [{settings.group}%IFACE]:{settings.port})")
