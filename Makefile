@@ -20,13 +20,18 @@ endif
 all: test
 
 help:
-	@echo "make run    - run the daemon in the foreground on lo, with $(CONFIG)"
-	@echo "make test   - the whole test suite, in a private network namespace"
-	@echo "make lint   - ruff"
-	@echo "make demo   - daemon and client on two namespaced 'hosts' over a veth"
-	@echo "make bench  - throughput, RTT, start-up time and RSS report (namespaced)"
-	@echo "make soak   - four full-speed senders for SOAK_SECONDS (default 60), RSS and exit checks"
-	@echo "make deb / make system-test - Debian package, proven under a real systemd (root)"
+	@echo "make run         - run the daemon in the foreground on lo, with $(CONFIG)"
+	@echo "make test        - the whole test suite, in a private network namespace"
+	@echo "make lint        - ruff"
+	@echo "make venv        - only make .venv and install the project into it"
+	@echo "make demo        - daemon and client on two namespaced 'hosts' over a veth"
+	@echo "make bench       - the daemon beside a C echo and the seed's loop: build/bench/report.md (root)"
+	@echo "make soak        - four full-speed senders for SOAK_SECONDS (default 60), RSS and exit checks"
+	@echo "make deb-deps    - install Debian's build tools and the package's Depends (root, apt)"
+	@echo "make deb         - the Debian package, checked by lintian"
+	@echo "make system-test - install the .deb under a real systemd in throwaway namespaces (root)"
+	@echo "make clean       - remove .venv, build/ and caches"
+	@echo "make help        - this list"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml

@@ -1,0 +1,31 @@
+"""What the README and `make help` promise matches what the Makefile has (issue 13.14)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def phony_targets() -> set[str]:
+    targets: set[str] = set()
+    for makefile in (ROOT / "Makefile", ROOT / "packaging" / "deb.mk"):
+        for line in makefile.read_text().splitlines():
+            if line.startswith(".PHONY:"):
+                targets.update(line.split(":", 1)[1].split())
+    return targets - {"all"}
+
+
+def test_make_help_lists_every_target():
+    shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout
+    listed = set(re.findall(r"^make ([a-z-]+)", shown, flags=re.M))
+    assert listed == phony_targets(), (listed ^ phony_targets())
+
+
+def test_readme_quick_start_states_its_prerequisites():
+    quick = ROOT.joinpath("README.md").read_text().split("## Quick start", 1)[1].split("\n## ")[0]
+    for needed in ("python3-venv", "make run", "make test", "package index"):
+        assert needed in quick, needed
