@@ -81,11 +81,27 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """The Prometheus endpoint: the address and port it listens on. *probe* is reserved
+    for a later /probe endpoint and does nothing yet."""
+
+    host: str  # an IPv4 or IPv6 address, normalized text
+    port: int
+    probe: bool = False
+
+    @property
+    def listen(self) -> str:
+        """As the config writes it: 127.0.0.1:9101, [::1]:9101."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     listeners: tuple[Listener, ...] = (Listener(),)
     log_level: str = "info"
     status_interval: float = 5.0
+    metrics: Optional[Metrics] = None  # None: no metrics endpoint
 
 
 class Invalid(ValueError):
@@ -126,6 +142,8 @@ def spell(value: Any) -> str:
         return "[" + ", ".join(str(v) for v in value) + "]"
     if isinstance(value, RateLimit):
         return f"{{rate: {value.rate:g}, burst: {value.burst}}}"
+    if isinstance(value, Metrics):
+        return f'{{listen: "{value.listen}"' + (", probe: true}" if value.probe else "}")
     if isinstance(value, str) and not value.isprintable():
         return repr(value)  # a newline, tab or escape in a value must not break the line
     return str(value)
@@ -442,6 +460,65 @@ def check_interval(value: Any) -> float:
     return float(value)
 
 
+METRICS_KEYS = ("listen", "probe")
+_LISTEN_ALLOWED = ('allowed: an IPv4 address and port such as "127.0.0.1:9101", or an IPv6 '
+                   'address in brackets such as "[::1]:9101"')
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[^\]]*)\]|(?P<v4>[^:\[\]]*)):(?P<port>\d{1,5})$")
+
+
+def check_listen(value: Any) -> tuple[str, int]:
+    """(address, port) of a TCP listening socket, from "127.0.0.1:9101" or "[::1]:9101".
+    Names are refused: resolving one would touch the network while checking the file."""
+    if isinstance(value, list):
+        raise Invalid(f"{show(value)}: quote it (listen: \"[::1]:9101\"); unquoted, YAML "
+                      "reads [...] as a list")
+    match = _LISTEN.match(value) if isinstance(value, str) else None
+    if match is None:
+        hint = " (an IPv6 address goes in brackets)" if isinstance(value, str) \
+            and value.count(":") > 1 else ""
+        raise Invalid(f"{show(value)} is not an address and port{hint} ({_LISTEN_ALLOWED})")
+    text = match.group("v6") if match.group("v6") is not None else match.group("v4")
+    addr = _address(text)
+    if addr is None or (addr.version == 6) != (match.group("v6") is not None):
+        what = "an IPv4 address" if match.group("v4") is not None else "an IPv6 address"
+        raise Invalid(f"{show(value)}: {show(text)} is not {what} (names are not resolved; "
+                      f"{_LISTEN_ALLOWED})")
+    if addr.is_multicast or addr == _BROADCAST or (addr.version == 6 and addr.scope_id):
+        why = "written with a %zone" if addr.version == 6 and addr.scope_id else \
+            "not an address to listen on"
+        raise Invalid(f"{show(value)}: {addr} is {why} ({_LISTEN_ALLOWED})")
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise Invalid(f"{show(value)}: port {port} is out of range 1..65535")
+    return str(addr), port
+
+
+def check_metrics(value: Any) -> Optional[Metrics]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid(f'{show(value)} is not a metrics mapping (allowed: {{listen: '
+                      f'"127.0.0.1:9101"}}, or null for no metrics endpoint)')
+    for key in value:
+        if key not in METRICS_KEYS:
+            raise Invalid(f"{show(key)}: unknown key (allowed: {', '.join(METRICS_KEYS)})",
+                          at=key)
+    probe = value.get("probe", False)
+    if not isinstance(probe, bool):
+        raise Invalid(f"probe: {show(probe)} is not a boolean (allowed: true or false)",
+                      at="probe")
+    if "listen" not in value:
+        raise Invalid('{listen: ...} is missing: write e.g. metrics: {listen: "127.0.0.1:9101"}, '
+                      "or metrics: null for no endpoint")
+    if value["listen"] is None:
+        return None
+    try:
+        host, port = check_listen(value["listen"])
+    except Invalid as e:
+        raise Invalid(f"listen: {e}", at="listen") from None
+    return Metrics(host, port, probe)
+
+
 # key -> its check. Order is the order of the shipped file.
 LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
     "group": check_group,
@@ -461,6 +538,7 @@ LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
 DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "log_level": check_log_level,
     "status_interval": check_interval,
+    "metrics": check_metrics,
 }
 LISTENERS = "listeners"  # the top-level list of listener mappings
 ALL_KEYS = {**LISTENER_KEYS, **DAEMON_KEYS}
