@@ -32,6 +32,7 @@ class Memberships:
         self.waiting: Optional[str] = None  # why something wanted is not joined
         self.retry_at = 0.0
         self._retries = 0
+        self.join_failures = 0  # failed join attempts, retries included (for the metrics)
 
     @staticmethod
     def awaited(listener: Listener) -> str:
@@ -78,6 +79,7 @@ class Memberships:
             try:
                 mcast.join(sock, listener, interface)
             except OSError as e:
+                self.join_failures += 1
                 problem = problem or (f"{mcast.join_error_text(e)}" if len(wanted) == 1
                                       else f"{interface.name}: {mcast.join_error_text(e)}")
                 continue

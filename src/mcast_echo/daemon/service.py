@@ -18,18 +18,24 @@ import resource
 import signal
 import socket
 import time
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config import ConfigError, load_config
 from ..net import ifaddr, mcast, portowner
 from ..net.limits import KernelLimits, membership_reports, read_limits
 from ..net.poller import Poller
-from ..schema import Config, Listener
+from ..schema import Config, Listener, Metrics
 from . import echopath
 from .logsetup import set_level
 from .notify import Notifier
 from .ratelimit import RateLimitedLog
+from .reloads import ReloadHistory
 from .responder import GroupResponder, socket_key
+
+if TYPE_CHECKING:  # imported when metrics are on (_metrics_for): prometheus_client takes ~70 ms
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,9 @@ class Daemon:
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
+        self.reloads = ReloadHistory()
+        self.metrics: Optional[MetricsEndpoint] = None  # the Prometheus endpoint, if on
+        self._metrics_registry: Optional[CollectorRegistry] = None
         self._stop_signal: Optional[int] = None  # SIGTERM/SIGINT received: leave and exit
         self._reload_pending = False  # SIGHUP(s) received since the last reload began
         self._poller: Optional[Poller] = None
@@ -82,6 +91,7 @@ class Daemon:
             joined = sum(1 for r in self.responders if r.joined)
             log.info("%d listeners: %d joined, %d waiting", len(self.responders), joined,
                      len(self.responders) - joined)
+        self.metrics = self._metrics_for(self.config.metrics)  # bound here, served from run()
 
     def _start_responder(self, listener: Listener, now: float,
                          interfaces: mcast.InterfaceSnapshot) -> GroupResponder:
@@ -108,6 +118,8 @@ class Daemon:
         for responder in self.responders:
             self._poller.register(responder.fileno(), responder)
         try:
+            if self.metrics is not None:
+                self.metrics.start()
             self.notifier.ready(self.status_line())
             log.info("ready: %s", self.status_line())
             self._loop()
@@ -185,6 +197,7 @@ class Daemon:
         self.notifier.reloading()
         log.info("SIGHUP: reloading %s", self.config.path)
         failure = self._try_reload()
+        self.reloads.record(failure is None)
         if failure is None:
             self.reload_problem = None
             log.info("reloaded: %s", self.status_line())
@@ -227,6 +240,7 @@ class Daemon:
             for bound_to, listener in wanted.items():
                 if bound_to not in running:
                     started.append(self._start_responder(listener, now, interfaces))
+            metrics = self._metrics_for(new.metrics)
         except BaseException:
             for responder in started:
                 responder.close()
@@ -245,12 +259,33 @@ class Daemon:
             if self._poller is not None:
                 self._poller.register(responder.fileno(), responder)
         self.responders = kept + started
+        self._switch_metrics(metrics)
         self.config = new
 
     def _stop_responder(self, responder: GroupResponder) -> None:
         if self._poller is not None and responder.sock is not None:
             self._poller.unregister(responder.fileno())
         responder.close()
+
+    def _metrics_for(self, settings: Optional[Metrics]) -> Optional[MetricsEndpoint]:
+        """The endpoint *settings* ask for: the running one if its address is unchanged,
+        else a new one, bound but not serving yet (OSError if it cannot bind)."""
+        if settings is None:
+            return None
+        from . import metrics
+
+        if self._metrics_registry is None:
+            self._metrics_registry = metrics.build_registry(lambda: self.responders,
+                                                            self.reloads)
+        return metrics.endpoint_for(settings, self.metrics, self._metrics_registry)
+
+    def _switch_metrics(self, endpoint: Optional[MetricsEndpoint]) -> None:
+        """Serve from *endpoint* (None: off): the new one starts before the old one stops."""
+        if endpoint is not None and self._poller is not None:
+            endpoint.start()
+        if self.metrics is not None and self.metrics is not endpoint:
+            self.metrics.close()
+        self.metrics = endpoint
 
     # ---------------------------------------------------------------- stop
 
@@ -263,6 +298,7 @@ class Daemon:
         for responder in self.responders:
             self._stop_responder(responder)
         self.responders = []
+        self._switch_metrics(None)
         if self._poller is not None:
             self._poller.close()
             self._poller = None
@@ -295,6 +331,8 @@ class Daemon:
     def open_fds(self) -> list[int]:
         """Descriptors a detaching DaemonContext must keep open."""
         fds = [r.fileno() for r in self.responders if r.sock is not None]
+        if self.metrics is not None:
+            fds.append(self.metrics.fileno())
         return fds + list(self._wakeup or ())
 
 
