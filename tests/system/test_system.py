@@ -218,6 +218,11 @@ def test_install_leaves_the_service_off(lab):
     assert lab.run("systemctl", "is-enabled", UNIT, check=False).stdout.strip() == "disabled"
     assert lab.run("systemctl", "is-active", UNIT, check=False).stdout.strip() == "inactive"
     assert CONFIG in lab.out("dpkg-query", "-W", "-f=${Conffiles}", "mcast-echo")
+    # where Debian 12 and 13 both look; nothing in /lib/systemd (Debian 13's purge warned)
+    files = lab.out("dpkg", "-L", "mcast-echo").splitlines()
+    assert "/usr/lib/systemd/system/mcast-echo.service" in files
+    assert not [f for f in files if f.startswith("/lib/")], files
+    assert lab.show("FragmentPath")["FragmentPath"].endswith("/systemd/system/mcast-echo.service")
     for page in ("/usr/share/man/man8/mcast-echo.8.gz", "/usr/share/man/man5/mcast-echo.yaml.5.gz"):
         lab.run("test", "-s", page)
     assert lab.out("head", "-n1", "/usr/bin/mcast-echo") == "#!/usr/bin/python3"
