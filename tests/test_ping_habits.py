@@ -106,11 +106,15 @@ def test_an_unreadable_config_talks_of_you_not_the_daemons_user(monkeypatch, tmp
                    "GROUP)\n")
 
 
-def test_a_directory_as_config(tmp_path):
+def test_a_directory_or_a_device_as_config(tmp_path):
     done = mcast_echo("ping", "--config", str(tmp_path), "-c", "1")
     assert done.returncode == 2
     assert done.stderr == (f"mcast-echo ping: {tmp_path}: is a directory (pass --config PATH "
                            "to a YAML file)\n")
+    done = mcast_echo("ping", "--config", "/dev/null", "-c", "1")
+    assert done.returncode == 2
+    assert done.stderr == ("mcast-echo ping: /dev/null: not a regular file (a FIFO, socket or "
+                           "device): pass --config PATH to a YAML file\n")
 
 
 # --- 8. --json on errors, write errors ----------------------------------------------------------

@@ -3,7 +3,8 @@
 A small responder written here (ECHO_RESPONDER) stands in for the daemon, whose IPv6, SSM
 and reply modes land in parallel: it joins an IPv4 or IPv6 group, any-source or (S,G),
 and answers each probe with the real wire format (wire/probe.py) by unicast, to the
-group, or both. Everything runs on namespaced hosts on a bridge of the test's own
+group (on the sender's port, as the daemon and ssmping do), or both; one test uses
+`mcast-echo serve` itself. Everything runs on namespaced hosts on a bridge of the test's own
 namespace; every responder stops after a count of probes and a deadline.
 """
 
@@ -19,6 +20,7 @@ import textwrap
 
 import pytest
 
+from daemonproc import DaemonProcess
 from mcast_echo import config as config_module
 from mcast_echo.ping import command as ping_command
 from mcast_echo.ping import options as ping_options
@@ -73,8 +75,6 @@ ECHO_RESPONDER = textwrap.dedent("""
     else:
         sock.setsockopt(level, socket.IP_ADD_MEMBERSHIP,
                         struct.pack("4s4si", socket.inet_aton(plan["group"]), bytes(4), index))
-    group_address = (plan["group"], plan["port"], 0, index) if v6 else (plan["group"],
-                                                                        plan["port"])
     print("ready", flush=True)
     deadline, answered = time.monotonic() + plan["seconds"], 0
     while time.monotonic() < deadline and answered < plan["probes"]:
@@ -92,8 +92,9 @@ ECHO_RESPONDER = textwrap.dedent("""
         answered += 1
         if plan["reply"] in ("unicast", "both"):
             sock.sendto(echo, sender)
-        if plan["reply"] in ("group", "both"):
-            sock.sendto(echo, group_address)
+        if plan["reply"] in ("group", "both"):  # the group, on the sender's port
+            sock.sendto(echo, (plan["group"], sender[1], 0, index) if v6
+                        else (plan["group"], sender[1]))
 """)
 
 
@@ -274,21 +275,44 @@ def test_a_responder_answering_both_ways_is_counted_once_and_never_dup():
     assert responder["loss_percent"] == 0.0 and status == 0
 
 
-def test_a_local_process_on_the_port_leaves_unicast_echoes_only():
-    with Responder("uni"):
+def test_a_local_responder_on_the_groups_port_does_not_hide_group_echoes():
+    """Group echoes come to our own port, so a process holding the group's port is no bar."""
+    with Responder("grp", reply="group"):
         holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEADDR: held
         holder.bind((V4_GROUP, PORT))
         try:
-            done = ping(V4_GROUP, "-c", "2", *FAST)
-            status, document = ping_json(V4_GROUP, "-c", "1", *FAST)
+            status, document = ping_json(V4_GROUP, "-c", "2", *FAST)
         finally:
             holder.close()
+    assert status == 0 and document["group_echoes_heard"] is True
+    (responder,) = document["responders"]
+    assert (responder["via"], responder["received"]) == ("group", 2)
+
+
+def test_the_daemon_answers_ipv6_both_ways(tmp_path):
+    config = tmp_path / "six.yaml"
+    config.write_text(f"listeners:\n  - group: {V6_SITE}\n    port: {PORT}\n"
+                      "    interface: eth0\n    reply: both\n")
+    no_dad()
+    with Lan() as lan, Host("daemon6") as host:
+        no_dad(host)
+        lan.plug(host, 9)
+        ip("-6", "addr", "add", "fd77::1/64", "dev", lan.bridge, "nodad")
+        ip("-6", "addr", "add", "fd77::9/64", "dev", "eth0", "nodad", host=host)
+        daemon = DaemonProcess(config, host=host)
+        try:
+            daemon.wait_for("ready:")
+            done = ping(f"[{V6_SITE}]:{PORT}", "-I", lan.bridge, "-c", "3", *FAST, "-n")
+        finally:
+            daemon.stop()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stderr == (f"mcast-echo ping: {V4_GROUP}:{PORT} is held by a local process (a "
-                           "responder?): echoes sent to the group are not seen, unicast ones "
-                           "are\n")
-    assert "from 10.77.0.9 (uni, eth0) hops=0: seq=1" in done.stdout
-    assert status == 0 and document["group_echoes_heard"] is False
+    assert "DUP!" not in done.stdout
+    assert re.search(r"^192 bytes from fd77::9 \(daemon6, eth0\) hops=0: seq=2 time=[\d.]+ ms "
+                     r"\(group\)$", done.stdout, re.M), done.stdout
+    assert re.search(r"^192 bytes from fd77::9 \(daemon6, eth0\) hops=0: seq=2 time=[\d.]+ ms$",
+                     done.stdout, re.M), done.stdout
+    assert ("fd77::9 (daemon6, eth0) hops=0: 3 transmitted, 3 received (unicast and group, "
+            "+3 copies), 0% loss") in done.stdout
 
 
 # --- -4 / -6 with a config of several listeners ------------------------------------------------

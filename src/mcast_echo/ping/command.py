@@ -2,7 +2,7 @@
 
 cli.py adds the options of options.py to its `ping` subcommand and calls ``run``.
 Data flows one way: options and the config file become ``Settings`` (here);
-sockets.py opens the sockets, pinger.py sends probes on a schedule and matches
+sockets.py opens the socket, pinger.py sends probes on a schedule and matches
 the echoes, report.py says what was learnt. Probe format: wire/probe.py and
 docs/protocol.md.
 """
@@ -35,7 +35,7 @@ from .options import (
 )
 from .pinger import Interrupts, OutputError, Pinger
 from .settings import PingError, Settings, UsageError, is_ssm
-from .sockets import open_group_socket, open_probe_socket
+from .sockets import open_probe_socket
 
 __all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
 
@@ -46,6 +46,8 @@ _UNREADABLE = {
     errno.EACCES: "permission denied: ping reads it as you (make it readable, "
                   "pass --config PATH to a copy, or name the group: mcast-echo ping GROUP)",
     errno.EISDIR: "is a directory (pass --config PATH to a YAML file)",
+    errno.ENODEV: "not a regular file (a FIFO, socket or device): pass --config PATH to a "
+                  "YAML file",
 }
 
 
@@ -57,8 +59,10 @@ def _check_readable(path: str) -> None:
         advice = _UNREADABLE.get(err.errno or 0)
         raise PingError(pingreport.shown(f"{path}: {advice or err.strerror}")) from None
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise PingError(pingreport.shown(f"{path}: {_UNREADABLE[errno.EISDIR]}"))
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            advice = _UNREADABLE[errno.EISDIR if stat.S_ISDIR(mode) else errno.ENODEV]
+            raise PingError(pingreport.shown(f"{path}: {advice}"))
     finally:
         os.close(fd)
 
@@ -217,16 +221,10 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     settings: Optional[Settings] = None
     try:
         settings = resolve_settings(args)
-        sock, path = open_probe_socket(settings)
-        with sock:
-            group_sock, no_group = open_group_socket(settings, path)
-            try:
-                with Interrupts() as interrupts:
-                    pinger = Pinger(settings, sock, path, out, group_sock, no_group)
-                    pinger.run(interrupts)
-            finally:
-                if group_sock is not None:
-                    group_sock.close()
+        sock, path, no_group = open_probe_socket(settings)
+        with sock, Interrupts() as interrupts:
+            pinger = Pinger(settings, sock, path, out, no_group)
+            pinger.run(interrupts)
     except UsageError as err:
         return fail(str(err), EXIT_USAGE, args.json, out, settings)
     except OutputError as err:

@@ -1,8 +1,8 @@
 """The probe loop of `mcast-echo ping`: send on a schedule, match every echo, report.
 
-``Pinger`` sends a probe every interval on the probe socket and reads echoes from
-it and, when it could be opened, from the group socket (sockets.py), until the
-count and the wait, the -w deadline, or Ctrl-C. Ctrl-\\ (SIGQUIT) prints the
+``Pinger`` sends a probe every interval and reads the echoes, unicast and sent to
+the group, from the one socket sockets.py opens, until the count and the wait,
+the -w deadline, or Ctrl-C. Ctrl-\\ (SIGQUIT) prints the
 statistics so far, as ping does. Signal handlers only record; the loop acts.
 """
 
@@ -25,7 +25,15 @@ from . import report as pingreport
 from . import summary
 from .names import FIRST_WAIT, Names
 from .settings import PingError, Settings
-from .sockets import ANCILLARY_SPACE, Path, ancillary, destination, explain, shown_address
+from .sockets import (
+    ANCILLARY_SPACE,
+    Arrival,
+    Path,
+    destination,
+    explain,
+    shown_address,
+    source_pktinfo,
+)
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
@@ -110,15 +118,14 @@ class Pinger:
     """One run: sends the probes, matches the echoes, keeps the per-responder stats."""
 
     def __init__(self, settings: Settings, sock: socket.socket, path: Path, out: TextIO,
-                 group_sock: Optional[socket.socket] = None, no_group: str = "") -> None:
+                 no_group: str = "") -> None:
         self.settings = settings
         self.sock = sock
         self.path = path
         self.out = out
-        self.group_sock = group_sock
         self.no_group = no_group  # why echoes to the group are not heard, if they are not
-        self.own_port = sock.getsockname()[1]  # our probes, looped back to the group socket
         self.destination = destination(settings, path.index)
+        self.source_pktinfo = source_pktinfo(settings, path.index)  # -S
         self.session = secrets.randbits(32)
         self.responders = pingreport.ResponderTable(settings.port)
         self.counts = pingreport.RunCounts()
@@ -149,7 +156,10 @@ class Pinger:
         datagram = probe.build_probe(self.session, seq, sent_ns, self.settings.size,
                                      sent_ttl=self.settings.ttl)
         try:
-            self.sock.sendto(datagram, self.destination)
+            if self.source_pktinfo:
+                self.sock.sendmsg([datagram], self.source_pktinfo, 0, self.destination)
+            else:
+                self.sock.sendto(datagram, self.destination)
         except OSError as err:
             self.send_times.record(0)
             if self.counts.transmitted == 0 and err.errno not in _TRANSIENT_SEND:
@@ -163,24 +173,22 @@ class Pinger:
         self.send_times.record(sent_ns)
         self.counts.transmitted += 1
 
-    def receive(self, sock: socket.socket) -> None:
-        """Read the echoes waiting on *sock* (a batch at most, so sending keeps its pace)."""
-        via = pingreport.GROUP if sock is self.group_sock else pingreport.UNICAST
+    def receive(self) -> None:
+        """Read the echoes that are waiting (a batch at most, so sending keeps its pace)."""
         for _ in range(RECEIVE_BATCH):
             try:
-                data, ancdata, _flags, source = sock.recvmsg(
+                data, ancdata, _flags, source = self.sock.recvmsg(
                     probe.MAX_UDP_PAYLOAD + 1, ANCILLARY_SPACE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error queued on the socket; the probe counts as lost
                 return
-            if via == pingreport.GROUP and source[1] == self.own_port:
-                continue  # our own probe, looped back: echoes come from the group's port
-            rx_ns, reply_ttl = ancillary(ancdata)
-            rx_ns = rx_ns or time.time_ns()
+            arrival = Arrival(ancdata)
+            via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
+            rx_ns, reply_ttl = arrival.rx_ns or time.time_ns(), arrival.ttl
             echo = probe.check_echo(data, self.session)
             if echo is None and via == pingreport.GROUP:
-                continue  # others' probes and echoes on the group are not ours to count
+                continue  # others' datagrams to the group on our port are not ours to count
             sent_ns = self._send_time(echo)
             if echo is None or sent_ns is None:
                 continue
@@ -225,8 +233,6 @@ class Pinger:
         hard_end = started + settings.deadline if settings.deadline is not None else None
         with selectors.DefaultSelector() as selector:
             selector.register(self.sock, selectors.EVENT_READ)
-            if self.group_sock is not None:
-                selector.register(self.group_sock, selectors.EVENT_READ)
             if interrupts.wakeup is not None:
                 selector.register(interrupts.wakeup, selectors.EVENT_READ)
             next_send = started
@@ -251,10 +257,10 @@ class Pinger:
                 deadline = min(next_send if sending else float("inf"),
                                end_at if end_at is not None else float("inf"))
                 for key, _events in selector.select(max(0.0, deadline - time.monotonic())):
-                    if key.fileobj is interrupts.wakeup:
-                        interrupts.drain()
+                    if key.fileobj is self.sock:
+                        self.receive()
                     else:
-                        self.receive(key.fileobj)  # type: ignore[arg-type]
+                        interrupts.drain()
                 if interrupts.interim:
                     interrupts.interim = False
                     self.interim()
@@ -298,7 +304,7 @@ class Pinger:
         if s.json:
             document = summary.json_document(s, self.session, self.responders, self.counts,
                                              duration_s, self.path.text(),
-                                             self.group_sock is not None, notes, found_hints)
+                                             not self.no_group, notes, found_hints)
             self._print(json.dumps(document, indent=2))
             return
         if not s.quiet:

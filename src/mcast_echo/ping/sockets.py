@@ -1,11 +1,14 @@
-"""The sockets of `mcast-echo ping`, IPv4 and IPv6: one to probe, one to hear the group.
+"""The socket of `mcast-echo ping`, IPv4 and IPv6: it sends the probes and hears the echoes.
 
-``open_probe_socket`` turns ``Settings`` into the UDP socket that sends probes and
-receives unicast echoes (TTL / hop limit, loopback, outgoing interface, -S source,
-arrival TTL and kernel timestamps) and says where probes leave from.
-``open_group_socket`` listens on the group and port for echoes that responders
-with ``reply: group`` send there. Errors a user can act on become ``PingError``;
-the errno -> advice table is the only place those words live.
+``open_probe_socket`` turns ``Settings`` into one UDP socket (TTL / hop limit,
+loopback, outgoing interface, arrival TTL, destination address and kernel
+timestamps) and says where probes leave from. Echoes come back by unicast, and,
+from responders with ``reply: group`` or ``both``, to the group *on our port*
+(as ssmping does, so that responders on the group's port never hear them): the
+socket joins the group on the probes' interface for those, and IP_PKTINFO /
+IPV6_PKTINFO tell the two apart. -S is the source of each probe (``Sender``).
+Errors a user can act on become ``PingError``; the errno -> advice table is the
+only place those words live.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from ..net import ifaddr
 from ..net.ifaddr import index_of_address
 from ..net.mcast import (
     IP_MULTICAST_ALL,
+    IP_PKTINFO,
     IP_RECVTTL,
     IPV6_HOPLIMIT,
     IPV6_MULTICAST_ALL,
+    IPV6_PKTINFO,
     IPV6_RECVHOPLIMIT,
+    IPV6_RECVPKTINFO,
     ROUTE_FIX,
     ROUTE_FIX_IPV6,
     interface_name,
@@ -35,7 +41,8 @@ WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps 
 
 # Linux's value (asm/socket.h); Python's socket module does not export it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4)  # a timespec, an int TTL
+# a timespec, an int TTL, the larger of in_pktinfo (12 bytes) and in6_pktinfo (20)
+ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
 
 # errno of a failed setsockopt, bind, connect or send -> what to tell the user.
 _ERRNO_ADVICE = {
@@ -148,12 +155,31 @@ def _outgoing(sock: socket.socket, settings: Settings, index: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(settings.loopback))
     if index:
         _multicast_if(sock, settings, index)
-    if settings.source:
-        scope = index if settings.ipv6 and ipaddress.ip_address(settings.source).is_link_local \
-            else 0
-        sock.bind((settings.source, 0, 0, scope) if settings.ipv6 else (settings.source, 0))
-    else:
-        sock.bind(("::", 0) if settings.ipv6 else ("0.0.0.0", 0))
+
+
+def _source_address(settings: Settings, index: int) -> tuple:
+    """The bind() address of -S (with its zone if it is link-local)."""
+    assert settings.source is not None
+    if not settings.ipv6:
+        return (settings.source, 0)
+    address = settings.source.split("%")[0]
+    return (address, 0, 0, index if ipaddress.IPv6Address(address).is_link_local else 0)
+
+
+def source_pktinfo(settings: Settings, index: int) -> list[tuple[int, int, bytes]]:
+    """sendmsg() ancillary data that makes -S the source of a probe; [] without -S.
+
+    The socket itself stays bound to the wildcard address, so that it also hears the
+    echoes sent to the group.
+    """
+    if not settings.source:
+        return []
+    address = settings.source.split("%")[0]
+    if settings.ipv6:
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO,
+                 socket.inet_pton(socket.AF_INET6, address) + struct.pack("@I", index))]
+    return [(socket.IPPROTO_IP, IP_PKTINFO,
+             struct.pack("@i4s4s", index, socket.inet_aton(address), bytes(4)))]
 
 
 def _path(settings: Settings, index: int) -> Path:
@@ -161,6 +187,8 @@ def _path(settings: Settings, index: int) -> Path:
     family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         _outgoing(sock, settings, index)
+        if settings.source:
+            sock.bind(_source_address(settings, index))
         sock.connect(destination(settings, index))
         local = sock.getsockname()
     source = local[0]
@@ -170,12 +198,14 @@ def _path(settings: Settings, index: int) -> Path:
     return Path(index, interface_name(index) if index else None, source)
 
 
-def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path]:
-    """The probing socket (blocking sends; receives use MSG_DONTWAIT) and where probes
-    leave from."""
+def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
+    """The probing socket (blocking sends; receives use MSG_DONTWAIT), where probes leave
+    from, and why echoes sent to the group will not be heard ("" when they will)."""
     index = _interface_index(settings)
     if not index and settings.source:  # probes leave through the interface that holds -S
         index = index_of_address(settings.source.split("%")[0]) or 0
+        if not index:
+            raise PingError(explain(OSError(errno.EADDRNOTAVAIL, "not local"), settings))
     if settings.link_scope and not index:
         raise PingError(f"{settings.group} is a link-scope group: name the interface with "
                         f"-I IFACE (or write [{settings.group}%IFACE]:{settings.port})")
@@ -189,62 +219,60 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path]:
         _outgoing(sock, settings, index)
         if settings.ipv6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
+        sock.bind(("::", 0) if settings.ipv6 else ("0.0.0.0", 0))
     except OSError as err:
         sock.close()
         raise PingError(explain(err, settings)) from None
     except BaseException:
         sock.close()
         raise
-    return sock, path
+    return sock, path, _join(sock, settings, path.index)
 
 
-def open_group_socket(settings: Settings, path: Path) -> tuple[Optional[socket.socket], str]:
-    """A socket on group:port, joined on the probes' interface, for echoes sent to the
-    group; (None, why) when it cannot be had, e.g. a local responder holds the port."""
-    family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+def _join(sock: socket.socket, settings: Settings, index: int) -> str:
+    """Join the group on the probes' interface, for echoes sent to the group; "" when
+    joined, else why not (ping goes on with unicast echoes)."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if settings.ipv6:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            sock.bind((settings.group, settings.port, 0,
-                       path.index if settings.link_scope else 0))
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
                             socket.inet_pton(socket.AF_INET6, settings.group)
-                            + struct.pack("@I", path.index))
+                            + struct.pack("@I", index))
         else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            sock.bind((settings.group, settings.port))
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            struct.pack("4s4si", socket.inet_aton(settings.group),
-                                        socket.inet_aton("0.0.0.0"), path.index))
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                            struct.pack("4s4si", socket.inet_aton(settings.group), bytes(4),
+                                        index))
     except OSError as err:
-        sock.close()
-        if err.errno == errno.EADDRINUSE:
-            why = (f"{settings.target} is held by a local process (a responder?): "
-                   "echoes sent to the group are not seen, unicast ones are")
-        else:
-            why = (f"cannot listen on {settings.target} for echoes sent to the group "
-                   f"({err.strerror or err}): unicast echoes only")
-        return None, why
-    return sock, ""
+        return (f"cannot join {settings.group} for echoes sent to the group "
+                f"({err.strerror or err}): unicast echoes only")
+    return ""
 
 
-def ancillary(ancdata: list[tuple[int, int, bytes]]) -> tuple[Optional[int], Optional[int]]:
-    """(kernel receive time in ns, IP TTL or IPv6 hop limit) from recvmsg's ancillary data."""
-    rx_ns = ttl = None
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            seconds, nanoseconds = struct.unpack_from("@qq", data)
-            rx_ns = seconds * 1_000_000_000 + nanoseconds
-        elif len(data) >= 4 and ((level == socket.IPPROTO_IP and kind == socket.IP_TTL)
-                                 or (level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT)):
-            (ttl,) = struct.unpack_from("@i", data)
-    return rx_ns, ttl
+class Arrival:
+    """What recvmsg's ancillary data says about one echo."""
+
+    __slots__ = ("rx_ns", "ttl", "to_group")
+
+    def __init__(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        self.rx_ns: Optional[int] = None  # the kernel's receive time, ns since 1970
+        self.ttl: Optional[int] = None  # its IP TTL or IPv6 hop limit
+        self.to_group = False  # sent to a multicast address (the group), not to us
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = struct.unpack_from("@qq", data)
+                self.rx_ns = seconds * 1_000_000_000 + nanoseconds
+            elif level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
+                (self.ttl,) = struct.unpack_from("@i", data)
+            elif level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(data) >= 4:
+                (self.ttl,) = struct.unpack_from("@i", data)
+            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+                self.to_group = data[8] >> 4 == 0xE  # ipi_addr: the header's destination
+            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
+                self.to_group = data[0] == 0xFF
