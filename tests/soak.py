@@ -35,7 +35,7 @@ def probe_answered(source: str, hostname: str) -> tuple[bool, str]:
         sock.bind((source, 0))
         sock.settimeout(1.0)
         sent = time.monotonic()
-        sock.sendto(probe.build_probe(session, 1, time.time_ns(), 64), (GROUP, PORT))
+        sock.sendto(probe.build_probe(session, 1, time.time_ns(), 192), (GROUP, PORT))
         deadline = sent + 1.0
         while time.monotonic() < deadline:
             try:
