@@ -275,7 +275,8 @@ def test_interface_by_name_or_address_works_in_the_sandbox(running, interface):
 # ------------------------------------------------------------------------- 3. journal
 def test_journal_shows_limits_and_readiness(running):
     log = running.journal("-o", "cat")
-    for line in ("receive buffer:", "send buffer:", "IGMP/MLD:", f"joined {GROUP} on mc0", "ready:"):
+    for line in ("receive buffer:", "send buffer:", "IGMP/MLD:", f"joined {GROUP} on mc0",
+                 "ready:"):
         assert line in log, f"{line!r} not in the journal:\n{log}"
     # systemd's own line, logged when READY=1 arrived
     assert re.search(r"^Started ", log, re.M), log

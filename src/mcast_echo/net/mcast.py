@@ -204,18 +204,23 @@ def apply_options(sock: socket.socket, listener: Listener,
     that went back to null is set to them, since nothing else undoes a SO_RCVBUF.
     """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(listener.share_port))
-    if listener.ipv6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, listener.ttl)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(listener.loopback))
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, listener.ttl)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(listener.loopback))
+    set_hops(sock, listener.ipv6, listener.ttl, listener.loopback)
     for option, size, default in ((socket.SO_RCVBUF, listener.recv_buffer, defaults[0]),
                                   (socket.SO_SNDBUF, listener.send_buffer, defaults[1])):
         if size is None and default is not None:
             size = default // 2  # the kernel doubles it back to exactly the default
         if size is not None:
             sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def set_hops(sock: socket.socket, ipv6: bool, ttl: int, loopback: bool) -> None:
+    """The TTL (IPv6: hop limit) and loopback of the multicast this socket sends."""
+    if ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loopback))
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(loopback))
 
 
 def granted_buffers(sock: socket.socket) -> tuple[int, int]:

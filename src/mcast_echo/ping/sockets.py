@@ -34,6 +34,7 @@ from ..net.mcast import (
     ROUTE_FIX,
     ROUTE_FIX_IPV6,
     interface_name,
+    set_hops,
 )
 from .settings import PingError, Settings
 
@@ -147,12 +148,7 @@ def destination(settings: Settings, index: int) -> tuple:
 
 def _outgoing(sock: socket.socket, settings: Settings, index: int) -> None:
     """TTL, loopback, interface and -S source: what a probe leaves with."""
-    if settings.ipv6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, settings.ttl)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(settings.loopback))
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, settings.ttl)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(settings.loopback))
+    set_hops(sock, settings.ipv6, settings.ttl, settings.loopback)
     if index:
         _multicast_if(sock, settings, index)
 
