@@ -19,7 +19,7 @@ Size: an Echo Reply is the request less any Session ID, plus TTL (5 bytes) and, 
 asked for, a Server Timestamp (12). A Server Response refusing an Echo Request carries
 only options copied from it, so it is never larger than the request. A Server Response
 to an Init adds at most a group (22), a Session ID (12) and, when asked for, Server
-Information (4 + MAX_TEXT): tlv.py's bound on growth covers them all.
+Information (4 + MAX_TEXT): mping.MAX_GROWTH covers them all.
 """
 
 from __future__ import annotations
