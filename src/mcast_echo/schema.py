@@ -470,8 +470,8 @@ def check_listen(value: Any) -> tuple[str, int]:
     """(address, port) of a TCP listening socket, from "127.0.0.1:9101" or "[::1]:9101".
     Names are refused: resolving one would touch the network while checking the file."""
     if isinstance(value, list):
-        raise Invalid(f"{show(value)}: quote it (listen: \"[::1]:9101\"); unquoted, YAML "
-                      "reads [...] as a list")
+        raise Invalid(f"{show(value)}, not an address and port: quote it (listen: "
+                      "\"[::1]:9101\"); unquoted, YAML reads [...] as a list")
     match = _LISTEN.match(value) if isinstance(value, str) else None
     if match is None:
         hint = " (an IPv6 address goes in brackets)" if isinstance(value, str) \

@@ -1,0 +1,445 @@
+"""The daemon's Prometheus endpoint (issue 11): scraped with a real HTTP client (urllib) and
+read with prometheus_client's own text parser.
+
+Counters move by exactly what a test sends, per listener and per drop reason; reloads are
+counted and can move the endpoint or turn it off; a port in use is exit 69 and a bad
+address exit 78 with file:line; idle connections and a storm of scrapes leave the echo
+alone. Daemons run in netlab Hosts or in the suite's own private namespace (on lo); every
+loop is bounded by a count and a deadline.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Optional
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemonproc import DaemonProcess
+from mcast_echo.config import describe, load_config
+from mcast_echo.schema import Metrics
+
+Series = dict[tuple[str, frozenset], float]
+# No proxy from the environment: the endpoint is in this private namespace.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def scrape(address: str, timeout: float = 2.0) -> Series:
+    """Every sample of http://ADDRESS/metrics: {(name, labels): value}."""
+    with OPENER.open(f"http://{address}/metrics", timeout=timeout) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(series: Series, name: str, **labels: str) -> Optional[float]:
+    return series.get((name, frozenset(labels.items())))
+
+
+def scrape_until(address: str, check, timeout: float = 5.0) -> Series:
+    """Scrape until check(series) holds (the echo loop counts a batch after sending it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        series = scrape(address)
+        if check(series) or time.monotonic() > deadline:
+            return series
+        time.sleep(0.02)
+
+
+def refused(address: str) -> bool:
+    try:
+        scrape(address, timeout=1)
+    except urllib.error.URLError as e:
+        return isinstance(e.reason, ConnectionRefusedError)
+    return False
+
+
+def lo_sender(timeout: float = 1.0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(timeout)
+    return sock
+
+
+def sighup(daemon: DaemonProcess, outcome: str = "reloaded:") -> str:
+    mark = daemon.mark()
+    daemon.send_signal(signal.SIGHUP)
+    return daemon.wait_for(outcome, start=mark)
+
+
+# ------------------------------------------------------------------ the counters
+
+
+def test_counters_move_by_exactly_what_is_sent(responder_host, write_config):
+    """5 datagrams echoed on one listener, 3 over max_datagram dropped on another: each
+    series moves by exactly that, with the listener's labels as configured."""
+    host, local, remote = responder_host
+    listen = f"{remote}:9101"
+    config = write_config(f"""
+listeners:
+  - group: 239.7.1.1
+    port: 5000
+    interface: eth0
+  - group: 239.7.1.2
+    port: 5001
+    interface: {remote}
+    max_datagram: 100
+metrics:
+  listen: "{listen}"
+""")
+    one = dict(group="239.7.1.1", port="5000", interface="eth0")
+    two = dict(group="239.7.1.2", port="5001", interface=remote)
+    with DaemonProcess(config, host=host) as daemon:
+        daemon.wait_for("ready:")
+        assert f"metrics: serving http://{listen}/metrics" in daemon.log
+        before = scrape(listen)
+        for labels in (one, two):
+            for name in ("mcast_echo_received_datagrams_total", "mcast_echo_echoed_bytes_total"):
+                assert value(before, name, **labels) == 0, (name, labels)
+            assert value(before, "mcast_echo_memberships", **labels) == 1
+            assert value(before, "mcast_echo_listener_waiting", **labels) == 0
+            assert value(before, "mcast_echo_join_failures_total", **labels) == 0
+        assert value(before, "mcast_echo_build_info", version="0.1.0") == 1
+        assert value(before, "mcast_echo_reloads_total") == 0
+        assert value(before, "mcast_echo_last_reload_success") == 1
+        assert value(before, "process_cpu_seconds_total") is not None  # process collector
+        assert any(name == "python_info" for name, _ in before)  # platform collector
+        assert not any(name == "mcast_echo_dropped_datagrams_total" for name, _ in before)
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+        sock.bind((local, 0))
+        sock.settimeout(1)
+        with sock:
+            for n in range(5):
+                payload = b"%d" % n * 40  # 40 bytes
+                sock.sendto(payload, ("239.7.1.1", 5000))
+                assert sock.recvfrom(2048)[0] == payload
+            for _ in range(3):
+                sock.sendto(b"x" * 200, ("239.7.1.2", 5001))
+            after = scrape_until(listen, lambda s: value(
+                s, "mcast_echo_dropped_datagrams_total", **two, reason="size") == 3)
+            sock.settimeout(0.2)
+            with pytest.raises(socket.timeout):
+                sock.recvfrom(2048)  # nothing echoed from the second listener
+        assert value(after, "mcast_echo_received_datagrams_total", **one) == 5
+        assert value(after, "mcast_echo_received_bytes_total", **one) == 200
+        assert value(after, "mcast_echo_echoed_datagrams_total", **one) == 5
+        assert value(after, "mcast_echo_echoed_bytes_total", **one) == 200
+        assert value(after, "mcast_echo_received_datagrams_total", **two) == 3
+        assert value(after, "mcast_echo_received_bytes_total", **two) == 600
+        assert value(after, "mcast_echo_echoed_datagrams_total", **two) == 0
+        assert value(after, "mcast_echo_echoed_bytes_total", **two) == 0
+        drops = {dict(labels)["reason"]: v for (name, labels), v in after.items()
+                 if name == "mcast_echo_dropped_datagrams_total"}
+        assert drops == {"size": 3}  # and nothing on the first listener
+        assert daemon.stop() == 0
+
+
+def test_waiting_listener_and_join_failures(write_config):
+    """A listener whose interface is missing: waiting 1, no memberships; the joined one 0."""
+    config = write_config("""
+interface: lo
+listeners:
+  - group: 239.7.2.1
+    port: 5010
+  - group: 239.7.2.2
+    port: 5011
+    interface: nosuch0
+metrics: {listen: "127.0.0.1:9111"}
+""")
+    with DaemonProcess(config) as daemon:
+        daemon.wait_for("ready:")
+        series = scrape("127.0.0.1:9111")
+        joined = dict(group="239.7.2.1", port="5010", interface="lo")
+        missing = dict(group="239.7.2.2", port="5011", interface="nosuch0")
+        assert value(series, "mcast_echo_listener_waiting", **joined) == 0
+        assert value(series, "mcast_echo_memberships", **joined) == 1
+        assert value(series, "mcast_echo_listener_waiting", **missing) == 1
+        assert value(series, "mcast_echo_memberships", **missing) == 0
+        assert daemon.stop() == 0
+
+
+# ------------------------------------------------------------------ reloads
+
+
+def test_reloads_counted_and_the_endpoint_moved_turned_off_and_on(write_config):
+    """A failed reload keeps the endpoint; a reload moves it (IPv4 to IPv6, the new one up
+    before the old one goes), turns it off and on again; the counts survive it all."""
+    body = "interface: lo\ngroup: 239.7.3.1\nport: 5020\n"
+    config = write_config(body + 'metrics: {listen: "127.0.0.1:9121"}\n')
+    with DaemonProcess(config) as daemon:
+        daemon.wait_for("ready:")
+        started = scrape("127.0.0.1:9121")
+
+        write_config(body + "metrics: {listen: 9121}\n")  # broken: the old one serves on
+        sighup(daemon, "reload failed")
+        failed = scrape_until("127.0.0.1:9121", lambda s: value(  # counted after the log
+            s, "mcast_echo_reloads_total") == 1)
+        assert value(failed, "mcast_echo_reloads_total") == 1
+        assert value(failed, "mcast_echo_reload_failures_total") == 1
+        assert value(failed, "mcast_echo_last_reload_success") == 0
+        assert value(failed, "mcast_echo_last_reload_timestamp_seconds") > value(
+            started, "mcast_echo_last_reload_timestamp_seconds")
+
+        write_config(body + 'metrics: {listen: "[::1]:9122"}\n')
+        sighup(daemon)
+        moved = scrape_until("[::1]:9122", lambda s: value(s, "mcast_echo_reloads_total") == 2)
+        assert refused("127.0.0.1:9121")
+        assert value(moved, "mcast_echo_reloads_total") == 2
+        assert value(moved, "mcast_echo_reload_failures_total") == 1
+        assert value(moved, "mcast_echo_last_reload_success") == 1
+        log = daemon.log
+        assert log.index("metrics: serving http://[::1]:9122/metrics") < log.index(
+            "metrics: stopped serving on 127.0.0.1:9121")  # new first, then the old one
+
+        write_config(body + "metrics: null\n")
+        sighup(daemon)
+        assert refused("[::1]:9122")
+        with lo_sender() as sock:  # the echo is untouched by it all
+            sock.sendto(b"still here", ("239.7.3.1", 5020))
+            assert sock.recvfrom(2048)[0] == b"still here"
+
+        write_config(body + 'metrics:\n  listen: "127.0.0.1:9121"\n  probe: true\n')
+        sighup(daemon)
+        back = scrape_until("127.0.0.1:9121",
+                            lambda s: value(s, "mcast_echo_reloads_total") == 4)
+        assert value(back, "mcast_echo_reloads_total") == 4
+        assert value(back, "mcast_echo_echoed_datagrams_total", group="239.7.3.1",
+                     port="5020", interface="lo") == 1
+        assert "probe: true is reserved" in daemon.log
+        assert daemon.stop() == 0
+
+
+def test_reload_to_a_port_in_use_keeps_the_old_endpoint(write_config):
+    body = "interface: lo\ngroup: 239.7.4.1\nport: 5030\n"
+    config = write_config(body + 'metrics: {listen: "127.0.0.1:9131"}\n')
+    with socket.create_server(("127.0.0.1", 9132)), DaemonProcess(config) as daemon:
+        daemon.wait_for("ready:")
+        write_config(body + 'metrics: {listen: "127.0.0.1:9132"}\n')
+        line = sighup(daemon, "reload failed")
+        assert "metrics: cannot listen on 127.0.0.1:9132: Address already in use" in line
+        assert "ss -tlpn 'sport = :9132'" in line
+        series = scrape_until("127.0.0.1:9131", lambda s: value(
+            s, "mcast_echo_reload_failures_total") == 1)  # counted just after the log line
+        assert value(series, "mcast_echo_reload_failures_total") == 1
+        assert value(series, "mcast_echo_last_reload_success") == 0
+        assert daemon.stop() == 0
+
+
+# ------------------------------------------------------------------ start-up errors
+
+
+def test_port_in_use_at_start_is_exit_69(write_config):
+    config = write_config('interface: lo\ngroup: 239.7.5.1\nport: 5040\n'
+                          'metrics: {listen: "127.0.0.1:9141"}\n')
+    with socket.create_server(("127.0.0.1", 9141)), DaemonProcess(config) as daemon:
+        assert daemon.proc.wait(timeout=10) == 69
+        daemon.wait_for("left 239.7.5.1 on lo")  # what it had joined, it left
+    assert ("metrics: cannot listen on 127.0.0.1:9141: Address already in use: another "
+            "socket holds TCP port 9141 (find it with `ss -tlpn 'sport = :9141'`)") in daemon.log
+
+
+@pytest.mark.parametrize("listen, message", [
+    ('"localhost:9101"', 'listen: localhost:9101: localhost is not an IPv4 address '
+                         '(names are not resolved'),
+    ('"127.0.0.1"', "listen: 127.0.0.1 is not an address and port"),
+    ('"::1:9101"', "listen: ::1:9101 is not an address and port (an IPv6 address goes in "
+                   "brackets)"),
+    ('"[::1]:0"', "listen: [::1]:0: port 0 is out of range 1..65535"),
+    ('"239.1.1.1:9101"', "listen: 239.1.1.1:9101: 239.1.1.1 is not an address to listen on"),
+    ("[1, 2]", "listen: a list, not an address and port: quote it"),
+])
+def test_bad_listen_is_exit_78_with_file_and_line(write_config, listen, message):
+    config = write_config(f"group: 239.7.6.1\nmetrics:\n  probe: false\n  listen: {listen}\n")
+    done = subprocess.run([sys.executable, "-m", "mcast_echo", "serve", "-c", str(config)],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 78
+    assert f"{config}:4: metrics: {message}" in done.stderr
+    checked = subprocess.run([sys.executable, "-m", "mcast_echo", "check-config", "-c",
+                              str(config)], capture_output=True, text=True, timeout=20)
+    assert checked.returncode == 78 and f"{config}:4: metrics: {message}" in checked.stderr
+
+
+def test_check_config_shows_the_endpoint_and_reads_it_back(write_config):
+    """describe() writes metrics as YAML that loads back to the same settings."""
+    config = write_config('group: 239.7.6.2\nmetrics: {listen: "[0::1]:9101", probe: true}\n')
+    loaded = load_config(str(config))
+    assert loaded.metrics == Metrics("::1", 9101, probe=True)
+    lines = describe(loaded)
+    assert 'metrics: {listen: "[::1]:9101", probe: true}' in lines
+    again = load_config(str(write_config("\n".join(lines[1:]) + "\n")))
+    assert again.metrics == loaded.metrics
+    off = load_config(str(write_config("group: 239.7.6.2\nmetrics: {listen: null}\n")))
+    assert off.metrics is None
+
+
+# ------------------------------------------------------------------ hostile scrapers
+
+
+def test_idle_connections_never_stop_the_echo(write_config):
+    """Connections that never send fill the endpoint (8 at once): the echo goes on, a ninth
+    is closed unanswered, and the server drops the idle ones after its socket timeout. A
+    request past 8 KiB is cut off."""
+    from mcast_echo.daemon.metrics import IO_TIMEOUT, MAX_CONNECTIONS
+
+    config = write_config('interface: lo\ngroup: 239.7.7.1\nport: 5050\n'
+                          'metrics: {listen: "127.0.0.1:9151"}\n')
+    with DaemonProcess(config) as daemon, lo_sender() as sock:
+        daemon.wait_for("ready:")
+        idle = [socket.create_connection(("127.0.0.1", 9151), timeout=1)
+                for _ in range(MAX_CONNECTIONS)]
+        try:
+            opened = time.monotonic()
+            for n in range(20):
+                sock.sendto(b"echo %d" % n, ("239.7.7.1", 5050))
+                assert sock.recvfrom(2048)[0] == b"echo %d" % n
+            with pytest.raises((urllib.error.URLError, ConnectionError)):
+                scrape("127.0.0.1:9151", timeout=2)  # the ninth: closed at once
+            for conn in idle:  # each is closed by the daemon after IO_TIMEOUT
+                conn.settimeout(IO_TIMEOUT + 3)
+                assert conn.recv(1) == b""
+            assert time.monotonic() - opened < IO_TIMEOUT + 3
+        finally:
+            for conn in idle:
+                conn.close()
+        assert value(scrape("127.0.0.1:9151"), "mcast_echo_echoed_datagrams_total",
+                     group="239.7.7.1", port="5050", interface="lo") == 20
+
+        with socket.create_connection(("127.0.0.1", 9151), timeout=3) as big:
+            big.sendall(b"GET /metrics HTTP/1.1\r\n")
+            try:
+                for _ in range(20):  # 20 KiB of headers, more than MAX_REQUEST_BYTES
+                    big.sendall(b"X-Pad: " + b"a" * 1017 + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                answer = big.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert not answer.startswith(b"HTTP/1.0 200")
+        assert daemon.stop() == 0
+
+
+# A scraper that costs its own process little (a raw GET, read to the end): the test measures
+# what scrapes cost the daemon, not what urllib costs a second process on the same cores.
+SCRAPER = textwrap.dedent("""
+    import socket, sys, time
+    host, port = sys.argv[1], int(sys.argv[2])
+    rate, seconds = float(sys.argv[3]), float(sys.argv[4])
+    done = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds and done < rate * seconds:
+        with socket.create_connection((host, port), timeout=2) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200") and b"mcast_echo_build_info" in answer
+        done += 1
+        time.sleep(max(0.0, start + done / rate - time.monotonic()))
+    print(done)
+""")
+
+
+def echo_rate(sock: socket.socket, address: tuple[str, int], seconds: float) -> float:
+    """Closed-loop echoes per second (one in flight) for *seconds*, at most 200,000."""
+    count, start = 0, time.monotonic()
+    while time.monotonic() - start < seconds and count < 200_000:
+        sock.sendto(b"rate", address)
+        sock.recvfrom(64)
+        count += 1
+    return count / (time.monotonic() - start)
+
+
+def test_scrapes_and_idle_connections_do_not_slow_the_echo(write_config):
+    """The echo rate with 100 scrapes/s and idle connections open, against the same daemon
+    with nobody scraping: at least 75% (measured 0.88 on two shared cores: a scrape costs
+    the daemon ~0.7 ms of CPU)."""
+    config = write_config('interface: lo\ngroup: 239.7.8.1\nport: 5060\nrate_limit: off\n'
+                          'metrics: {listen: "127.0.0.1:9161"}\n')
+    group = ("239.7.8.1", 5060)
+    with DaemonProcess(config) as daemon, lo_sender() as sock:
+        daemon.wait_for("ready:")
+        echo_rate(sock, group, 0.3)  # warm up
+        quiet, loaded = [], []
+        for _ in range(3):  # alternate, so a neighbour's load falls on both alike
+            quiet.append(echo_rate(sock, group, 1.0))
+            idle = [socket.create_connection(("127.0.0.1", 9161), timeout=1) for _ in range(4)]
+            scraper = subprocess.Popen(
+                [sys.executable, "-c", SCRAPER, "127.0.0.1", "9161", "100", "1.3"],
+                stdout=subprocess.PIPE, text=True)
+            try:
+                time.sleep(0.15)
+                loaded.append(echo_rate(sock, group, 1.0))
+                scrapes = int(scraper.communicate(timeout=15)[0])
+            finally:
+                scraper.kill()
+                for conn in idle:
+                    conn.close()
+            assert scrapes >= 110, scrapes  # ~100/s did happen
+        ratio = max(loaded) / max(quiet)
+        print(f"echo rate: {max(quiet):.0f}/s quiet, {max(loaded):.0f}/s with 100 scrapes/s "
+              f"and 4 idle connections ({ratio:.2f})")
+        assert ratio >= 0.75, (quiet, loaded)
+        assert daemon.stop() == 0
+
+
+def test_metrics_off_by_default_and_prometheus_client_not_imported(write_config):
+    """No metrics key: no endpoint, and prometheus_client is not even imported (it adds
+    ~70 ms to a start that must stay under 250 ms)."""
+    config = write_config("interface: lo\ngroup: 239.7.9.1\nport: 5070\n")
+    code = ("import sys\n"
+            "from mcast_echo.config import load_config\n"
+            "from mcast_echo.daemon.service import Daemon\n"
+            f"daemon = Daemon(load_config({str(config)!r}))\n"
+            "daemon.open()\n"
+            "assert daemon.metrics is None, daemon.metrics\n"
+            "daemon.close()\n"
+            "print('prometheus_client' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_a_scrape_is_answered_while_the_echo_is_flooded(write_config):
+    """A flood on the group does not starve the endpoint either (its own thread)."""
+    config = write_config('interface: lo\ngroup: 239.7.10.1\nport: 5080\n'
+                          'metrics: {listen: "127.0.0.1:9181"}\n')
+    with DaemonProcess(config) as daemon, lo_sender() as sock:
+        daemon.wait_for("ready:")
+        stop = threading.Event()
+
+        def flood() -> None:
+            deadline = time.monotonic() + 5
+            while not stop.is_set() and time.monotonic() < deadline:
+                for _ in range(100):
+                    sock.sendto(b"flood", ("239.7.10.1", 5080))
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            time.sleep(0.2)
+            start = time.monotonic()
+            series = scrape("127.0.0.1:9181", timeout=2)
+            took = time.monotonic() - start
+        finally:
+            stop.set()
+            flooder.join(6)
+        assert value(series, "mcast_echo_received_datagrams_total", group="239.7.10.1",
+                     port="5080", interface="lo") > 0
+        assert took < 1.0, took
+        assert daemon.stop() == 0
