@@ -190,10 +190,41 @@ class BatchPath:
             if count == 0:
                 return taken
             taken += count
+            if count == 1 and self._echo_one(fd, responder, now):
+                return taken
             self._echo(fd, count, responder, now)
             if count < FAST_BATCH:
                 return taken
         return taken
+
+    def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
+        """A lone datagram (a wake-up for one: the round-trip case) that passes every check
+        goes straight back; False leaves it to _echo (a refused admit takes no token, so
+        the walk finds the source over its rate again)."""
+        batch = self.batch
+        policy = responder.policy
+        length = batch.lengths[0]
+        source = batch.sources[0]
+        limiter = policy.limiter
+        if (batch.first_octets[0] in policy.refused_octets
+                or length > responder.listener.max_datagram
+                or batch.first_payload_words[0] == PROBE_MAGIC_WORD
+                or (policy.filters_sources and not policy.admitted_by_acl(source))
+                or (limiter is not None and limiter.admit(source, 1, now) == 0)):
+            return False
+        batch.send_lengths[0] = length
+        responder.received += 1
+        responder.received_bytes += length
+        sent, code = batch.send(fd, 0, 1)
+        if sent:
+            responder.echoed += 1
+            responder.echoed_bytes += length
+        else:
+            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
+                           errno.errorcode.get(code, code))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0))
+        return True
 
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
         """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
