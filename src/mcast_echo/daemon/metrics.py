@@ -46,6 +46,28 @@ LISTENER_LABELS = ("group", "port", "interface")
 # ----------------------------------------------------------------- the collector
 
 
+# Per listener: (name, help, what it reads from the responder), counters then gauges.
+COUNTERS: tuple[tuple[str, str, Callable[[GroupResponder], int]], ...] = (
+    ("mcast_echo_received_datagrams_total", "Datagrams received on the listener's socket.",
+     lambda r: r.received),
+    ("mcast_echo_received_bytes_total", "UDP payload bytes received on the listener's socket.",
+     lambda r: r.received_bytes),
+    ("mcast_echo_echoed_datagrams_total", "Datagrams echoed by the listener.",
+     lambda r: r.echoed),
+    ("mcast_echo_echoed_bytes_total", "UDP payload bytes echoed by the listener.",
+     lambda r: r.echoed_bytes),
+    ("mcast_echo_join_failures_total", "Join attempts that failed (each retry counts).",
+     lambda r: r.memberships.join_failures),
+)
+GAUGES: tuple[tuple[str, str, Callable[[GroupResponder], int]], ...] = (
+    ("mcast_echo_memberships", "Interfaces the listener's group is joined on.",
+     lambda r: len(r.memberships.joined)),
+    ("mcast_echo_listener_waiting", "1 while something the listener wants is not joined (an "
+     "interface missing, a join refused), else 0.",
+     lambda r: int(r.memberships.waiting is not None)),
+)
+
+
 class DaemonCollector(Collector):
     """The daemon's series, built from its counters at each scrape."""
 
@@ -55,47 +77,24 @@ class DaemonCollector(Collector):
         self._reloads = reloads
 
     def collect(self) -> Iterable[Metric]:
-        responders = list(self._responders())  # one list: a reload may replace it meanwhile
-        per_listener = {
-            "received": CounterMetricFamily(
-                "mcast_echo_received_datagrams_total",
-                "Datagrams received on the listener's socket.", labels=LISTENER_LABELS),
-            "received_bytes": CounterMetricFamily(
-                "mcast_echo_received_bytes_total",
-                "UDP payload bytes received on the listener's socket.", labels=LISTENER_LABELS),
-            "echoed": CounterMetricFamily(
-                "mcast_echo_echoed_datagrams_total",
-                "Datagrams echoed by the listener.", labels=LISTENER_LABELS),
-            "echoed_bytes": CounterMetricFamily(
-                "mcast_echo_echoed_bytes_total",
-                "UDP payload bytes echoed by the listener.", labels=LISTENER_LABELS),
-        }
+        # One list (a reload may replace it meanwhile), and one family at a time: with a
+        # thousand listeners, all of them at once would hold ~3 MiB more at each scrape.
+        listeners = [(r, [r.listener.group, str(r.listener.port), r.listener.interface or "route"])
+                     for r in list(self._responders())]
+        for kind, table in ((CounterMetricFamily, COUNTERS), (GaugeMetricFamily, GAUGES)):
+            for name, text, read in table:
+                family = kind(name, text, labels=LISTENER_LABELS)
+                for responder, labels in listeners:
+                    family.add_metric(labels, read(responder))
+                yield family
         dropped = CounterMetricFamily(
             "mcast_echo_dropped_datagrams_total",
             "Datagrams received and not echoed, by reason (source, ssm, acl, rate, size, "
             "loop, truncated, recv-error, send-error).", labels=(*LISTENER_LABELS, "reason"))
-        memberships = GaugeMetricFamily(
-            "mcast_echo_memberships", "Interfaces the listener's group is joined on.",
-            labels=LISTENER_LABELS)
-        join_failures = CounterMetricFamily(
-            "mcast_echo_join_failures_total", "Join attempts that failed (each retry counts).",
-            labels=LISTENER_LABELS)
-        waiting = GaugeMetricFamily(
-            "mcast_echo_listener_waiting",
-            "1 while something the listener wants is not joined (an interface missing, a "
-            "join refused), else 0.", labels=LISTENER_LABELS)
-        for responder in responders:
-            listener = responder.listener
-            labels = [listener.group, str(listener.port), listener.interface or "route"]
-            for attribute, family in per_listener.items():
-                family.add_metric(labels, getattr(responder, attribute))
+        for responder, labels in listeners:
             for reason, count in sorted(dict(responder.dropped).items()):  # dict(): one C copy
                 dropped.add_metric([*labels, reason], count)
-            memberships.add_metric(labels, len(responder.memberships.joined))
-            join_failures.add_metric(labels, responder.memberships.join_failures)
-            waiting.add_metric(labels, int(responder.memberships.waiting is not None))
-        yield from per_listener.values()
-        yield from (dropped, memberships, join_failures, waiting)
+        yield dropped
         yield from self._reload_families()
         build = GaugeMetricFamily("mcast_echo_build_info", "The version of mcast-echo running.",
                                   labels=("version",))
