@@ -415,6 +415,27 @@ def test_metrics_off_by_default_and_prometheus_client_not_imported(write_config)
     assert done.stdout.strip() == "False"
 
 
+def test_without_prometheus_client_metrics_are_a_clear_error(write_config):
+    """A start with metrics on fails with the package to install (exit 69 in cli)."""
+    config = write_config('interface: lo\ngroup: 239.7.9.2\nport: 5071\n'
+                          'metrics: {listen: "127.0.0.1:9171"}\n')
+    code = ("import sys\n"
+            "sys.modules['prometheus_client'] = None  # as if not installed\n"
+            "from mcast_echo.config import load_config\n"
+            "from mcast_echo.daemon.service import Daemon\n"
+            f"daemon = Daemon(load_config({str(config)!r}))\n"
+            "try:\n"
+            "    daemon.open()\n"
+            "except OSError as e:\n"
+            "    print(e.strerror)\n"
+            "daemon.close()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("metrics: cannot load prometheus_client (")
+    assert "install python3-prometheus-client, or pip install prometheus_client" in done.stdout
+
+
 def test_a_scrape_is_answered_while_the_echo_is_flooded(write_config):
     """A flood on the group does not starve the endpoint either (its own thread)."""
     config = write_config('interface: lo\ngroup: 239.7.10.1\nport: 5080\n'

@@ -272,8 +272,11 @@ class Daemon:
         else a new one, bound but not serving yet (OSError if it cannot bind)."""
         if settings is None:
             return None
-        from . import metrics
-
+        try:
+            from . import metrics
+        except ImportError as e:  # a start fails with exit 69, a reload is refused
+            raise OSError(errno.ENOENT, f"metrics: cannot load prometheus_client ({e}): install "
+                          "python3-prometheus-client, or pip install prometheus_client") from None
         if self._metrics_registry is None:
             self._metrics_registry = metrics.build_registry(lambda: self.responders,
                                                             self.reloads)
