@@ -16,12 +16,14 @@ import json
 import os
 import stat
 import sys
+import time
 from typing import Any, Optional, TextIO
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..net.ifaddr import index_of_address
 from ..schema import ALL_INTERFACES, Listener
 from . import report as pingreport
+from . import textfile
 from .options import (
     DEFAULT_GROUP,
     DEFAULT_PORT,
@@ -34,6 +36,7 @@ from .options import (
     add_arguments,
 )
 from .pinger import Interrupts, OutputError, Pinger
+from .report import ResponderTable, RunCounts
 from .settings import PingError, Settings, UsageError, is_ssm
 from .sockets import open_probe_socket
 
@@ -175,7 +178,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         loopback=args.loopback if args.loopback is not None else defaults.get("loopback", True),
         wait=args.wait, deadline=getattr(args, "deadline", None), expect=args.expect,
         quiet=args.quiet, json=args.json, numeric=getattr(args, "numeric", False),
-        timestamps=getattr(args, "timestamps", False), config=config)
+        timestamps=getattr(args, "timestamps", False), config=config,
+        textfile=getattr(args, "prometheus_textfile", None))
     return settings
 
 
@@ -216,9 +220,11 @@ def fail(message: str, status: int, as_json: bool, out: TextIO,
 
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Run `mcast-echo ping`: 0 if at least --expect responders answered, 1 if fewer,
-    2 on a network, config or output error, 64 on bad options."""
+    2 on a network, config or output error (the textfile's included), 64 on bad options."""
     out = out or sys.stdout
     settings: Optional[Settings] = None
+    pinger: Optional[Pinger] = None
+    started = time.monotonic()
     try:
         settings = resolve_settings(args)
         sock, path, no_group = open_probe_socket(settings)
@@ -230,12 +236,39 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     except OutputError as err:
         _discard_stdout()
         print(f"mcast-echo ping: {err}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        status = EXIT_ERROR
     except PingError as err:
-        return fail(str(err), EXIT_ERROR, args.json, out, settings)
+        status = fail(str(err), EXIT_ERROR, args.json, out, settings)
     except BrokenPipeError:  # `mcast-echo ping | head`: stop quietly, status as far as we got
         _discard_stdout()
+        status = _status(pinger, settings)
+    else:
+        status = _status(pinger, settings)
+    if settings is not None and settings.textfile:
+        # Also after a network error: the file then says the probe failed (0 responders).
+        return _write_textfile(settings, pinger, time.monotonic() - started, status)
+    return status
+
+
+def _status(pinger: Optional[Pinger], settings: Optional[Settings]) -> int:
+    if pinger is None or settings is None:
+        return EXIT_ERROR
     return EXIT_OK if pinger.responders.answered() >= settings.expect else EXIT_FEWER
+
+
+def _write_textfile(settings: Settings, pinger: Optional[Pinger], duration_s: float,
+                    status: int) -> int:
+    """--prometheus-textfile: the run's results, or a failed run's when it never got going;
+    a file that cannot be written is exit 2, one line."""
+    table = pinger.responders if pinger is not None else ResponderTable(settings.port)
+    counts = pinger.counts if pinger is not None else RunCounts()
+    try:
+        textfile.write(settings.textfile,
+                       textfile.ProbeRun(settings, table, counts, duration_s, time.time()))
+    except textfile.TextfileError as err:
+        print(f"mcast-echo ping: {err}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    return status
 
 
 def _discard_stdout() -> None:

@@ -125,6 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON document at the end, nothing else")
     parser.add_argument("--expect", type=bounded(int, 0), default=1, metavar="N",
                         help="exit 0 only if at least N responders answered (default: 1)")
+    parser.add_argument("--prometheus-textfile", metavar="PATH",
+                        help="after the run, write its results for node_exporter's textfile "
+                             "collector to PATH (replaced atomically, mode 0644)")
     parser.add_argument("--config", metavar="PATH",
                         help="config file to take defaults from (default: $MCAST_ECHO_CONFIG "
                              f"or {DEFAULT_CONFIG}, if readable)")

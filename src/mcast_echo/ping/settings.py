@@ -51,6 +51,7 @@ class Settings:
     numeric: bool  # -n: no reverse lookups
     timestamps: bool  # -D: each reply line starts with the receive time
     config: Optional[str]  # the file defaults came from, if any
+    textfile: Optional[str] = None  # --prometheus-textfile: where the results go (textfile.py)
 
     @property
     def ipv6(self) -> bool:

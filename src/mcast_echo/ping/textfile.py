@@ -1,0 +1,193 @@
+"""`mcast-echo ping --prometheus-textfile PATH`: one run's results for node_exporter.
+
+node_exporter's textfile collector reads every ``*.prom`` file of its directory at each
+scrape, so the file is replaced whole: written to a temporary file in the same directory
+(a name without ``.prom``, which the collector skips), fsynced, given mode 0644, renamed
+over PATH. A reader sees the old file or the new one, never a part.
+
+The text is prometheus_client's own exposition (``generate_latest`` on a registry of
+this run's), so HELP/TYPE lines and the escaping of label values are the library's.
+Every value a responder chose is hostile: its name (from the identity trailer) is made
+printable and cut to MAX_NAME characters, and at most MAX_RESPONDERS responders get
+series, so a group member answering from thousands of addresses cannot blow up the file
+or Prometheus' series count.
+
+Each run's values stand alone, not counters: the RTT summary's ``_sum`` and ``_count``
+are this run's, so aggregate over runs with ``sum_over_time``, never ``rate``.
+prometheus_client is imported only when the option is given.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterator, Optional
+
+from .report import ResponderStats, ResponderTable, RunCounts, shown
+from .settings import PingError, Settings
+
+MAX_RESPONDERS = 256  # responders given series per run; the rest are counted (omitted)
+MAX_NAME = 64  # characters of a responder's name kept in the `name` label
+FILE_MODE = 0o644  # node_exporter runs as its own user
+
+RUN_LABELS = ("group", "port")
+RESPONDER_LABELS = ("group", "port", "responder", "name")
+
+
+class TextfileError(PingError):
+    """The textfile could not be written. Exit status 2."""
+
+
+def responder_label(stats: ResponderStats) -> str:
+    """The responder's address; with the port when it answered from another port than
+    the group's (one host answering from two ports is two series, never a duplicate)."""
+    if not stats.wrong_port:
+        return stats.address
+    return f"[{stats.address}]:{stats.port}" if ":" in stats.address else \
+        f"{stats.address}:{stats.port}"
+
+
+def name_label(name: Optional[str]) -> str:
+    """A responder's own name, printable and bounded; empty for a plain echo server."""
+    if not name:
+        return ""
+    text = shown(name)
+    return text if len(text) <= MAX_NAME else text[:MAX_NAME - 1] + "…"
+
+
+def exported(table: ResponderTable) -> list[ResponderStats]:
+    """The responders given series: those that count for --expect first, MAX_RESPONDERS."""
+    ordered = table.in_order()
+    ordered.sort(key=lambda s: not (s.received and not s.wrong_port))  # stable: by address
+    return ordered[:MAX_RESPONDERS]
+
+
+class ProbeRun:
+    """The results of one run as metric families (a prometheus_client collector)."""
+
+    def __init__(self, settings: Settings, table: ResponderTable, counts: RunCounts,
+                 duration_s: float, finished_at: float) -> None:
+        self.settings = settings
+        self.table = table
+        self.counts = counts
+        self.duration_s = duration_s
+        self.finished_at = finished_at
+
+    def collect(self) -> Iterator[object]:
+        from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+
+        s, table, transmitted = self.settings, self.table, self.counts.transmitted
+        run = [s.group, str(s.port)]
+        answered = table.answered()
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=RUN_LABELS)
+            family.add_metric(run, value)
+            return family
+
+        yield gauge("mcast_echo_probe_success",
+                    "1 if at least the expected number of responders answered.",
+                    1 if answered >= s.expect else 0)
+        yield gauge("mcast_echo_probe_responders",
+                    "Responders that echoed a probe intact from the group's port.", answered)
+        yield gauge("mcast_echo_probe_expected_responders",
+                    "Responders expected (--expect).", s.expect)
+        yield gauge("mcast_echo_probe_probes_sent", "Probes sent in this run.", transmitted)
+        yield gauge("mcast_echo_probe_duration_seconds", "How long the run took.",
+                    round(self.duration_s, 6))
+        yield gauge("mcast_echo_probe_timestamp_seconds",
+                    "When the run ended, in seconds since 1970.", round(self.finished_at, 3))
+        shown_responders = exported(table)
+        yield gauge("mcast_echo_probe_responders_omitted",
+                    f"Responders heard but given no series here (past the first "
+                    f"{MAX_RESPONDERS}).", len(table) - len(shown_responders))
+
+        up = GaugeMetricFamily("mcast_echo_probe_up",
+                               "1 if the responder echoed a probe intact in this run.",
+                               labels=RESPONDER_LABELS)
+        loss = GaugeMetricFamily("mcast_echo_probe_loss_ratio",
+                                 "Probes of this run the responder did not echo intact (0..1).",
+                                 labels=RESPONDER_LABELS)
+        hops = GaugeMetricFamily("mcast_echo_probe_hops",
+                                 "Routers between the prober and the responder (from its "
+                                 "trailer).", labels=RESPONDER_LABELS)
+        rtt = SummaryMetricFamily("mcast_echo_probe_rtt_seconds",
+                                  "Round-trip times of this run's echoes (per run, not "
+                                  "cumulative).", labels=RESPONDER_LABELS)
+        extremes = {stat: GaugeMetricFamily(f"mcast_echo_probe_rtt_{stat}_seconds",
+                                            f"The {doc} round-trip time of this run.",
+                                            labels=RESPONDER_LABELS)
+                    for stat, doc in (("min", "shortest"), ("avg", "mean"),
+                                      ("max", "longest"))}
+        for stats in shown_responders:
+            labels = [s.group, str(s.port), responder_label(stats), name_label(stats.name)]
+            counted = stats.received > 0 and not stats.wrong_port
+            up.add_metric(labels, 1 if counted else 0)
+            received = min(stats.received, transmitted)
+            if transmitted:
+                loss.add_metric(labels, (transmitted - received) / transmitted)
+            if stats.hops is not None:
+                hops.add_metric(labels, stats.hops)
+            rtt.add_metric(labels, count_value=stats.rtt.count,
+                           sum_value=stats.rtt.mean_ns * stats.rtt.count / 1e9)
+            if stats.rtt.count:
+                for stat, value_ns in (("min", stats.rtt.min_ns), ("avg", stats.rtt.mean_ns),
+                                       ("max", stats.rtt.max_ns)):
+                    extremes[stat].add_metric(labels, value_ns / 1e9)
+        yield from (up, loss, hops, rtt, *extremes.values())
+
+
+def render(run: ProbeRun) -> bytes:
+    """The exposition text of one run."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(run)  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def replace(path: str, data: bytes) -> None:
+    """Replace *path* with *data* atomically (temporary file, fsync, rename; mode 0644)."""
+    directory = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise TextfileError(_problem(path, err)) from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fchmod(file.fileno(), FILE_MODE)
+            os.fsync(file.fileno())
+        os.rename(temporary, path)
+    except OSError as err:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise TextfileError(_problem(path, err)) from None
+    _sync_directory(directory)
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable; a directory that cannot be opened or synced is no error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _problem(path: str, err: OSError) -> str:
+    return shown(f"cannot write --prometheus-textfile {path}: {err.strerror or err}")
+
+
+def write(path: str, run: ProbeRun) -> None:
+    """Render *run* and replace *path* with it; TextfileError says what failed."""
+    replace(path, render(run))
