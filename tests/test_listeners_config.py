@@ -432,7 +432,8 @@ listeners:
         "  - group: 239.1.1.1", "  - group: ff15::1234", "  - group: 232.1.1.1"]
     assert "    sources: [10.0.0.5, 10.0.0.6]" in lines and "    reply: both" in lines
     assert "    rate_limit: off" in lines and "    interface: all" in lines
-    assert lines[-3:] == ["log_level: info", "status_interval: 5.0", "metrics: null"]
+    assert lines[-4:] == ["log_level: info", "status_interval: 5.0", "metrics: null",
+                          "ssmping: null"]
     again = load_config(write(tmp_path, "\n".join(lines) + "\n"))
     assert again.listeners == config.listeners
 

@@ -20,7 +20,7 @@ import difflib
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional
 
 import yaml
@@ -35,6 +35,7 @@ from .schema import (
     Config,
     Invalid,
     Listener,
+    RateLimit,
     clip,
     listener_problems,
     show,
@@ -436,6 +437,9 @@ def load_config(path: str = DEFAULT_PATH,
     if problems:
         raise ConfigError(problems)
     daemon = {k: v for k, v in {**top.values, **command_line}.items() if k in DAEMON_KEYS}
+    if daemon.get("ssmping") is not None:  # answered under the top-level allow and rate_limit
+        daemon["ssmping"] = replace(daemon["ssmping"], allow=defaults.get("allow"),
+                                    rate_limit=defaults.get("rate_limit", RateLimit()))
     return Config(path=path, listeners=tuple(listeners), **daemon)
 
 

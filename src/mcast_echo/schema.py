@@ -95,6 +95,21 @@ class Metrics:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+SSMPING_GROUPS = ("232.43.211.234", "ff3e::4321:1234")  # ssmping's and asmping's defaults
+SSMPING_PORT = 4321
+
+
+@dataclass(frozen=True)
+class Ssmping:
+    """The ssmping / RFC 6450 listener: its port, the groups replies may go to (in the
+    order an RFC 6450 Init is offered them), and the top-level allow and rate_limit."""
+
+    port: int = SSMPING_PORT
+    groups: tuple[str, ...] = SSMPING_GROUPS
+    allow: Optional[tuple[Union[ipaddress.IPv4Network, ipaddress.IPv6Network], ...]] = None
+    rate_limit: Optional[RateLimit] = RateLimit()
+
+
 @dataclass(frozen=True)
 class Config:
     path: str
@@ -102,6 +117,7 @@ class Config:
     log_level: str = "info"
     status_interval: float = 5.0
     metrics: Optional[Metrics] = None  # None: no metrics endpoint
+    ssmping: Optional[Ssmping] = None  # None: no ssmping / RFC 6450 listener
 
 
 class Invalid(ValueError):
@@ -144,6 +160,8 @@ def spell(value: Any) -> str:
         return f"{{rate: {value.rate:g}, burst: {value.burst}}}"
     if isinstance(value, Metrics):
         return f'{{listen: "{value.listen}"' + (", probe: true}" if value.probe else "}")
+    if isinstance(value, Ssmping):
+        return f"{{port: {value.port}, groups: [{', '.join(value.groups)}]}}"
     if isinstance(value, str) and not value.isprintable():
         return repr(value)  # a newline, tab or escape in a value must not break the line
     return str(value)
@@ -519,6 +537,42 @@ def check_metrics(value: Any) -> Optional[Metrics]:
     return Metrics(host, port, probe)
 
 
+SSMPING_KEYS = ("port", "groups")
+
+
+def check_ssmping(value: Any) -> Optional[Ssmping]:
+    """`ssmping: {port: 4321, groups: [...]}`: both optional; null or absent is off."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid(f"{show(value)} is not an ssmping mapping (allowed: {{port: 4321}}, "
+                      "{groups: [232.43.211.234]}, {} for the defaults, or null for off)")
+    for key in value:
+        if key not in SSMPING_KEYS:
+            raise Invalid(f"{show(key)}: unknown key (allowed: {', '.join(SSMPING_KEYS)})",
+                          at=key)
+    port = SSMPING_PORT
+    if "port" in value:
+        try:
+            port = check_port(value["port"])
+        except Invalid as e:
+            raise Invalid(f"port: {e}", at="port") from None
+    groups = SSMPING_GROUPS
+    if "groups" in value:
+        raw = value["groups"]
+        if not isinstance(raw, list) or not raw:
+            raise Invalid(f"groups: {show(raw)} is not a list of multicast groups (e.g. "
+                          f"[{', '.join(SSMPING_GROUPS)}])", at="groups")
+        checked = []
+        for index, item in enumerate(raw):
+            try:
+                checked.append(check_group(item))
+            except Invalid as e:
+                raise Invalid(f"groups: {e}", at=("groups", index)) from None
+        groups = tuple(dict.fromkeys(checked))
+    return Ssmping(port, groups)
+
+
 # key -> its check. Order is the order of the shipped file.
 LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
     "group": check_group,
@@ -539,6 +593,7 @@ DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "log_level": check_log_level,
     "status_interval": check_interval,
     "metrics": check_metrics,
+    "ssmping": check_ssmping,
 }
 LISTENERS = "listeners"  # the top-level list of listener mappings
 ALL_KEYS = {**LISTENER_KEYS, **DAEMON_KEYS}

@@ -27,6 +27,7 @@ from ..net.poller import Poller
 from ..schema import Config, Listener, Metrics
 from . import echopath
 from .logsetup import set_level
+from .mping import MpingListener
 from .notify import Notifier
 from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
@@ -59,6 +60,7 @@ class Daemon:
         self.reload_problem: Optional[str] = None
         self.reloads = ReloadHistory()
         self.metrics: Optional[MetricsEndpoint] = None  # the Prometheus endpoint, if on
+        self.mping: Optional[MpingListener] = None  # the ssmping / RFC 6450 listener, if on
         self._metrics_registry: Optional[CollectorRegistry] = None
         self._stop_signal: Optional[int] = None  # SIGTERM/SIGINT received: leave and exit
         self._reload_pending = False  # SIGHUP(s) received since the last reload began
@@ -91,6 +93,7 @@ class Daemon:
             joined = sum(1 for r in self.responders if r.joined)
             log.info("%d listeners: %d joined, %d waiting", len(self.responders), joined,
                      len(self.responders) - joined)
+        self.mping = self._mping_for(self.config)
         self.metrics = self._metrics_for(self.config.metrics)  # bound here, served from run()
 
     def _start_responder(self, listener: Listener, now: float,
@@ -117,6 +120,7 @@ class Daemon:
         self._poller.register(self._wakeup[0], None)
         for responder in self.responders:
             self._poller.register(responder.fileno(), responder)
+        self._register_mping(self.mping)
         try:
             if self.metrics is not None:
                 self.metrics.start()
@@ -241,6 +245,7 @@ class Daemon:
                 if bound_to not in running:
                     started.append(self._start_responder(listener, now, interfaces))
             metrics = self._metrics_for(new.metrics)
+            mping = self._mping_for(new)
         except BaseException:
             for responder in started:
                 responder.close()
@@ -260,12 +265,48 @@ class Daemon:
                 self._poller.register(responder.fileno(), responder)
         self.responders = kept + started
         self._switch_metrics(metrics)
+        self._switch_mping(mping)
         self.config = new
 
     def _stop_responder(self, responder: GroupResponder) -> None:
         if self._poller is not None and responder.sock is not None:
             self._poller.unregister(responder.fileno())
         responder.close()
+
+    def _mping_for(self, config: Config) -> Optional[MpingListener]:
+        """The ssmping listener *config* asks for: the running one (reconfigured) on the
+        same port, else a new one, bound (OSError if it cannot bind)."""
+        settings = config.ssmping
+        if settings is None:
+            return None
+        if self.mping is not None and self.mping.settings.port == settings.port:
+            self.mping.reconfigure(settings)
+            return self.mping
+        listener = MpingListener(settings, self.drop_log)
+        listener.open()
+        return listener
+
+    def _register_mping(self, listener: Optional[MpingListener]) -> None:
+        if listener is not None and self._poller is not None:
+            for handler in listener.sockets:
+                self._poller.register(handler.fileno(), handler)
+
+    def _switch_mping(self, listener: Optional[MpingListener]) -> None:
+        """Serve from *listener* (None: off), closing the one it replaces."""
+        if listener is self.mping:
+            return
+        self._register_mping(listener)
+        self._close_mping()
+        self.mping = listener
+
+    def _close_mping(self) -> None:
+        if self.mping is None:
+            return
+        for handler in self.mping.sockets:
+            if self._poller is not None:
+                self._poller.unregister(handler.fileno())
+        self.mping.close()
+        self.mping = None
 
     def _metrics_for(self, settings: Optional[Metrics]) -> Optional[MetricsEndpoint]:
         """The endpoint *settings* ask for: the running one if its address is unchanged,
@@ -301,6 +342,7 @@ class Daemon:
         for responder in self.responders:
             self._stop_responder(responder)
         self.responders = []
+        self._close_mping()
         self._switch_metrics(None)
         if self._poller is not None:
             self._poller.close()
@@ -327,6 +369,8 @@ class Daemon:
                 text += "; " + "; ".join(r.status() for r in waiting[:5])
                 if len(waiting) > 5:
                     text += f"; and {len(waiting) - 5} more waiting"
+        if self.mping is not None:
+            text += f"; {self.mping.status()}"
         if self.reload_problem:
             text += f" | {self.reload_problem}"
         return text
@@ -336,6 +380,8 @@ class Daemon:
         fds = [r.fileno() for r in self.responders if r.sock is not None]
         if self.metrics is not None:
             fds.append(self.metrics.fileno())
+        if self.mping is not None:
+            fds.extend(handler.fileno() for handler in self.mping.sockets)
         return fds + list(self._wakeup or ())
 
 

@@ -1,0 +1,206 @@
+"""The multicast ping listener: answers ssmping/asmping (legacy) and RFC 6450 clients.
+
+``ssmping: {port: 4321}`` turns it on. One IPv4 and one IPv6 socket, bound to the
+wildcard address and the port, join no group: requests are unicast. Each request is
+checked by the same policy as the echo listeners (a real peer, ``allow``, the
+per-source rate limit), answered by ``wire.mping.answer`` (at most two replies, each
+at most 128 bytes larger than the request), and each reply is sent with the request's
+destination address as its source (IP_PKTINFO / IPV6_PKTINFO): an SSM client joins
+(S,G) with S = the address it pinged, so a reply from any other address is filtered
+by its kernel. Replies go to the client's source port, unicast and to a configured
+group, with TTL / hop limit 64 (what RFC 6450's TTL option announces and ssmping's
+``dist=`` is computed from). See docs/ssmping.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import time
+from collections import Counter
+from typing import Optional
+
+from .. import __version__
+from ..net import mcast
+from ..schema import Listener, Ssmping
+from ..wire import mping
+from ..wire.tlv import Responder
+from .policy import Policy
+from .ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+TTL = 64
+RECV_BUFFER = 65535
+ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+BATCH = 64  # requests per wake-up per socket
+SESSION_KEY = os.urandom(16)  # RFC 6450 Session IDs: one key per process, kept across reloads
+
+
+class MpingSocket:
+    """One family's socket of the listener: what the daemon's poller hands the wake-up to."""
+
+    def __init__(self, listener: MpingListener, sock: socket.socket, ipv6: bool) -> None:
+        self.listener = listener
+        self.sock = sock
+        self.ipv6 = ipv6
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def on_readable(self) -> None:
+        self.listener.serve(self)
+
+
+class MpingListener:
+    def __init__(self, settings: Ssmping, drop_log: RateLimitedLog) -> None:
+        self.settings = settings
+        self.drop_log = drop_log
+        self.sockets: list[MpingSocket] = []
+        self.counts: Counter[str] = Counter()
+        self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),
+                                   TTL, f"mcast-echo {__version__}", SESSION_KEY)
+        self.policies = {ipv6: Policy(Listener(group="ff3e::4321:1234" if ipv6 else
+                                               "232.43.211.234", allow=settings.allow,
+                                               rate_limit=settings.rate_limit,
+                                               sources=None, port=settings.port))
+                         for ipv6 in (False, True)}
+
+    # ---------------------------------------------------------------- set-up
+
+    def open(self) -> None:
+        """Bind the IPv4 socket, and the IPv6 one where this host has IPv6."""
+        try:
+            self.sockets.append(MpingSocket(self, _open(socket.AF_INET, self.settings.port),
+                                            False))
+            try:
+                self.sockets.append(MpingSocket(self, _open(socket.AF_INET6,
+                                                            self.settings.port), True))
+            except OSError as e:
+                if e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    raise
+                log.warning("ssmping: no IPv6 (%s): IPv4 only", e.strerror)
+        except OSError as e:
+            self.close()
+            raise OSError(e.errno, f"cannot bind the ssmping port {self.settings.port}: "
+                                   f"{e.strerror or e}") from None
+        log.info("ssmping: answering ssmping, asmping and RFC 6450 clients on port %d "
+                 "(groups %s)", self.settings.port, ", ".join(self.settings.groups))
+
+    def reconfigure(self, settings: Ssmping) -> None:
+        """Same port: new groups, allow and rate limit in place (the session key stays)."""
+        assert settings.port == self.settings.port
+        fresh = MpingListener(settings, self.drop_log)
+        self.settings, self.responder, self.policies = settings, fresh.responder, fresh.policies
+
+    def close(self) -> None:
+        for handler in self.sockets:
+            handler.sock.close()
+        self.sockets = []
+
+    # ---------------------------------------------------------------- answering
+
+    def serve(self, handler: MpingSocket) -> None:
+        """Answer up to BATCH requests queued on one socket; nothing a peer sends raises."""
+        sock, ipv6 = handler.sock, handler.ipv6
+        policy = self.policies[ipv6]
+        counts = self.counts
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                data, ancdata, _flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._drop("recv-error", "ssmping: receive failed: %s", e)
+                return
+            counts["received"] += 1
+            refused = policy.verdict(source[0], now)
+            if refused is not None:
+                self._drop(refused, "ssmping: request from %s:%d dropped (%s)", *source[:2],
+                           refused)
+                continue
+            answer = mping.answer(data, source[0], time.time_ns(), self.responder)
+            if answer.malformed:
+                counts["malformed"] += 1
+                continue
+            if not answer.dialect:
+                counts["ignored"] += 1
+                continue
+            counts[answer.dialect] += 1
+            destination = _destination(ancdata, ipv6)
+            for reply in answer.replies:
+                address = source if reply.group is None else (
+                    (str(reply.group), source[1], 0, source[3]) if ipv6
+                    else (str(reply.group), source[1]))
+                try:
+                    sock.sendmsg([reply.payload], _source_pktinfo(destination, ipv6), 0,
+                                 address)
+                except OSError as e:
+                    self._drop("send-error", "ssmping: reply to %s:%d failed: %s",
+                               *address[:2], errno.errorcode.get(e.errno or 0, e))
+                    continue
+                counts["replies to groups" if reply.group is not None else "replies"] += 1
+
+    def _drop(self, reason: str, message: str, *args: object) -> None:
+        self.counts[f"dropped {reason}"] += 1
+        self.drop_log.log(f"ssmping-{reason}", logging.WARNING, message, *args)
+
+    def status(self) -> str:
+        counts = self.counts
+        text = (f"ssmping :{self.settings.port}: requests {counts['ssmping'] + counts['rfc6450']}"
+                f" (ssmping {counts['ssmping']}, rfc6450 {counts['rfc6450']}), replies "
+                f"{counts['replies']} unicast + {counts['replies to groups']} to groups")
+        dropped = {k[8:]: v for k, v in counts.items() if k.startswith("dropped ") and v}
+        other = {k: counts[k] for k in ("malformed", "ignored") if counts[k]}
+        if dropped or other:
+            text += ", " + ", ".join(f"{k} {v}" for k, v in sorted({**other, **dropped}.items()))
+        return text
+
+
+def _open(family: int, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, mcast.IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, TTL)
+            sock.bind(("::", port))
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, mcast.IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, mcast.IP_PKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
+            sock.bind(("0.0.0.0", port))
+        mcast.set_hops(sock, family == socket.AF_INET6, TTL, True)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _destination(ancdata: list, ipv6: bool) -> Optional[bytes]:
+    """The request's destination address (packed), from IP_PKTINFO / IPV6_PKTINFO."""
+    for level, kind, payload in ancdata:
+        if ipv6 and level == socket.IPPROTO_IPV6 and kind == mcast.IPV6_PKTINFO \
+                and len(payload) >= 16:
+            return payload[:16]
+        if not ipv6 and level == socket.IPPROTO_IP and kind == mcast.IP_PKTINFO \
+                and len(payload) >= 12:
+            return payload[8:12]  # ipi_addr: the header's destination
+    return None
+
+
+def _source_pktinfo(destination: Optional[bytes], ipv6: bool) -> list:
+    """Ancillary data that sends a reply from *destination*, the interface left to routing
+    (ifindex 0, as ssmpingd does)."""
+    if destination is None:
+        return []
+    if ipv6:
+        return [(socket.IPPROTO_IPV6, mcast.IPV6_PKTINFO, destination + struct.pack("=I", 0))]
+    return [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
+             struct.pack("=i4s4s", 0, destination, bytes(4)))]
