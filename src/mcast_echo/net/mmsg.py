@@ -16,7 +16,7 @@ its echo lengths set by C-level operations on slices (``max(lengths[:n])``,
 ``send_lengths[:n] = lengths[:n]``) instead of a Python loop.
 
 ``load()`` returns None where the platform lacks recvmmsg/sendmmsg; the daemon
-then uses the portable path (echopath.PlainPath).
+then uses the portable path (daemon/plainpath.py).
 """
 
 from __future__ import annotations

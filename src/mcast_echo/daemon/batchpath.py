@@ -1,0 +1,237 @@
+"""The fast echo path: recvmmsg/sendmmsg through ctypes (net/mmsg.py), 64 datagrams per
+system call, a batch with no exception checked and sent by C-level operations on
+strided views of the preallocated buffers (see echosink.py for the contract).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import Counter
+from typing import Optional
+
+from ..net import mmsg
+from ..wire import probe
+from .echosink import DROP_TEXT, MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
+from .policy import SourceRateLimiter
+
+FAST_BATCH = 64  # datagrams per recvmmsg
+FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
+
+
+class BatchPath:
+    name = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
+
+    def __init__(self) -> None:
+        self.batch = mmsg.Batch(FAST_BATCH)
+
+    def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
+        fd = sock.fileno()
+        taken = 0
+        for _ in range(FAST_ROUNDS):
+            try:
+                count = self.batch.receive(fd)
+            except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
+                responder.drop("recv-error", 1, "receive failed: %s", e)
+                return taken
+            if count == 0:
+                return taken
+            taken += count
+            if count == 1 and self._echo_one(fd, responder, now):
+                return taken
+            self._echo(fd, count, responder, now)
+            if count < FAST_BATCH:
+                return taken
+        return taken
+
+    def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
+        """A lone datagram (a wake-up for one: the round-trip case) that passes every check
+        goes straight back; False leaves it to _echo (a refused admit takes no token, so
+        the walk finds the source over its rate again)."""
+        batch = self.batch
+        policy = responder.policy
+        length = batch.lengths[0]
+        source = batch.sources[0]
+        limiter = policy.limiter
+        if (batch.first_octets[0] in policy.refused_octets
+                or length > responder.listener.max_datagram
+                or batch.first_payload_words[0] == PROBE_MAGIC_WORD
+                or (policy.filters_sources and not policy.admitted_by_acl(source))
+                or (limiter is not None and limiter.admit(source, 1, now) == 0)):
+            return False
+        batch.send_lengths[0] = length
+        responder.received += 1
+        responder.received_bytes += length
+        sent, code = batch.send(fd, 0, 1)
+        if sent:
+            responder.echoed += 1
+            responder.echoed_bytes += length
+        else:
+            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
+                           errno.errorcode.get(code, code))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0))
+        return True
+
+    def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
+        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
+
+        The common case -- every source a real peer inside 'allow' and within its rate,
+        every datagram within max_datagram, no probe asking for a trailer -- is checked
+        and sent with a few C-level operations on the batch's strided views; only a batch
+        with an exception walks its datagrams one by one (_echo_each). The kernel never
+        cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC is
+        looked at only on that walk.
+        """
+        batch = self.batch
+        responder.received += count
+        responder.received_bytes += sum(batch.lengths[:count])
+        policy = responder.policy
+        lengths = batch.lengths[:count]
+        if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
+                and max(lengths) <= responder.listener.max_datagram):
+            sources = batch.sources[:count]
+            distinct = set(sources)
+            if not policy.filters_sources or all(map(policy.admitted_by_acl, distinct)):
+                over = _over_rate(policy.limiter, sources, distinct, count, now)
+                if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
+                    batch.send_lengths[:count] = lengths
+                    self._send(fd, count, None, responder)
+                    return
+                self._echo_each(fd, count, responder, now, over, rated=True)
+                return
+        self._echo_each(fd, count, responder, now, None, rated=False)
+
+    def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
+                   over: Optional[dict[int, int]], rated: bool) -> None:
+        """The walk for a batch with an exception: a drop, a trailer, a source over its rate.
+
+        *rated*: the rate limit was already applied to the whole batch (every datagram
+        passed the other checks), and *over* is its result; otherwise it is applied here
+        to the datagrams that pass them.
+        """
+        batch = self.batch
+        words, first_octets, sources = batch.words, batch.first_octets, batch.sources
+        lengths, send_lengths = batch.lengths, batch.send_lengths
+        first_payload_words = batch.first_payload_words
+        policy = responder.policy
+        refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
+        admitted_by_acl = policy.admitted_by_acl
+        max_datagram = responder.listener.max_datagram
+        flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
+        min_probe = probe.MIN_TRAILER_PROBE
+        drops: dict[int, str] = {}
+        passed: list[int] = []
+        asking: list[int] = []
+        for i in range(count):
+            length = lengths[i]
+            if first_octets[i] in refused_octets:
+                drops[i] = "source"
+            elif filters_sources and not admitted_by_acl(sources[i]):
+                drops[i] = policy.refusal(sources[i])
+            elif words[i * hdr_words + flags_word] & MSG_TRUNC:
+                drops[i] = "truncated"
+            elif length > max_datagram:
+                drops[i] = "size"
+            else:
+                send_lengths[i] = length
+                passed.append(i)
+                if length >= min_probe and first_payload_words[i] == PROBE_MAGIC_WORD:
+                    asking.append(i)
+        if not rated and passed:
+            admitted = [sources[i] for i in passed]
+            over = _over_rate(policy.limiter, admitted, set(admitted), len(passed), now)
+        if over:
+            for i in passed:  # a source over its rate keeps its first datagrams of the batch
+                left = over.get(sources[i])
+                if left is not None:
+                    if left > 0:
+                        over[sources[i]] = left - 1
+                    else:
+                        drops[i] = "rate"
+        if asking:
+            self._trailers(asking, drops, responder)
+        if drops:
+            self._log_drops(drops, responder)
+        self._send(fd, count, drops, responder)
+
+    def _trailers(self, asking: list[int], drops: Optional[dict[int, str]],
+                  responder: EchoSink) -> None:
+        batch = self.batch
+        for i in asking:
+            if drops and i in drops:
+                continue
+            length = batch.lengths[i]
+            data = batch.payload(i, length)
+            if probe.wants_trailer(data):
+                echo = probe.with_trailer(data, responder.arrival(*batch.ancillary(i)))
+                if echo is not data and len(echo) == length:
+                    batch.set_payload(i, echo)
+
+    def _log_drops(self, drops: dict[int, str], responder: EchoSink) -> None:
+        """Count every drop, but word a log line only for the first of each reason."""
+        first: dict[str, int] = {}
+        totals: dict[str, int] = {}
+        for i, reason in drops.items():
+            totals[reason] = totals.get(reason, 0) + 1
+            first.setdefault(reason, i)
+        batch = self.batch
+        for reason, i in first.items():
+            peer = batch.peer(i)
+            if reason == "size":
+                length = batch.lengths[i]
+                responder.drop("size", totals[reason], "datagram of %d bytes from %s:%d is "
+                               "above max_datagram (%d); dropped", length, *peer,
+                               responder.listener.max_datagram)
+            else:
+                responder.drop(reason, totals[reason], DROP_TEXT[reason], *peer)
+
+    def _send(self, fd: int, count: int, drops: Optional[dict[int, str]],
+              responder: EchoSink) -> None:
+        """sendmmsg over each run of consecutive admitted echoes (one run when none dropped)."""
+        start = 0
+        while start < count:
+            if drops:
+                while start < count and start in drops:
+                    start += 1
+                end = start
+                while end < count and end not in drops:
+                    end += 1
+            else:
+                end = count
+            while start < end:
+                sent, code = self.batch.send(fd, start, end - start)
+                responder.echoed += sent
+                responder.echoed_bytes += sum(self.batch.lengths[start:start + sent])
+                start += sent
+                if code or not sent:  # not sent without an errno: never seen; do not spin
+                    code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
+                    responder.drop("send-error", 1, "echo to %s:%d failed: %s",
+                                   *self.batch.peer(start), errno.errorcode.get(code, code))
+                    start += 1
+        if log.isEnabledFor(logging.DEBUG):
+            for i in range(count):
+                if not (drops and i in drops):
+                    log.debug("echoed %d bytes to %s:%d", self.batch.lengths[i],
+                              *self.batch.peer(i))
+
+
+def _over_rate(limiter: Optional[SourceRateLimiter], sources, distinct: set, count: int,
+               now: float) -> Optional[dict[int, int]]:
+    """Take a batch's datagrams from their sources' buckets: None if all may pass, else
+    {source: how many of its datagrams in the batch may} for the sources over their rate."""
+    if limiter is None:
+        return None
+    if len(distinct) == 1:
+        (source,) = distinct
+        allowed = limiter.admit(source, count, now)
+        return None if allowed == count else {source: allowed}
+    over = None
+    for source, wanted in Counter(sources).items():
+        allowed = limiter.admit(source, wanted, now)
+        if allowed < wanted:
+            if over is None:
+                over = {}
+            over[source] = allowed
+    return over

@@ -1,0 +1,124 @@
+"""The plain echo path: recvmsg/sendto, one datagram at a time (see echosink.py).
+
+It serves IPv6 listeners and the group reply modes, and is the portable fallback
+where recvmmsg/sendmmsg cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+from typing import Optional
+
+from ..net import mcast, mmsg
+from ..schema import Listener
+from ..wire import probe
+from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log
+
+RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
+# in_pktinfo + TTL, or in6_pktinfo + hop limit
+ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+PLAIN_BATCH = 256  # datagrams per wake-up, so signals and timers are seen under a flood
+
+
+class PlainPath:
+    """recvmsg/sendto: IPv4 and IPv6, and every reply mode (unicast, group, both)."""
+
+    name = "plain (recvmsg/sendto)"
+
+    def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
+        listener = responder.listener
+        verdict = responder.policy.verdict
+        max_datagram = listener.max_datagram
+        to_sender = listener.reply != "group"
+        to_group = listener.reply != "unicast"
+        debug = log.isEnabledFor(logging.DEBUG)
+        for count in range(PLAIN_BATCH):
+            try:
+                data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
+            except BlockingIOError:
+                return count
+            except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
+                responder.drop("recv-error", 1, "receive failed: %s", e)
+                return count
+            responder.received += 1
+            responder.received_bytes += len(data)
+            refused = verdict(source[0], now) if not flags & MSG_TRUNC else "truncated"
+            if refused is None and len(data) > max_datagram:
+                refused = "size"
+            if refused is not None:
+                _drop(responder, refused, source, len(data))
+                continue
+            ifindex, ttl = _ancillary(ancdata)
+            if probe.wants_trailer(data):
+                data = probe.with_trailer(data, responder.arrival(ifindex, ttl))
+            if to_sender and not _send(sock, data, source, None, responder):
+                continue
+            if to_group:
+                if source[1] == listener.port:  # another responder's echo: never loop
+                    responder.drop("loop", 1, "datagram from %s:%d came from the group's "
+                                   "port: not echoed to the group", *source[:2])
+                    if not to_sender:
+                        continue
+                elif not _send(sock, data, _group_address(listener, source, ifindex),
+                               ifindex, responder):
+                    continue
+            responder.echoed += 1
+            responder.echoed_bytes += len(data)
+            if debug:
+                log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
+                          " and the group" if to_group else "")
+        return PLAIN_BATCH
+
+
+def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) -> tuple:
+    """Where a group echo goes: the group, on the sender's port (as ssmping does, so
+    that responders on the group's port never see it), out of the arrival interface."""
+    if listener.ipv6:
+        return (listener.group, source[1], 0, ifindex or 0)
+    return (listener.group, source[1])
+
+
+def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
+          responder: EchoSink) -> bool:
+    """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
+    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on."""
+    try:
+        if ifindex and len(address) == 2:
+            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
+                                   struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
+                          0, address)
+        else:
+            sock.sendto(data, address)
+    except OSError as e:
+        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
+                       errno.errorcode.get(e.errno or 0, e))
+        return False
+    return True
+
+
+def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
+    if reason == "size":
+        responder.drop("size", 1, "datagram of %d bytes from %s:%d is above max_datagram "
+                       "(%d); dropped", size, *source[:2], responder.listener.max_datagram)
+    else:
+        responder.drop(reason, 1, DROP_TEXT[reason], *source[:2])
+
+
+def _ancillary(ancdata: list) -> tuple[Optional[int], Optional[int]]:
+    """(arrival interface index, arrival TTL or hop limit) from IPv4 or IPv6 ancillary data."""
+    ifindex = ttl = None
+    for level, kind, payload in ancdata:
+        if level == socket.IPPROTO_IP and len(payload) >= 4:
+            if kind == mmsg.IP_PKTINFO:
+                ifindex = struct.unpack_from("=i", payload)[0]
+            elif kind == socket.IP_TTL:
+                ttl = struct.unpack_from("=i", payload)[0]
+        elif level == socket.IPPROTO_IPV6:
+            if kind == mcast.IPV6_PKTINFO and len(payload) >= 20:
+                ifindex = struct.unpack_from("=I", payload, 16)[0]
+            elif kind == mcast.IPV6_HOPLIMIT and len(payload) >= 4:
+                ttl = struct.unpack_from("=i", payload)[0]
+    return ifindex, ttl
