@@ -434,6 +434,80 @@ def test_security_score_on_the_running_system(running):
     assert score <= SECURITY_LIMIT, report
 
 
+# ------------------------------------------------------------------------- 8. the group check
+PROBE, PROBE_TIMER = "mcast-echo-probe.service", "mcast-echo-probe.timer"
+PROBE_DEFAULTS = "/etc/default/mcast-echo-probe"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # node_exporter's textfile directory
+TEXTFILE = f"{TEXTFILE_DIR}/mcast-echo.prom"
+
+
+def probe_show(lab: Lab, *props: str) -> dict[str, str]:
+    lines = lab.out("systemctl", "show", *[f"--property={p}" for p in props], PROBE)
+    return dict(line.split("=", 1) for line in lines.splitlines())
+
+
+def probe_samples(lab: Lab) -> dict[str, list]:
+    from prometheus_client.parser import text_string_to_metric_families
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(lab.out("cat", TEXTFILE) + "\n"):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return samples
+
+
+def test_the_group_check_writes_the_textfile_under_systemd(running):
+    # installed, off: nothing probes until the admin enables the timer
+    for unit in (PROBE_TIMER, PROBE):
+        assert running.run("systemctl", "is-active", unit, check=False).stdout.strip() == \
+            "inactive"
+    assert running.run("systemctl", "is-enabled", PROBE_TIMER,
+                       check=False).stdout.strip() == "disabled"
+    assert PROBE_DEFAULTS in running.out("dpkg-query", "-W", "-f=${Conffiles}", "mcast-echo")
+    files = running.out("dpkg", "-L", "mcast-echo").splitlines()
+    for path in (f"/usr/lib/systemd/system/{PROBE}", f"/usr/lib/systemd/system/{PROBE_TIMER}",
+                 "/usr/share/doc/mcast-echo/examples/mcast-echo.rules.yml"):
+        assert path in files, path
+    shipped_defaults = running.out("cat", PROBE_DEFAULTS)
+    # the directory as Debian's prometheus-node-exporter makes it: root's, 0755, so the
+    # dynamic user cannot write there and the unit's publish step must
+    running.run("install", "-d", "-m", "0755", "-o", "root", "-g", "root", TEXTFILE_DIR)
+    try:
+        running.systemctl("start", PROBE)  # a oneshot: returns when the run is over
+        props = probe_show(running, "Result", "ExecMainStatus", "DynamicUser")
+        assert props == {"Result": "success", "ExecMainStatus": "0", "DynamicUser": "yes"}
+        samples = probe_samples(running)
+        run = {"group": GROUP, "port": str(PORT)}
+        assert samples["mcast_echo_probe_success"] == [(run, 1.0)]
+        assert samples["mcast_echo_probe_responders"] == [(run, 1.0)]
+        assert samples["mcast_echo_probe_probes_sent"] == [(run, 5.0)]  # PROBE_COUNT=5
+        [(labels, up)] = samples["mcast_echo_probe_up"]
+        assert (labels["responder"], up) == (INSIDE_ADDR, 1.0)
+        assert labels["name"] == running.out("hostname")
+        mode = running.out("stat", "-c", "%a %U", TEXTFILE)
+        assert mode == "644 root", mode
+        assert running.out("ls", "-A", TEXTFILE_DIR) == "mcast-echo.prom"  # no temporary left
+        # fewer responders than expected: exit 1, which is no failure of the unit
+        # (SuccessExitStatus=1: systemd then shows it as a clean exit); the textfile says it
+        running.write(PROBE_DEFAULTS, shipped_defaults.replace("PROBE_EXPECT=1",
+                                                               "PROBE_EXPECT=2") + "\n")
+        mark = running.now()
+        running.systemctl("start", PROBE)
+        assert probe_show(running, "Result")["Result"] == "success"
+        log = running.out("journalctl", "--no-pager", "-o", "cat", "-u", PROBE, f"--since={mark}")
+        assert "5 probes transmitted, 1 responder (expected at least 2)" in log, log
+        samples = probe_samples(running)
+        assert samples["mcast_echo_probe_success"] == [(run, 0.0)]
+        assert samples["mcast_echo_probe_expected_responders"] == [(run, 2.0)]
+    finally:
+        running.write(PROBE_DEFAULTS, shipped_defaults + "\n")
+    # the timer, enabled as the README says; left on for the removal step
+    running.systemctl("enable", "--now", PROBE_TIMER)
+    timer = running.out("systemctl", "show", "--property=ActiveState",
+                        "--property=TimersCalendar", PROBE_TIMER)
+    assert "ActiveState=active" in timer, timer
+    assert "OnCalendar=*-*-* *:*:00" in timer, timer  # minutely
+
+
 # ------------------------------------------------------------------------- upgrade and removal
 def test_upgrade_keeps_the_admins_edit_and_restarts_a_running_service(running):
     edited = running.shipped_config + "\n# edited by the admin\n"
@@ -449,6 +523,9 @@ def test_upgrade_keeps_the_admins_edit_and_restarts_a_running_service(running):
 def test_remove_stops_it_and_purge_removes_the_config(running):
     running.run("dpkg", "--remove", "mcast-echo")
     assert running.run("systemctl", "is-active", UNIT, check=False).stdout.strip() != "active"
+    # the group check's timer, left on by its test, is stopped too (debian/mcast-echo.prerm)
+    assert running.run("systemctl", "is-active", PROBE_TIMER,
+                       check=False).stdout.strip() != "active"
     assert not running.joined(GROUP)
     running.run("test", "-f", CONFIG)  # removal keeps conffiles
     running.run("dpkg", "--purge", "mcast-echo")
