@@ -72,7 +72,7 @@ class Listener:
     def link_scope(self) -> bool:
         """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
         flagged forms): it only means something on one interface, so needs a named one."""
-        return self.ipv6 and (int(self.group.split(":")[0] or "0", 16) & 0xF) in (1, 2)
+        return is_link_scope_group(self.group)
 
     @property
     def identity(self) -> tuple[str, int, Optional[str]]:
@@ -235,11 +235,22 @@ def refused_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) ->
     return None
 
 
-def is_ssm_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
-    """In 232.0.0.0/8 or in ff3x::/32 (any scope x)."""
+AnyAddress = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def is_ssm_group(group: AnyAddress) -> bool:
+    """In 232.0.0.0/8 or in ff3x::/32 (any scope x); *group* is an address or its text."""
+    group = ipaddress.ip_address(group)
     if group.version == 4:
         return group in SSM_V4
     return int(group) >> 116 == 0xFF3 and (int(group) >> 96) & 0xFFFF == 0
+
+
+def is_link_scope_group(group: AnyAddress) -> bool:
+    """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
+    flagged forms such as ff12:: or ff32::); *group* is an address or its text."""
+    group = ipaddress.ip_address(group)
+    return group.version == 6 and group.is_multicast and (int(group) >> 112) & 0xF in (1, 2)
 
 
 def _address(value: Any) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address, None]:
@@ -440,28 +451,46 @@ def check_allow(value: Any) -> Optional[tuple[Union[ipaddress.IPv4Network,
     return tuple(networks)
 
 
-RATE_LIMIT_KEYS = ("rate", "burst")
+def _mapping(value: Any, checks: dict[str, Callable[[Any], Any]], not_one: str,
+             off: Any = None) -> Optional[dict[str, Any]]:
+    """The checked values of the keys a mapping sets, for the mapping keys (rate_limit,
+    metrics, ssmping): None if *value* is *off* (null, or false for rate_limit); else it
+    must be a mapping (*not_one* says what is allowed) of the keys of *checks* only. A
+    problem of a key's value names the key and points at it."""
+    if value is off:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid(f"{show(value)} is not {not_one}")
+    for key in value:
+        if key not in checks:
+            raise Invalid(f"{show(key)}: unknown key (allowed: {', '.join(checks)})", at=key)
+    checked = {}
+    for key, check in checks.items():
+        if key in value:
+            try:
+                checked[key] = check(value[key])
+            except Invalid as e:
+                raise Invalid(f"{key}: {e}", at=key if e.at is None else (key, e.at)) from None
+    return checked
+
+
+def _rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10**7:
+        raise Invalid(f"{show(value)} is not a rate (allowed: 1..10000000 datagrams per second "
+                      "per source)")
+    return float(value)
+
+
+RATE_LIMIT_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "rate": _rate,
+    "burst": lambda value: _integer(value, 1, 10**7),
+}
 
 
 def check_rate_limit(value: Any) -> Optional[RateLimit]:
-    if value is False:
-        return None
-    if not isinstance(value, dict):
-        raise Invalid(f"{show(value)} is not a rate limit (allowed: off, or a mapping "
-                      "such as {rate: 1000, burst: 2000})")
-    for key in value:
-        if key not in RATE_LIMIT_KEYS:
-            raise Invalid(f"{show(key)}: unknown key (allowed: rate, burst)", at=key)
-    rate = value.get("rate", RateLimit.rate)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 10**7:
-        raise Invalid(f"rate: {show(rate)} is not a rate (allowed: 1..10000000 datagrams "
-                      "per second per source)", at="rate")
-    burst = value.get("burst", RateLimit.burst)
-    try:
-        burst = _integer(burst, 1, 10**7)
-    except Invalid as e:
-        raise Invalid(f"burst: {e}", at="burst") from None
-    return RateLimit(float(rate), burst)
+    checked = _mapping(value, RATE_LIMIT_CHECKS, "a rate limit (allowed: off, or a mapping "
+                       "such as {rate: 1000, burst: 2000})", off=False)
+    return None if checked is None else RateLimit(**checked)
 
 
 def check_log_level(value: Any) -> str:
@@ -478,7 +507,6 @@ def check_interval(value: Any) -> float:
     return float(value)
 
 
-METRICS_KEYS = ("listen", "probe")
 _LISTEN_ALLOWED = ('allowed: an IPv4 address and port such as "127.0.0.1:9101", or an IPv6 '
                    'address in brackets such as "[::1]:9101"')
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[^\]]*)\]|(?P<v4>[^:\[\]]*)):(?P<port>\d{1,5})$")
@@ -511,66 +539,53 @@ def check_listen(value: Any) -> tuple[str, int]:
     return str(addr), port
 
 
+def _listen_or_null(value: Any) -> Optional[tuple[str, int]]:
+    return None if value is None else check_listen(value)
+
+
+METRICS_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "listen": _listen_or_null,
+    "probe": check_bool,
+}
+
+
 def check_metrics(value: Any) -> Optional[Metrics]:
-    if value is None:
+    checked = _mapping(value, METRICS_CHECKS, 'a metrics mapping (allowed: {listen: '
+                       '"127.0.0.1:9101"}, or null for no metrics endpoint)')
+    if checked is None:
         return None
-    if not isinstance(value, dict):
-        raise Invalid(f'{show(value)} is not a metrics mapping (allowed: {{listen: '
-                      f'"127.0.0.1:9101"}}, or null for no metrics endpoint)')
-    for key in value:
-        if key not in METRICS_KEYS:
-            raise Invalid(f"{show(key)}: unknown key (allowed: {', '.join(METRICS_KEYS)})",
-                          at=key)
-    probe = value.get("probe", False)
-    if not isinstance(probe, bool):
-        raise Invalid(f"probe: {show(probe)} is not a boolean (allowed: true or false)",
-                      at="probe")
-    if "listen" not in value:
+    if "listen" not in checked:
         raise Invalid('{listen: ...} is missing: write e.g. metrics: {listen: "127.0.0.1:9101"}, '
                       "or metrics: null for no endpoint")
-    if value["listen"] is None:
+    if checked["listen"] is None:
         return None
-    try:
-        host, port = check_listen(value["listen"])
-    except Invalid as e:
-        raise Invalid(f"listen: {e}", at="listen") from None
-    return Metrics(host, port, probe)
+    return Metrics(*checked["listen"], checked.get("probe", False))
 
 
-SSMPING_KEYS = ("port", "groups")
+def _ssmping_groups(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise Invalid(f"{show(value)} is not a list of multicast groups (e.g. "
+                      f"[{', '.join(SSMPING_GROUPS)}])")
+    checked = []
+    for index, item in enumerate(value):
+        try:
+            checked.append(check_group(item))
+        except Invalid as e:
+            raise Invalid(str(e), at=index) from None
+    return tuple(dict.fromkeys(checked))
+
+
+SSMPING_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "port": check_port,
+    "groups": _ssmping_groups,
+}
 
 
 def check_ssmping(value: Any) -> Optional[Ssmping]:
     """`ssmping: {port: 4321, groups: [...]}`: both optional; null or absent is off."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise Invalid(f"{show(value)} is not an ssmping mapping (allowed: {{port: 4321}}, "
-                      "{groups: [232.43.211.234]}, {} for the defaults, or null for off)")
-    for key in value:
-        if key not in SSMPING_KEYS:
-            raise Invalid(f"{show(key)}: unknown key (allowed: {', '.join(SSMPING_KEYS)})",
-                          at=key)
-    port = SSMPING_PORT
-    if "port" in value:
-        try:
-            port = check_port(value["port"])
-        except Invalid as e:
-            raise Invalid(f"port: {e}", at="port") from None
-    groups = SSMPING_GROUPS
-    if "groups" in value:
-        raw = value["groups"]
-        if not isinstance(raw, list) or not raw:
-            raise Invalid(f"groups: {show(raw)} is not a list of multicast groups (e.g. "
-                          f"[{', '.join(SSMPING_GROUPS)}])", at="groups")
-        checked = []
-        for index, item in enumerate(raw):
-            try:
-                checked.append(check_group(item))
-            except Invalid as e:
-                raise Invalid(f"groups: {e}", at=("groups", index)) from None
-        groups = tuple(dict.fromkeys(checked))
-    return Ssmping(port, groups)
+    checked = _mapping(value, SSMPING_CHECKS, "an ssmping mapping (allowed: {port: 4321}, "
+                       "{groups: [232.43.211.234]}, {} for the defaults, or null for off)")
+    return None if checked is None else Ssmping(**checked)
 
 
 # key -> its check. Order is the order of the shipped file.
