@@ -22,11 +22,12 @@ from typing import Any, Optional, TextIO
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..net.ifaddr import index_of_address
 from ..schema import ALL_INTERFACES, Listener
+from . import hostping, textfile
 from . import report as pingreport
-from . import textfile
 from .options import (
     DEFAULT_GROUP,
     DEFAULT_PORT,
+    DEFAULT_SIZE,
     DEFAULT_TTL,
     EXIT_ERROR,
     EXIT_FEWER,
@@ -34,10 +35,11 @@ from .options import (
     EXIT_USAGE,
     Target,
     add_arguments,
+    parse_target,
 )
 from .pinger import Interrupts, OutputError, Pinger
 from .report import ResponderTable, RunCounts
-from .settings import PingError, Settings, UsageError, is_ssm
+from .settings import MCAST_ECHO, PingError, Settings, UsageError, is_ssm
 from .sockets import open_probe_socket
 
 __all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
@@ -143,10 +145,32 @@ def _local_source(listener: Optional[Listener]) -> Optional[str]:
     return None
 
 
+def _group_target(args: argparse.Namespace) -> Optional[Target]:
+    """GROUP[:PORT] of --protocol mcast-echo; a second positional is ssmping's GROUP."""
+    if args.group is not None:
+        raise UsageError(f"{args.group}: a second argument (GROUP) is for --protocol ssmping "
+                         "or rfc6450 HOST GROUP; mcast-echo probes take one GROUP[:PORT]")
+    if args.target is None:
+        return None
+    try:
+        target = parse_target(args.target)
+    except argparse.ArgumentTypeError as err:
+        hint = ""
+        if "is not a multicast group" in str(err) or "is not an IPv4 or IPv6" in str(err):
+            hint = (f"; to ping one responder by its address or name: --protocol ssmping "
+                    f"{args.target} (or rfc6450)")
+        raise UsageError(f"{err}{hint}") from None
+    if args.port is not None and target.port is not None and args.port != target.port:
+        raise UsageError(f"-p {args.port} and :{target.port} in the group disagree: drop one")
+    return target
+
+
 def resolve_settings(args: argparse.Namespace) -> Settings:
     """Options first, then the config file's listener, then the built-in defaults."""
+    if args.protocol != MCAST_ECHO:
+        return hostping.resolve_settings(args)
+    target = _group_target(args)
     config, listeners = _load_listeners(args)
-    target: Optional[Target] = args.target
     family: Optional[int] = getattr(args, "family", None)
     if target is not None and family is not None and _family(target.group) != family:
         raise UsageError(f"-{family} and {target.group} (an IPv{_family(target.group)} group) "
@@ -171,9 +195,10 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         interface = target.zone
     settings = Settings(
         group=group,
-        port=(target.port if target is not None else None) or defaults.get("port", DEFAULT_PORT),
+        port=(target.port if target is not None else None) or args.port
+        or defaults.get("port", DEFAULT_PORT),
         interface=interface, source=_source(args.source, group, listener),
-        count=args.count, interval=args.interval, size=args.size,
+        count=args.count, interval=args.interval, size=args.size or DEFAULT_SIZE,
         ttl=args.ttl if args.ttl is not None else defaults.get("ttl", DEFAULT_TTL),
         loopback=args.loopback if args.loopback is not None else defaults.get("loopback", True),
         wait=args.wait, deadline=getattr(args, "deadline", None), expect=args.expect,
@@ -227,9 +252,14 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     started = time.monotonic()
     try:
         settings = resolve_settings(args)
-        sock, path, no_group = open_probe_socket(settings)
+        if settings.protocol == MCAST_ECHO:
+            sock, path, no_group = open_probe_socket(settings)
+            kind = Pinger
+        else:
+            sock, path, no_group = hostping.open_host_socket(settings)
+            kind = hostping.HostPinger
         with sock, Interrupts() as interrupts:
-            pinger = Pinger(settings, sock, path, out, no_group)
+            pinger = kind(settings, sock, path, out, no_group)
             pinger.run(interrupts)
     except UsageError as err:
         return fail(str(err), EXIT_USAGE, args.json, out, settings)
@@ -246,6 +276,8 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         status = _status(pinger, settings)
     if settings is not None and settings.textfile:
         # Also after a network error: the file then says the probe failed (0 responders).
+        if pinger is not None:
+            settings = pinger.settings  # rfc6450: with the group its session got
         return _write_textfile(settings, pinger, time.monotonic() - started, status)
     return status
 

@@ -8,12 +8,18 @@ from typing import NamedTuple, Optional
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..schema import Listener
-from ..wire import probe
+from ..wire import probe, ssmping
+from .settings import MCAST_ECHO, PROTOCOLS
 
 DEFAULT_GROUP = Listener.group  # the responder's defaults are the client's
 DEFAULT_PORT = Listener.port
 DEFAULT_TTL = Listener.ttl
 DEFAULT_SIZE = 192  # room for the identity trailer with the longest names (probe.py)
+# --protocol ssmping and rfc6450: the responder's port. ssmpingd's is fixed at 4321; RFC 6450
+# section 7 assigns 9903, but the responders that speak it (mcast-echo's listener, omping)
+# listen on 4321, so one default serves both dialects (-p 9903 for the RFC's).
+PING_PORT = ssmping.PORT
+REQUEST_TTL = 64  # the unicast requests' TTL: Linux's default, and ssmpingd's for its replies
 
 # Exit statuses of `mcast-echo ping`; the man page's table and the tests read these.
 EXIT_OK = 0  # at least --expect responders echoed a probe intact
@@ -74,16 +80,47 @@ def parse_target(text: str) -> Target:
     return Target(str(group), port, zone or None)
 
 
+def parse_host(text: str) -> tuple[str, Optional[int]]:
+    """HOST[:PORT] of --protocol ssmping / rfc6450: `server`, `server:4321`, `10.0.0.1`,
+    `fd00::1`, `[fd00::1]:4321`, `[fe80::1%eth0]`. The host is not looked up here."""
+    port_text: Optional[str] = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not [IPv6-ADDRESS]:PORT")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text
+    if not host:
+        raise argparse.ArgumentTypeError(f"{text!r} names no host")
+    return host, bounded(int, 1, 65535)(port_text) if port_text is not None else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `mcast-echo ping` options; cli.py owns the parser."""
     parser.epilog = (f"Exit status: {EXIT_OK} if at least N (--expect) responders echoed a "
                      f"probe intact, {EXIT_FEWER} if fewer, {EXIT_ERROR} on a network, "
                      f"config-file or output error, {EXIT_USAGE} on bad options. "
                      "Probe format: docs/protocol.md.")
-    parser.add_argument("target", nargs="?", type=parse_target, metavar="GROUP[:PORT]",
+    parser.add_argument("target", nargs="?", metavar="GROUP[:PORT] | HOST[:PORT]",
                         help="group to probe: 239.1.1.1:5000, [ff15::1]:5000 or ff15::1 "
                              "(default: the config file's, else "
-                             f"{DEFAULT_GROUP}:{DEFAULT_PORT})")
+                             f"{DEFAULT_GROUP}:{DEFAULT_PORT}); with --protocol ssmping or "
+                             "rfc6450, the responder to ping: a name or an address")
+    parser.add_argument("group", nargs="?", metavar="GROUP",
+                        help="with --protocol ssmping, the group the multicast replies are "
+                             "asked to (as asmping's; default: ssmping's 232.43.211.234 or "
+                             "ff3e::4321:1234); with rfc6450, the group the Init asks for "
+                             "(default: any the responder offers)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=MCAST_ECHO,
+                        help="mcast-echo probes a group (the default); ssmping (ssmping 0.9.1, "
+                             "as Debian's ssmpingd answers) and rfc6450 (RFC 6450) ping one "
+                             f"HOST, which replies by unicast and to a group (port {PING_PORT})")
+    parser.add_argument("-p", dest="port", type=bounded(int, 1, 65535), metavar="PORT",
+                        help="the responders' port (default: the group's :PORT, the config "
+                             f"file's, else {DEFAULT_PORT}; ssmping and rfc6450: {PING_PORT})")
     family = parser.add_mutually_exclusive_group()
     family.add_argument("-4", dest="family", action="store_const", const=4,
                         help="IPv4: the config file's first IPv4 listener")
@@ -95,12 +132,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="INTERVAL", help="seconds between probes (default: 1)")
     parser.add_argument("-s", dest="size", type=bounded(int, probe.HEADER_SIZE,
                                                         probe.MAX_UDP_PAYLOAD),
-                        default=DEFAULT_SIZE, metavar="SIZE",
-                        help=f"datagram bytes, {probe.HEADER_SIZE}..{probe.MAX_UDP_PAYLOAD} "
-                             f"(default: {DEFAULT_SIZE})")
+                        metavar="SIZE",
+                        help=f"probe bytes, {probe.HEADER_SIZE}..{probe.MAX_UDP_PAYLOAD} "
+                             f"(default: {DEFAULT_SIZE}; not for ssmping and rfc6450, whose "
+                             "requests have their own size)")
     parser.add_argument("-t", dest="ttl", type=bounded(int, 0, 255), metavar="TTL",
                         help="multicast TTL or hop limit (default: the config file's, "
-                             f"else {DEFAULT_TTL})")
+                             f"else {DEFAULT_TTL}); ssmping and rfc6450: the unicast "
+                             f"requests' (default: {REQUEST_TTL})")
     parser.add_argument("-I", dest="interface", metavar="IFACE",
                         help="send through this interface, a name or an address of it "
                              "(default: the config file's, else the route to the group)")

@@ -150,11 +150,17 @@ class Pinger:
     def next_seq(self) -> int:
         return self.send_times.next_seq
 
+    title = "MCAST-ECHO PING"  # the banner's first word; the summary's is "mcast-echo ping"
+
+    def request(self, seq: int, sent_ns: int) -> bytes:
+        """The datagram to send as probe *seq* (subclasses speak other dialects)."""
+        return probe.build_probe(self.session, seq, sent_ns, self.settings.size,
+                                 sent_ttl=self.settings.ttl)
+
     def send(self) -> None:
         seq = self.next_seq
         sent_ns = time.time_ns()  # the realtime clock, as the kernel's receive timestamps
-        datagram = probe.build_probe(self.session, seq, sent_ns, self.settings.size,
-                                     sent_ttl=self.settings.ttl)
+        datagram = self.request(seq, sent_ns)
         try:
             if self.source_pktinfo:
                 self.sock.sendmsg([datagram], self.source_pktinfo, 0, self.destination)
@@ -183,32 +189,44 @@ class Pinger:
                 return
             except OSError:  # an ICMP error queued on the socket; the probe counts as lost
                 return
-            arrival = Arrival(ancdata)
-            via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
-            rx_ns, reply_ttl = arrival.rx_ns or time.time_ns(), arrival.ttl
-            echo = probe.check_echo(data, self.session)
-            if echo is None and via == pingreport.GROUP:
-                continue  # others' datagrams to the group on our port are not ours to count
-            sent_ns = self._send_time(echo)
-            if echo is None or sent_ns is None:
-                continue
-            address = shown_address(source[0], source[3] if len(source) > 3 else 0)
-            stats = self.responders.lookup(address, source[1])
-            if stats is None:
-                self._table_full_notice()
-                continue
-            if stats.dns_name is None:
-                stats.dns_name = self.names.name(source[0], FIRST_WAIT)
-            rtt_ns = max(0, rx_ns - sent_ns)  # a clock step back must not show as negative
-            outcome = stats.record(echo, rtt_ns, reply_ttl, self.settings.ttl, via)
-            self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
-                                            rx_ns if self.settings.timestamps else None))
+            self.handle(data, Arrival(ancdata), source)
 
-    def _send_time(self, echo: Optional[probe.Echo]) -> Optional[int]:
-        """Our send time of the probe *echo* answers; None (and counted) when there is none."""
-        sent_ns = self.send_times.lookup(echo.header.seq) if echo is not None else None
+    def handle(self, data: bytes, arrival: Arrival, source: tuple) -> None:
+        """Match one datagram to the probe it echoes, count it and show it."""
+        via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
+        echo = probe.check_echo(data, self.session)
+        if echo is None and via == pingreport.GROUP:
+            return  # others' datagrams to the group on our port are not ours to count
+        found = self.responder(echo.header.seq if echo is not None else None, arrival, source)
+        if echo is None or found is None:
+            return
+        stats, rtt_ns, rx_ns = found
+        outcome = stats.record(echo, rtt_ns, arrival.ttl, self.settings.ttl, via)
+        self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
+                                        rx_ns if self.settings.timestamps else None))
+
+    def responder(self, seq: Optional[int], arrival: Arrival,
+                  source: tuple) -> Optional[tuple[pingreport.ResponderStats, int, int]]:
+        """The stats of the source of an echo of probe *seq*, its RTT and receive time;
+        None (and counted) when it answers no probe of this run or the table is full."""
+        sent_ns = self._send_time(seq)
+        if seq is None or sent_ns is None:
+            return None
+        address = shown_address(source[0], source[3] if len(source) > 3 else 0)
+        stats = self.responders.lookup(address, source[1])
+        if stats is None:
+            self._table_full_notice()
+            return None
+        if stats.dns_name is None:
+            stats.dns_name = self.names.name(source[0], FIRST_WAIT)
+        rx_ns = arrival.rx_ns or time.time_ns()
+        return stats, max(0, rx_ns - sent_ns), rx_ns  # a clock step back: never negative
+
+    def _send_time(self, seq: Optional[int]) -> Optional[int]:
+        """Our send time of probe *seq*; None (and counted) when there is none."""
+        sent_ns = self.send_times.lookup(seq) if seq is not None else None
         if sent_ns is None:
-            if echo is not None and self.send_times.too_old(echo.header.seq):
+            if seq is not None and self.send_times.too_old(seq):
                 self.counts.late += 1
             else:
                 self.counts.stray += 1  # no echo of a probe this run sent
@@ -267,7 +285,7 @@ class Pinger:
 
     def banner(self) -> str:
         s = self.settings
-        line = (f"MCAST-ECHO PING {s.target} via {self.path.text()}: {s.size}-byte probes, "
+        line = (f"{self.title} {s.target} via {self.path.text()}: {s.size}-byte probes, "
                 f"{'hop limit' if s.ipv6 else 'ttl'} {s.ttl}, "
                 f"loopback {'on' if s.loopback else 'off'}")
         if s.ssm and not s.source:
@@ -292,15 +310,23 @@ class Pinger:
     def interim(self) -> None:
         """SIGQUIT: the statistics so far, on standard error, as ping does; the run goes on."""
         self._settle_names(0)
-        for line in summary.statistics(self.settings.target, self.responders, self.counts,
-                                       self.settings.expect)[1:]:
+        for line in self.statistics()[1:]:
             self._print(line, sys.stderr)
+
+    def statistics(self) -> list[str]:
+        return summary.statistics(self.settings.target, self.responders, self.counts,
+                                  self.settings.expect, self.title.lower())
+
+    def notes(self) -> list[str]:
+        return summary.rate_note(self.settings, self.responders, self.counts.transmitted)
+
+    def hints(self) -> list[str]:
+        return summary.hints(self.settings, self.path.text(), self.responders, self.counts)
 
     def report(self, duration_s: float) -> None:
         s = self.settings
         self._settle_names(0 if s.numeric else 1.0)
-        notes = summary.rate_note(s, self.responders, self.counts.transmitted)
-        found_hints = summary.hints(s, self.path.text(), self.responders, self.counts)
+        notes, found_hints = self.notes(), self.hints()
         if s.json:
             document = summary.json_document(s, self.session, self.responders, self.counts,
                                              duration_s, self.path.text(),
@@ -309,7 +335,7 @@ class Pinger:
             return
         if not s.quiet:
             self._print("")
-        for line in summary.statistics(s.target, self.responders, self.counts, s.expect):
+        for line in self.statistics():
             self._print(line)
         for line in notes:
             self._print(f"note: {line}")

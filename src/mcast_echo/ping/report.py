@@ -178,6 +178,7 @@ class ResponderStats:
     # One window per path, made only once a responder answers both ways: until then
     # its one path's window is ``seen`` itself (4,096 responders cost no more).
     _path_seen: dict[str, SeqWindow] = field(default_factory=dict, repr=False)
+    TRAILERS = True  # echoes of probes carry an identity trailer (not so ssmping's replies)
 
     def _window(self, via: str) -> SeqWindow:
         if self.first_path is None:
@@ -227,7 +228,7 @@ class ResponderStats:
             if not first:
                 self.copies += 1
                 return Outcome.COPY
-        if echo.trailer is None:
+        if echo.trailer is None and self.TRAILERS:
             self.no_trailer += 1
         self.rtt.add(rtt_ns)
         self.received += 1
@@ -245,6 +246,11 @@ class ResponderStats:
             text += f" ({name}, {shown(self.ifname)})" if self.ifname else f" ({name})"
             text += f" hops={self.hops if self.hops is not None else '?'}"
         return text
+
+    @property
+    def counted(self) -> bool:
+        """Does this responder count for --expect: an intact echo, from the group's port."""
+        return bool(self.received) and not self.wrong_port
 
     def loss_percent(self, transmitted: int) -> float:
         if transmitted == 0:
@@ -272,6 +278,10 @@ class ResponderStats:
             parts.append("rtt min/avg/max/mdev = "
                          f"{rtt['min']:.3f}/{rtt['avg']:.3f}/{rtt['max']:.3f}/{rtt['mdev']:.3f} ms")
         return f"{self.identity()}: " + ", ".join(parts)
+
+    def summary_lines(self, transmitted: int) -> list[str]:
+        """The summary's lines for this responder (subclasses show one per path)."""
+        return [self.summary_line(transmitted)]
 
     def to_json(self, transmitted: int) -> dict[str, Any]:
         return {
@@ -323,9 +333,11 @@ class ResponderTable:
     not kept, and the report says so.
     """
 
-    def __init__(self, group_port: int, limit: int = MAX_RESPONDERS) -> None:
+    def __init__(self, group_port: int, limit: int = MAX_RESPONDERS,
+                 stats_type: type = ResponderStats) -> None:
         self.group_port = group_port
         self.limit = limit
+        self.stats_type = stats_type
         self.untracked_echoes = 0
         self._by_source: dict[tuple[str, int], ResponderStats] = {}
 
@@ -336,7 +348,7 @@ class ResponderTable:
             if len(self._by_source) >= self.limit:
                 self.untracked_echoes += 1
                 return None
-            stats = ResponderStats(address, port, wrong_port=port != self.group_port)
+            stats = self.stats_type(address, port, wrong_port=port != self.group_port)
             self._by_source[(address, port)] = stats
         return stats
 
@@ -359,7 +371,7 @@ class ResponderTable:
         Echoes come from the group's port (docs/protocol.md); one host answering from
         N ports is not N responders.
         """
-        return sum(1 for s in self._by_source.values() if s.received and not s.wrong_port)
+        return sum(1 for s in self._by_source.values() if s.counted)
 
     def wrong_port(self) -> int:
         return sum(1 for s in self._by_source.values() if s.wrong_port)

@@ -6,6 +6,10 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
+# --protocol: mcast-echo's own probes to a group, or a multicast ping dialect to one HOST
+MCAST_ECHO, SSMPING, RFC6450 = "mcast-echo", "ssmping", "rfc6450"
+PROTOCOLS = (MCAST_ECHO, SSMPING, RFC6450)
+
 SSM_RANGES = (ipaddress.ip_network("232.0.0.0/8"), ipaddress.ip_network("ff30::/12"))
 
 
@@ -52,22 +56,29 @@ class Settings:
     timestamps: bool  # -D: each reply line starts with the receive time
     config: Optional[str]  # the file defaults came from, if any
     textfile: Optional[str] = None  # --prometheus-textfile: where the results go (textfile.py)
+    protocol: str = MCAST_ECHO  # --protocol: mcast-echo probes a group; the others, a HOST
+    host: Optional[str] = None  # ssmping / rfc6450: the responder's address
+    host_name: Optional[str] = None  # ... and its name, when HOST was given as one
+    # group (ssmping / rfc6450): where the multicast replies come; "" for rfc6450 until the
+    # responder's Server Response names it
 
     @property
     def ipv6(self) -> bool:
-        return ":" in self.group
+        return ":" in (self.host or self.group)
 
     @property
     def ssm(self) -> bool:
-        return is_ssm(self.group)
+        return bool(self.group) and is_ssm(self.group)
 
     @property
     def link_scope(self) -> bool:
-        return is_link_scope(self.group)
+        return bool(self.group) and is_link_scope(self.group)
 
     @property
     def target(self) -> str:
-        return f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+        """What is pinged, as GROUP:PORT (or HOST:PORT), IPv6 in brackets."""
+        address = self.host or self.group
+        return f"[{address}]:{self.port}" if self.ipv6 else f"{address}:{self.port}"
 
     def for_json(self) -> dict:
         """The settings a JSON document repeats: what was probed, how (not how it was shown)."""
@@ -75,4 +86,4 @@ class Settings:
                 "source": self.source, "count": self.count, "interval": self.interval,
                 "size": self.size, "ttl": self.ttl, "loopback": self.loopback,
                 "wait": self.wait, "deadline": self.deadline, "expect": self.expect,
-                "config": self.config}
+                "config": self.config, "protocol": self.protocol, "host": self.host}

@@ -31,8 +31,10 @@ from ..net.mcast import (
     IPV6_PKTINFO,
     IPV6_RECVHOPLIMIT,
     IPV6_RECVPKTINFO,
+    MCAST_JOIN_SOURCE_GROUP,
     ROUTE_FIX,
     ROUTE_FIX_IPV6,
+    group_source_req,
     interface_name,
     set_hops,
 )
@@ -98,7 +100,7 @@ class Path:
         return self.ifname or self.source or "the route to the group"
 
 
-def _interface_index(settings: Settings) -> int:
+def interface_index(settings: Settings) -> int:
     """-I as an interface index (0: none given); a name or an address of this host."""
     spec = settings.interface
     if not spec:
@@ -112,9 +114,10 @@ def _interface_index(settings: Settings) -> int:
             raise PingError(f"-I {spec}: no such interface "
                             "(list them with `ip -brief address`)") from None
     if (address.version == 6) != settings.ipv6:
-        raise PingError(f"-I {spec} is an IPv{address.version} address and {settings.group} "
-                        f"an IPv{6 if settings.ipv6 else 4} group: pass an interface name "
-                        "or an address of the group's family")
+        raise PingError(f"-I {spec} is an IPv{address.version} address and "
+                        f"{settings.host or settings.group} an IPv{6 if settings.ipv6 else 4} "
+                        f"{'address' if settings.host else 'group'}: pass an interface name "
+                        "or an address of its family")
     index = index_of_address(str(address).split("%")[0])
     if index is None:
         family = "IPv6" if settings.ipv6 else "IPv4"
@@ -197,7 +200,7 @@ def _path(settings: Settings, index: int) -> Path:
 def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
     """The probing socket (blocking sends; receives use MSG_DONTWAIT), where probes leave
     from, and why echoes sent to the group will not be heard ("" when they will)."""
-    index = _interface_index(settings)
+    index = interface_index(settings)
     if not index and settings.source:  # probes leave through the interface that holds -S
         index = index_of_address(settings.source.split("%")[0]) or 0
         if not index:
@@ -213,16 +216,7 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         _outgoing(sock, settings, index)
-        if settings.ipv6:
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
+        set_receive_options(sock, settings.ipv6)
         sock.bind(("::", 0) if settings.ipv6 else ("0.0.0.0", 0))
     except OSError as err:
         sock.close()
@@ -233,20 +227,45 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
     return sock, path, _join(sock, settings, path.index)
 
 
+def set_receive_options(sock: socket.socket, ipv6: bool) -> None:
+    """What each echo's ancillary data carries (arrival TTL, destination, kernel time),
+    only the groups this socket joined, and room for many echoes at once."""
+    if ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
+
+
 def _join(sock: socket.socket, settings: Settings, index: int) -> str:
     """Join the group on the probes' interface, for echoes sent to the group; "" when
     joined, else why not (ping goes on with unicast echoes)."""
+    return join_group(sock, settings.group, index)
+
+
+def join_group(sock: socket.socket, group: str, index: int, source: Optional[str] = None) -> str:
+    """Join *group* on interface *index* (any source, or only *source*: SSM, ssmping's
+    (S,G)); "" when joined, else why not (ping goes on with unicast replies)."""
+    ipv6 = ":" in group
     try:
-        if settings.ipv6:
+        if source is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6 if ipv6 else socket.IPPROTO_IP,
+                            MCAST_JOIN_SOURCE_GROUP,
+                            group_source_req(group, source.split("%")[0], index))
+        elif ipv6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
-                            socket.inet_pton(socket.AF_INET6, settings.group)
-                            + struct.pack("@I", index))
+                            socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index))
         else:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            struct.pack("4s4si", socket.inet_aton(settings.group), bytes(4),
-                                        index))
+                            struct.pack("4s4si", socket.inet_aton(group), bytes(4), index))
     except OSError as err:
-        return (f"cannot join {settings.group} for echoes sent to the group "
+        joined = f"({source}, {group})" if source is not None else group
+        return (f"cannot join {joined} for echoes sent to the group "
                 f"({err.strerror or err}): unicast echoes only")
     return ""
 

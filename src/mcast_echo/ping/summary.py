@@ -15,11 +15,13 @@ from .settings import Settings
 DEFAULT_RATE = RateLimit.rate  # a responder's default rate_limit per source, datagrams/s
 
 
-def statistics(target: str, table: ResponderTable, counts: RunCounts, expect: int) -> list[str]:
-    """`--- GROUP:PORT mcast-echo ping statistics ---`, a line per responder, the tail."""
+def statistics(target: str, table: ResponderTable, counts: RunCounts, expect: int,
+               title: str = "mcast-echo ping") -> list[str]:
+    """`--- GROUP:PORT mcast-echo ping statistics ---`, a line per responder (per path for
+    ssmping and RFC 6450), the tail."""
     transmitted = counts.transmitted
-    lines = [f"--- {target} mcast-echo ping statistics ---"]
-    lines.extend(s.summary_line(transmitted) for s in table.in_order())
+    lines = [f"--- {target} {title} statistics ---"]
+    lines.extend(line for s in table.in_order() for line in s.summary_lines(transmitted))
     count = table.answered()
     tail = f"{plural(transmitted, 'probe')} transmitted, {plural(count, 'responder')}"
     if count < expect:

@@ -58,7 +58,7 @@ def name_label(name: Optional[str]) -> str:
 def exported(table: ResponderTable) -> list[ResponderStats]:
     """The responders given series: those that count for --expect first, MAX_RESPONDERS."""
     ordered = table.in_order()
-    ordered.sort(key=lambda s: not (s.received and not s.wrong_port))  # stable: by address
+    ordered.sort(key=lambda s: not s.counted)  # stable: by address
     return ordered[:MAX_RESPONDERS]
 
 
@@ -121,7 +121,7 @@ class ProbeRun:
                                       ("max", "longest"))}
         for stats in shown_responders:
             labels = [s.group, str(s.port), responder_label(stats), name_label(stats.name)]
-            counted = stats.received > 0 and not stats.wrong_port
+            counted = stats.counted
             up.add_metric(labels, 1 if counted else 0)
             received = min(stats.received, transmitted)
             if transmitted:
