@@ -23,12 +23,19 @@ import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..schema import Metrics
+from .prober import Prober, Refused
 from .reloads import ReloadHistory
 from .responder import GroupResponder
 
@@ -221,8 +228,9 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         log.debug("metrics: request from %s ended", client_address, exc_info=True)
 
 
-def _app(registry: CollectorRegistry) -> Callable:
-    """prometheus_client's WSGI app on GET /metrics; every other request answered here."""
+def _app(registry: CollectorRegistry, endpoint: MetricsEndpoint) -> Callable:
+    """prometheus_client's WSGI app on GET /metrics, GET /probe when the settings allow it
+    (prober.py); every other request answered here."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
@@ -237,11 +245,26 @@ def _app(registry: CollectorRegistry) -> Callable:
                 log.exception("metrics: collecting failed")
                 return _answer(start_response, "500 Internal Server Error",
                                "collecting the metrics failed; see the daemon's log\n")
+        if path == "/probe":
+            return _probe(endpoint, environ.get("QUERY_STRING", ""), start_response)
         if path == "/":
             return _answer(start_response, "200 OK", "mcast-echo: metrics at /metrics\n")
         return _answer(start_response, "404 Not Found", "not found; metrics are at /metrics\n")
 
     return app
+
+
+def _probe(endpoint: MetricsEndpoint, query: str, start_response: Callable) -> list[bytes]:
+    if not endpoint.settings.probe or endpoint.prober is None:
+        return _answer(start_response, "404 Not Found",
+                       "probing is off: set metrics: {listen: ..., probe: true}\n")
+    try:
+        body = endpoint.prober.run(endpoint.prober.request(query))
+    except Refused as e:
+        return _answer(start_response, e.status, f"{e}\n")
+    start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                              ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _answer(start_response: Callable, status: str, text: str,
@@ -255,12 +278,14 @@ def _answer(start_response: Callable, status: str, text: str,
 class MetricsEndpoint:
     """One listening socket and the thread that serves it; owns both (close())."""
 
-    def __init__(self, settings: Metrics, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Metrics, registry: CollectorRegistry,
+                 prober: Optional[Prober] = None) -> None:
         """Bind and listen (OSError, with a message naming the fix, if it cannot); serving
         starts with start(), so ``serve --detach`` binds before its fork."""
         self.settings = settings
+        self.prober = prober
         try:
-            self._server = _Server((settings.host, settings.port), _app(registry))
+            self._server = _Server((settings.host, settings.port), _app(registry, self))
         except OSError as e:
             raise OSError(e.errno, listen_error_text(settings, e)) from None
         self._thread: Optional[threading.Thread] = None
@@ -278,10 +303,8 @@ class MetricsEndpoint:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         args=(POLL_INTERVAL,), name="metrics", daemon=True)
         self._thread.start()
-        log.info("metrics: serving http://%s/metrics", self.settings.listen)
-        if self.settings.probe:
-            log.info("metrics: probe: true is reserved for a /probe endpoint this version "
-                     "does not serve yet")
+        log.info("metrics: serving http://%s/metrics%s", self.settings.listen,
+                 " and /probe" if self.settings.probe else "")
 
     def close(self) -> None:
         """Stop serving and close the socket. Safe to call twice."""
@@ -294,7 +317,8 @@ class MetricsEndpoint:
 
 
 def endpoint_for(settings: Optional[Metrics], running: Optional[MetricsEndpoint],
-                 registry: CollectorRegistry) -> Optional[MetricsEndpoint]:
+                 registry: CollectorRegistry,
+                 prober: Optional[Prober] = None) -> Optional[MetricsEndpoint]:
     """The endpoint *settings* ask for: None (off), *running* if it listens there already,
     or a new one, bound but not started (OSError if it cannot bind; *running* untouched)."""
     if settings is None:
@@ -303,7 +327,7 @@ def endpoint_for(settings: Optional[Metrics], running: Optional[MetricsEndpoint]
         running.settings = settings  # probe may have changed; the socket stays
         return running
     try:
-        return MetricsEndpoint(settings, registry)
+        return MetricsEndpoint(settings, registry, prober)
     except OSError as e:
         if e.errno == errno.EADDRINUSE and running is not None \
                 and running.address[1] == settings.port:

@@ -29,6 +29,7 @@ from . import echopath
 from .logsetup import set_level
 from .mping import MpingListener
 from .notify import Notifier
+from .prober import Prober
 from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
 from .responder import GroupResponder, socket_key
@@ -321,7 +322,8 @@ class Daemon:
         if self._metrics_registry is None:
             self._metrics_registry = metrics.build_registry(lambda: self.responders,
                                                             self.reloads)
-        return metrics.endpoint_for(settings, self.metrics, self._metrics_registry)
+        prober = Prober(lambda: self.config.listeners) if settings.probe else None
+        return metrics.endpoint_for(settings, self.metrics, self._metrics_registry, prober)
 
     def _switch_metrics(self, endpoint: Optional[MetricsEndpoint]) -> None:
         """Serve from *endpoint* (None: off): the new one starts before the old one stops."""
