@@ -130,10 +130,17 @@ def test_ssmping_against_debians_ssmpingd(ssmpingd, family):
 
 
 @needs_ssmpingd
-def test_ssmping_json_against_ssmpingd(ssmpingd):
+def test_ssmping_json_and_textfile_against_ssmpingd(ssmpingd, tmp_path):
     _, n = ssmpingd
-    done = ping("--protocol", "ssmping", "-4", "-c", "3", "--json", *FAST, address(n, "4"))
+    textfile = tmp_path / "probe.prom"
+    done = ping("--protocol", "ssmping", "-4", "-c", "3", "--json", *FAST,
+                "--prometheus-textfile", str(textfile), address(n, "4"))
     assert done.returncode == 0, done.stderr
+    metrics = textfile.read_text()
+    assert (f'mcast_echo_probe_up{{group="232.43.211.234",name="",port="4321",'
+            f'responder="{address(n, "4")}"}} 1.0') in metrics, metrics
+    assert 'mcast_echo_probe_loss_ratio{group="232.43.211.234"' in metrics
+    assert 'mcast_echo_probe_success{group="232.43.211.234",port="4321"} 1.0' in metrics
     document = json.loads(done.stdout)
     assert document["ok"] is True and document["responder_count"] == 1
     assert document["settings"]["protocol"] == "ssmping"

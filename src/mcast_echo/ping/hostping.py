@@ -20,6 +20,7 @@ import errno
 import ipaddress
 import selectors
 import socket
+import sys
 import time
 from typing import Optional, TextIO
 
@@ -263,11 +264,15 @@ class HostPinger(Pinger):
                                         rx_ns if self.settings.timestamps else None))
 
     def run(self, interrupts: Interrupts) -> None:
+        """Pinger.run, after RFC 6450's Init: -w counts from the start, Init included."""
         started = time.monotonic()
         if isinstance(self.dialect, Rfc6450) and not self._open_session(interrupts, started):
             self.report(time.monotonic() - started)
             return
-        super().run(interrupts)
+        if self.no_group:
+            print(f"mcast-echo ping: {self.no_group}", file=sys.stderr, flush=True)
+        self.loop(interrupts, started)
+        self.report(time.monotonic() - started)
 
     def _open_session(self, interrupts: Interrupts, started: float) -> bool:
         """RFC 6450 section 4: Init, then the Server Response's group and Session ID.

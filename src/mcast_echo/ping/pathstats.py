@@ -83,6 +83,10 @@ class HostStats(ResponderStats):
     def counted(self) -> bool:
         return bool(self.paths[GROUP].received) and not self.wrong_port
 
+    def measured(self) -> PathStats:  # type: ignore[override]
+        """The multicast path: what is being tested, and what the textfile reports."""
+        return self.paths[GROUP]
+
     def _label(self, hops: Optional[int], path: str = "", server: bool = True) -> str:
         text = f"{self.address}:{self.port}" if self.wrong_port else self.address
         if self.dns_name is not None:

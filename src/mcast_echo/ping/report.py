@@ -252,6 +252,10 @@ class ResponderStats:
         """Does this responder count for --expect: an intact echo, from the group's port."""
         return bool(self.received) and not self.wrong_port
 
+    def measured(self) -> ResponderStats:
+        """What the textfile reports: received, rtt, hops (HostStats: its multicast path)."""
+        return self
+
     def loss_percent(self, transmitted: int) -> float:
         if transmitted == 0:
             return 0.0

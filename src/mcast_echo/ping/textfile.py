@@ -123,16 +123,18 @@ class ProbeRun:
             labels = [s.group, str(s.port), responder_label(stats), name_label(stats.name)]
             counted = stats.counted
             up.add_metric(labels, 1 if counted else 0)
-            received = min(stats.received, transmitted)
+            measured = stats.measured()  # ssmping, rfc6450: the multicast path's
+            received = min(measured.received, transmitted)
             if transmitted:
                 loss.add_metric(labels, (transmitted - received) / transmitted)
-            if stats.hops is not None:
-                hops.add_metric(labels, stats.hops)
-            rtt.add_metric(labels, count_value=stats.rtt.count,
-                           sum_value=stats.rtt.mean_ns * stats.rtt.count / 1e9)
-            if stats.rtt.count:
-                for stat, value_ns in (("min", stats.rtt.min_ns), ("avg", stats.rtt.mean_ns),
-                                       ("max", stats.rtt.max_ns)):
+            if measured.hops is not None:
+                hops.add_metric(labels, measured.hops)
+            rtt.add_metric(labels, count_value=measured.rtt.count,
+                           sum_value=measured.rtt.mean_ns * measured.rtt.count / 1e9)
+            if measured.rtt.count:
+                for stat, value_ns in (("min", measured.rtt.min_ns),
+                                       ("avg", measured.rtt.mean_ns),
+                                       ("max", measured.rtt.max_ns)):
                     extremes[stat].add_metric(labels, value_ns / 1e9)
         yield from (up, loss, hops, rtt, *extremes.values())
 
