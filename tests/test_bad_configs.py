@@ -55,12 +55,14 @@ BILLION_LAUGHS = "\n".join(
 
 CASES = [
     # wrong types
-    Case("port-quoted-string", 'port: "9999"\n', 1, "port:"),
+    Case("port-quoted-string", 'port: "9999"\n', 1, 'port: "9999" is a string; write port: 9999'),
     Case("port-float", "group: 224.1.1.1\nport: 9999.0\n", 2, "port:"),
     Case("port-date", "port: 2001-01-01\n", 1, "port:"),
     Case("port-binary-tag", "port: !!binary AAAA\n", 1, "port:"),
-    Case("ttl-string", 'ttl: "1"\n', 1, "ttl:"),
-    Case("loopback-string", 'loopback: "yes"\n', 1, "loopback:"),
+    Case("ttl-string", 'ttl: "1"\n', 1, 'ttl: "1" is a string; write ttl: 1'),
+    Case("loopback-string", 'loopback: "yes"\n', 1, 'loopback: "yes" is a string'),
+    Case("loopback-quoted-true", 'loopback: "true"\n', 1,
+         'loopback: "true" is a string; write loopback: true'),
     Case("loopback-int", "loopback: 0\n", 1, "loopback:"),
     Case("recv_buffer-list", "recv_buffer: [1]\n", 1, "recv_buffer:"),
     Case("send_buffer-mapping", "\nsend_buffer: {a: 1}\n", 2, "send_buffer:"),
@@ -121,9 +123,16 @@ CASES = [
     Case("allow-bad-item", "allow:\n  - 10.0.0.0/8\n  - 10.0.0.0/8/8\n", 3, "allow:"),
     Case("allow-hostname", "allow: [localhost]\n", 1, "allow:"),
     Case("allow-mapping-item", "allow: [{net: 10.0.0.0/8}]\n", 1, "allow:"),
-    Case("allow-empty", "allow: []\n", 1, "allow:"),
+    Case("allow-empty", "allow: []\n", 1, "allow: [] (an empty list) would answer no source"),
+    Case("allow-host-bits", "allow: [10.0.0.1/8]\n", 1, "write 10.0.0.0/8 for the network, or "
+         "10.0.0.1/32 for the one address"),
+    Case("allow-host-bits-ipv6", "allow:\n  - '2001:db8::1/32'\n", 2, "write 2001:db8::/32 for "
+         "the network, or 2001:db8::1/128 for the one address"),
     Case("rate_limit-int", "rate_limit: 1000\n", 1, "rate_limit:"),
-    Case("rate_limit-quoted-off", 'rate_limit: "off"\n', 1, "rate_limit:"),
+    Case("rate_limit-quoted-off", 'rate_limit: "off"\n', 1,
+         'rate_limit: "off" is a string; write rate_limit: off'),
+    Case("rate_limit-quoted-rate", 'rate_limit:\n  rate: "10"\n', 2,
+         'rate_limit: rate: "10" is a string; write rate: 10'),
     Case("rate_limit-negative-rate", "rate_limit: {rate: -5}\n", 1, "rate:"),
     Case("rate_limit-nan", "rate_limit: {rate: .nan}\n", 1, "rate:"),
     Case("rate_limit-burst-0", "rate_limit:\n  burst: 0\n", 2, "burst:"),

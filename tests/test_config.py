@@ -152,8 +152,9 @@ BAD = [
     ("colour: blue\n", "1: colour: unknown key; " + KNOWN_KEYS),
     ("allow: 10.0.0.0/8\n", "1: allow: 10.0.0.0/8 is not a list of source networks "
      "(allowed: e.g. [10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)"),
-    ("allow: []\n", "1: allow: a list is not a list of source networks (allowed: e.g. "
-     "[10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)"),
+    ("allow: []\n", "1: allow: [] (an empty list) would answer no source at all: list the "
+     "sources to answer, e.g. [10.0.0.0/8, 2001:db8::/32], or write allow: null to answer any "
+     "source"),
     ("allow:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n", "3: allow: 10.0.0.0/33 is not an IP "
      "network (allowed: an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32)"),
     ("allow: [fe80::/10]\n", "1: allow: [fe80::/10] holds no IPv4 network, so nothing would "
@@ -428,3 +429,217 @@ def test_ping_config_gives_a_message_and_2_not_a_traceback(tmp_path, text):
                            "-c", "1", "-W", "0.1"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr[-500:]
     assert "Traceback" not in done.stderr and path in done.stderr, done.stderr[-500:]
+
+
+# -------------------------------------------------------------- quoted values (issue 13, item 2)
+
+
+def check_config_run(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mcast_echo", "check-config", "-c", path],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_loader_keeps_that_a_scalar_was_quoted():
+    import yaml
+
+    from mcast_echo.schema import Quoted
+    from mcast_echo.yamlsafe import node_value
+
+    def value(text):
+        return node_value(yaml.compose(text, Loader=yaml.SafeLoader))
+
+    assert value("9999") == 9999 and type(value("9999")) is int
+    quoted = value('"9999"')
+    assert isinstance(quoted, Quoted) and quoted == "9999" and quoted.plain == 9999
+    assert value("'off'").plain is False and value("!!str true").plain is True
+    assert value('"~"').plain is None and value("'1.5'").plain == 1.5
+    # text that is text without its quotes too stays a plain str
+    for text in ('"eth0"', "'239.1.1.1'", '"4MiB"', "'2001-02-30'", '"' + "9" * 200 + '"'):
+        assert type(value(text)) is str, text
+
+
+QUOTED = [
+    # (file text, exact message after "PATH:")
+    ('port: "9999"\n', '1: port: "9999" is a string; write port: 9999'),
+    ("ttl: '3'\n", '1: ttl: "3" is a string; write ttl: 3'),
+    ('loopback: "true"\n', '1: loopback: "true" is a string; write loopback: true'),
+    ('share_port: "no"\n', '1: share_port: "no" is a string; write share_port: no'),
+    ('rate_limit: "off"\n', '1: rate_limit: "off" is a string; write rate_limit: off'),
+    ("status_interval: !!str 5\n", '1: status_interval: "5" is a string; write '
+     "status_interval: 5"),
+    ('max_datagram: "1400"\n', '1: max_datagram: "1400" is a string; write max_datagram: 1400'),
+    ('port: "70000"\n', '1: port: "70000" is a string; unquoted, 70000 is out of range '
+     "1..65535"),
+    ('loopback: "1"\n', '1: loopback: "1" is a string; unquoted, 1 is not a boolean (allowed: '
+     "true or false)"),
+    ('rate_limit:\n  rate: "100"\n', '2: rate_limit: rate: "100" is a string; write rate: 100'),
+    ('rate_limit: {burst: "10"}\n', '1: rate_limit: burst: "10" is a string; write burst: 10'),
+    ('ssmping:\n  port: "4321"\n', '2: ssmping: port: "4321" is a string; write port: 4321'),
+    ('metrics:\n  listen: "127.0.0.1:9101"\n  probe: "yes"\n', '3: metrics: probe: "yes" is a '
+     "string; write probe: yes"),
+    ('listeners:\n  - group: 239.1.1.1\n    ttl: "8"\n', '3: listeners[0].ttl: "8" is a string; '
+     "write ttl: 8"),
+    # quoted text that is no number unquoted either: the usual message
+    ('port: "abc"\n', "1: port: abc is not an integer (allowed: 1..65535)"),
+]
+
+
+@pytest.mark.parametrize("text,message", QUOTED, ids=[t.split(":")[0] + f"-{i}"
+                                                      for i, (t, _) in enumerate(QUOTED)])
+def test_a_quoted_value_is_said_to_be_a_string_and_how_to_write_it(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}:{message}"]
+
+
+def test_quoted_text_where_text_is_wanted_is_fine(tmp_path):
+    config = load_config(write(tmp_path, 'group: "239.1.1.1"\ninterface: "eth0"\n'
+                                         'recv_buffer: "65536"\nlog_level: "debug"\n'
+                                         'reply: "both"\nallow: ["10.0.0.0/8"]\n'))
+    only = config.listeners[0]
+    assert (only.group, only.interface, only.recv_buffer, only.reply) == ("239.1.1.1", "eth0",
+                                                                         65536, "both")
+    assert config.log_level == "debug"
+
+
+def test_check_config_says_each_quoted_value_is_a_string(tmp_path):
+    path = write(tmp_path, 'port: "9999"\nttl: "3"\nloopback: "true"\nrate_limit: "off"\n')
+    done = check_config_run(path)
+    assert done.returncode == 78 and not done.stdout
+    assert done.stderr.splitlines() == [
+        f'{path}:1: port: "9999" is a string; write port: 9999',
+        f'{path}:2: ttl: "3" is a string; write ttl: 3',
+        f'{path}:3: loopback: "true" is a string; write loopback: true',
+        f'{path}:4: rate_limit: "off" is a string; write rate_limit: off']
+
+
+# ------------------------------------------------- every problem in allow and rate_limit (item 3)
+
+NOT_A_NETWORK = ("is not an IP network (allowed: an address or CIDR such as 10.0.0.0/8, "
+                 "192.0.2.7 or 2001:db8::/32)")
+
+
+def test_every_bad_item_of_allow_is_reported_on_its_own_line(tmp_path):
+    path = write(tmp_path, "allow: [foo, 10.0.0.0/8, bar]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}:1: allow: foo {NOT_A_NETWORK}",
+                                f"{path}:1: allow: bar {NOT_A_NETWORK}"]
+
+
+def test_every_bad_item_of_a_block_list_names_its_own_line(tmp_path):
+    path = write(tmp_path, "allow:\n  - foo\n  - 10.0.0.0/8\n  - bar\n  - 10.0.0.1/8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:2: allow: foo {NOT_A_NETWORK}",
+        f"{path}:4: allow: bar {NOT_A_NETWORK}",
+        f"{path}:5: allow: 10.0.0.1/8 has host bits set: write 10.0.0.0/8 for the network, or "
+        "10.0.0.1/32 for the one address"]
+
+
+def test_every_problem_of_rate_limit_is_reported(tmp_path):
+    path = write(tmp_path, "rate_limit:\n  rate: 0\n  window: 3\n  burst: many\n  per: ip\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:2: rate_limit: rate: 0 is not a rate (allowed: 1..10000000 datagrams per "
+        "second per source)",
+        f"{path}:3: rate_limit: window: unknown key (allowed: rate, burst)",
+        f"{path}:4: rate_limit: burst: many is not an integer (allowed: 1..10000000)",
+        f"{path}:5: rate_limit: per: unknown key (allowed: rate, burst)"]
+
+
+def test_every_problem_of_ssmping_and_sources_is_reported(tmp_path):
+    path = write(tmp_path, "group: 232.1.1.1\nsources:\n  - 10.0.0.5\n  - sender\n"
+                           "  - 127.0.0.1\nssmping:\n  port: 0\n  groups:\n    - 239.1.1.1\n"
+                           "    - 10.0.0.1\n    - foo\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:4: sources: sender is not an IP address (allowed: e.g. [192.0.2.5, "
+        "192.0.2.6] for an SSM group, or null)",
+        f"{path}:5: sources: 127.0.0.1 is a loopback address: a source is the unicast address "
+        "of a sender",
+        f"{path}:7: ssmping: port: 0 is out of range 1..65535",
+        f"{path}:10: ssmping: groups: 10.0.0.1 is not a multicast address (allowed: "
+        "224.0.0.0/4, e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)",
+        f"{path}:11: ssmping: groups: foo is not a multicast group address (allowed: IPv4 "
+        "224.0.0.0/4 such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)"]
+
+
+def test_an_empty_allow_is_an_error_that_offers_null(tmp_path):
+    """allow: [] would answer nobody: never what is meant; null is any source."""
+    path = write(tmp_path, "listeners:\n  - group: 239.1.1.1\n    allow: []\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:3: listeners[0].allow: [] (an empty list) would answer no source at all: list "
+        "the sources to answer, e.g. [10.0.0.0/8, 2001:db8::/32], or write allow: null to "
+        "answer any source"]
+    assert load_config(write(tmp_path, "allow: null\n")).listeners[0].allow is None
+
+
+def test_check_config_names_every_bad_entry(tmp_path):
+    path = write(tmp_path, "allow: [foo, 10.0.0.0/8, bar]\nrate_limit:\n  rate: -1\n"
+                           "  burst: 0\n")
+    done = check_config_run(path)
+    assert done.returncode == 78 and not done.stdout
+    assert done.stderr.splitlines() == [
+        f"{path}:1: allow: foo {NOT_A_NETWORK}",
+        f"{path}:1: allow: bar {NOT_A_NETWORK}",
+        f"{path}:3: rate_limit: rate: -1 is not a rate (allowed: 1..10000000 datagrams per "
+        "second per source)",
+        f"{path}:4: rate_limit: burst: 0 is out of range 1..10000000"]
+
+
+def test_check_config_empty_allow(tmp_path):
+    path = write(tmp_path, "allow: []\n")
+    done = check_config_run(path)
+    assert done.returncode == 78
+    assert done.stderr.splitlines() == [
+        f"{path}:1: allow: [] (an empty list) would answer no source at all: list the sources "
+        "to answer, e.g. [10.0.0.0/8, 2001:db8::/32], or write allow: null to answer any "
+        "source"]
+
+
+# ------------------------------------------------------------------ host bits in allow (item 4)
+
+
+@pytest.mark.parametrize("written,network,host", [
+    ("10.0.0.1/8", "10.0.0.0/8", "10.0.0.1/32"),
+    ("192.0.2.77/24", "192.0.2.0/24", "192.0.2.77/32"),
+    ("10.1.2.3/255.255.0.0", "10.1.0.0/16", "10.1.2.3/32"),
+    ("'2001:db8::1/32'", "2001:db8::/32", "2001:db8::1/128"),
+    ("'2001:db8:0:1::5/64'", "2001:db8:0:1::/64", "2001:db8:0:1::5/128"),
+])
+def test_host_bits_in_allow_are_an_error_offering_both_meanings(tmp_path, written, network,
+                                                                host):
+    path = write(tmp_path, f"allow: [{written}, 'fd00::/8']\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    shown = written.strip("'")
+    assert e.value.problems == [f"{path}:1: allow: {shown} has host bits set: write {network} "
+                                f"for the network, or {host} for the one address"]
+
+
+@pytest.mark.parametrize("written,network", [
+    ("10.0.0.0/8", "10.0.0.0/8"), ("10.0.0.1", "10.0.0.1/32"), ("10.0.0.1/32", "10.0.0.1/32"),
+    ("'2001:db8::/32'", "2001:db8::/32"), ("'2001:db8::1'", "2001:db8::1/128"),
+    ("0.0.0.0/0", "0.0.0.0/0"),
+])
+def test_networks_and_addresses_without_host_bits_are_taken(tmp_path, written, network):
+    config = load_config(write(tmp_path, f"allow: [{written}, 10.9.0.0/16, 'fd00::/8']\n"))
+    assert config.listeners[0].allow[0] == ipaddress.ip_network(network)
+
+
+def test_check_config_host_bits_of_both_families(tmp_path):
+    path = write(tmp_path, "allow:\n  - 10.0.0.1/8\n  - '2001:db8::1/32'\n")
+    done = check_config_run(path)
+    assert done.returncode == 78 and not done.stdout
+    assert done.stderr.splitlines() == [
+        f"{path}:2: allow: 10.0.0.1/8 has host bits set: write 10.0.0.0/8 for the network, or "
+        "10.0.0.1/32 for the one address",
+        f"{path}:3: allow: 2001:db8::1/32 has host bits set: write 2001:db8::/32 for the "
+        "network, or 2001:db8::1/128 for the one address"]

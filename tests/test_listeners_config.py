@@ -333,8 +333,9 @@ BAD = [
      "  - 10.0.0.6\n", "5: sources: 10.0.0.6 is listed twice (items 1 and 3); keep one"),
     ("sources-duplicate-spelling", "group: ff35::1\nsources: ['2001:db8::5', "
      "'2001:DB8:0::5']\n", "2: sources: 2001:db8::5 is listed twice (items 1 and 2); keep one"),
-    ("sources-empty", "group: 232.1.1.1\nsources: []\n", "2: sources: a list is not a list of "
-     "source addresses (allowed: e.g. [192.0.2.5, 192.0.2.6] for an SSM group, or null)"),
+    ("sources-empty", "group: 232.1.1.1\nsources: []\n", "2: sources: [] (an empty list) would "
+     "join no sender: list the senders, e.g. [192.0.2.5, 192.0.2.6], or write sources: null for "
+     "an any-source group"),
     ("sources-scalar", "group: 232.1.1.1\nsources: 10.0.0.5\n", "2: sources: 10.0.0.5 is not "
      "a list of source addresses (allowed: e.g. [192.0.2.5, 192.0.2.6] for an SSM group, or "
      "null)"),

@@ -32,6 +32,7 @@ from .schema import (
     Invalid,
     Listener,
     RateLimit,
+    check_key,
     listener_problems,
     show,
     spell,
@@ -52,13 +53,23 @@ DEFAULT_PATH = "/etc/mcast-echo.yaml"
 
 
 def _line_of(node: yaml.Node, at: Any) -> int:
-    """Line of the list item or mapping value *at* inside *node*, else of *node*."""
-    if isinstance(node, yaml.SequenceNode) and isinstance(at, int) and at < len(node.value):
-        return node.value[at].start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(at):
-                return key_node.start_mark.line + 1
+    """Line of what *at* points to inside *node*: a list item (an index), a mapping's key,
+    or a path of them (a tuple, outermost first); else, or if it is not there, of *node*."""
+    path = () if at is None else at if isinstance(at, tuple) else (at,)
+    for depth, step in enumerate(path):
+        if isinstance(node, yaml.SequenceNode) and isinstance(step, int) \
+                and 0 <= step < len(node.value):
+            node = node.value[step]
+        elif isinstance(node, yaml.MappingNode):
+            pair = next(((key, value) for key, value in node.value
+                         if isinstance(key, yaml.ScalarNode) and key.value == str(step)), None)
+            if pair is None:
+                break
+            if depth == len(path) - 1:
+                return pair[0].start_mark.line + 1  # a key's own line
+            node = pair[1]
+        else:
+            break
     return node.start_mark.line + 1
 
 
@@ -127,12 +138,13 @@ def _read_settings(node: yaml.MappingNode, path: str, prefix: str,
             settings.failed.add(key)
             continue
         try:
-            settings.values[key] = ALL_KEYS[key](node_value(value_node))
+            settings.values[key] = check_key(key, node_value(value_node))
             continue
         except Unreadable as e:
             problems.append(f"{path}:{e.line}: {prefix}{key}: {e}")
         except Invalid as e:
-            problems.append(f"{path}:{_line_of(value_node, e.at)}: {prefix}{key}: {e}")
+            problems.extend(f"{path}:{_line_of(value_node, one.at)}: {prefix}{key}: {one}"
+                            for one in e.each())
         except (TypeError, ValueError, yaml.YAMLError) as e:  # e.g. an unhashable mapping key
             problems.append(f"{path}:{value_node.start_mark.line + 1}: {prefix}{key}: cannot "
                             f"read this value ({e})")
@@ -211,9 +223,9 @@ def load_config(path: str = DEFAULT_PATH,
     command_line: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         try:
-            command_line[key] = ALL_KEYS[key](value)
+            command_line[key] = check_key(key, value)
         except Invalid as e:
-            problems.append(f"command line: --{key.replace('_', '-')}: {e}")
+            problems.extend(f"command line: --{key.replace('_', '-')}: {one}" for one in e.each())
     defaults = {k: v for k, v in top.values.items() if k in LISTENER_KEYS}
     listeners = []
     first_at: dict[tuple[str, int], tuple[int, int]] = {}  # (group, port) -> (index, line)

@@ -82,8 +82,8 @@ class Listener:
 
 @dataclass(frozen=True)
 class Metrics:
-    """The Prometheus endpoint: the address and port it listens on; with *probe*, also
-    GET /probe (daemon/prober.py)."""
+    """The Prometheus endpoint: the address and port it listens on. *probe* is reserved
+    for a later /probe endpoint and does nothing yet."""
 
     host: str  # an IPv4 or IPv6 address, normalized text
     port: int
@@ -130,6 +130,67 @@ class Invalid(ValueError):
     def __init__(self, message: str, at: Any = None) -> None:
         super().__init__(message)
         self.at = at
+
+    def each(self) -> list[Invalid]:
+        """Every problem this stands for, each with its own *at*."""
+        return [self]
+
+
+class Problems(Invalid):
+    """Several problems in one value (items of a list, keys of a mapping): each is
+    reported on its own line."""
+
+    def __init__(self, problems: list[Invalid]) -> None:
+        super().__init__("; ".join(str(problem) for problem in problems), problems[0].at)
+        self.problems = problems
+
+    def each(self) -> list[Invalid]:
+        return self.problems
+
+
+def _raise_any(problems: list[Invalid]) -> None:
+    """Raise the problems found in a value, if any: one as itself, several as Problems."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise Problems(problems)
+
+
+def _within(place: Any, problem: Invalid, prefix: str = "") -> list[Invalid]:
+    """*problem*'s lines, moved inside *place* (a key or index of the value that holds
+    it): each points at place, or at its own place within it, and starts with *prefix*."""
+    return [Invalid(f"{prefix}{one}", place if one.at is None else
+                    (place, *one.at) if isinstance(one.at, tuple) else (place, one.at))
+            for one in problem.each()]
+
+
+class Quoted(str):
+    """Text the file wrote in quotes (port: "9999"), or tagged !!str, that would be a
+    number, a boolean or null without them; *plain* is that value (9999). It is a string
+    like any other, so a key that takes text takes it; a key that does not says why."""
+
+    plain: Any
+
+    def __new__(cls, text: str, plain: Any) -> Quoted:
+        quoted = super().__new__(cls, text)
+        quoted.plain = plain
+        return quoted
+
+
+def checked(key: str, check: Callable[[Any], Any], value: Any) -> Any:
+    """check(value), the value of *key*. A quoted value that fails is said to be a
+    string, with how to write it: `"9999" is a string; write port: 9999`."""
+    try:
+        return check(value)
+    except Invalid as problem:
+        if not isinstance(value, Quoted):
+            raise
+        quoted = f'"{clip(value)}" is a string'
+        try:
+            check(value.plain)
+        except Invalid as unquoted:
+            raise Invalid(f"{quoted}; unquoted, {unquoted}", problem.at) from None
+        raise Invalid(f"{quoted}; write {key}: {value}", problem.at) from None
 
 
 # ----------------------------------------------------------------- value checks
@@ -348,28 +409,39 @@ _SOURCES_ALLOWED = "allowed: e.g. [192.0.2.5, 192.0.2.6] for an SSM group, or nu
 
 
 def check_sources(value: Any) -> Optional[tuple[str, ...]]:
-    """SSM sources: unicast addresses of one family, no repeats; sorted, normalized text."""
+    """SSM sources: unicast addresses of one family, no repeats; sorted, normalized text.
+    Every bad item is a problem of its own."""
     if value is None:
         return None
-    if not isinstance(value, list) or not value:
+    if isinstance(value, list) and not value:
+        raise Invalid("[] (an empty list) would join no sender: list the senders, e.g. "
+                      "[192.0.2.5, 192.0.2.6], or write sources: null for an any-source group")
+    if not isinstance(value, list):
         raise Invalid(f"{show(value)} is not a list of source addresses ({_SOURCES_ALLOWED})")
     seen: dict[Any, int] = {}
+    problems = []
     for index, item in enumerate(value):
         addr = _address(item)
         if addr is None:
-            raise Invalid(f"{show(item)} is not an IP address ({_SOURCES_ALLOWED})", at=index)
+            problems.append(Invalid(f"{show(item)} is not an IP address ({_SOURCES_ALLOWED})",
+                                    at=index))
+            continue
         problem = _unicast_problem(addr)
         if problem is not None:
-            raise Invalid(f"{show(item)} is {problem}: a source is the unicast address of a "
-                          "sender", at=index)
+            problems.append(Invalid(f"{show(item)} is {problem}: a source is the unicast "
+                                    "address of a sender", at=index))
+            continue
         first = next(iter(seen), addr)
         if addr.version != first.version:
-            raise Invalid(f"{addr} is IPv{addr.version} but {first} is IPv{first.version}: "
-                          "the sources of a listener are of one family, the group's", at=index)
-        if addr in seen:
-            raise Invalid(f"{addr} is listed twice (items {seen[addr] + 1} and {index + 1}); "
-                          "keep one", at=index)
-        seen[addr] = index
+            problems.append(Invalid(f"{addr} is IPv{addr.version} but {first} is "
+                                    f"IPv{first.version}: the sources of a listener are of "
+                                    "one family, the group's", at=index))
+        elif addr in seen:
+            problems.append(Invalid(f"{addr} is listed twice (items {seen[addr] + 1} and "
+                                    f"{index + 1}); keep one", at=index))
+        else:
+            seen[addr] = index
+    _raise_any(problems)
     return tuple(str(addr) for addr in sorted(seen))
 
 
@@ -428,50 +500,70 @@ def check_max_datagram(value: Any) -> int:
 
 _ALLOW_ALLOWED = ("allowed: an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or "
                   "2001:db8::/32")
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-def check_allow(value: Any) -> Optional[tuple[Union[ipaddress.IPv4Network,
-                                                    ipaddress.IPv6Network], ...]]:
+def check_allow(value: Any) -> Optional[tuple[Network, ...]]:
+    """Source networks; null is any source. Every bad item is a problem of its own."""
     if value is None:
         return None
-    if not isinstance(value, list) or not value:
+    if isinstance(value, list) and not value:
+        raise Invalid("[] (an empty list) would answer no source at all: list the sources to "
+                      "answer, e.g. [10.0.0.0/8, 2001:db8::/32], or write allow: null to answer "
+                      "any source")
+    if not isinstance(value, list):
         raise Invalid(f"{show(value)} is not a list of source networks (allowed: e.g. "
                       "[10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)")
-    networks = []
+    networks, problems = [], []
     for index, item in enumerate(value):
         try:
-            network = ipaddress.ip_network(item, strict=False) if isinstance(item, str) else None
-        except ValueError:
-            network = None
-        if network is None:
-            raise Invalid(f"{show(item)} is not an IP network ({_ALLOW_ALLOWED})", at=index)
-        if network.version == 6 and network.network_address.scope_id:
-            raise Invalid(f"{show(item)}: no %zone in allow ({_ALLOW_ALLOWED})", at=index)
-        networks.append(network)
+            networks.append(_source_network(item))
+        except Invalid as e:
+            problems.append(Invalid(str(e), at=index))
+    _raise_any(problems)
     return tuple(networks)
+
+
+def _source_network(item: Any) -> Network:
+    """One item of allow: an address (a /32 or /128) or a network without host bits."""
+    try:
+        network = ipaddress.ip_network(item, strict=False) if isinstance(item, str) else None
+    except ValueError:
+        network = None
+    if network is None:
+        raise Invalid(f"{show(item)} is not an IP network ({_ALLOW_ALLOWED})")
+    if network.version == 6 and network.network_address.scope_id:
+        raise Invalid(f"{show(item)}: no %zone in allow ({_ALLOW_ALLOWED})")
+    host = ipaddress.ip_interface(item).ip
+    if host != network.network_address:
+        raise Invalid(f"{show(item)} has host bits set: write {network} for the network, or "
+                      f"{host}/{network.max_prefixlen} for the one address")
+    return network
 
 
 def _mapping(value: Any, checks: dict[str, Callable[[Any], Any]], not_one: str,
              off: Any = None) -> Optional[dict[str, Any]]:
     """The checked values of the keys a mapping sets, for the mapping keys (rate_limit,
     metrics, ssmping): None if *value* is *off* (null, or false for rate_limit); else it
-    must be a mapping (*not_one* says what is allowed) of the keys of *checks* only. A
-    problem of a key's value names the key and points at it."""
+    must be a mapping (*not_one* says what is allowed) of the keys of *checks* only. Every
+    unknown key and every bad value is a problem of its own, naming the key and pointing
+    at it."""
     if value is off:
         return None
     if not isinstance(value, dict):
         raise Invalid(f"{show(value)} is not {not_one}")
-    for key in value:
+    values, problems = {}, []
+    for key, item in value.items():
         if key not in checks:
-            raise Invalid(f"{show(key)}: unknown key (allowed: {', '.join(checks)})", at=key)
-    checked = {}
-    for key, check in checks.items():
-        if key in value:
-            try:
-                checked[key] = check(value[key])
-            except Invalid as e:
-                raise Invalid(f"{key}: {e}", at=key if e.at is None else (key, e.at)) from None
-    return checked
+            problems.append(Invalid(f"{show(key)}: unknown key (allowed: "
+                                    f"{', '.join(checks)})", at=key))
+            continue
+        try:
+            values[key] = checked(key, checks[key], item)
+        except Invalid as e:
+            problems.extend(_within(key, e, prefix=f"{key}: "))
+    _raise_any(problems)
+    return values
 
 
 def _rate(value: Any) -> float:
@@ -566,13 +658,14 @@ def _ssmping_groups(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise Invalid(f"{show(value)} is not a list of multicast groups (e.g. "
                       f"[{', '.join(SSMPING_GROUPS)}])")
-    checked = []
+    groups, problems = [], []
     for index, item in enumerate(value):
         try:
-            checked.append(check_group(item))
+            groups.append(check_group(item))
         except Invalid as e:
-            raise Invalid(str(e), at=index) from None
-    return tuple(dict.fromkeys(checked))
+            problems.append(Invalid(str(e), at=index))
+    _raise_any(problems)
+    return tuple(dict.fromkeys(groups))
 
 
 SSMPING_CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -588,7 +681,7 @@ def check_ssmping(value: Any) -> Optional[Ssmping]:
     return None if checked is None else Ssmping(**checked)
 
 
-# key -> its check. Order is the order of the shipped file.
+# key -> its check. Order is the order of the shipped file. Call them through check_key.
 LISTENER_KEYS: dict[str, Callable[[Any], Any]] = {
     "group": check_group,
     "port": check_port,
@@ -612,6 +705,12 @@ DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
 }
 LISTENERS = "listeners"  # the top-level list of listener mappings
 ALL_KEYS = {**LISTENER_KEYS, **DAEMON_KEYS}
+
+
+def check_key(key: str, value: Any) -> Any:
+    """The checked value of top-level or listener key *key*; Invalid (one or several
+    problems, see Invalid.each) if it is not one."""
+    return checked(key, ALL_KEYS[key], value)
 MAX_LISTENERS = 4096  # 4,096 groups x ports is past any real feed; past it, use more daemons
 
 

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .schema import clip, show
+from .schema import Quoted, clip, show
 
 MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse anything huge
 MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 4 (listeners: - allow: [])
@@ -27,6 +27,8 @@ MAX_INT_DIGITS = 100  # an integer literal longer than this is refused; no setti
 # a mapping.
 PLAIN_TYPES = ("str", "int", "float", "bool", "null", "seq", "map")
 SAFE_TAGS = {None, "!"} | {f"tag:yaml.org,2002:{name}" for name in PLAIN_TYPES}
+_STR = "tag:yaml.org,2002:str"
+_PLAIN_RESOLVER = yaml.resolver.Resolver()  # the type a scalar would have without quotes
 
 
 class ConfigError(Exception):
@@ -198,6 +200,22 @@ class _Constructor(SafeConstructor):
             return literal  # an IPv6 address such as 2001:1:2:3:4:5:6:7 must stay text
         return self.construct_yaml_int(node)
 
+    def construct_string(self, node: yaml.ScalarNode) -> str:
+        """A string; Quoted (which remembers the plain value) if it would be another type
+        without its quotes or its !!str tag, so that `port: "9999"` can be told apart."""
+        text = self.construct_scalar(node)
+        if node.style in ("|", ">"):  # a block of text: no one writes a number that way
+            return text
+        tag = _PLAIN_RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+        if tag == _STR:
+            return text
+        try:
+            plain = self.construct_object(yaml.ScalarNode(tag, text, node.start_mark,
+                                                          node.end_mark))
+        except Unreadable:  # too large unquoted: plain text it is
+            return text
+        return text if isinstance(plain, str) else Quoted(text, plain)
+
     def construct_text(self, node: yaml.Node) -> str:
         """A date, '=' or any other scalar YAML would give a special type: its text."""
         if not isinstance(node, yaml.ScalarNode):
@@ -210,6 +228,7 @@ for _name in PLAIN_TYPES:
     _Constructor.add_constructor(f"tag:yaml.org,2002:{_name}",
                                  SafeConstructor.yaml_constructors[f"tag:yaml.org,2002:{_name}"])
 _Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_bounded_int)
+_Constructor.add_constructor(_STR, _Constructor.construct_string)
 _Constructor.add_constructor(None, _Constructor.construct_text)  # timestamp, merge, value
 
 
