@@ -11,7 +11,7 @@ import pytest
 
 from loadlab import AsUser, needs_another_user
 from mcast_echo.cli import main
-from mcast_echo.config import ConfigError, describe, load_config
+from mcast_echo.config import DAEMON_ADVICE, PING_ADVICE, ConfigError, describe, load_config
 from mcast_echo.schema import REFUSED_GROUPS, Config, Listener, parse_size, refused_group
 
 REPO = Path(__file__).resolve().parent.parent
@@ -643,3 +643,69 @@ def test_check_config_host_bits_of_both_families(tmp_path):
         "10.0.0.1/32 for the one address",
         f"{path}:3: allow: 2001:db8::1/32 has host bits set: write 2001:db8::/32 for the "
         "network, or 2001:db8::1/128 for the one address"]
+
+
+# ------------------------------------------- each command's advice for an unreadable file (item 6)
+
+FILE_ADVICE = {
+    ("daemon", "missing"): "no such file (copy etc/mcast-echo.yaml there, or pass -c PATH)",
+    ("daemon", "directory"): "is a directory, not a config file (pass -c PATH to a YAML file)",
+    ("daemon", "fifo"): "not a regular file (a FIFO, socket or device): point -c at a YAML "
+                        "file",
+    ("daemon", "unreadable"): "permission denied (the daemon's user must be able to read it: "
+                              "chmod 644 the file and let it reach the directory)",
+    ("ping", "missing"): "no such file (pass --config PATH, or name the group: mcast-echo ping "
+                         "GROUP[:PORT])",
+    ("ping", "directory"): "is a directory (pass --config PATH to a YAML file)",
+    ("ping", "fifo"): "not a regular file (a FIFO, socket or device): pass --config PATH to a "
+                      "YAML file",
+    ("ping", "unreadable"): "permission denied: ping reads it as you (make it readable, pass "
+                            "--config PATH to a copy, or name the group: mcast-echo ping GROUP)",
+}
+
+
+def unreadable_as(tmp_path: Path, kind: str, monkeypatch) -> str:
+    """A path that is *kind*: missing, a directory, a FIFO, or (for root too) unreadable."""
+    path = tmp_path / "mcast-echo.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "unreadable":
+        path.write_text("port: 1\n")
+
+        def refuse(*_args, **_kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr("mcast_echo.yamlsafe.os.open", refuse)
+    return str(path)
+
+
+@pytest.mark.parametrize("command,kind", list(FILE_ADVICE), ids="-".join)
+def test_each_command_gets_its_own_advice_for_a_file_it_cannot_read(tmp_path, monkeypatch,
+                                                                   command, kind):
+    path = unreadable_as(tmp_path, kind, monkeypatch)
+    advice = PING_ADVICE if command == "ping" else DAEMON_ADVICE
+    with pytest.raises(ConfigError) as e:
+        load_config(path, advice=advice)
+    assert e.value.problems == [f"{path}: {FILE_ADVICE[command, kind]}"]
+
+
+def test_the_daemons_advice_is_the_default(tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}: {FILE_ADVICE['daemon', 'missing']}"]
+
+
+def test_ping_advice_never_names_dash_c_or_the_daemon():
+    for text in vars(PING_ADVICE).values():
+        assert "-c " not in text and "daemon" not in text, text
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
+def test_check_config_gives_the_daemons_advice(tmp_path, monkeypatch, kind):
+    path = unreadable_as(tmp_path, kind, monkeypatch)
+    done = check_config_run(path)
+    assert done.returncode == 78 and not done.stdout
+    assert done.stderr.splitlines() == [f"{path}: {FILE_ADVICE['daemon', kind]}"]

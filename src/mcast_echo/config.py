@@ -38,7 +38,10 @@ from .schema import (
     spell,
 )
 from .yamlsafe import (
+    DAEMON_ADVICE,
+    PING_ADVICE,
     ConfigError,
+    FileAdvice,
     Unreadable,
     compose,
     nested_duplicate,
@@ -47,7 +50,8 @@ from .yamlsafe import (
     read_text,
 )
 
-__all__ = ["DEFAULT_PATH", "ConfigError", "describe", "load_config"]
+__all__ = ["DAEMON_ADVICE", "DEFAULT_PATH", "PING_ADVICE", "ConfigError", "FileAdvice",
+           "describe", "load_config"]
 
 DEFAULT_PATH = "/etc/mcast-echo.yaml"
 
@@ -200,16 +204,17 @@ def _place(key: str, at: Any, top: _Settings, item: Optional[_Settings],
     return own.lines.get("group", own.line), name, ""  # a default: the group is the cause
 
 
-def load_config(path: str = DEFAULT_PATH,
-                overrides: Optional[Mapping[str, Any]] = None) -> Config:
+def load_config(path: str = DEFAULT_PATH, overrides: Optional[Mapping[str, Any]] = None,
+                advice: FileAdvice = DAEMON_ADVICE) -> Config:
     """Read and validate *path*; *overrides* (from the command line) win over the file,
-    for every listener.
+    for every listener. *advice* is how the command reading it says to fix a file it
+    cannot read: DAEMON_ADVICE (-c PATH, the daemon's user) or PING_ADVICE (--config).
 
     Without a `listeners:` list, the top-level keys are the one listener; with it, they are
     the defaults of each listener. Raises ConfigError listing every problem found, each as
     ``file:line: key: ...``.
     """
-    root = compose(read_text(path), path)
+    root = compose(read_text(path, advice), path)
     if root is None:
         raise ConfigError([f"{path}: the file holds no settings; start from the shipped "
                            "etc/mcast-echo.yaml (write '{}' for all defaults)"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import yaml
@@ -50,7 +51,37 @@ class Unreadable(Exception):
 # ----------------------------------------------------------------- the file's text
 
 
-def read_text(path: str) -> str:
+@dataclass(frozen=True)
+class FileAdvice:
+    """What a command tells the operator when it cannot read the config file: each is the
+    text after "PATH: ". The daemon's names -c and the daemon's user; ping's --config and
+    the user running it."""
+
+    missing: str
+    directory: str
+    not_regular: str  # a FIFO, socket or device
+    unreadable: str  # permission denied
+
+
+DAEMON_ADVICE = FileAdvice(  # serve, check-config, limits and a reload
+    missing="no such file (copy etc/mcast-echo.yaml there, or pass -c PATH)",
+    directory="is a directory, not a config file (pass -c PATH to a YAML file)",
+    not_regular="not a regular file (a FIFO, socket or device): point -c at a YAML file",
+    unreadable="permission denied (the daemon's user must be able to read it: chmod 644 the "
+               "file and let it reach the directory)")
+PING_ADVICE = FileAdvice(  # mcast-echo ping --config PATH
+    missing="no such file (pass --config PATH, or name the group: mcast-echo ping "
+            "GROUP[:PORT])",
+    directory="is a directory (pass --config PATH to a YAML file)",
+    not_regular="not a regular file (a FIFO, socket or device): pass --config PATH to a YAML "
+                "file",
+    unreadable="permission denied: ping reads it as you (make it readable, pass --config PATH "
+               "to a copy, or name the group: mcast-echo ping GROUP)")
+
+
+def read_text(path: str, advice: FileAdvice = DAEMON_ADVICE) -> str:
+    """The file's text; ConfigError if it cannot be read (in *advice*'s words), is huge,
+    binary or not UTF-8."""
     where = f"{path}"
     try:
         # O_NONBLOCK: a FIFO (or device) must not hang check-config or a reload.
@@ -60,19 +91,14 @@ def read_text(path: str) -> str:
             if stat.S_ISDIR(mode):
                 raise IsADirectoryError
             if not stat.S_ISREG(mode):
-                raise ConfigError([f"{where}: not a regular file (a FIFO, socket or device): "
-                                   "point -c at a YAML file"])
+                raise ConfigError([f"{where}: {advice.not_regular}"])
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError([f"{where}: no such file (copy etc/mcast-echo.yaml there, "
-                           "or pass -c PATH)"]) from None
+        raise ConfigError([f"{where}: {advice.missing}"]) from None
     except IsADirectoryError:
-        raise ConfigError([f"{where}: is a directory, not a config file (pass -c PATH "
-                           "to a YAML file)"]) from None
+        raise ConfigError([f"{where}: {advice.directory}"]) from None
     except PermissionError:
-        raise ConfigError([f"{where}: permission denied (the daemon's user must be able "
-                           "to read it: chmod 644 the file and let it reach the directory)"]
-                          ) from None
+        raise ConfigError([f"{where}: {advice.unreadable}"]) from None
     except OSError as e:
         raise ConfigError([f"{where}: cannot read: {e.strerror or e}"]) from None
     if len(raw) > MAX_FILE_BYTES:
