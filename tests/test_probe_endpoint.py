@@ -8,6 +8,7 @@ inside that host (urllib), so nothing leaves the test's namespaces.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,11 +28,18 @@ except urllib.error.HTTPError as e:
 """
 
 
+_labs = 0
+
+
 @pytest.fixture
 def host():
+    global _labs
+    _labs += 1
+    local_if = f"vpr{_labs}"
     with Host("prober") as lab_host:
-        veth("vpr0", "10.72.0.1/24", lab_host, "eth0", "10.72.0.2/24")
+        veth(local_if, f"10.72.{_labs}.1/24", lab_host, "eth0", f"10.72.{_labs}.2/24")
         yield lab_host
+    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def fetch(host: Host, path: str) -> tuple[int, str]:
