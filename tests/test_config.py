@@ -13,6 +13,7 @@ from loadlab import AsUser, needs_another_user
 from mcast_echo.cli import main
 from mcast_echo.config import DAEMON_ADVICE, PING_ADVICE, ConfigError, describe, load_config
 from mcast_echo.schema import REFUSED_GROUPS, Config, Listener, parse_size, refused_group
+from netlab import Host
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "mcast-echo.yaml"
@@ -709,3 +710,99 @@ def test_check_config_gives_the_daemons_advice(tmp_path, monkeypatch, kind):
     done = check_config_run(path)
     assert done.returncode == 78 and not done.stdout
     assert done.stderr.splitlines() == [f"{path}: {FILE_ADVICE['daemon', kind]}"]
+
+
+# ---------------------------------------- interfaces this host does not have (issue 13, item 5)
+
+HOST_INTERFACES = [  # (pair, addresses): both ends of each pair stay in the host
+    (("eth0", "eth10"), ("10.88.0.1/24", "fd00:88::1/64")),
+    (("eth2", "eth1"), ("10.89.0.1/24",)),
+]
+
+
+@pytest.fixture(scope="module")
+def cfg_host():
+    """A host with eth0 (10.88.0.1, fd00:88::1), eth1 (10.89.0.1), eth2 and eth10 up and
+    multicast-capable, no IPv6 link-local addresses (so every listing is exact), and lo."""
+    with Host("cfgif") as host:
+        for (name, peer), addresses in HOST_INTERFACES:
+            host.run(["ip", "link", "add", name, "type", "veth", "peer", "name", peer])
+            for one in (name, peer):
+                host.run(["ip", "link", "set", one, "addrgenmode", "none"])
+                host.run(["ip", "link", "set", one, "up"])
+            for address in addresses:
+                host.run(["ip", "addr", "add", address, "dev", name, *(
+                    ["nodad"] if ":" in address else [])])
+        yield host
+
+
+def check_config_on(host: Host, path: str) -> subprocess.CompletedProcess:
+    return host.run([sys.executable, "-m", "mcast_echo", "check-config", "-c", path],
+                    check=False, timeout=60)
+
+
+def warnings_of(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
+
+
+HERE = "up and multicast-capable here: eth0, eth1, eth2, eth10"
+
+
+def test_check_config_warns_of_an_interface_this_host_lacks_and_exits_0(tmp_path, cfg_host):
+    path = write(tmp_path, "interface: nosuch0\nlisteners:\n  - group: 239.1.1.1\n"
+                           "  - group: 239.1.1.2\n  - {group: 239.1.1.3, interface: eth1}\n"
+                           "  - {group: ff15::1, interface: eht0, port: 5000}\n")
+    done = check_config_on(cfg_host, path)
+    assert done.returncode == 0, done.stderr
+    assert warnings_of(done) == [
+        f"warning: 239.1.1.1:9999, 239.1.1.2:9999: interface nosuch0 does not exist on this "
+        f"host now; the daemon would wait for it and join when it appears ({HERE})",
+        f"warning: [ff15::1]:5000: interface eht0 does not exist on this host now; the daemon "
+        f"would wait for it and join when it appears ({HERE})"]
+    assert done.stdout.splitlines()[-1] == f"{path}: ok" and not done.stderr
+
+
+def test_check_config_warns_of_an_address_this_host_lacks(tmp_path, cfg_host):
+    path = write(tmp_path, "listeners:\n  - {group: 239.1.1.1, interface: 10.88.0.9}\n"
+                           "  - {group: ff15::1, interface: 'fd00:88::9'}\n")
+    done = check_config_on(cfg_host, path)
+    assert done.returncode == 0, done.stderr
+    assert warnings_of(done) == [
+        "warning: 239.1.1.1:9999: interface 10.88.0.9 is not an address of this host now; the "
+        "daemon would wait for an interface to have it and join then (IPv4 addresses of the up "
+        "multicast interfaces here: 10.88.0.1 on eth0, 10.89.0.1 on eth2)",
+        "warning: [ff15::1]:9999: interface fd00:88::9 is not an address of this host now; the "
+        "daemon would wait for an interface to have it and join then (IPv6 addresses of the up "
+        "multicast interfaces here: fd00:88::1 on eth0)"]
+
+
+def test_what_this_host_has_gives_no_warning(tmp_path, cfg_host):
+    path = write(tmp_path, "listeners:\n  - {group: 239.1.1.1, interface: eth0}\n"
+                           "  - {group: 239.1.1.2, interface: 10.89.0.1}\n"
+                           "  - {group: ff15::1, interface: 'fd00:88::1'}\n"
+                           "  - {group: 239.1.1.3, interface: lo}\n"
+                           "  - {group: 239.1.1.4, interface: all}\n"
+                           "  - {group: 239.1.1.5}\n")
+    done = check_config_on(cfg_host, path)
+    assert done.returncode == 0 and warnings_of(done) == [], done.stdout
+
+
+def test_a_host_without_multicast_interfaces_says_so(tmp_path):
+    path = write(tmp_path, "interface: eth0\ngroup: 239.1.1.1\n")
+    with Host("cfgbare") as bare:
+        done = check_config_on(bare, path)
+    assert done.returncode == 0, done.stderr
+    assert warnings_of(done) == [
+        "warning: 239.1.1.1:9999: interface eth0 does not exist on this host now; the daemon "
+        "would wait for it and join when it appears (no interface here is up and "
+        "multicast-capable, lo aside)"]
+
+
+def test_interface_warnings_of_the_tests_own_namespace(tmp_path):
+    from mcast_echo.hostcheck import interface_warnings
+
+    assert interface_warnings(load_config(write(tmp_path, "interface: lo\n"))) == []
+    assert interface_warnings(load_config(write(tmp_path, "interface: 127.0.0.1\n"))) == []
+    [warning] = interface_warnings(load_config(write(tmp_path, "interface: nosuch9\n")))
+    assert warning.startswith("warning: 224.3.29.71:9999: interface nosuch9 does not exist on "
+                              "this host now; the daemon would wait for it")

@@ -11,6 +11,7 @@ from typing import NoReturn, Optional, Sequence
 
 from . import __version__
 from .config import DEFAULT_PATH, ConfigError, describe, load_config
+from .hostcheck import interface_warnings
 from .net.limits import KernelLimits, limits_table, predicted_reports, read_limits
 from .schema import Config
 
@@ -140,6 +141,8 @@ def check_config(path: str) -> int:
         return EX_CONFIG
     print("\n".join(describe(config)))
     _print_reports(config, read_limits())
+    for warning in interface_warnings(config):  # a warning, not a failure: it may appear
+        print(warning)
     print(f"{path}: ok")
     return EX_OK
 
