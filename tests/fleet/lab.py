@@ -31,6 +31,10 @@ SUBNET = ipaddress.IPv4Network("10.77.0.0/16")
 MONITOR_ADDR = "10.77.255.1"
 BRIDGE_ADDR = "10.77.255.254"  # the querier's source
 INSTANCE_PREFIX = "fleet-"  # sdlab names (cgroups sdlab-fleet-h001, ...)
+# Every container's systemd, dbus and logind hold inotify instances (7 when idle, more while
+# systemctl runs), all root's: the default limit of 128 stops the 19th container's systemd.
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_HOST = 12
 
 
 def run(*argv: str, timeout: float = 60, check: bool = True, stdin: Optional[str] = None
@@ -138,6 +142,14 @@ class Fleet:
         return sum(1 for line in out.splitlines() if f" grp {group} " in line + " ")
 
     # ------------------------------------------------------------------ hosts
+    def raise_inotify_limit(self) -> None:
+        """Room for every host's inotify instances, for this run (the teardown restores it)."""
+        current = int(INOTIFY_LIMIT.read_text())
+        wanted = 128 + INOTIFY_PER_HOST * self.count
+        if current < wanted:
+            self._note("sysctl", f"{INOTIFY_LIMIT} {current}")
+            INOTIFY_LIMIT.write_text(str(wanted))
+
     def boot(self, parallel: int) -> None:
         """Boot every host (`parallel` at a time) and plug it in."""
         for host in self.hosts:
@@ -198,6 +210,10 @@ def teardown(state: Path) -> list[str]:
                 left.append(f"netns {value}: processes {' '.join(pids)} still in it")
                 continue
             run("ip", "netns", "del", value, check=False)
+    for kind, value in notes:  # limits raised for the run, back as they were (if still ours)
+        if kind == "sysctl" and not left:
+            path, original = value.rsplit(" ", 1)
+            Path(path).write_text(original)
     for name in (NETNS_SWITCH, NETNS_MONITOR):
         if Path(f"/run/netns/{name}").exists():
             left.append(f"netns {name} still exists")
