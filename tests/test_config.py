@@ -806,3 +806,19 @@ def test_interface_warnings_of_the_tests_own_namespace(tmp_path):
     [warning] = interface_warnings(load_config(write(tmp_path, "interface: nosuch9\n")))
     assert warning.startswith("warning: 224.3.29.71:9999: interface nosuch9 does not exist on "
                               "this host now; the daemon would wait for it")
+
+
+# ------------------------------------------------------------------ the docs say it (items 2-5)
+
+
+@pytest.mark.parametrize("doc", ["etc/mcast-echo.yaml", "packaging/man/mcast-echo.yaml.5",
+                                 "README.md"])
+def test_docs_say_what_empty_lists_host_bits_quotes_and_missing_interfaces_mean(doc):
+    text = (REPO / doc).read_text().replace("\\-", "-").replace("\\&", "").replace("\\(dq", '"')
+    if doc == "README.md":
+        text = text.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    text = " ".join(text.replace("# ", "").replace(".BR ", "").replace(".B ", "").split())
+    for fact in ("allow: []", "10.0.0.1/8", "10.0.0.1/32", "host bits", "sources: []",
+                 "check-config", "warn"):
+        assert fact in text, f"{doc}: {fact}"
+    assert "without quotes" in text or "is a string" in text, doc
