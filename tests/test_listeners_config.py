@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from mcast_echo.config import ConfigError, describe, load_config
-from mcast_echo.schema import MAX_LISTENERS, Listener, RateLimit, is_ssm_group
+from mcast_echo.schema import (
+    MAX_LISTENERS,
+    Listener,
+    RateLimit,
+    is_link_scope_group,
+    is_ssm_group,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "mcast-echo.yaml"
@@ -114,6 +120,19 @@ def test_the_ssm_ranges_are_232_8_and_ff3x_32(group, ssm):
     """RFC 4607: 232.0.0.0/8 and FF3x::/32; an ff3x: group with a unicast prefix (RFC 3306,
     prefix length > 0) is any-source."""
     assert is_ssm_group(ipaddress.ip_address(group)) is ssm
+    assert is_ssm_group(group) is ssm  # the text will do (ping passes it)
+
+
+@pytest.mark.parametrize("group,link", [
+    ("ff01::1234", True), ("ff02::4242", True), ("ff12::1", True), ("ff32::8000:1", True),
+    ("ff05::1", False), ("ff15::1234", False), ("ff3e::1", False), ("239.1.1.1", False),
+    ("224.0.0.250", False), ("fe80::1", False),
+])
+def test_link_scope_groups_are_ipv6_scopes_1_and_2(group, link):
+    assert is_link_scope_group(group) is link
+    assert is_link_scope_group(ipaddress.ip_address(group)) is link
+    if ipaddress.ip_address(group).is_multicast:
+        assert Listener(group=group).link_scope is link
 
 
 @pytest.mark.parametrize("value,stored", [

@@ -164,6 +164,19 @@ def _within(place: Any, problem: Invalid, prefix: str = "") -> list[Invalid]:
             for one in problem.each()]
 
 
+def _each_item(items: list, check: Callable[[Any], Any]) -> list:
+    """check(item) of every item of a list; every bad one is a problem of its own,
+    pointing at its item."""
+    values, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            values.append(check(item))
+        except Invalid as e:
+            problems.extend(_within(index, e))
+    _raise_any(problems)
+    return values
+
+
 class Quoted(str):
     """Text the file wrote in quotes (port: "9999"), or tagged !!str, that would be a
     number, a boolean or null without them; *plain* is that value (9999). It is a string
@@ -514,14 +527,7 @@ def check_allow(value: Any) -> Optional[tuple[Network, ...]]:
     if not isinstance(value, list):
         raise Invalid(f"{show(value)} is not a list of source networks (allowed: e.g. "
                       "[10.0.0.0/8, 192.0.2.7, 2001:db8::/32], or null for any source)")
-    networks, problems = [], []
-    for index, item in enumerate(value):
-        try:
-            networks.append(_source_network(item))
-        except Invalid as e:
-            problems.append(Invalid(str(e), at=index))
-    _raise_any(problems)
-    return tuple(networks)
+    return tuple(_each_item(value, _source_network))
 
 
 def _source_network(item: Any) -> Network:
@@ -658,14 +664,7 @@ def _ssmping_groups(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise Invalid(f"{show(value)} is not a list of multicast groups (e.g. "
                       f"[{', '.join(SSMPING_GROUPS)}])")
-    groups, problems = [], []
-    for index, item in enumerate(value):
-        try:
-            groups.append(check_group(item))
-        except Invalid as e:
-            problems.append(Invalid(str(e), at=index))
-    _raise_any(problems)
-    return tuple(dict.fromkeys(groups))
+    return tuple(dict.fromkeys(_each_item(value, check_group)))
 
 
 SSMPING_CHECKS: dict[str, Callable[[Any], Any]] = {
