@@ -822,3 +822,14 @@ def test_docs_say_what_empty_lists_host_bits_quotes_and_missing_interfaces_mean(
                  "check-config", "warn"):
         assert fact in text, f"{doc}: {fact}"
     assert "without quotes" in text or "is a string" in text, doc
+
+
+def test_describe_keeps_the_quotes_that_keep_text_text(tmp_path):
+    """An interface named "123" or "null" is text only in quotes: check-config prints it so,
+    and its output reads back to the same settings."""
+    for name in ("123", "null", "true"):
+        config = load_config(write(tmp_path, f'interface: "{name}"\n'))
+        assert config.listeners[0].interface == name
+        assert f'interface: "{name}"' in describe(config)
+        again = load_config(write(tmp_path, "\n".join(describe(config)) + "\n"))
+        assert again.listeners == config.listeners

@@ -236,6 +236,8 @@ def spell(value: Any) -> str:
         return f'{{listen: "{value.listen}"' + (", probe: true}" if value.probe else "}")
     if isinstance(value, Ssmping):
         return f"{{port: {value.port}, groups: [{', '.join(value.groups)}]}}"
+    if isinstance(value, Quoted):  # text that unquoted would be a number, boolean or null
+        return f'"{value}"'
     if isinstance(value, str) and not value.isprintable():
         return repr(value)  # a newline, tab or escape in a value must not break the line
     return str(value)
