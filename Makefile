@@ -30,6 +30,8 @@ help:
 	@echo "make deb-deps    - install Debian's build tools and the package's Depends (root, apt)"
 	@echo "make deb         - the Debian package, checked by lintian"
 	@echo "make system-test - install the .deb under a real systemd in throwaway namespaces (root)"
+	@echo "make fleet-test  - the Ansible role on FLEET_HOSTS (50) systemd hosts, with Prometheus (root)"
+	@echo "make fleet-deps  - install what fleet-test needs from apt (root)"
 	@echo "make clean       - remove .venv, build/ and caches"
 	@echo "make help        - this list"
 
@@ -86,3 +88,4 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
 
 -include packaging/deb.mk
+-include tests/fleet/fleet.mk

@@ -69,6 +69,10 @@ class Run:
     # ------------------------------------------------------------------ ansible
     def write_ansible_files(self) -> None:
         hosts = {h.name: {"ansible_nsenter_pid": h.pid} for h in self.fleet.hosts}
+        # the first host also runs the scheduled group check (mcast-echo-probe.timer)
+        hosts[self.fleet.hosts[0].name].update(mcast_echo_probe_timer=True,
+                                               mcast_echo_probe_expect=self.count,
+                                               mcast_echo_probe_options="-I eth0")
         inventory = {"all": {"children": {"mcast_echo": {"hosts": hosts, "vars": {
             "ansible_connection": "sdlab_nsenter",
             "ansible_python_interpreter": "/usr/bin/python3",
@@ -130,6 +134,9 @@ pipelining = True
         states = self.fleet.each(lambda h: h.inside("systemctl", "is-active", "mcast-echo",
                                                     check=False).stdout.strip())
         assert states == ["active"] * self.count, states
+        first = self.fleet.hosts[0]
+        timer = first.inside("systemctl", "is-active", "mcast-echo-probe.timer", check=False)
+        assert timer.stdout.strip() == "active", f"{first.name}: probe timer {timer.stdout}"
 
     def ping_all(self) -> None:
         ports = wait_for("the bridge to snoop every host's join",
