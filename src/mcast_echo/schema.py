@@ -82,8 +82,8 @@ class Listener:
 
 @dataclass(frozen=True)
 class Metrics:
-    """The Prometheus endpoint: the address and port it listens on. *probe* is reserved
-    for a later /probe endpoint and does nothing yet."""
+    """The Prometheus endpoint: the address and port it listens on; with *probe*, also
+    GET /probe (daemon/prober.py)."""
 
     host: str  # an IPv4 or IPv6 address, normalized text
     port: int
