@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def phony_targets() -> set[str]:
     targets: set[str] = set()
-    for makefile in (ROOT / "Makefile", ROOT / "packaging" / "deb.mk"):
+    included = re.findall(r"^-?include (\S+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    for makefile in [ROOT / "Makefile", *(ROOT / name for name in included)]:
         for line in makefile.read_text().splitlines():
             if line.startswith(".PHONY:"):
                 targets.update(line.split(":", 1)[1].split())
