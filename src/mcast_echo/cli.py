@@ -91,8 +91,8 @@ def build_parser() -> Parser:
     limits.add_argument("--proc", metavar="DIR", default="/proc", help=argparse.SUPPRESS)
     limits.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
-    try:
-        from .ping import command as ping
+    try:  # only ping's options: its engine is imported when ping runs (serve starts faster)
+        from .ping import options as ping
     except ImportError:  # the client is optional for the responder
         ping = None  # type: ignore[assignment]
     if ping is not None and hasattr(ping, "add_arguments"):
