@@ -69,9 +69,11 @@ class Host:
         self.name = name
         self.address = address
         self.pid = 0
-        self.env = {**os.environ, "SDLAB_STATE": str(state), "SDLAB_NAME": INSTANCE_PREFIX + self.name}
+        self.env = {**os.environ, "SDLAB_STATE": str(state),
+                    "SDLAB_NAME": INSTANCE_PREFIX + self.name}
 
-    def sdlab(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    def sdlab(self, *args: str, timeout: float = 120,
+              check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([str(SDLAB), *args], env=self.env, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         if check and done.returncode != 0:
@@ -82,7 +84,8 @@ class Host:
     def up(self) -> None:
         self.pid = int(self.sdlab("up", "--no-net").stdout.split()[-1])
 
-    def inside(self, *argv: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    def inside(self, *argv: str, timeout: float = 60,
+               check: bool = True) -> subprocess.CompletedProcess:
         return self.sdlab("sh", *argv, timeout=timeout, check=check)
 
     def plug(self) -> None:
@@ -128,7 +131,8 @@ class Fleet:
             "mcast_querier", "1", "mcast_query_interval", "1000", "stp_state", "0")
         run(*sw, "addr", "add", f"{BRIDGE_ADDR}/16", "dev", BRIDGE)
         run(*sw, "link", "set", BRIDGE, "up")
-        run(*sw, "link", "add", "mon", "type", "veth", "peer", "name", "eth0", "netns", NETNS_MONITOR)
+        run(*sw, "link", "add", "mon", "type", "veth", "peer", "name", "eth0",
+            "netns", NETNS_MONITOR)
         run(*sw, "link", "set", "mon", "master", BRIDGE, "up")
         mon = ("ip", "-n", NETNS_MONITOR)
         run(*mon, "link", "set", "lo", "up")
@@ -173,7 +177,8 @@ class Fleet:
         self._note("pid", f"{proc.pid} {start_time(proc.pid)} {what}")
         return proc
 
-    def in_monitor(self, *argv: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    def in_monitor(self, *argv: str, timeout: float = 60,
+                   check: bool = True) -> subprocess.CompletedProcess:
         return run("ip", "netns", "exec", NETNS_MONITOR, *argv, timeout=timeout, check=check)
 
     # ------------------------------------------------------------------ teardown
@@ -200,9 +205,7 @@ def teardown(state: Path) -> list[str]:
     hosts = [Host(state, name) for name in sdlab_names]
     todo = [h for h in hosts if (state / (INSTANCE_PREFIX + h.name)).is_dir()]
     with ThreadPoolExecutor(8) as pool:
-        for host, error in zip(todo, pool.map(_down_quietly, todo)):
-            if error:
-                left.append(error)
+        left.extend(error for error in pool.map(_down_quietly, todo) if error)
     for kind, value in notes:
         if kind == "netns" and Path(f"/run/netns/{value}").exists():
             pids = run("ip", "netns", "pids", value, check=False).stdout.split()

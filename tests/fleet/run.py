@@ -99,13 +99,14 @@ pipelining = True
     def playbook(self, *extra: str, timeout: float = 900) -> dict[str, dict[str, int]]:
         env = {**os.environ, "ANSIBLE_CONFIG": str(self.state / "ansible.cfg"),
                "ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
-        done = subprocess.run([str(VENV / "bin" / "ansible-playbook"), str(ANSIBLE_DIR / "site.yml"),
-                               *extra], env=env, capture_output=True, text=True, timeout=timeout,
+        argv = [str(VENV / "bin" / "ansible-playbook"), str(ANSIBLE_DIR / "site.yml"), *extra]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
         self.last_output = done.stdout + done.stderr
         recap = {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]),
                         "failed": int(m[5])} for m in RECAP.finditer(done.stdout)}
-        assert len(recap) == self.count, f"recap has {len(recap)} hosts:\n{self.last_output[-4000:]}"
+        assert len(recap) == self.count, \
+            f"recap has {len(recap)} hosts:\n{self.last_output[-4000:]}"
         recap["_rc"] = {"rc": done.returncode}
         return recap
 
@@ -123,12 +124,14 @@ pipelining = True
 
     def rollout(self) -> None:
         recap = self.timed("first rollout", self.playbook)
-        assert recap["_rc"]["rc"] == 0 and self.total(recap, "failed") == 0, self.last_output[-4000:]
+        assert recap["_rc"]["rc"] == 0 and self.total(recap, "failed") == 0, \
+            self.last_output[-4000:]
         assert self.total(recap, "unreachable") == 0, self.last_output[-4000:]
         assert all(v["changed"] > 0 for k, v in recap.items() if not k.startswith("_"))
         recap = self.timed("idempotent rerun", self.playbook)
         assert recap["_rc"]["rc"] == 0, self.last_output[-4000:]
-        changed = {k: v["changed"] for k, v in recap.items() if not k.startswith("_") and v["changed"]}
+        changed = {k: v["changed"] for k, v in recap.items()
+                   if not k.startswith("_") and v["changed"]}
         assert not changed, f"second run changed something: {changed}\n{self.last_output[-4000:]}"
         log(f"rerun: changed=0 on all {self.count} hosts")
         states = self.fleet.each(lambda h: h.inside("systemctl", "is-active", "mcast-echo",
@@ -168,13 +171,14 @@ pipelining = True
         victim.inside("systemctl", "stop", "mcast-echo")
         stopped = time.monotonic()
         rc, report = self.monitor.ping(GROUP, self.count)
-        assert rc == 1 and report["responder_count"] == self.count - 1, (rc, report["responder_count"])
+        assert rc == 1 and report["responder_count"] == self.count - 1, \
+            (rc, report["responder_count"])
         log(f"{victim.name} stopped: ping --expect {self.count} exits 1 "
             f"({report['responder_count']} responders)")
 
         def naming_victim() -> list[dict]:
-            return [a for a in self.monitor.alerts()
-                    if {victim.name, victim.address, f"{victim.address}:9101"} & set(a["labels"].values())]
+            names = {victim.name, victim.address, f"{victim.address}:9101"}
+            return [a for a in self.monitor.alerts() if names & set(a["labels"].values())]
 
         first_firing: dict[str, float] = {}
 
@@ -183,19 +187,22 @@ pipelining = True
             for a in alerts:
                 first_firing.setdefault(a["labels"]["alertname"], time.monotonic() - stopped)
             return [a for a in alerts if a["labels"]["alertname"] == MISSING_RESPONDER_ALERT]
-        alerts = wait_for(f"{MISSING_RESPONDER_ALERT} naming {victim.name}", gone_alert, 420, every=2)
+        alerts = wait_for(f"{MISSING_RESPONDER_ALERT} naming {victim.name}", gone_alert, 420,
+                          every=2)
         self.timings["alert latency"] = time.monotonic() - stopped
         log(f"{MISSING_RESPONDER_ALERT} fired after {self.timings['alert latency']:.0f} s: "
             f"{alerts[0]['labels']}; firing by then: "
             + ", ".join(f"{name} after {t:.0f} s" for name, t in first_firing.items()))
         victim.inside("systemctl", "start", "mcast-echo")
         started = time.monotonic()
-        wait_for(f"every alert naming {victim.name} to resolve", lambda: not naming_victim(), 300, 2)
+        wait_for(f"every alert naming {victim.name} to resolve", lambda: not naming_victim(),
+                 300, 2)
         self.timings["alert resolve"] = time.monotonic() - started
         log(f"{victim.name} started: its alerts resolved in {self.timings['alert resolve']:.1f} s")
 
     def reload(self) -> None:
-        before = dict(zip((h.name for h in self.fleet.hosts), self.fleet.each(lambda h: h.main_pid())))
+        before = dict(zip((h.name for h in self.fleet.hosts),
+                          self.fleet.each(lambda h: h.main_pid())))
         listeners = [{"group": GROUP, "port": PORT}, {"group": SECOND_GROUP, "port": PORT}]
         extra = self.state / "two-groups.json"
         extra.write_text(json.dumps({"mcast_echo_listeners": listeners}))
@@ -205,7 +212,7 @@ pipelining = True
         after = dict(zip(before, self.fleet.each(lambda h: h.main_pid())))
         assert after == before, f"main PIDs changed (a restart, not a reload): {before} -> {after}"
         for group in (SECOND_GROUP, GROUP):
-            rc, report = wait_for(f"all {self.count} on {group}", lambda: (
+            rc, report = wait_for(f"all {self.count} on {group}", lambda group=group: (
                 r := self.monitor.ping(group, self.count))[0] == 0 and r, 30)
             assert report["responder_count"] == self.count
         log(f"reload: {SECOND_GROUP} answers from all {self.count}, main PIDs unchanged")
@@ -226,7 +233,8 @@ pipelining = True
         assert self.fleet.each(lambda h: h.main_pid()) == pids
         rc, report = self.monitor.ping(SECOND_GROUP, self.count)
         assert rc == 0, report
-        log(f"group {BAD_GROUP}: refused by check-config on all {self.count} hosts, nothing changed")
+        log(f"group {BAD_GROUP}: refused by check-config on all {self.count} hosts, "
+            "nothing changed")
 
 
 def main() -> int:

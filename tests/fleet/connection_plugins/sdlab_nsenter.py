@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.plugins.connection import ConnectionBase
+from ansible.utils.display import Display
+
 DOCUMENTATION = r"""
 name: sdlab_nsenter
 short_description: run tasks inside a container booted by tests/system/sdlab
@@ -19,14 +27,6 @@ options:
       - name: ansible_nsenter_pid
 """
 
-import shlex
-import subprocess
-
-from ansible.errors import AnsibleConnectionFailure, AnsibleError
-from ansible.module_utils.common.text.converters import to_bytes, to_text
-from ansible.plugins.connection import ConnectionBase
-from ansible.utils.display import Display
-
 display = Display()
 
 INNER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -38,7 +38,7 @@ class Connection(ConnectionBase):
     transport = "sdlab_nsenter"
     has_pipelining = True
 
-    def _connect(self) -> "Connection":
+    def _connect(self) -> Connection:
         if not self._connected:
             self._pid = int(self.get_option("nsenter_pid"))
             self._play_context.remote_user = "root"
