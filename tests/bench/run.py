@@ -52,12 +52,14 @@ RTT_CAP = 200_000
 RSS_POLL = 0.1
 # The daemon through its real config and code path, policy on: nothing is refused. It
 # has BENCH_GROUPS groups joined (issue 9: the figures must hold with 1,000), the measured
-# one first; the others are idle.
+# one first; the others are idle; and its Prometheus endpoint on (issue 11: the figures
+# must hold with metrics on).
 DAEMON_DEFAULTS = f"""\
 port: {PORT}
 interface: {IFNAME}
 allow: [127.0.0.0/8]
 rate_limit: {{rate: 10000000, burst: 10000000}}
+metrics: {{listen: "127.0.0.1:9101"}}
 """
 
 
