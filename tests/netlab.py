@@ -177,3 +177,21 @@ class Lan:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def no_dad(host: Optional[Host] = None) -> None:
+    """IPv6 addresses usable at once (no duplicate address detection) in a namespace."""
+    for name in ("all", "default"):
+        cmd = ["sysctl", "-qw", f"net.ipv6.conf.{name}.accept_dad=0"]
+        if host is None:
+            subprocess.run(cmd, check=True)
+        else:
+            host.run(cmd)
+
+
+def dual_stack_veth(local_if: str, peer: Host, v4: str, v6: str) -> None:
+    """A cable to *peer*'s eth0 with IPv4 {v4}.1 / .2 and IPv6 {v6}::1 / ::2 (/24, /64), the
+    IPv6 ones usable at once; call no_dad() on both ends before, so link-local ones are too."""
+    veth(local_if, f"{v4}.1/24", peer, "eth0", f"{v4}.2/24")
+    ip("-6", "addr", "add", f"{v6}::1/64", "dev", local_if, "nodad")
+    ip("-6", "addr", "add", f"{v6}::2/64", "dev", "eth0", "nodad", host=peer)

@@ -17,7 +17,7 @@ import pytest
 
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters, wait_until
-from netlab import Host, Lan, ip, veth
+from netlab import Host, Lan, dual_stack_veth, ip, no_dad, veth
 
 PORT = 5000
 _labs = 0
@@ -28,16 +28,6 @@ def sink(tmp_path):
     notify = NotifySink(tmp_path / "notify.sock")
     yield notify
     notify.close()
-
-
-def no_dad(host=None) -> None:
-    """IPv6 addresses usable at once (no duplicate address detection) in a namespace."""
-    for name in ("all", "default"):
-        cmd = ["sysctl", "-qw", f"net.ipv6.conf.{name}.accept_dad=0"]
-        if host is None:
-            subprocess.run(cmd, check=True)
-        else:
-            host.run(cmd)
 
 
 @pytest.fixture
@@ -51,9 +41,7 @@ def lab():
     with Host(f"resp{_labs}") as host:
         no_dad(host)
         local_if = f"vl{_labs}"
-        veth(local_if, f"10.68.{_labs}.1/24", host, "eth0", f"10.68.{_labs}.2/24")
-        ip("-6", "addr", "add", f"fd68:{_labs}::1/64", "dev", local_if, "nodad")
-        ip("-6", "addr", "add", f"fd68:{_labs}::2/64", "dev", "eth0", "nodad", host=host)
+        dual_stack_veth(local_if, host, f"10.68.{_labs}", f"fd68:{_labs}")
         yield (host, local_if, (f"10.68.{_labs}.1", f"10.68.{_labs}.2"),
                (f"fd68:{_labs}::1", f"fd68:{_labs}::2"))
     subprocess.run(["ip", "link", "del", local_if], capture_output=True)

@@ -18,7 +18,7 @@ import pytest
 from daemonproc import DaemonProcess
 from mcast_echo.ping import dialects
 from mcast_echo.wire import rfc6450, ssmping
-from netlab import Host, ip, veth
+from netlab import Host, dual_stack_veth, no_dad
 
 FAST = ["-n", "-i", "0.2", "-W", "1"]
 _labs = 0
@@ -38,15 +38,11 @@ def lab():
     """The responder host on a veth: 10.71.N.2 / fd71:N::2 there, .1 / ::1 here."""
     global _labs
     _labs += 1
-    for name in ("all", "default"):
-        subprocess.run(["sysctl", "-qw", f"net.ipv6.conf.{name}.accept_dad=0"], check=True)
+    no_dad()
     with Host(f"pp{_labs}") as host:
-        for name in ("all", "default"):
-            host.run(["sysctl", "-qw", f"net.ipv6.conf.{name}.accept_dad=0"])
+        no_dad(host)
         local_if = f"vp{_labs}"
-        veth(local_if, f"10.71.{_labs}.1/24", host, "eth0", f"10.71.{_labs}.2/24")
-        ip("-6", "addr", "add", f"fd71:{_labs}::1/64", "dev", local_if, "nodad")
-        ip("-6", "addr", "add", f"fd71:{_labs}::2/64", "dev", "eth0", "nodad", host=host)
+        dual_stack_veth(local_if, host, f"10.71.{_labs}", f"fd71:{_labs}")
         yield host, _labs
     subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 

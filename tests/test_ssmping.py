@@ -21,7 +21,7 @@ from daemonproc import DaemonProcess
 from loadlab import NotifySink
 from mcast_echo.net import mcast
 from mcast_echo.wire import rfc6450
-from netlab import Host, ip, veth
+from netlab import Host, dual_stack_veth, ip, no_dad
 
 pytestmark = pytest.mark.skipif(shutil.which("ssmping") is None,
                                 reason="needs Debian's ssmping package (apt install ssmping)")
@@ -40,16 +40,12 @@ def lab():
     """The server host on a veth: 10.70.N.2 (and .3) / fd70:N::2 there, .1 / ::1 here."""
     global _labs
     _labs += 1
-    for name in ("all", "default"):
-        subprocess.run(["sysctl", "-qw", f"net.ipv6.conf.{name}.accept_dad=0"], check=True)
+    no_dad()
     with Host(f"ssm{_labs}") as host:
-        for name in ("all", "default"):
-            host.run(["sysctl", "-qw", f"net.ipv6.conf.{name}.accept_dad=0"])
+        no_dad(host)
         local_if = f"vs{_labs}"
-        veth(local_if, f"10.70.{_labs}.1/24", host, "eth0", f"10.70.{_labs}.2/24")
+        dual_stack_veth(local_if, host, f"10.70.{_labs}", f"fd70:{_labs}")
         ip("addr", "add", f"10.70.{_labs}.3/24", "dev", "eth0", host=host)
-        ip("-6", "addr", "add", f"fd70:{_labs}::1/64", "dev", local_if, "nodad")
-        ip("-6", "addr", "add", f"fd70:{_labs}::2/64", "dev", "eth0", "nodad", host=host)
         yield host, local_if, _labs
     subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
