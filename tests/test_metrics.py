@@ -116,7 +116,7 @@ metrics:
         assert value(before, "mcast_echo_last_reload_success") == 1
         assert value(before, "process_cpu_seconds_total") is not None  # process collector
         assert any(name == "python_info" for name, _ in before)  # platform collector
-        assert not any(name == "mcast_echo_dropped_datagrams_total" for name, _ in before)
+        assert value(before, "mcast_echo_dropped_datagrams_total", **one, reason="size") == 0
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
@@ -142,9 +142,10 @@ metrics:
         assert value(after, "mcast_echo_received_bytes_total", **two) == 600
         assert value(after, "mcast_echo_echoed_datagrams_total", **two) == 0
         assert value(after, "mcast_echo_echoed_bytes_total", **two) == 0
-        drops = {dict(labels)["reason"]: v for (name, labels), v in after.items()
-                 if name == "mcast_echo_dropped_datagrams_total"}
-        assert drops == {"size": 3}  # and nothing on the first listener
+        drops = {(dict(labels)["group"], dict(labels)["reason"]): v
+                 for (name, labels), v in after.items()
+                 if name == "mcast_echo_dropped_datagrams_total" and v}
+        assert drops == {("239.7.1.2", "size"): 3}  # and nothing on the first listener
         assert daemon.stop() == 0
 
 

@@ -28,6 +28,21 @@ log = logging.getLogger("mcast_echo.responder")
 MSG_TRUNC = int(socket.MSG_TRUNC)  # an int: `flags & socket.MSG_TRUNC` runs enum code
 PROBE_MAGIC_WORD = struct.unpack("=I", probe.PROBE_MAGIC)[0]
 
+# Every reason a datagram is counted as dropped and not echoed: the one list, in the order
+# /metrics shows them, each from 0 at the start (so `increase(...) > 0` sees the first drop)
+# for every listener and the ssmping listener. A new reason is one line here.
+DROP_REASONS = (
+    "source",  # cannot be a real peer (policy.py)
+    "ssm",  # not one of an SSM listener's 'sources'
+    "acl",  # not in 'allow'
+    "rate",  # over its 'rate_limit'
+    "truncated",  # cut by the kernel (plain path)
+    "size",  # over 'max_datagram'
+    "loop",  # another responder's group echo, not echoed to the group again
+    "recv-error",  # the receive failed (e.g. a queued ICMP error)
+    "send-error",  # the echo could not be sent (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM)
+)
+
 DROP_TEXT = {
     "source": "datagram from %s:%d dropped: source cannot be a real peer (0.0.0.0/8, "
               "127.0.0.0/8 off lo, multicast, broadcast; ::, ::1 off lo, ff00::/8)",

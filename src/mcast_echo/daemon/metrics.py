@@ -34,7 +34,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..net.udpstats import socket_drops
 from ..schema import Metrics
+from ..wire import mping as wire_mping
+from .echosink import DROP_REASONS
+from .mping import MpingListener
 from .prober import Prober, Refused
 from .reloads import ReloadHistory
 from .responder import GroupResponder
@@ -75,13 +79,21 @@ GAUGES: tuple[tuple[str, str, Callable[[GroupResponder], int]], ...] = (
 )
 
 
+SSMPING_UNANSWERED = ("malformed", "ignored")  # requests mping.py counts and cannot answer
+
+
 class DaemonCollector(Collector):
-    """The daemon's series, built from its counters at each scrape."""
+    """The daemon's series, built from its counters at each scrape. A labelled series the
+    daemon knows of is there from the start, at 0 (every drop reason, every dialect), as
+    client_python advises: a counter that appears at its first event hides that event
+    from `increase()`."""
 
     def __init__(self, responders: Callable[[], Sequence[GroupResponder]],
-                 reloads: ReloadHistory) -> None:
+                 reloads: ReloadHistory,
+                 ssmping: Callable[[], Optional[MpingListener]]) -> None:
         self._responders = responders
         self._reloads = reloads
+        self._ssmping = ssmping
 
     def collect(self) -> Iterable[Metric]:
         # One list (a reload may replace it meanwhile), and one family at a time: with a
@@ -96,12 +108,24 @@ class DaemonCollector(Collector):
                 yield family
         dropped = CounterMetricFamily(
             "mcast_echo_dropped_datagrams_total",
-            "Datagrams received and not echoed, by reason (source, ssm, acl, rate, size, "
-            "loop, truncated, recv-error, send-error).", labels=(*LISTENER_LABELS, "reason"))
+            f"Datagrams received and not echoed, by reason ({', '.join(DROP_REASONS)}).",
+            labels=(*LISTENER_LABELS, "reason"))
         for responder, labels in listeners:
-            for reason, count in sorted(dict(responder.dropped).items()):  # dict(): one C copy
+            for reason, count in by_reason(dict(responder.dropped)):  # dict(): one C copy
                 dropped.add_metric([*labels, reason], count)
         yield dropped
+        kernel = CounterMetricFamily(
+            "mcast_echo_kernel_drops_total",
+            "Datagrams the kernel dropped for the listener's socket before the daemon read "
+            "them: its receive buffer was full (raise recv_buffer).", labels=LISTENER_LABELS)
+        for responder, labels in listeners:
+            count = responder.kernel_drops()
+            if count is not None:
+                kernel.add_metric(labels, count)
+        yield kernel
+        ssmping = self._ssmping()
+        if ssmping is not None:
+            yield from _ssmping_families(ssmping)
         yield from self._reload_families()
         build = GaugeMetricFamily("mcast_echo_build_info", "The version of mcast-echo running.",
                                   labels=("version",))
@@ -123,12 +147,60 @@ class DaemonCollector(Collector):
                                 value=reloads.last_time)
 
 
+def by_reason(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Every known drop reason with its count (0 if none yet), then any other counted."""
+    known = [(reason, counts.get(reason, 0)) for reason in DROP_REASONS]
+    return known + sorted((reason, count) for reason, count in counts.items()
+                          if reason not in DROP_REASONS)
+
+
+def _ssmping_families(listener: MpingListener) -> Iterable[Metric]:
+    """The ssmping listener's counters (mping.py's counts), labelled by its port."""
+    port = str(listener.settings.port)
+    counts = dict(listener.counts)
+    received = CounterMetricFamily("mcast_echo_ssmping_received_datagrams_total",
+                                   "Datagrams received on the ssmping port.", labels=("port",))
+    received.add_metric([port], counts.get("received", 0))
+    yield received
+    requests = CounterMetricFamily("mcast_echo_ssmping_requests_total",
+                                   "Requests answered, by dialect.", labels=("port", "dialect"))
+    for dialect in (wire_mping.SSMPING, wire_mping.RFC6450):
+        requests.add_metric([port, dialect], counts.get(dialect, 0))
+    yield requests
+    replies = CounterMetricFamily("mcast_echo_ssmping_replies_total",
+                                  "Replies sent, unicast or to a group.", labels=("port", "to"))
+    replies.add_metric([port, "unicast"], counts.get("replies", 0))
+    replies.add_metric([port, "group"], counts.get("replies to groups", 0))
+    yield replies
+    dropped = CounterMetricFamily(
+        "mcast_echo_ssmping_dropped_datagrams_total",
+        "Datagrams received on the ssmping port and not answered, by reason (those of "
+        f"mcast_echo_dropped_datagrams_total, and {', '.join(SSMPING_UNANSWERED)}).",
+        labels=("port", "reason"))
+    for reason, count in by_reason({key[len("dropped "):]: value for key, value
+                                    in counts.items() if key.startswith("dropped ")}):
+        dropped.add_metric([port, reason], count)
+    for reason in SSMPING_UNANSWERED:
+        dropped.add_metric([port, reason], counts.get(reason, 0))
+    yield dropped
+    kernel = CounterMetricFamily(
+        "mcast_echo_ssmping_kernel_drops_total",
+        "Datagrams the kernel dropped for an ssmping socket before the daemon read them "
+        "(its receive buffer was full).", labels=("port", "family"))
+    for handler in list(listener.sockets):
+        count = socket_drops(handler.sock)
+        if count is not None:
+            kernel.add_metric([port, "ipv6" if handler.ipv6 else "ipv4"], count)
+    yield kernel
+
+
 def build_registry(responders: Callable[[], Sequence[GroupResponder]],
-                   reloads: ReloadHistory) -> CollectorRegistry:
+                   reloads: ReloadHistory,
+                   ssmping: Callable[[], Optional[MpingListener]]) -> CollectorRegistry:
     """A registry of our own (not prometheus_client's global one): the daemon's series, the
     process' (CPU, memory, open files) and the platform's (python_info)."""
     registry = CollectorRegistry()
-    registry.register(DaemonCollector(responders, reloads))
+    registry.register(DaemonCollector(responders, reloads, ssmping))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

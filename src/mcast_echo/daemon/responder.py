@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..net import mcast
 from ..net.limits import KernelLimits, buffer_reports
+from ..net.udpstats import socket_drops
 from ..schema import Listener
 from ..wire import probe
 from . import echopath
@@ -150,6 +151,12 @@ class GroupResponder:
 
     # ---------------------------------------------------------------- reporting
 
+    def kernel_drops(self) -> Optional[int]:
+        """Datagrams the kernel dropped for the socket, its receive buffer full (udpstats.py);
+        None if closed or unknown. A system call: for STATUS and scrapes, never per datagram."""
+        sock = self.sock  # a reload may close it meanwhile (a scrape runs in its own thread)
+        return None if sock is None else socket_drops(sock)
+
     def status(self) -> str:
         where = self.listener.where
         memberships = self.memberships
@@ -161,6 +168,9 @@ class GroupResponder:
                 f"echoed {self.echoed}, dropped {dropped}")
         if dropped:
             text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) + ")"
+        kernel_drops = self.kernel_drops()
+        if kernel_drops:  # shown once the kernel has lost any: then it is news
+            text += f", kernel drops {kernel_drops}"
         if memberships.waiting:
             text += f"; waiting for {memberships.waiting}"
         return text

@@ -24,6 +24,7 @@ from ..config import ConfigError, load_config
 from ..net import ifaddr, mcast, portowner
 from ..net.limits import KernelLimits, membership_reports, read_limits
 from ..net.poller import Poller
+from ..net.udpstats import socket_drops
 from ..schema import Config, Listener, Metrics
 from . import echopath
 from .logsetup import set_level
@@ -321,7 +322,7 @@ class Daemon:
                           "python3-prometheus-client, or pip install prometheus_client") from None
         if self._metrics_registry is None:
             self._metrics_registry = metrics.build_registry(lambda: self.responders,
-                                                            self.reloads)
+                                                            self.reloads, lambda: self.mping)
         prober = Prober(lambda: self.config.listeners) if settings.probe else None
         return metrics.endpoint_for(settings, self.metrics, self._metrics_registry, prober)
 
@@ -367,12 +368,18 @@ class Daemon:
             text = (f"{len(responders)} listeners, {len(responders) - len(waiting)} joined: "
                     f"received {sum(r.received for r in responders)}, "
                     f"echoed {sum(r.echoed for r in responders)}, dropped {dropped}")
+            kernel_drops = sum(r.kernel_drops() or 0 for r in responders)
+            if kernel_drops:
+                text += f", kernel drops {kernel_drops}"
             if waiting:
                 text += "; " + "; ".join(r.status() for r in waiting[:5])
                 if len(waiting) > 5:
                     text += f"; and {len(waiting) - 5} more waiting"
         if self.mping is not None:
             text += f"; {self.mping.status()}"
+            kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in self.mping.sockets)
+            if kernel_drops:
+                text += f", kernel drops {kernel_drops}"
         if self.reload_problem:
             text += f" | {self.reload_problem}"
         return text
