@@ -2,7 +2,8 @@
 HTTP endpoint that serves them from a thread of its own.
 
 Nothing here runs per datagram: the echo paths keep plain integer counters on each
-responder (responder.py) and a scrape reads them. Reading an int another thread writes
+responder (responder.py) and a scrape reads them, with each socket's kernel drop counter
+(one getsockopt per socket: net/udpstats.py). Reading an int another thread writes
 is safe under the GIL; the responder list is copied first, since a reload replaces it.
 
 The endpoint can never stall the echo: it serves from its own threads, every connection
