@@ -10,6 +10,7 @@ loop is bounded by a count and a deadline.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemonproc import DaemonProcess
 from mcast_echo.config import describe, load_config
 from mcast_echo.schema import Metrics
+from netlab import Host, ip, veth
 
 Series = dict[tuple[str, frozenset], float]
 # No proxy from the environment: the endpoint is in this private namespace.
@@ -462,3 +464,98 @@ def test_a_scrape_is_answered_while_the_echo_is_flooded(write_config):
                      port="5080", interface="lo") > 0
         assert took < 1.0, took
         assert daemon.stop() == 0
+
+
+# A slowloris client on another host (#18.5): it keeps CONNECTIONS open to the endpoint, half
+# idle, half trickling one header byte every 0.3 s, and opens a new one for each the server
+# closes, for SECONDS. Prints how many it opened and how many the server closed.
+SLOWLORIS = textwrap.dedent("""
+    import json, select, socket, sys, time
+    host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    opened = closed = 0
+    conns = {}
+    def connect(n):
+        global opened
+        conn = socket.create_connection((host, port), timeout=2)
+        conn.setblocking(False)
+        if n % 2:
+            conn.send(b"GET /metrics HTTP/1.1\\r\\nX-Slow: ")
+        conns[conn] = n
+        opened += 1
+    for n in range(count):
+        connect(n)
+    start = last_drip = time.monotonic()
+    while time.monotonic() - start < seconds:
+        ready, _, _ = select.select(list(conns), [], [], 0.1)
+        for conn in ready:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                n = conns.pop(conn)
+                conn.close()
+                closed += 1
+                connect(n)
+        if time.monotonic() - last_drip > 0.3:
+            last_drip = time.monotonic()
+            for conn, n in conns.items():
+                if n % 2:
+                    try:
+                        conn.send(b"a")
+                    except OSError:
+                        pass
+    print(json.dumps({"opened": opened, "closed": closed}))
+""")
+
+
+def raw_scrape(address: tuple[str, int], source: str, timeout: float = 3.0) -> bool:
+    """One GET /metrics from *source*: True if it was answered 200 with the daemon's series."""
+    try:
+        with socket.create_connection(address, timeout=timeout,
+                                      source_address=(source, 0)) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+    except OSError:
+        return False
+    return answer.startswith(b"HTTP/1.0 200") and b"mcast_echo_build_info" in answer
+
+
+def test_slowloris_clients_never_keep_the_scrapes_out(write_config):
+    """Three times MAX_CONNECTIONS idle and trickling connections from one host, re-opened as
+    soon as they are closed: every scrape from another address is still answered, and the
+    slow connections are closed (after REQUEST_TIMEOUT, or for the scrapes)."""
+    from mcast_echo.daemon.metrics import MAX_CONNECTIONS, REQUEST_TIMEOUT
+
+    with Host("slowloris") as host:
+        veth("vslow", "10.74.0.1/24", host, "eth0", "10.74.0.2/24")
+        try:
+            ip("addr", "add", "10.74.0.3/24", "dev", "vslow")  # the scraper's own address
+            config = write_config('interface: eth0\ngroup: 239.7.9.1\nport: 5070\n'
+                                  'metrics: {listen: "10.74.0.2:9171"}\n')
+            with DaemonProcess(config, host=host) as daemon:
+                daemon.wait_for("ready:")
+                seconds = REQUEST_TIMEOUT + 5
+                attacker = subprocess.Popen(
+                    [sys.executable, "-c", SLOWLORIS, "10.74.0.2", "9171",
+                     str(3 * MAX_CONNECTIONS), str(seconds)], stdout=subprocess.PIPE, text=True)
+                try:
+                    time.sleep(0.5)  # the attacker holds every connection first
+                    answered = attempts = 0
+                    started = time.monotonic()
+                    while time.monotonic() - started < seconds - 1.5 and attempts < 40:
+                        attempts += 1
+                        answered += raw_scrape(("10.74.0.2", 9171), "10.74.0.3")
+                        time.sleep(0.1)
+                    report = json.loads(attacker.communicate(timeout=seconds + 10)[0])
+                finally:
+                    attacker.kill()
+                print(f"slowloris: {answered} of {attempts} scrapes answered; the attacker "
+                      f"opened {report['opened']}, the server closed {report['closed']}")
+                assert attempts >= 10 and answered == attempts, (answered, attempts)
+                assert report["closed"] >= 3 * MAX_CONNECTIONS  # none held past the timeout
+                assert daemon.stop() == 0
+        finally:
+            subprocess.run(["ip", "link", "del", "vslow"], capture_output=True)
