@@ -100,11 +100,19 @@ MAX_GROWTH = max(REFUSAL_GROWTH, ECHO_GROWTH, INIT_GROWTH)
 
 
 class Prefix(NamedTuple):
-    """A Multicast Prefix option (section 3.2): family, length, and the network it names."""
+    """A Multicast Prefix option (section 3.2): family, length, and the addresses it spans
+    (as integers: what the server's group index looks up, no network object per prefix)."""
 
     family: int  # IANA address family
     length: int  # 0 = wildcard: any group of the family
-    network: Optional[object]  # IPv4Network / IPv6Network; None for a wildcard or other family
+    span: Optional[tuple[int, int]]  # first and last address; None: wildcard or other family
+
+    @property
+    def network(self) -> Optional[object]:
+        """The IPv4Network / IPv6Network it names; None for a wildcard or other family."""
+        if self.span is None:
+            return None
+        return _PREFIX_BOUNDS[self.family][2]((self.span[0], self.length))
 
 
 class Message(NamedTuple):
@@ -134,14 +142,15 @@ def _prefix(value: bytes) -> Prefix:
     bounds = _PREFIX_BOUNDS.get(family)
     if bounds is None or length == 0:
         return Prefix(family, length, None)
-    shortest, longest, network = bounds
+    shortest, longest, _network = bounds
     size = longest // 8
     if not shortest <= length <= longest or not (length + 7) // 8 <= len(value) - 3 <= size:
         raise Malformed(f"prefix option: family {family}, length {length}, "
                         f"{len(value) - 3} address bytes")
     address = int.from_bytes(bytes(value[3:]).ljust(size, b"\0"), "big")
     host_bits = longest - length
-    return Prefix(family, length, network((address >> host_bits << host_bits, length)))
+    first = address >> host_bits << host_bits
+    return Prefix(family, length, (first, first | ((1 << host_bits) - 1)))
 
 
 def _requested(value: bytes) -> frozenset:
@@ -221,7 +230,7 @@ def offered_group(message: Message, client: IPAddress,
     family = FAMILY_IPV4 if client.version == 4 else FAMILY_IPV6
     for prefix in message.prefixes:
         if prefix.family == family:
-            group = responder.groups.first_in(client.version, prefix.network)
+            group = responder.groups.first_in(client.version, prefix.span)
             if group is not None:
                 return group
     return None

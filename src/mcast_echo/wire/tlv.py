@@ -71,17 +71,15 @@ class Groups:
     def __len__(self) -> int:
         return len(self.ordered)
 
-    def first_in(self, version: int, network: Optional[Union[ipaddress.IPv4Network,
-                                                             ipaddress.IPv6Network]]
-                 ) -> Optional[IPAddress]:
-        """The first configured group of IP *version* inside *network* (None: any of that
-        version); None if there is none. O(log n) when there is none."""
+    def first_in(self, version: int, span: Optional[tuple[int, int]]) -> Optional[IPAddress]:
+        """The first configured group of IP *version* whose address (as an integer) is in
+        *span*, first and last included (None: any of that version); None if there is none.
+        O(log n) when there is none."""
         values, positions = self._sorted.get(version, ([], []))
-        if network is None:
+        if span is None:
             low, high = 0, len(values)
         else:
-            low = bisect_left(values, int(network.network_address))
-            high = bisect_right(values, int(network.broadcast_address))
+            low, high = bisect_left(values, span[0]), bisect_right(values, span[1])
         return self.ordered[min(positions[low:high])] if low < high else None
 
 
