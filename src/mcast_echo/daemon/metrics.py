@@ -12,8 +12,10 @@ CONNECTION_DEADLINE in all, each read or write IO_TIMEOUT; the server thread shu
 any connection past its deadline. When all MAX_CONNECTIONS are taken, a new connection
 takes the place of the oldest one still sending its request (an idle or trickling
 client; a scraper sends its request at once), taken from the client address that holds
-the most such connections: only when every one is being answered is the new one closed
-unanswered. Log lines a client can cause are rate-limited.
+the most such connections; failing that, of the oldest one being answered from the
+address that holds the most connections (two or more: a client reading its answers
+slowly), or else of one being answered for longer than SLOW_ANSWER. Only when none
+exists is the new one closed unanswered. Log lines a client can cause are rate-limited.
 prometheus_client is imported only when metrics are on (service.py imports this module
 lazily): it costs ~70 ms.
 """
@@ -53,6 +55,7 @@ peer_log = RateLimitedLog(log)  # what a client can cause: one line per reason p
 IO_TIMEOUT = 5.0  # seconds a connection may send nothing (or read nothing) before it is dropped
 REQUEST_TIMEOUT = 3.0  # seconds from accept to the end of the headers (a scraper needs ~1 ms)
 CONNECTION_DEADLINE = 10.0  # seconds a connection may last in all (Prometheus' scrape timeout)
+SLOW_ANSWER = 3.0  # seconds after which an answer still being sent may give way to a new client
 MAX_REQUEST_BYTES = 8192  # request line and headers; a Prometheus scrape sends ~300
 MAX_CONNECTIONS = 8  # served at once; Prometheus keeps one per target
 POLL_INTERVAL = 0.1  # seconds: how often the server thread reaps late connections; a stop
@@ -199,11 +202,12 @@ class _Handler(WSGIRequestHandler):
 class _Connection:
     """What the server knows of one open connection."""
 
-    __slots__ = ("peer", "deadline", "answering")
+    __slots__ = ("peer", "opened", "deadline", "answering")
 
-    def __init__(self, peer: str, deadline: float) -> None:
+    def __init__(self, peer: str, opened: float) -> None:
         self.peer = peer  # the client's address
-        self.deadline = deadline
+        self.opened = opened
+        self.deadline = opened + REQUEST_TIMEOUT
         self.answering = False  # False: still sending its request (or idle)
 
 
@@ -231,13 +235,12 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         evicted = None
         with self._lock:
             if len(self._connections) >= MAX_CONNECTIONS:
-                evicted = self._waiting_longest()
+                evicted = self._slowest()
                 if evicted is not None:
                     del self._connections[evicted]
             full = len(self._connections) >= MAX_CONNECTIONS
             if not full:
-                self._connections[request] = _Connection(client_address[0],
-                                                         time.monotonic() + REQUEST_TIMEOUT)
+                self._connections[request] = _Connection(client_address[0], time.monotonic())
         if evicted is not None:
             _cut(evicted)  # its thread sees the end of the stream and ends
             peer_log.log("metrics-evicted", logging.INFO, "metrics: %d connections open; "
@@ -251,15 +254,27 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             return
         super().process_request(request, client_address)
 
-    def _waiting_longest(self) -> Optional[socket.socket]:
-        """The oldest connection still sending its request, of the client address that has
-        the most of them: a client holding many idle connections loses its own first, and
-        one scraper's single connection is the last to go. None if all are answered."""
+    def _slowest(self) -> Optional[socket.socket]:
+        """The connection a new one takes the place of, oldest first: one still sending its
+        request, of the client address that has the most of them; else one being answered,
+        of the address that holds the most connections if it holds two or more; else one
+        being answered for longer than SLOW_ANSWER. A client that holds many connections
+        loses its own first, and one scraper's single connection is the last to go (it is
+        never cut in its first SLOW_ANSWER). None if there is none of these."""
         waiting: dict[str, list[socket.socket]] = {}
+        held: dict[str, list[socket.socket]] = {}
         for conn, state in self._connections.items():  # oldest first
+            held.setdefault(state.peer, []).append(conn)
             if not state.answering:
                 waiting.setdefault(state.peer, []).append(conn)
-        return max(waiting.values(), key=len)[0] if waiting else None
+        if waiting:
+            return max(waiting.values(), key=len)[0]
+        most = max(held.values(), key=len, default=[])
+        if len(most) >= 2:
+            return most[0]
+        now = time.monotonic()
+        return next((conn for conn, state in self._connections.items()
+                     if now - state.opened > SLOW_ANSWER), None)
 
     def answering(self, request: socket.socket) -> None:
         """*request* has sent its request: it now has until CONNECTION_DEADLINE."""
@@ -267,7 +282,7 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             state = self._connections.get(request)
             if state is not None:
                 state.answering = True
-                state.deadline += CONNECTION_DEADLINE - REQUEST_TIMEOUT
+                state.deadline = state.opened + CONNECTION_DEADLINE
 
     def shutdown_request(self, request: Any) -> None:
         with self._lock:
