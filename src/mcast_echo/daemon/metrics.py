@@ -231,7 +231,7 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve *request* in a thread of its own; when MAX_CONNECTIONS are open, in place
-        of the oldest one still sending its request, or not at all if none is."""
+        of the one _slowest() names, or not at all if it names none."""
         evicted = None
         with self._lock:
             if len(self._connections) >= MAX_CONNECTIONS:
@@ -244,8 +244,8 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         if evicted is not None:
             _cut(evicted)  # its thread sees the end of the stream and ends
             peer_log.log("metrics-evicted", logging.INFO, "metrics: %d connections open; "
-                         "closed the oldest that had sent no request, for one from %s",
-                         MAX_CONNECTIONS, client_address[0])
+                         "closed an idle or slow one for one from %s", MAX_CONNECTIONS,
+                         client_address[0])
         if full:
             peer_log.log("metrics-full", logging.WARNING, "metrics: %d connections being "
                          "answered; closed one from %s unanswered", MAX_CONNECTIONS,
