@@ -201,8 +201,8 @@ class Prober:
 
 
 def _is_local(interface: str) -> bool:
-    """Is *interface* a name of an interface, or an address, of this host? Two syscalls at
-    most: checked before a probe process is started for it."""
+    """Is *interface* a name of an interface, or an address, of this host? One ioctl (or a
+    read of /proc/net/if_inet6): checked before a probe process is started for it."""
     try:
         address = ipaddress.ip_address(interface.split("%", 1)[0])
     except ValueError:
