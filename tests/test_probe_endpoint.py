@@ -217,3 +217,35 @@ def test_probes_are_concurrency_capped_with_retry_after(quick_ping):
         for thread in running:
             thread.join(10)
     assert len(quick_ping.started) == MAX_CONCURRENT
+
+
+CONCURRENT = """
+import json, sys, threading, urllib.error, urllib.request
+answers = []
+def probe():
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=30) as reply:
+            answers.append([reply.status, None])
+    except urllib.error.HTTPError as e:
+        answers.append([e.code, e.headers.get("Retry-After")])
+threads = [threading.Thread(target=probe) for _ in range(int(sys.argv[2]))]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(sorted(answers, key=str)))
+"""
+
+
+def test_a_probe_past_the_concurrency_cap_is_503_with_retry_after(host, write_config):
+    daemon = serve(host, write_config, probe=True)
+    try:
+        done = host.run(["python3", "-c", CONCURRENT,
+                         f"http://127.0.0.1:{METRICS}/probe?group={GROUP}&count=5",
+                         str(MAX_CONCURRENT + 1)], timeout=60)
+        answers = json.loads(done.stdout)
+        assert [status for status, _ in answers].count(200) == MAX_CONCURRENT, answers
+        (refused,) = [answer for answer in answers if answer[0] != 200]
+        assert refused[0] == 503 and int(refused[1]) >= 1, answers
+    finally:
+        daemon.kill()
