@@ -833,3 +833,25 @@ def test_describe_keeps_the_quotes_that_keep_text_text(tmp_path):
         assert f'interface: "{name}"' in describe(config)
         again = load_config(write(tmp_path, "\n".join(describe(config)) + "\n"))
         assert again.listeners == config.listeners
+
+
+def test_ssmping_groups_are_capped_with_file_line_and_the_fix(tmp_path):
+    """An RFC 6450 Init's work is bounded by an index (#18.3), and the groups by a cap that
+    allows at least 1,024: past it, the error names the key's line and what to do."""
+    from mcast_echo.schema import MAX_SSMPING_GROUPS
+
+    def groups(count: int) -> str:
+        return "".join(f"    - 239.9.{n // 250}.{n % 250 + 1}\n" for n in range(count))
+
+    assert MAX_SSMPING_GROUPS >= 1024
+    config = load_config(write(tmp_path, f"group: 239.1.1.1\nssmping:\n  groups:\n"
+                                         f"{groups(MAX_SSMPING_GROUPS)}"))
+    assert len(config.ssmping.groups) == MAX_SSMPING_GROUPS
+    path = write(tmp_path, f"group: 239.1.1.1\nssmping:\n  groups:\n"
+                           f"{groups(MAX_SSMPING_GROUPS + 1)}")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [
+        f"{path}:3: ssmping: groups: {MAX_SSMPING_GROUPS + 1:,} groups: at most "
+        f"{MAX_SSMPING_GROUPS:,}; list the groups clients ask for (an RFC 6450 client is offered "
+        "the first one inside its prefix), or run a second daemon on another ssmping port"]

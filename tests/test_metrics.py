@@ -10,6 +10,7 @@ loop is bounded by a count and a deadline.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemonproc import DaemonProcess
 from mcast_echo.config import describe, load_config
 from mcast_echo.schema import Metrics
+from netlab import Host, ip, veth
 
 Series = dict[tuple[str, frozenset], float]
 # No proxy from the environment: the endpoint is in this private namespace.
@@ -292,9 +294,9 @@ def test_check_config_shows_the_endpoint_and_reads_it_back(write_config):
 
 def test_idle_connections_never_stop_the_echo(write_config):
     """Connections that never send fill the endpoint (8 at once): the echo goes on, a ninth
-    is closed unanswered, and the server drops the idle ones after its socket timeout. A
-    request past 8 KiB is cut off."""
-    from mcast_echo.daemon.metrics import IO_TIMEOUT, MAX_CONNECTIONS
+    (a scrape) is answered in place of the oldest idle one, and the server drops the idle
+    ones once REQUEST_TIMEOUT passes without a request. A request past 8 KiB is cut off."""
+    from mcast_echo.daemon.metrics import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
     config = write_config('interface: lo\ngroup: 239.7.7.1\nport: 5050\n'
                           'metrics: {listen: "127.0.0.1:9151"}\n')
@@ -307,17 +309,15 @@ def test_idle_connections_never_stop_the_echo(write_config):
             for n in range(20):
                 sock.sendto(b"echo %d" % n, ("239.7.7.1", 5050))
                 assert sock.recvfrom(2048)[0] == b"echo %d" % n
-            with pytest.raises((urllib.error.URLError, ConnectionError)):
-                scrape("127.0.0.1:9151", timeout=2)  # the ninth: closed at once
-            for conn in idle:  # each is closed by the daemon after IO_TIMEOUT
-                conn.settimeout(IO_TIMEOUT + 3)
+            assert value(scrape("127.0.0.1:9151"), "mcast_echo_echoed_datagrams_total",
+                         group="239.7.7.1", port="5050", interface="lo") == 20  # the ninth
+            for conn in idle:  # the oldest for the scrape, the others after REQUEST_TIMEOUT
+                conn.settimeout(REQUEST_TIMEOUT + 3)
                 assert conn.recv(1) == b""
-            assert time.monotonic() - opened < IO_TIMEOUT + 3
+            assert time.monotonic() - opened < REQUEST_TIMEOUT + 3
         finally:
             for conn in idle:
                 conn.close()
-        assert value(scrape("127.0.0.1:9151"), "mcast_echo_echoed_datagrams_total",
-                     group="239.7.7.1", port="5050", interface="lo") == 20
 
         with socket.create_connection(("127.0.0.1", 9151), timeout=3) as big:
             big.sendall(b"GET /metrics HTTP/1.1\r\n")
@@ -465,3 +465,114 @@ def test_a_scrape_is_answered_while_the_echo_is_flooded(write_config):
                      port="5080", interface="lo") > 0
         assert took < 1.0, took
         assert daemon.stop() == 0
+
+
+# A slowloris client on another host (#18.5): it keeps CONNECTIONS open to the endpoint, half
+# idle, half trickling one header byte every 0.3 s (or, with "noread", all asking for /metrics
+# with a tiny receive buffer and never reading), and opens a new one for each the server
+# closes, for SECONDS. Prints how many it opened and how many the server closed.
+SLOWLORIS = textwrap.dedent("""
+    import json, select, socket, sys, time
+    host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    noread = sys.argv[5:] == ["noread"]
+    opened = closed = 0
+    conns = {}
+    def connect(n):
+        global opened
+        conn = socket.socket()
+        if noread:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        conn.settimeout(2)
+        conn.connect((host, port))
+        conn.setblocking(False)
+        if noread:
+            conn.send(b"GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+            n = 0
+        elif n % 2:
+            conn.send(b"GET /metrics HTTP/1.1\\r\\nX-Slow: ")
+        conns[conn] = n
+        opened += 1
+    for n in range(count):
+        connect(n)
+    start = last_drip = time.monotonic()
+    while time.monotonic() - start < seconds:
+        ready, _, _ = select.select(list(conns), [], [], 0.1)
+        for conn in ready:
+            try:
+                data = conn.recv(1 if noread else 4096)
+            except OSError:
+                data = b""
+            if not data:
+                n = conns.pop(conn)
+                conn.close()
+                closed += 1
+                connect(n)
+        if time.monotonic() - last_drip > 0.3:
+            last_drip = time.monotonic()
+            for conn, n in conns.items():
+                if n % 2:
+                    try:
+                        conn.send(b"a")
+                    except OSError:
+                        pass
+    print(json.dumps({"opened": opened, "closed": closed}))
+""")
+
+
+def raw_scrape(address: tuple[str, int], source: str, timeout: float = 3.0) -> bool:
+    """One GET /metrics from *source*: True if it was answered 200 with the daemon's series."""
+    try:
+        with socket.create_connection(address, timeout=timeout,
+                                      source_address=(source, 0)) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+    except OSError:
+        return False
+    return answer.startswith(b"HTTP/1.0 200") and b"mcast_echo_build_info" in answer
+
+
+@pytest.mark.parametrize("mode, listeners", [("slow", 1), ("noread", 400)])
+def test_slowloris_clients_never_keep_the_scrapes_out(write_config, mode, listeners):
+    """Three times MAX_CONNECTIONS connections from one host, re-opened as soon as they are
+    closed -- idle and trickling, or reading a large /metrics answer (400 listeners) a byte
+    at a time: every scrape from another address is still answered, and the slow
+    connections are closed (after REQUEST_TIMEOUT or SLOW_ANSWER, or for the scrapes)."""
+    from mcast_echo.daemon.metrics import MAX_CONNECTIONS, REQUEST_TIMEOUT
+
+    with Host("slowloris") as host:
+        veth("vslow", "10.74.0.1/24", host, "eth0", "10.74.0.2/24")
+        try:
+            ip("addr", "add", "10.74.0.3/24", "dev", "vslow")  # the scraper's own address
+            groups = "".join(f"  - group: 239.7.{9 + n // 250}.{n % 250 + 1}\n"
+                             for n in range(listeners))
+            config = write_config('interface: eth0\nport: 5070\n'
+                                  'metrics: {listen: "10.74.0.2:9171"}\n'
+                                  f"listeners:\n{groups}")
+            with DaemonProcess(config, host=host) as daemon:
+                daemon.wait_for("ready:", timeout=30)
+                seconds = REQUEST_TIMEOUT + 5
+                attacker = subprocess.Popen(
+                    [sys.executable, "-c", SLOWLORIS, "10.74.0.2", "9171",
+                     str(3 * MAX_CONNECTIONS), str(seconds), mode],
+                    stdout=subprocess.PIPE, text=True)
+                try:
+                    time.sleep(0.5)  # the attacker holds every connection first
+                    answered = attempts = 0
+                    started = time.monotonic()
+                    while time.monotonic() - started < seconds - 1.5 and attempts < 40:
+                        attempts += 1
+                        answered += raw_scrape(("10.74.0.2", 9171), "10.74.0.3")
+                        time.sleep(0.1)
+                    report = json.loads(attacker.communicate(timeout=seconds + 10)[0])
+                finally:
+                    attacker.kill()
+                print(f"slowloris ({mode}): {answered} of {attempts} scrapes answered; the "
+                      f"attacker opened {report['opened']}, the server closed {report['closed']}")
+                assert attempts >= 10 and answered == attempts, (answered, attempts)
+                # None held past its timeout (a slow reader sees the end only after the rest)
+                assert report["closed"] >= (MAX_CONNECTIONS if mode == "slow" else 1)
+                assert daemon.stop() == 0
+        finally:
+            subprocess.run(["ip", "link", "del", "vslow"], capture_output=True)

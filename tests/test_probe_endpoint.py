@@ -8,12 +8,18 @@ inside that host (urllib), so nothing leaves the test's namespaces.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import threading
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemonproc import DaemonProcess
+from mcast_echo.daemon import prober as prober_module
+from mcast_echo.daemon.prober import BURST, MAX_CONCURRENT, Prober, Refused
+from mcast_echo.schema import Listener
 from netlab import Host, veth
 
 GROUP, PORT, METRICS = "239.11.1.1", 5000, 9109
@@ -87,6 +93,10 @@ def test_a_probe_of_a_served_group_answers_with_probe_success(host, write_config
     ("group=not-an-address", 400),
     (f"group={GROUP}&interface=eth0;rm", 400),
     (f"group={GROUP}&evil=1", 400),
+    # #18.4: refused before any probe starts, not a probe that fails
+    (f"group={GROUP}&interface=eth9", 400),  # no such interface here
+    (f"group={GROUP}&interface=10.9.9.9", 400),  # no address of this host
+    (f"group={GROUP}" + "&count=1" * 8, 400),  # 9 fields: was a traceback per request
 ])
 def test_only_bounded_probes_of_served_groups_run(host, write_config, query, status):
     daemon = serve(host, write_config, probe=True)
@@ -102,5 +112,140 @@ def test_probe_is_off_unless_asked_for(host, write_config):
         status, body = fetch(host, f"/probe?group={GROUP}")
         assert status == 404 and "probe: true" in body
         assert fetch(host, "/metrics")[0] == 200
+    finally:
+        daemon.kill()
+
+
+# Many bad requests at once, from one client (the HTTP statuses, in order).
+FLOOD = """
+import sys, urllib.error, urllib.request
+statuses = []
+for n in range(int(sys.argv[2])):
+    try:
+        with urllib.request.urlopen(sys.argv[1] + ("&interface=eth9" if n % 2 else
+                                    "&count=1" * 8), timeout=10) as reply:
+            statuses.append(reply.status)
+    except urllib.error.HTTPError as e:
+        statuses.append(e.code)
+print(" ".join(map(str, statuses)))
+"""
+
+
+def test_bad_probes_are_refused_before_a_probe_starts_and_log_nothing(host, write_config):
+    """#18.4: 200 bad /probe requests (a missing interface, 9 query fields) are 400s with a
+    one-line reason; no ping process runs for them and the daemon logs no line for them
+    (was: a failing ping per request and a traceback per request)."""
+    daemon = serve(host, write_config, probe=True)
+    try:
+        mark = daemon.mark()
+        status, body = fetch(host, f"/probe?group={GROUP}&interface=eth9")
+        assert (status, body) == (400, "interface=eth9 is neither an interface nor an address "
+                                       "of this host\n")
+        status, body = fetch(host, f"/probe?group={GROUP}" + "&count=1" * 8)
+        assert (status, body) == (400, "more than 8 query fields\n")
+        done = host.run(["python3", "-c", FLOOD,
+                         f"http://127.0.0.1:{METRICS}/probe?group={GROUP}", "200"], timeout=120)
+        assert done.stdout.split() == ["400"] * 200
+        assert fetch(host, "/metrics")[0] == 200
+        assert daemon.lines[mark:] == []
+    finally:
+        daemon.kill()
+
+
+def test_a_reload_that_turns_probe_on_serves_probe_on_the_same_address(host, write_config):
+    """#18.11: probe: false -> true on the same listen address (the socket stays) turns
+    /probe on; back to false turns it off."""
+    daemon = serve(host, write_config, probe=False)
+    try:
+        assert fetch(host, "/probe?group=239.99.9.9")[0] == 404
+        for probe, status in ((True, 403), (False, 404)):
+            write_config(f"group: {GROUP}\nport: {PORT}\ninterface: eth0\n"
+                         f'metrics: {{listen: "127.0.0.1:{METRICS}", '
+                         f"probe: {str(probe).lower()}}}\n")
+            mark = daemon.mark()
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("reloaded:", start=mark)
+            assert fetch(host, "/probe?group=239.99.9.9")[0] == status  # 403: a prober said no
+    finally:
+        daemon.kill()
+
+
+# --- the limits, on the Prober itself, with ping replaced by a stand-in ------------------
+
+@pytest.fixture
+def quick_ping(monkeypatch):
+    """ping runs as a process; here it returns at once, or when *release* is set."""
+    release = threading.Event()
+    release.set()
+    started = []
+
+    def run(command, **_):
+        started.append(command)
+        release.wait(10)
+        return SimpleNamespace(returncode=0, stderr=b"")
+
+    monkeypatch.setattr(prober_module.subprocess, "run", run)
+    return SimpleNamespace(release=release, started=started)
+
+
+def test_probes_are_rate_limited_with_retry_after(quick_ping):
+    prober = Prober(lambda: (Listener(group=GROUP, port=PORT),))
+    request = prober.request(f"group={GROUP}&count=1")
+    for _ in range(BURST):
+        assert b"probe_success 1" in prober.run(request)
+    with pytest.raises(Refused) as refused:
+        prober.run(request)
+    assert refused.value.status.startswith("429") and refused.value.retry_after == 1
+    assert len(quick_ping.started) == BURST  # the refused one started nothing
+
+
+def test_probes_are_concurrency_capped_with_retry_after(quick_ping):
+    prober = Prober(lambda: (Listener(group=GROUP, port=PORT),))
+    request = prober.request(f"group={GROUP}&count=1")
+    quick_ping.release.clear()
+    running = [threading.Thread(target=prober.run, args=(request,))
+               for _ in range(MAX_CONCURRENT)]
+    for thread in running:
+        thread.start()
+    try:
+        with pytest.raises(Refused) as refused:
+            for _ in range(100):  # until both have taken their slot
+                prober.run(request)
+        assert refused.value.status.startswith("503") and refused.value.retry_after >= 1
+    finally:
+        quick_ping.release.set()
+        for thread in running:
+            thread.join(10)
+    assert len(quick_ping.started) == MAX_CONCURRENT
+
+
+CONCURRENT = """
+import json, sys, threading, urllib.error, urllib.request
+answers = []
+def probe():
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=30) as reply:
+            answers.append([reply.status, None])
+    except urllib.error.HTTPError as e:
+        answers.append([e.code, e.headers.get("Retry-After")])
+threads = [threading.Thread(target=probe) for _ in range(int(sys.argv[2]))]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(sorted(answers, key=str)))
+"""
+
+
+def test_a_probe_past_the_concurrency_cap_is_503_with_retry_after(host, write_config):
+    daemon = serve(host, write_config, probe=True)
+    try:
+        done = host.run(["python3", "-c", CONCURRENT,
+                         f"http://127.0.0.1:{METRICS}/probe?group={GROUP}&count=5",
+                         str(MAX_CONCURRENT + 1)], timeout=60)
+        answers = json.loads(done.stdout)
+        assert [status for status, _ in answers].count(200) == MAX_CONCURRENT, answers
+        (refused,) = [answer for answer in answers if answer[0] != 200]
+        assert refused[0] == 503 and int(refused[1]) >= 1, answers
     finally:
         daemon.kill()

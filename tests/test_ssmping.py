@@ -9,6 +9,7 @@ timeout.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import socket
@@ -154,5 +155,50 @@ def test_an_rfc6450_client_gets_a_session_and_two_echo_replies(lab, write_config
         assert kinds == [rfc6450.ECHO_REPLY, rfc6450.ECHO_REPLY]
         assert all(source[0] == f"10.70.{n}.2" for _, source in replies)
         assert all(rfc6450.parse(data).ttl == 64 for data, _ in replies)
+    finally:
+        daemon.kill()
+
+
+def _echo_rtts(sock: socket.socket, group: tuple[str, int], seconds: float) -> list[float]:
+    """Closed-loop echoes (one in flight) for *seconds*, at most 5,000: their RTTs."""
+    rtts: list[float] = []
+    start = time.monotonic()
+    while time.monotonic() - start < seconds and len(rtts) < 5000:
+        sent = time.monotonic()
+        sock.sendto(b"rtt %d" % len(rtts), group)
+        while sock.recvfrom(2048)[0] != b"rtt %d" % len(rtts):
+            pass
+        rtts.append(time.monotonic() - sent)
+    return rtts
+
+
+def test_inits_with_many_prefixes_never_stall_the_echo(lab, write_config, sink):
+    """#18.3: ten Inits of 62 prefixes (that hold none of 1,024 configured groups) used to
+    freeze the echo for seconds (prefixes x groups^2); now the longest echo round trip
+    while they arrive is within 0.1 s of the longest on a quiet loop, in the same run."""
+    host, local_if, n = lab
+    groups = "".join(f"    - 232.43.{k // 250}.{k % 250 + 1}\n" for k in range(1024))
+    daemon = DaemonProcess(write_config(f"group: 239.70.0.1\ninterface: eth0\n"
+                                        f"rate_limit: off\nssmping:\n  groups:\n{groups}"),
+                           host=host, env=sink.env)
+    daemon.wait_for("ready:")
+    init = rfc6450.build_init(b"flood", tuple(ipaddress.ip_network(f"239.200.{k}.0/24")
+                                              for k in range(62)))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as echo, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            echo.bind((f"10.70.{n}.1", 0))
+            echo.settimeout(10)
+            flood.settimeout(10)
+            group = ("239.70.0.1", 9999)
+            quiet = max(_echo_rtts(echo, group, 0.5))
+            for _ in range(10):
+                flood.sendto(init, (f"10.70.{n}.2", 4321))
+            loaded = max(_echo_rtts(echo, group, 0.5))
+            responses = [rfc6450.parse(flood.recvfrom(2048)[0]) for _ in range(10)]
+        print(f"longest echo RTT: {quiet * 1000:.1f} ms quiet, {loaded * 1000:.1f} ms "
+              "while 10 Inits of 62 prefixes against 1,024 groups arrive")
+        assert all(r.type == rfc6450.SERVER_RESPONSE and r.group is None for r in responses)
+        assert loaded < quiet + 0.1, (quiet, loaded)
     finally:
         daemon.kill()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -70,16 +72,17 @@ def test_it_never_raises_even_on_a_bad_client_address_or_buffer_type():
 
 def test_replies_past_the_bounds_are_dropped(monkeypatch):
     request = REAL_REQUESTS[1]
+    bound = mping.GROWTH[mping.SSMPING]
     monkeypatch.setattr(ssmping, "answer", lambda data, client, responder: (
-        Reply(b"A" * (len(data) + mping.MAX_GROWTH)),
-        Reply(b"A" * (len(data) + mping.MAX_GROWTH + 1), V4_GROUP),
+        Reply(b"A" * (len(data) + bound)),
+        Reply(b"A" * (len(data) + bound + 1), V4_GROUP),
         Reply(b"A", V4_GROUP)))
     answer = mping.answer(request, "127.0.0.1", 0, RESPONDER)
-    assert [len(reply.payload) for reply in answer.replies] == [len(request) + mping.MAX_GROWTH]
+    assert [len(reply.payload) for reply in answer.replies] == [len(request) + bound]
 
 
 def test_max_growth_covers_the_largest_legitimate_growth():
-    responder = RESPONDER._replace(server_info="x" * 500)
+    responder = replace(RESPONDER, server_info="x" * 500)
     # Legacy: an empty version request grows by the whole server version option.
     legacy = b"Q" + struct.pack("!HH", ssmping.VERSION_REQUEST, 0)
     (unicast, _group) = mping.answer(legacy, "127.0.0.1", 0, responder).replies
@@ -94,6 +97,48 @@ def test_max_growth_covers_the_largest_legitimate_growth():
     assert len(response.payload) - len(init) <= mping.MAX_GROWTH
 
 
+# The largest reply of each request type (#18.11): the bound each dialect states is met
+# exactly by its worst case, and nothing outgrows it. (request, client, replies, growth)
+_FULL_INFO = replace(RESPONDER, server_info="x" * 500)
+_NO_SESSIONS = replace(_FULL_INFO, session_key=None)  # an Echo Reply then loses no Session ID
+_WORST = {
+    "1-byte Init": (b"I", CLIENT, 1, rfc6450.REFUSAL_GROWTH),
+    "wrong version": (b"Q" + struct.pack("!HHB", rfc6450.VERSION, 1, 1), CLIENT, 1,
+                      rfc6450.REFUSAL_GROWTH - 5),
+    "legacy 5-byte version request": (b"Q" + struct.pack("!HH", ssmping.VERSION_REQUEST, 0),
+                                      "127.0.0.1", 2, ssmping.MAX_GROWTH),
+    "legacy with size 65535": (ssmping.build_request(1, 1, 0, V4_GROUP, want_version=True,
+                                                     reply_size=65535), "127.0.0.1", 2,
+                               ssmping.MAX_GROWTH),
+    "Init, IPv6 wildcard and information": (
+        b"I" + struct.pack("!HHB", rfc6450.VERSION, 1, 2)
+        + struct.pack("!HHH", rfc6450.OPTION_REQUEST, 2, rfc6450.SERVER_INFORMATION)
+        + struct.pack("!HHHB", rfc6450.PREFIX, 3, tlv.FAMILY_IPV6, 0),
+        "2001:db8::1", 1, rfc6450.INIT_GROWTH),
+    "Echo Request with timestamp": (
+        rfc6450.build_echo_request(b"c", 1, 0, V4_GROUP, want_time=True), CLIENT, 2,
+        rfc6450.ECHO_GROWTH),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_WORST))
+def test_each_request_type_stays_within_its_stated_bound(case):
+    request, client, count, growth = _WORST[case]
+    answer = mping.answer(request, client, 0, _NO_SESSIONS if "Echo" in case else _FULL_INFO)
+    assert [len(reply.payload) - len(request) for reply in answer.replies] == [growth] * count
+    assert growth <= mping.GROWTH[answer.dialect] <= mping.MAX_GROWTH
+    assert sum(reply.group is None for reply in answer.replies) == 1  # one to the client
+
+
+def test_the_stated_bounds_are_the_worst_cases():
+    """The README's Security section states the bounds the code enforces."""
+    assert max(growth for *_, growth in _WORST.values()) == mping.MAX_GROWTH
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    security = readme.split("## Security", 1)[1].split("\n## ", 1)[0]
+    for growth in (*mping.GROWTH.values(), rfc6450.ECHO_GROWTH, rfc6450.REFUSAL_GROWTH):
+        assert f"by at most {growth}" in security or f"at most {growth} bytes" in security
+
+
 def test_a_session_issued_by_init_is_accepted_by_the_dispatcher():
     (response,) = mping.answer(INIT, CLIENT, 0, RESPONDER).replies
     assert rfc6450.parse(response.payload).session_id == sid()
@@ -104,7 +149,7 @@ def test_a_session_issued_by_init_is_accepted_by_the_dispatcher():
 def test_fuzz_both_dialects_never_raise_and_stay_bounded():
     rng = random.Random(1234)
     seeds = REAL_REQUESTS + [SSMPINGD_REPLY, ECHO_REQUEST, ECHO_HEAD, INIT, INIT_RESPONSE]
-    responders = [RESPONDER, RESPONDER._replace(session_key=None)]
+    responders = [RESPONDER, replace(RESPONDER, session_key=None)]
     for _ in range(8000):
         if rng.random() < 0.2:
             data = bytes([rng.choice(b"QIAS")]) + rng.randbytes(rng.randrange(64))

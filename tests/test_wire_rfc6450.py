@@ -8,9 +8,12 @@ import hmac
 import ipaddress
 import random
 import struct
+import time
+from dataclasses import replace
 
 import pytest
 
+from mcast_echo.schema import MAX_SSMPING_GROUPS
 from mcast_echo.wire import rfc6450, tlv
 from mcast_echo.wire.tlv import Malformed, Reply, Responder
 from test_wire_ssmping import mutate
@@ -23,7 +26,7 @@ CLIENT6 = "2001:db8::10"
 NOW_NS = 1_700_000_000_250_000_000  # 0x6553f100 s, 250,000 us
 RESPONDER = Responder(groups=(V4_GROUP, V6_GROUP), ttl=64, server_info="mcast-echo",
                       session_key=KEY)
-OPEN = RESPONDER._replace(session_key=None)  # issues and checks no Session IDs
+OPEN = replace(RESPONDER, session_key=None)  # issues and checks no Session IDs
 
 
 def vector(text: str) -> bytes:
@@ -112,7 +115,7 @@ def test_without_a_session_key_session_ids_are_neither_issued_nor_checked(reques
 @pytest.mark.parametrize("group", ["232.1.2.3", "10.0.0.1", "ff3e::4321:1234"])
 def test_a_group_not_configured_for_the_clients_family_gets_a_stop(group):
     request = rfc6450.build_echo_request(b"c", 9, 0, ipaddress.ip_address(group))
-    responder = OPEN._replace(groups=OPEN.groups + (ipaddress.ip_address("10.0.0.1"),))
+    responder = replace(OPEN, groups=(*OPEN.groups, ipaddress.ip_address("10.0.0.1")))
     (stop,) = rfc6450.answer(request, CLIENT, NOW_NS, responder)
     assert stop.group is None and stop.payload == vector(
         "53 | 0000 0001 02 | 0001 0001 63 | 0002 0004 00000009")
@@ -288,3 +291,45 @@ def test_fuzz_mutated_messages():
     for _ in range(5000):
         check_bounded(mutate(rng, rng.choice(SEEDS)), rng.choice([CLIENT, CLIENT6]),
                       rng.choice([RESPONDER, OPEN]))
+
+
+# --- cost: an Init's work does not grow with the configured groups (#18.3) ---------------
+
+def _init_seconds(responder: Responder, init: bytes, client: str) -> float:
+    """The fastest of five answers (the machine is shared: the minimum is the cost)."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        rfc6450.answer(init, client, NOW_NS, responder)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_an_init_costs_the_same_against_two_groups_and_a_thousand():
+    """62 prefixes that hold no group (the most an Init can carry) used to cost prefixes x
+    groups^2 (2 s against 1,024 groups): now each prefix is a lookup in an index."""
+    assert MAX_SSMPING_GROUPS >= 1024
+    many = Responder(groups=tuple(ipaddress.ip_address(f"232.{n >> 8}.{n & 255}.1")
+                                  for n in range(1023)) + (V6_GROUP,),
+                     session_key=KEY)
+    init = rfc6450.build_init(b"cli1", tuple(ipaddress.ip_network(f"239.200.{n}.0/24")
+                                             for n in range(62)))
+    assert len(rfc6450.parse(init).options) == tlv.MAX_OPTIONS
+    assert rfc6450.answer(init, CLIENT, NOW_NS, many)[0].payload.startswith(REFUSAL)
+    few, crowded = _init_seconds(RESPONDER, init, CLIENT), _init_seconds(many, init, CLIENT)
+    assert crowded < 3 * few + 0.002, (few, crowded)
+
+
+def test_the_index_offers_the_first_configured_group_not_the_lowest_address():
+    groups = tuple(ipaddress.ip_address(f"232.1.{n}.1") for n in range(200, 0, -1))
+    responder = Responder(groups=groups + (V6_GROUP,), session_key=KEY)
+    for prefixes, offered in [
+            ((1,), "232.1.200.1"),
+            ((ipaddress.ip_network("232.1.0.0/16"),), "232.1.200.1"),
+            ((ipaddress.ip_network("232.1.7.0/24"),), "232.1.7.1"),
+            ((ipaddress.ip_network("232.1.0.0/21"),), "232.1.7.1"),  # 232.1.0-7.x: 7 first
+            ((ipaddress.ip_network("232.2.0.0/16"), ipaddress.ip_network("232.1.4.0/22")),
+             "232.1.7.1")]:
+        (response,) = rfc6450.answer(rfc6450.build_init(b"c", prefixes), CLIENT, NOW_NS,
+                                     responder)
+        assert str(rfc6450.parse(response.payload).group) == offered, prefixes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+from dataclasses import replace
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_our_reply_is_the_request_plus_our_version_and_never_padded():
 def test_real_requests_get_a_unicast_and_a_group_reply_bounded_by_the_request(request_):
     family = family_of(request_)
     groups = (V4_GROUP, V6_GROUP, ipaddress.IPv4Address("224.1.2.234"))
-    replies = ssmping.answer(request_, CLIENT[family], RESPONDER._replace(groups=groups))
+    replies = ssmping.answer(request_, CLIENT[family], replace(RESPONDER, groups=groups))
     assert [reply.group for reply in replies] == [None, ssmping.parse(request_).group]
     for reply in replies:
         assert reply.payload[0] == ord("A") and reply.payload[1:len(request_)] == request_[1:]
@@ -133,7 +134,7 @@ def test_the_version_option_is_left_out_when_it_would_not_fit_a_datagram():
 
 
 def test_server_version_is_cut_to_max_text_bytes():
-    responder = RESPONDER._replace(server_info="é" * 100)
+    responder = replace(RESPONDER, server_info="é" * 100)
     (unicast, _group) = ssmping.answer(SSMPING6_V, "::1", responder)
     version = ssmping.parse(unicast.payload).server_version
     assert version == "é" * (tlv.MAX_TEXT // 2)
@@ -157,7 +158,7 @@ def test_unknown_and_server_side_options_in_a_request_are_copied_verbatim_in_ord
 ])
 def test_the_group_reply_goes_only_to_a_configured_group_of_the_clients_family(
         client, group, to_group):
-    responder = RESPONDER._replace(groups=(V4_GROUP, V6_GROUP,
+    responder = replace(RESPONDER, groups=(V4_GROUP, V6_GROUP,
                                            ipaddress.IPv4Address("10.0.0.234")))
     request = ssmping.build_request(7, 1, 0, ipaddress.ip_address(group))
     replies = ssmping.answer(request, client, responder)
@@ -170,7 +171,7 @@ def test_the_group_reply_goes_only_to_a_configured_group_of_the_clients_family(
 def test_a_request_naming_no_group_goes_to_the_default_group_of_its_family(client, group):
     request = SSMPING4[:-9]  # without option 4, as ssmpingd allows
     assert [reply.group for reply in ssmping.answer(request, client, RESPONDER)] == [None, group]
-    assert ssmping.answer(request, client, RESPONDER._replace(groups=()))[1:] == ()
+    assert ssmping.answer(request, client, replace(RESPONDER, groups=()))[1:] == ()
 
 
 @pytest.mark.parametrize("data", [SSMPINGD_REPLY, b"", b"X", b"A\x00"])

@@ -97,6 +97,7 @@ class Metrics:
 
 SSMPING_GROUPS = ("232.43.211.234", "ff3e::4321:1234")  # ssmping's and asmping's defaults
 SSMPING_PORT = 4321
+MAX_SSMPING_GROUPS = 4096  # as many as listeners (MAX_LISTENERS); wire/tlv.py indexes them
 
 
 @dataclass(frozen=True)
@@ -666,6 +667,10 @@ def _ssmping_groups(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise Invalid(f"{show(value)} is not a list of multicast groups (e.g. "
                       f"[{', '.join(SSMPING_GROUPS)}])")
+    if len(value) > MAX_SSMPING_GROUPS:
+        raise Invalid(f"{len(value):,} groups: at most {MAX_SSMPING_GROUPS:,}; list the groups "
+                      "clients ask for (an RFC 6450 client is offered the first one inside its "
+                      "prefix), or run a second daemon on another ssmping port")
     return tuple(dict.fromkeys(_each_item(value, check_group)))
 
 

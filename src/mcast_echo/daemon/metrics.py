@@ -6,11 +6,19 @@ responder (responder.py) and a scrape reads them, with each socket's kernel drop
 (one getsockopt per socket: net/udpstats.py). Reading an int another thread writes
 is safe under the GIL; the responder list is copied first, since a reload replaces it.
 
-The endpoint can never stall the echo: it serves from its own threads, every connection
-has a socket timeout, a request line and headers past MAX_REQUEST_BYTES end it, a
-connection past CONNECTION_DEADLINE is shut down by the server thread, and past
-MAX_CONNECTIONS at once new ones are closed unanswered. prometheus_client is imported
-only when metrics are on (service.py imports this module lazily): it costs ~70 ms.
+The endpoint can never stall the echo, and idle or slow clients can never keep the scrapes
+out: it serves from its own threads, at most MAX_CONNECTIONS at once. A connection has
+REQUEST_TIMEOUT to send its request line and headers (at most MAX_REQUEST_BYTES), then
+CONNECTION_DEADLINE in all, each read or write IO_TIMEOUT; the server thread shuts down
+any connection past its deadline. When all MAX_CONNECTIONS are taken, a new connection
+takes the place of the oldest one still sending its request (an idle or trickling
+client; a scraper sends its request at once), taken from the client address that holds
+the most such connections; failing that, of the oldest one being answered from the
+address that holds the most connections (two or more: a client reading its answers
+slowly), or else of one being answered for longer than SLOW_ANSWER. Only when none
+exists is the new one closed unanswered. Log lines a client can cause are rate-limited.
+prometheus_client is imported only when metrics are on (service.py imports this module
+lazily): it costs ~70 ms.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import errno
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -41,13 +50,17 @@ from ..wire import mping as wire_mping
 from .echosink import DROP_REASONS
 from .mping import MpingListener
 from .prober import Prober, Refused
+from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
 from .responder import GroupResponder
 
 log = logging.getLogger(__name__)
+peer_log = RateLimitedLog(log)  # what a client can cause: one line per reason per 10 s
 
 IO_TIMEOUT = 5.0  # seconds a connection may send nothing (or read nothing) before it is dropped
+REQUEST_TIMEOUT = 3.0  # seconds from accept to the end of the headers (a scraper needs ~1 ms)
 CONNECTION_DEADLINE = 10.0  # seconds a connection may last in all (Prometheus' scrape timeout)
+SLOW_ANSWER = 3.0  # seconds after which an answer still being sent may give way to a new client
 MAX_REQUEST_BYTES = 8192  # request line and headers; a Prometheus scrape sends ~300
 MAX_CONNECTIONS = 8  # served at once; Prometheus keeps one per target
 POLL_INTERVAL = 0.1  # seconds: how often the server thread reaps late connections; a stop
@@ -241,13 +254,34 @@ class _LimitedReader:
 
 class _Handler(WSGIRequestHandler):
     timeout = IO_TIMEOUT  # StreamRequestHandler puts it on the connection's socket
+    server: _Server
 
     def setup(self) -> None:
         super().setup()
         self.rfile = _LimitedReader(self.rfile, MAX_REQUEST_BYTES)  # type: ignore[assignment]
 
+    def parse_request(self) -> bool:
+        """Read the request line's rest and the headers; then the request is being answered,
+        and no longer one a new connection may take the place of."""
+        parsed = super().parse_request()
+        if parsed:
+            self.server.answering(self.request)
+        return parsed
+
     def log_message(self, format: str, *args: Any) -> None:
         """No log line per scrape."""
+
+
+class _Connection:
+    """What the server knows of one open connection."""
+
+    __slots__ = ("peer", "opened", "deadline", "answering")
+
+    def __init__(self, peer: str, opened: float) -> None:
+        self.peer = peer  # the client's address
+        self.opened = opened
+        self.deadline = opened + REQUEST_TIMEOUT
+        self.answering = False  # False: still sending its request (or idle)
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -256,7 +290,8 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
     def __init__(self, address: tuple[str, int], app: Callable) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._deadlines: dict[socket.socket, float] = {}  # open connection -> its deadline
+        # Open connections, oldest first (dicts keep insertion order).
+        self._connections: dict[socket.socket, _Connection] = {}
         self._lock = threading.Lock()
         super().__init__(address, _Handler)
         self.set_app(app)
@@ -268,20 +303,63 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         self.setup_environ()
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve *request* in a thread of its own; when MAX_CONNECTIONS are open, in place
+        of the one _slowest() names, or not at all if it names none."""
+        evicted = None
         with self._lock:
-            full = len(self._deadlines) >= MAX_CONNECTIONS
+            if len(self._connections) >= MAX_CONNECTIONS:
+                evicted = self._slowest()
+                if evicted is not None:
+                    del self._connections[evicted]
+            full = len(self._connections) >= MAX_CONNECTIONS
             if not full:
-                self._deadlines[request] = time.monotonic() + CONNECTION_DEADLINE
+                self._connections[request] = _Connection(client_address[0], time.monotonic())
+        if evicted is not None:
+            _cut(evicted)  # its thread sees the end of the stream and ends
+            peer_log.log("metrics-evicted", logging.INFO, "metrics: %d connections open; "
+                         "closed an idle or slow one for one from %s", MAX_CONNECTIONS,
+                         client_address[0])
         if full:
-            log.debug("metrics: %d connections open; closing one from %s", MAX_CONNECTIONS,
-                      client_address)
+            peer_log.log("metrics-full", logging.WARNING, "metrics: %d connections being "
+                         "answered; closed one from %s unanswered", MAX_CONNECTIONS,
+                         client_address[0])
             super().shutdown_request(request)
             return
         super().process_request(request, client_address)
 
+    def _slowest(self) -> Optional[socket.socket]:
+        """The connection a new one takes the place of, oldest first: one still sending its
+        request, of the client address that has the most of them; else one being answered,
+        of the address that holds the most connections if it holds two or more; else one
+        being answered for longer than SLOW_ANSWER. A client that holds many connections
+        loses its own first, and one scraper's single connection is the last to go (it is
+        never cut in its first SLOW_ANSWER). None if there is none of these."""
+        waiting: dict[str, list[socket.socket]] = {}
+        held: dict[str, list[socket.socket]] = {}
+        for conn, state in self._connections.items():  # oldest first
+            held.setdefault(state.peer, []).append(conn)
+            if not state.answering:
+                waiting.setdefault(state.peer, []).append(conn)
+        if waiting:
+            return max(waiting.values(), key=len)[0]
+        most = max(held.values(), key=len, default=[])
+        if len(most) >= 2:
+            return most[0]
+        now = time.monotonic()
+        return next((conn for conn, state in self._connections.items()
+                     if now - state.opened > SLOW_ANSWER), None)
+
+    def answering(self, request: socket.socket) -> None:
+        """*request* has sent its request: it now has until CONNECTION_DEADLINE."""
+        with self._lock:
+            state = self._connections.get(request)
+            if state is not None:
+                state.answering = True
+                state.deadline = state.opened + CONNECTION_DEADLINE
+
     def shutdown_request(self, request: Any) -> None:
         with self._lock:
-            self._deadlines.pop(request, None)
+            self._connections.pop(request, None)
         super().shutdown_request(request)
 
     def service_actions(self) -> None:
@@ -289,21 +367,28 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         deadline, whatever their thread is blocked on."""
         now = time.monotonic()
         with self._lock:
-            late = [conn for conn, deadline in self._deadlines.items() if deadline <= now]
+            late = [conn for conn, state in self._connections.items() if state.deadline <= now]
         for conn in late:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _cut(conn)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver's own prints a traceback to stderr; a scraper's fault is no news.
-        log.debug("metrics: request from %s ended", client_address, exc_info=True)
+        peer_log.log("metrics-error", logging.DEBUG, "metrics: request from %s ended: %s",
+                     client_address[0], sys.exc_info()[1])
+
+
+def _cut(conn: socket.socket) -> None:
+    """End a connection's stream both ways; its thread then closes it."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _app(registry: CollectorRegistry, endpoint: MetricsEndpoint) -> Callable:
     """prometheus_client's WSGI app on GET /metrics, GET /probe when the settings allow it
-    (prober.py); every other request answered here."""
+    (prober.py); every other request answered here. Nothing raises out of it: wsgiref
+    would print a traceback for each."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
@@ -311,15 +396,16 @@ def _app(registry: CollectorRegistry, endpoint: MetricsEndpoint) -> Callable:
             return _answer(start_response, "405 Method Not Allowed", "use GET /metrics\n",
                            [("Allow", "GET")])
         path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            try:
+        try:
+            if path == "/metrics":
                 return metrics_app(environ, start_response)
-            except Exception:  # a bug of ours: a 500, and the echo goes on
-                log.exception("metrics: collecting failed")
-                return _answer(start_response, "500 Internal Server Error",
-                               "collecting the metrics failed; see the daemon's log\n")
-        if path == "/probe":
-            return _probe(endpoint, environ.get("QUERY_STRING", ""), start_response)
+            if path == "/probe":
+                return _probe(endpoint, environ.get("QUERY_STRING", ""), start_response)
+        except Exception as e:  # a bug of ours: a 500, one log line, and the echo goes on
+            peer_log.log(f"metrics-bug{path}", logging.ERROR, "metrics: %s failed: %s: %s "
+                         "(a bug; please report it)", path, type(e).__name__, e)
+            return _answer(start_response, "500 Internal Server Error",
+                           "answering failed; see the daemon's log\n")
         if path == "/":
             return _answer(start_response, "200 OK", "mcast-echo: metrics at /metrics\n")
         return _answer(start_response, "404 Not Found", "not found; metrics are at /metrics\n")
@@ -328,13 +414,15 @@ def _app(registry: CollectorRegistry, endpoint: MetricsEndpoint) -> Callable:
 
 
 def _probe(endpoint: MetricsEndpoint, query: str, start_response: Callable) -> list[bytes]:
-    if not endpoint.settings.probe or endpoint.prober is None:
+    prober = endpoint.prober
+    if not endpoint.settings.probe or prober is None:
         return _answer(start_response, "404 Not Found",
                        "probing is off: set metrics: {listen: ..., probe: true}\n")
     try:
-        body = endpoint.prober.run(endpoint.prober.request(query))
+        body = prober.run(prober.request(query))
     except Refused as e:
-        return _answer(start_response, e.status, f"{e}\n")
+        retry = [] if e.retry_after is None else [("Retry-After", str(e.retry_after))]
+        return _answer(start_response, e.status, f"{e}\n", retry)
     start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
                               ("Content-Length", str(len(body)))])
     return [body]
@@ -397,7 +485,10 @@ def endpoint_for(settings: Optional[Metrics], running: Optional[MetricsEndpoint]
     if settings is None:
         return None
     if running is not None and running.address == (settings.host, settings.port):
-        running.settings = settings  # probe may have changed; the socket stays
+        # The socket stays; probe may have changed: turned on, it needs a prober (the
+        # running one keeps its slots and rate limit), turned off, none.
+        running.prober = (running.prober or prober) if settings.probe else None
+        running.settings = settings
         return running
     try:
         return MetricsEndpoint(settings, registry, prober)

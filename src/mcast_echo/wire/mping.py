@@ -1,9 +1,9 @@
 """One entry point for the multicast ping listener: which dialect, and what to send back.
 
-``answer`` takes a datagram and returns at most MAX_REPLIES replies, each at most
-MAX_GROWTH bytes larger than the datagram (and never over the largest UDP payload). It
-never raises: what cannot be parsed is reported as malformed, for the listener to count
-and drop.
+``answer`` takes a datagram and returns at most MAX_REPLIES replies (one to the
+client, one to a configured group), each at most GROWTH[dialect] bytes larger than the
+datagram (and never over the largest UDP payload). It never raises: what cannot be
+parsed is reported as malformed, for the listener to count and drop.
 
 The dialect: a request carrying a Version option (type 0) is RFC 6450 -- legacy
 ssmping defines no option 0 and its clients never send one -- as is an Init ('I'),
@@ -21,13 +21,13 @@ from . import rfc6450, ssmping
 from .tlv import MAX_OPTIONS, Malformed, Responder, fits
 
 MAX_REPLIES = 2  # unicast and one group: both dialects send no more
-# The most a reply may outgrow its request: a legacy server version option (4 + 64), or an
-# RFC 6450 Server Response's group (22), Session ID (12) and Server Information (4 + 64),
-# less the Multicast Prefix (3+) and Option Request (6) the Init needs to ask for them.
-MAX_GROWTH = 128
-
 SSMPING = "ssmping"
 RFC6450 = "rfc6450"
+# The most a reply may outgrow its request, per dialect (see each module): ssmping 68
+# bytes (its server version), RFC 6450 89 (an Init's group, Session ID and Server
+# Information); MAX_GROWTH is the larger, the bound the README states.
+GROWTH = {SSMPING: ssmping.MAX_GROWTH, RFC6450: rfc6450.MAX_GROWTH}
+MAX_GROWTH = max(GROWTH.values())
 
 _HEADER = struct.Struct("!HH")
 
@@ -74,6 +74,6 @@ def answer(data: bytes, client: str, now_ns: int, responder: Responder) -> Answe
     except Exception:  # a bug must cost one datagram, never the listener
         return Answer(kind, (), malformed=True)
     bounded = tuple(reply for reply in replies[:MAX_REPLIES]
-                    if len(reply.payload) <= len(data) + MAX_GROWTH
+                    if len(reply.payload) <= len(data) + GROWTH[kind]
                     and fits(len(reply.payload)))
     return Answer(kind, bounded)

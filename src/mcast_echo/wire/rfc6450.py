@@ -15,11 +15,13 @@ Session ID -- zero bytes long when it was given none. Accepted too: the 1-byte-f
 group form of ssmping 0.9.1 (lengths 5/17), and an empty Option Request (ssmping's
 version request, TLV 5 of length 0), which requests nothing.
 
-Size: an Echo Reply is the request less any Session ID, plus TTL (5 bytes) and, when
-asked for, a Server Timestamp (12). A Server Response refusing an Echo Request carries
-only options copied from it, so it is never larger than the request. A Server Response
-to an Init adds at most a group (22), a Session ID (12) and, when asked for, Server
-Information (4 + MAX_TEXT): mping.MAX_GROWTH covers them all.
+Size (the *_GROWTH constants below): an Echo Reply is the request less any Session ID,
+plus TTL (5 bytes) and, when asked for, a Server Timestamp (12): ECHO_GROWTH 17. A
+Server Response refusing a message carries only options copied from it and a Version
+(5), which the message may lack: REFUSAL_GROWTH 5 (a 1-byte 'I' gets 6 bytes). A Server
+Response to an Init adds at most a group (22), a Session ID (12) and, when asked for,
+Server Information (4 + MAX_TEXT), for which the Init carries at least a prefix (7) and
+an Option Request (6): INIT_GROWTH 89.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import NamedTuple, Optional
 from .tlv import (
     FAMILY_IPV4,
     FAMILY_IPV6,
+    MAX_TEXT,
     IPAddress,
     Malformed,
     Reply,
@@ -85,13 +88,31 @@ _PREFIX_BOUNDS = {FAMILY_IPV4: (4, 32, ipaddress.IPv4Network),
                   FAMILY_IPV6: (8, 128, ipaddress.IPv6Network)}
 _U32 = struct.Struct("!I")
 
+# The most each reply outgrows its request: what the server adds, less what the request
+# needs to carry to get it added (the request's own Version, Client ID and Sequence come
+# back as sent, and an Echo Reply echoes the Option Request).
+_VERSION_SIZE = 4 + 1
+REFUSAL_GROWTH = _VERSION_SIZE  # a Server Response to a message without Version: 'I' alone
+ECHO_GROWTH = (4 + 1) + (4 + 8)  # TTL, and the Server Timestamp that was asked for
+INIT_GROWTH = ((4 + 2 + 16) + (4 + SESSION_ID_SIZE) + (4 + MAX_TEXT)  # group, Session ID,
+               - (4 + 3) - (4 + 2))  # Server Information; less a wildcard prefix, a request
+MAX_GROWTH = max(REFUSAL_GROWTH, ECHO_GROWTH, INIT_GROWTH)
+
 
 class Prefix(NamedTuple):
-    """A Multicast Prefix option (section 3.2): family, length, and the network it names."""
+    """A Multicast Prefix option (section 3.2): family, length, and the addresses it spans
+    (as integers: what the server's group index looks up, no network object per prefix)."""
 
     family: int  # IANA address family
     length: int  # 0 = wildcard: any group of the family
-    network: Optional[object]  # IPv4Network / IPv6Network; None for a wildcard or other family
+    span: Optional[tuple[int, int]]  # first and last address; None: wildcard or other family
+
+    @property
+    def network(self) -> Optional[object]:
+        """The IPv4Network / IPv6Network it names; None for a wildcard or other family."""
+        if self.span is None:
+            return None
+        return _PREFIX_BOUNDS[self.family][2]((self.span[0], self.length))
 
 
 class Message(NamedTuple):
@@ -121,14 +142,15 @@ def _prefix(value: bytes) -> Prefix:
     bounds = _PREFIX_BOUNDS.get(family)
     if bounds is None or length == 0:
         return Prefix(family, length, None)
-    shortest, longest, network = bounds
+    shortest, longest, _network = bounds
     size = longest // 8
     if not shortest <= length <= longest or not (length + 7) // 8 <= len(value) - 3 <= size:
         raise Malformed(f"prefix option: family {family}, length {length}, "
                         f"{len(value) - 3} address bytes")
     address = int.from_bytes(bytes(value[3:]).ljust(size, b"\0"), "big")
     host_bits = longest - length
-    return Prefix(family, length, network((address >> host_bits << host_bits, length)))
+    first = address >> host_bits << host_bits
+    return Prefix(family, length, (first, first | ((1 << host_bits) - 1)))
 
 
 def _requested(value: bytes) -> frozenset:
@@ -203,13 +225,13 @@ def offered_group(message: Message, client: IPAddress,
                   responder: Responder) -> Optional[IPAddress]:
     """The group an Init gets: the first configured group of the client's family inside
     the first prefix that has one (section 3.4, Init: prefixes in order of preference;
-    section 5). None when the Init names no prefix, or none matches: a refusal."""
+    section 5). None when the Init names no prefix, or none matches: a refusal. Each
+    prefix costs a lookup in the responder's index, not a pass over its groups."""
+    family = FAMILY_IPV4 if client.version == 4 else FAMILY_IPV6
     for prefix in message.prefixes:
-        for group in responder.groups:
-            if not group_allowed(group, client, responder):
-                continue
-            family = FAMILY_IPV4 if group.version == 4 else FAMILY_IPV6
-            if prefix.family == family and (prefix.network is None or group in prefix.network):
+        if prefix.family == family:
+            group = responder.groups.first_in(client.version, prefix.span)
+            if group is not None:
                 return group
     return None
 

@@ -34,6 +34,7 @@ import struct
 from typing import NamedTuple, Optional
 
 from .tlv import (
+    MAX_TEXT,
     IPAddress,
     Malformed,
     Reply,
@@ -53,6 +54,9 @@ from .tlv import (
 
 REQUEST = ord("Q")
 REPLY = ord("A")
+# The most a reply outgrows its request: the server version option (a 5-byte 'Q' that
+# asks for it gets 5 + 4 + the version text back, twice: unicast and to the group).
+MAX_GROWTH = 4 + MAX_TEXT
 
 PID = 1
 SEQ = 2

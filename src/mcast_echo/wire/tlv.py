@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import NamedTuple, Optional, Union
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import Iterable, Iterator, NamedTuple, Optional, Union
 
 from ..schema import MAX_UDP_PAYLOAD
 
@@ -42,13 +44,57 @@ class Option(NamedTuple):
     raw: bytes  # the whole TLV as received, header included: echoes copy this verbatim
 
 
-class Responder(NamedTuple):
+class Groups:
+    """The groups replies may go to, in the configured order (the order an RFC 6450 Init
+    is offered them), indexed so that no request costs more with more groups: membership
+    is a set lookup, and the first group inside a prefix two bisections of the groups
+    sorted by address (those inside a prefix are a run of them) and one pass over that
+    run's configured positions, in C. Built once per config."""
+
+    def __init__(self, groups: Iterable[IPAddress]) -> None:
+        self.ordered = tuple(dict.fromkeys(groups))
+        self._members = frozenset(self.ordered)
+        self._sorted: dict[int, tuple[list[int], list[int]]] = {}
+        for version in (4, 6):
+            ranked = sorted((int(group), position) for position, group
+                            in enumerate(self.ordered)
+                            if group.version == version and group.is_multicast)
+            self._sorted[version] = ([value for value, _ in ranked],
+                                     [position for _, position in ranked])
+
+    def __contains__(self, group: object) -> bool:
+        return group in self._members
+
+    def __iter__(self) -> Iterator[IPAddress]:
+        return iter(self.ordered)
+
+    def __len__(self) -> int:
+        return len(self.ordered)
+
+    def first_in(self, version: int, span: Optional[tuple[int, int]]) -> Optional[IPAddress]:
+        """The first configured group of IP *version* whose address (as an integer) is in
+        *span*, first and last included (None: any of that version); None if there is none.
+        O(log n) when there is none."""
+        values, positions = self._sorted.get(version, ([], []))
+        if span is None:
+            low, high = 0, len(values)
+        else:
+            low, high = bisect_left(values, span[0]), bisect_right(values, span[1])
+        return self.ordered[min(positions[low:high])] if low < high else None
+
+
+@dataclass(frozen=True)
+class Responder:
     """How the responder answers: built once from the config, shared by both dialects."""
 
-    groups: tuple  # IPAddress, ...: the only groups replies may go to (and, in order, offered)
+    groups: Groups  # the only groups replies may go to (a sequence of addresses is indexed)
     ttl: int = 64  # TTL / hop limit the replies are sent with (RFC 6450 TTL option)
     server_info: str = "mcast-echo"  # ssmping server version / RFC 6450 Server Information
     session_key: Optional[bytes] = None  # RFC 6450 Session IDs: None = not issued, not required
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.groups, Groups):
+            object.__setattr__(self, "groups", Groups(self.groups))
 
 
 class Reply(NamedTuple):
