@@ -277,3 +277,95 @@ def test_a_textfile_that_cannot_be_written_is_exit_2_in_one_line(devbox, tmp_pat
     assert done.stderr == (f"mcast-echo ping: cannot write --prometheus-textfile {path}: "
                            f"{message}\n")
     assert os.listdir(tmp_path) == ["file"]
+
+
+def refusal(path, kind: str) -> str:
+    return (f"cannot write --prometheus-textfile {path}: it is {kind}, not a regular file, "
+            "and is left as it is (only a regular file is replaced): remove it, or pass the "
+            "path of a regular file, e.g. /var/lib/prometheus/node-exporter/mcast-echo.prom")
+
+
+def test_a_fifo_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "mcast-echo.prom"
+    os.mkfifo(path)
+    before = os.lstat(path)
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")  # would block for ever if it opened the FIFO
+    assert str(raised.value) == refusal(path, "a FIFO")
+    after = os.lstat(path)
+    assert stat.S_ISFIFO(after.st_mode) and after.st_ino == before.st_ino
+    assert os.listdir(tmp_path) == ["mcast-echo.prom"], "a temporary file was left behind"
+
+
+def test_a_character_device_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "null"
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+    except PermissionError:
+        pytest.skip("mknod of a character device needs CAP_MKNOD")
+    before = os.lstat(path)
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")
+    assert str(raised.value) == refusal(path, "a character device")
+    after = os.lstat(path)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    assert after.st_ino == before.st_ino
+    assert os.listdir(tmp_path) == ["null"]
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_symlink_is_refused_and_neither_it_nor_its_target_changes(tmp_path, dangling):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "secret"
+    if not dangling:
+        target.write_bytes(b"keep me\n")
+    directory = tmp_path / "textfiles"
+    directory.mkdir()
+    path = directory / "mcast-echo.prom"
+    path.symlink_to(target)
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")
+    assert str(raised.value) == refusal(path, "a symbolic link")
+    assert os.readlink(path) == str(target)
+    if dangling:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == b"keep me\n"
+    assert os.listdir(directory) == ["mcast-echo.prom"]
+
+
+def test_a_directory_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "mcast-echo.prom"
+    path.mkdir()
+    (path / "inside").write_text("x")
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")
+    assert str(raised.value) == refusal(path, "a directory")
+    assert os.listdir(path) == ["inside"] and os.listdir(tmp_path) == ["mcast-echo.prom"]
+
+
+def test_a_regular_file_is_replaced_by_rename_not_rewritten(tmp_path):
+    """The old inode is untouched (a reader holding it open still reads the old run) and a
+    hard link to it elsewhere keeps the old text: the new file is a new inode."""
+    path = tmp_path / "mcast-echo.prom"
+    path.write_bytes(b"old 1\n")
+    os.link(path, tmp_path / "held")
+    old_inode = path.stat().st_ino
+    with open(path, "rb") as held:
+        textfile.replace(str(path), b"new 2\n")
+        assert held.read() == b"old 1\n"
+    assert path.read_bytes() == b"new 2\n" and path.stat().st_ino != old_inode
+    assert (tmp_path / "held").read_bytes() == b"old 1\n"
+    assert sorted(os.listdir(tmp_path)) == ["held", "mcast-echo.prom"]
+
+
+def test_ping_refuses_a_fifo_textfile_with_exit_2(devbox, tmp_path):
+    host, config = devbox
+    path = tmp_path / "mcast-echo.prom"
+    os.mkfifo(path)
+    done = ping("-q", "-n", "-c", "1", *FAST, "--prometheus-textfile", str(path), host=host,
+                config=config)
+    assert done.returncode == 2
+    assert done.stderr == f"mcast-echo ping: {refusal(path, 'a FIFO')}\n"
+    assert stat.S_ISFIFO(os.lstat(path).st_mode) and os.listdir(tmp_path) == ["mcast-echo.prom"]

@@ -3,7 +3,9 @@
 node_exporter's textfile collector reads every ``*.prom`` file of its directory at each
 scrape, so the file is replaced whole: written to a temporary file in the same directory
 (a name without ``.prom``, which the collector skips), fsynced, given mode 0644, renamed
-over PATH. A reader sees the old file or the new one, never a part.
+over PATH. A reader sees the old file or the new one, never a part. Only a regular file
+is replaced: PATH as a symbolic link, FIFO, device or directory is refused (exit 2) and
+left untouched (``replace``).
 
 The text is prometheus_client's own exposition (``generate_latest`` on a registry of
 this run's), so HELP/TYPE lines and the escaping of label values are the library's.
@@ -19,8 +21,10 @@ prometheus_client is imported only when the option is given.
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from typing import Iterator, Optional
 
 from .report import ResponderStats, ResponderTable, RunCounts, shown
@@ -149,41 +153,95 @@ def render(run: ProbeRun) -> bytes:
 
 
 def replace(path: str, data: bytes) -> None:
-    """Replace *path* with *data* atomically (temporary file, fsync, rename; mode 0644)."""
+    """Replace the regular file *path* with *data* atomically; create it if it is absent.
+
+    The directory is opened once and everything else is done relative to it: the
+    temporary file is created there with O_EXCL and O_NOFOLLOW (mode 0644 set on its
+    descriptor), fsynced, and renamed over PATH's last component, which is looked at
+    with lstat just before -- a symbolic link, a FIFO, a device, a socket or a directory
+    is refused (TextfileError) and left as it is: only a regular file is ever replaced,
+    and no link is ever followed. Links in the directory's own path are the admin's.
+    """
     directory = os.path.dirname(path) or "."
     base = os.path.basename(path)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise TextfileError(_problem(path, err)) from None
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchmod(file.fileno(), FILE_MODE)
-            os.fsync(file.fileno())
-        os.rename(temporary, path)
-    except OSError as err:
+        _check_target(dir_fd, path, base)
+        temporary, fd = _create_temporary(dir_fd, path, base)
         try:
-            os.unlink(temporary)
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fchmod(file.fileno(), FILE_MODE)
+                os.fsync(file.fileno())
+            _check_target(dir_fd, path, base)  # again: it may have changed during the write
+            os.rename(temporary, base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException as err:
+            try:
+                os.unlink(temporary, dir_fd=dir_fd)
+            except OSError:
+                pass
+            if isinstance(err, OSError):
+                raise TextfileError(_problem(path, err)) from None
+            raise
+        try:
+            os.fsync(dir_fd)  # make the rename durable; a directory that cannot is no error
         except OSError:
             pass
-        raise TextfileError(_problem(path, err)) from None
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: str) -> None:
-    """Make the rename durable; a directory that cannot be opened or synced is no error."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
-        os.close(fd)
+        os.close(dir_fd)
+
+
+_NOT_REGULAR = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_target(dir_fd: int, path: str, base: str) -> None:
+    """TextfileError unless *base* (in *dir_fd*) is absent or a regular file; never follows
+    a link."""
+    if base in ("", ".", ".."):
+        raise TextfileError(shown(f"cannot write --prometheus-textfile {path}: it names a "
+                                  "directory: pass the path of a file, e.g. "
+                                  "/var/lib/prometheus/node-exporter/mcast-echo.prom"))
+    try:
+        mode = os.stat(base, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise TextfileError(_problem(path, err)) from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    raise TextfileError(shown(
+        f"cannot write --prometheus-textfile {path}: it is {kind}, not a regular file, and is "
+        "left as it is (only a regular file is replaced): remove it, or pass the path of a "
+        "regular file, e.g. /var/lib/prometheus/node-exporter/mcast-echo.prom"))
+
+
+_TEMPORARY_TRIES = 16
+
+
+def _create_temporary(dir_fd: int, path: str, base: str) -> tuple[str, int]:
+    """A new file beside *base* (a name node_exporter skips), created O_EXCL|O_NOFOLLOW."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(_TEMPORARY_TRIES):
+        name = f".{base}.{secrets.token_hex(6)}.tmp"
+        try:
+            return name, os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise TextfileError(_problem(path, err)) from None
+    raise TextfileError(_problem(path, FileExistsError(errno.EEXIST, "no free temporary name")))
 
 
 def _problem(path: str, err: OSError) -> str:
