@@ -89,3 +89,62 @@ def test_ordinary_values_pass_and_render_one_line_each(target, options):
         if not line.startswith("#")]
     assert lines == [f"PROBE_TARGET={target}", "PROBE_COUNT=5", "PROBE_EXPECT=1",
                      f"PROBE_OPTIONS={options}"]
+
+
+# --- #20.11: every config key has a variable, node_exporter, the .deb path
+
+
+def test_the_ssmping_listener_has_a_variable_rendered_into_the_checked_config():
+    defaults = load(ROLE / "defaults" / "main.yml")
+    assert "mcast_echo_ssmping" in defaults and defaults["mcast_echo_ssmping"] is None
+    specs = load(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert specs["mcast_echo_ssmping"]["type"] == "dict"
+    template = (ROLE / "templates" / "mcast-echo.yaml.j2").read_text()
+    # as JSON, like every value: a mapping cannot add lines; check-config validates it
+    assert "\nssmping: {{ value(mcast_echo_ssmping) }}\n" in template
+    [write] = [t for t in load(ROLE / "tasks" / "main.yml")
+               if t.get("ansible.builtin.template", {}).get("src") == "mcast-echo.yaml.j2"]
+    assert write["ansible.builtin.template"]["validate"] == "mcast-echo check-config -c %s"
+
+
+def test_every_top_level_config_key_has_a_variable():
+    from mcast_echo import schema
+    template = (ROLE / "templates" / "mcast-echo.yaml.j2").read_text()
+    written = set(re.findall(r"^(\w+):", template, re.M))
+    assert set(schema.ALL_KEYS) | {schema.LISTENERS} <= written, \
+        sorted(set(schema.ALL_KEYS) - written)
+
+
+def test_node_exporter_is_optional_and_off_by_default():
+    assert load(ROLE / "defaults" / "main.yml")["mcast_echo_node_exporter"] is False
+    tasks = load(ROLE / "tasks" / "probe.yml")
+    [block] = [t for t in tasks if "block" in t]
+    assert block["when"] == "mcast_echo_node_exporter | bool"
+    names = [task.get("ansible.builtin.apt", {}).get("name") for task in block["block"]]
+    assert "prometheus-node-exporter" in names
+    readme = (ROLE / "README.md").read_text()
+    assert "mcast_echo_node_exporter" in readme and "textfile collector" in readme
+
+
+def deb_file() -> str:
+    """The path `make deb` writes, relative to the repository (packaging/deb.mk)."""
+    version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(),
+                        re.M).group(1)
+    assert "DEB_FILE := $(DEB_OUT)/mcast-echo_$(DEB_VERSION)_all.deb" in (
+        ROOT / "packaging" / "deb.mk").read_text()
+    return f"build/deb/mcast-echo_{version}_all.deb"
+
+
+@pytest.mark.parametrize("document", ["README.md", "packaging/ansible/inventory.example.yml",
+                                      "packaging/ansible/roles/mcast_echo/README.md"])
+def test_the_documented_deb_path_is_the_one_make_deb_writes(document):
+    """Relative to the playbook's directory (packaging/ansible/), where Ansible looks."""
+    playbook_dir = ROOT / "packaging" / "ansible"
+    text = (ROOT / document).read_text()
+    found = re.findall(r'mcast_echo_deb: "?((?:\{\{ playbook_dir \}\})?[^"\s]+\.deb)', text)
+    found += re.findall(r'`"(\{\{ playbook_dir \}\}[^"`]+\.deb)"`', text)
+    assert found, document
+    for path in found:
+        path = path.replace("{{ playbook_dir }}", str(playbook_dir))
+        resolved = (playbook_dir / path).resolve()
+        assert resolved == (ROOT / deb_file()).resolve(), (document, path)
