@@ -18,7 +18,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.ping import textfile
 from mcast_echo.ping.report import ResponderStats, ResponderTable, RunCounts
 from mcast_echo.ping.settings import Settings
-from netlab import Host
+from netlab import Host, veth
 
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
@@ -185,23 +185,32 @@ def test_mode_is_0644_whatever_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o644
 
 
-def ping(*args: str, host: Host, config: str) -> subprocess.CompletedProcess:
-    return host.run([sys.executable, "-m", "mcast_echo", "ping", "--config", config, *args],
-                    check=False, timeout=30)
+def ping(*args: str, host: Host | None, config: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mcast_echo", "ping", "--config", config, *args]
+    if host is None:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return host.run(cmd, check=False, timeout=30)
 
 
 @pytest.fixture(scope="module")
 def devbox(tmp_path_factory):
-    """A host with the daemon on lo, as `make run` starts it."""
-    config = tmp_path_factory.mktemp("devbox") / "mcast-echo.yaml"
-    config.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: lo\n")
+    """The daemon on another host, at the other end of a cable from the test's namespace,
+    where ping runs: (None, the client's config). A daemon on ping's own host would be
+    local, and never count."""
+    directory = tmp_path_factory.mktemp("devbox")
+    served = directory / "served.yaml"
+    served.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: eth0\n")
+    client = directory / "mcast-echo.yaml"
+    client.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: vprobe0\n")
     with Host("probebox") as host:
-        daemon = DaemonProcess(config, host=host)
+        veth("vprobe0", "10.73.0.1/24", host, "eth0", "10.73.0.2/24")
+        daemon = DaemonProcess(served, host=host)
         try:
             daemon.wait_for("ready:")
-            yield host, str(config)
+            yield None, str(client)
         finally:
             daemon.stop()
+            subprocess.run(["ip", "link", "del", "vprobe0"], capture_output=True)
 
 
 def test_a_run_against_the_daemon_writes_success(devbox, tmp_path):
@@ -216,7 +225,8 @@ def test_a_run_against_the_daemon_writes_success(devbox, tmp_path):
     assert samples["mcast_echo_probe_responders"] == [(run, 1.0)]
     assert samples["mcast_echo_probe_probes_sent"] == [(run, 3.0)]
     [(labels, up)] = samples["mcast_echo_probe_up"]
-    assert (labels, up) == ({**run, "responder": "127.0.0.1", "name": "probebox"}, 1.0)
+    assert (labels, up) == ({**run, "responder": "10.73.0.2", "name": "probebox"}, 1.0)
+    assert samples["mcast_echo_probe_local_responders"] == [(run, 0.0)]
     assert samples["mcast_echo_probe_hops"] == [(labels, 0.0)]
     assert samples["mcast_echo_probe_loss_ratio"] == [(labels, 0.0)]
     assert 0 < samples["mcast_echo_probe_rtt_max_seconds"][0][1] < 1

@@ -9,6 +9,8 @@ left untouched (``replace``).
 
 The text is prometheus_client's own exposition (``generate_latest`` on a registry of
 this run's), so HELP/TYPE lines and the escaping of label values are the library's.
+This host's own responder (ping/local.py) gets no series and never counts toward
+success or the responders: ``mcast_echo_probe_local_responders`` says it answered.
 Every value a responder chose is hostile: its name (from the identity trailer) is made
 printable and cut to MAX_NAME characters, and at most MAX_RESPONDERS responders get
 series, so a group member answering from thousands of addresses cannot blow up the file
@@ -60,8 +62,9 @@ def name_label(name: Optional[str]) -> str:
 
 
 def exported(table: ResponderTable) -> list[ResponderStats]:
-    """The responders given series: those that count for --expect first, MAX_RESPONDERS."""
-    ordered = table.in_order()
+    """The responders given series: those that count for --expect first, MAX_RESPONDERS;
+    never this host's own (an up series for it would only ever say this host hears itself)."""
+    ordered = [stats for stats in table.in_order() if not stats.local]
     ordered.sort(key=lambda s: not s.counted)  # stable: by address
     return ordered[:MAX_RESPONDERS]
 
@@ -93,7 +96,11 @@ class ProbeRun:
                     "1 if at least the expected number of responders answered.",
                     1 if answered >= s.expect else 0)
         yield gauge("mcast_echo_probe_responders",
-                    "Responders that echoed a probe intact from the group's port.", answered)
+                    "Responders that echoed a probe intact from the group's port (from "
+                    "another host; by the group when they echo there).", answered)
+        yield gauge("mcast_echo_probe_local_responders",
+                    "This host's own responders that answered (no series, never counted).",
+                    len(table.local()))
         yield gauge("mcast_echo_probe_expected_responders",
                     "Responders expected (--expect).", s.expect)
         yield gauge("mcast_echo_probe_probes_sent", "Probes sent in this run.", transmitted)
@@ -104,13 +111,15 @@ class ProbeRun:
         shown_responders = exported(table)
         yield gauge("mcast_echo_probe_responders_omitted",
                     f"Responders heard but given no series here (past the first "
-                    f"{MAX_RESPONDERS}).", len(table) - len(shown_responders))
+                    f"{MAX_RESPONDERS}).",
+                    sum(1 for stats in table if not stats.local) - len(shown_responders))
 
         up = GaugeMetricFamily("mcast_echo_probe_up",
                                "1 if the responder echoed a probe intact in this run.",
                                labels=RESPONDER_LABELS)
         loss = GaugeMetricFamily("mcast_echo_probe_loss_ratio",
-                                 "Probes of this run the responder did not echo intact (0..1).",
+                                 "Probes of this run the responder did not echo intact (0..1; "
+                                 "by the group when it echoes there).",
                                  labels=RESPONDER_LABELS)
         hops = GaugeMetricFamily("mcast_echo_probe_hops",
                                  "Routers between the prober and the responder (from its "
@@ -127,7 +136,7 @@ class ProbeRun:
             labels = [s.group, str(s.port), responder_label(stats), name_label(stats.name)]
             counted = stats.counted
             up.add_metric(labels, 1 if counted else 0)
-            measured = stats.measured()  # ssmping, rfc6450: the multicast path's
+            measured = stats.measured()  # the group path's, when it echoes there
             received = min(measured.received, transmitted)
             if transmitted:
                 loss.add_metric(labels, (transmitted - received) / transmitted)
