@@ -65,7 +65,8 @@ def rate_note(settings: Settings, table: ResponderTable, transmitted: int) -> li
 
 def hints(settings: Settings, path_text: str, table: ResponderTable,
           counts: RunCounts) -> list[str]:
-    """What to check when probes went out and no responder answered."""
+    """What to check when probes went out and no responder counted: only this host's own
+    answered, group echoes were lost, or nobody answered at all."""
     if counts.transmitted == 0 or table.answered() > 0:
         return []
     s = settings
