@@ -11,15 +11,16 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemonproc import DaemonProcess
-from mcast_echo.ping.local import ThisHost
+from mcast_echo.ping.local import REFRESH_S, ThisHost
 from mcast_echo.ping.report import ResponderTable
 from mcast_echo.wire import probe
-from netlab import Host, Lan
+from netlab import Host, Lan, ip
 
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
@@ -61,6 +62,18 @@ def test_this_host_is_every_address_of_it_and_loopback():
     assert this_host("127.0.0.1") and this_host("127.5.5.5") and this_host("::1")
     assert this_host("::ffff:127.0.0.1")  # mapped: the IPv4 address inside is asked
     assert not this_host("192.0.2.77") and not this_host("not an address")
+
+
+def test_an_address_added_during_a_run_becomes_local(lan):
+    """Addresses come and go: one this host gains after ping started is local too (a miss
+    re-reads the host's addresses, at most once per REFRESH_S)."""
+    this_host = ThisHost()
+    assert not this_host("10.77.0.99")
+    ip("addr", "add", "10.77.0.99/24", "dev", lan.bridge)
+    deadline = time.monotonic() + 5 * REFRESH_S
+    while not this_host("10.77.0.99") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert this_host("10.77.0.99")
 
 
 def test_a_local_responder_is_shown_marked_and_never_counted(lan, tmp_path):
