@@ -151,8 +151,11 @@ def test_json_holds_the_documented_fields(site3, client_config):
     assert set(b) == {"address", "port", "dns_name", "wrong_source_port", "name", "interface",
                       "group", "hops", "arrival_ttl", "reply_ttl", "via", "transmitted",
                       "received", "duplicates", "truncated", "corrupted", "without_trailer",
-                      "group_echoes", "copies", "loss_percent", "rtt_ms"}
+                      "group_echoes", "copies", "loss_percent", "rtt_ms", "local", "group_path",
+                      "group_loss_percent", "counted"}
     assert (b["via"], b["group_echoes"], b["copies"], b["dns_name"]) == ("unicast", 0, 0, None)
+    assert (b["local"], b["group_path"], b["group_loss_percent"], b["counted"]) == (
+        False, False, None, True)
     assert (b["address"], b["port"], b["interface"], b["group"]) == ("10.77.0.3", PORT, "eth0",
                                                                      GROUP)
     assert b["wrong_source_port"] is False
@@ -258,18 +261,25 @@ def test_a_plain_echo_server_answers_without_a_trailer(tmp_path):
 
 
 def test_dash_i_lo_against_the_daemon_as_make_run_starts_it(tmp_path):
-    """`make run` serves etc/mcast-echo.yaml on lo; ping -I lo must send from 127.0.0.1."""
+    """`make run` serves etc/mcast-echo.yaml on lo; ping -I lo must send from 127.0.0.1. The
+    daemon is this host's own responder: shown as local, never counted (--expect 0, as the
+    README says)."""
     with Host("devbox") as host:
         daemon = DaemonProcess("etc/mcast-echo.yaml", host=host, args=("--interface", "lo"))
         try:
             daemon.wait_for("ready:")
-            done = ping("-I", "lo", "-c", "3", *FAST, host=host)
+            done = ping("-I", "lo", "-c", "3", *FAST, "--expect", "0", host=host)
             assert done.returncode == 0, done.stderr
             assert "via lo (127.0.0.1)" in done.stdout
             # 127.0.0.1 has a name in /etc/hosts: shown as ping does, from the first echo on
             assert ("192 bytes from localhost (127.0.0.1) (devbox, lo) hops=0: seq=0 time="
                     in done.stdout)
             assert "localhost (127.0.0.1) (devbox, lo) hops=0: 3 transmitted" in done.stdout
+            assert " ms (local)\n" in done.stdout
+            assert ("\n3 probes transmitted, 0 responders, 1 local responder (this host's "
+                    "own: not counted)\n") in done.stdout
+            done = ping("-q", "-I", "lo", "-c", "1", *FAST, host=host)  # --expect 1
+            assert done.returncode == 1, done.stdout
             done = ping("-n", "-I", "lo", "-c", "2", *FAST, host=host)  # -n: numeric
             assert "192 bytes from 127.0.0.1 (devbox, lo) hops=0: seq=1 time=" in done.stdout
             assert "localhost" not in done.stdout

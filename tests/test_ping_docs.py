@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "packaging" / "man" / "mcast-echo.8"
 README = ROOT / "README.md"
 UNDOCUMENTED = {"-h", "--help", "--version"}  # the man page's OPTIONS name them once
-MARKERS = ["(DUP!)", "(TRUNCATED: ", "(CORRUPTED)", "(group)", "(wrong source port)", "hops=?"]
+MARKERS = ["(DUP!)", "(TRUNCATED: ", "(CORRUPTED)", "(group)", "(wrong source port)", "(local)",
+           "hops=?"]
 
 
 def roff_text(source: str) -> str:
@@ -103,11 +104,13 @@ def test_pings_help_and_readme_give_its_exit_statuses():
     help_text = " ".join(subprocess.run(
         [sys.executable, "-m", "mcast_echo", "ping", "--help"], capture_output=True, text=True,
         timeout=30).stdout.split())
-    assert ("Exit status: 0 if at least N (--expect) responders echoed a probe intact, 1 if "
+    counted = ("counted (intact echoes from other hosts than this one, and by the group when "
+               "they echo there")
+    assert (f"Exit status: 0 if at least N (--expect) responders {counted}), 1 if "
             "fewer, 2 on a network, config-file or output error, 64 on bad options") in help_text
     readme = " ".join(README_PING.split())
-    assert ("Exit status: 0 if at least N responders (`--expect N`, default 1) echoed a probe "
-            "intact, 1 if fewer, 2 on a network error") in readme
+    assert (f"Exit status: 0 if at least N responders (`--expect N`, default 1) {counted}; "
+            "from the group's port), 1 if fewer, 2 on a network error") in readme
     assert "64 on bad options (every subcommand" in readme
 
 

@@ -266,8 +266,8 @@ def test_a_responder_answering_both_ways_is_counted_once_and_never_dup():
         copies = re.findall(rf"^192 bytes from 10\.77\.0\.9 \(both, eth0\) hops=0: seq={seq} "
                             r"time=[\d.]+ ms( \(group\))?$", done.stdout, re.M)
         assert sorted(copies) == ["", " (group)"], done.stdout
-    assert ("3 transmitted, 3 received (unicast and group, +3 copies), 0% loss"
-            in done.stdout)
+    assert ("3 transmitted, 3 received (unicast and group, +3 copies), 3 by the group (0% group "
+            "loss), 0% loss" in done.stdout)
     assert done.stdout.rstrip().endswith("3 probes transmitted, 1 responder")
     (responder,) = document["responders"]
     assert (responder["via"], responder["received"], responder["duplicates"],
@@ -312,7 +312,7 @@ def test_the_daemon_answers_ipv6_both_ways(tmp_path):
     assert re.search(r"^192 bytes from fd77::9 \(daemon6, eth0\) hops=0: seq=2 time=[\d.]+ ms$",
                      done.stdout, re.M), done.stdout
     assert ("fd77::9 (daemon6, eth0) hops=0: 3 transmitted, 3 received (unicast and group, "
-            "+3 copies), 0% loss") in done.stdout
+            "+3 copies), 3 by the group (0% group loss), 0% loss") in done.stdout
 
 
 # --- -4 / -6 with a config of several listeners ------------------------------------------------

@@ -44,6 +44,8 @@ def host():
     local_if = f"vpr{_labs}"
     with Host("prober") as lab_host:
         veth(local_if, f"10.72.{_labs}.1/24", lab_host, "eth0", f"10.72.{_labs}.2/24")
+        lab_host.link = local_if  # the test's end of the cable: another host's interface
+        lab_host.link_peer = f"10.72.{_labs}.1"
         yield lab_host
     subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
@@ -71,18 +73,27 @@ def samples(text: str) -> dict[str, list]:
     return found
 
 
-def test_a_probe_of_a_served_group_answers_with_probe_success(host, write_config):
+def test_a_probe_of_a_served_group_answers_with_probe_success(host, write_config, tmp_path):
+    """The prober's own daemon is local and never counts: the responder on the other end
+    of the cable (the test's namespace) is the one that makes the probe succeed."""
     daemon = serve(host, write_config, probe=True)
+    other_config = tmp_path / "other.yaml"
+    other_config.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: {host.link}\n")
+    other = DaemonProcess(other_config)
     try:
+        other.wait_for("ready:")
         status, body = fetch(host, f"/probe?group={GROUP}&count=2&expect=1")
         assert status == 200, body
         found = samples(body)
         assert found["probe_success"][0].value == 1
         assert 0 < found["probe_duration_seconds"][0].value < 10
-        assert found["mcast_echo_probe_up"][0].value == 1  # the daemon answered itself
+        [up] = found["mcast_echo_probe_up"]  # the other host's; none for the prober itself
+        assert (up.labels["responder"], up.value) == (host.link_peer, 1)
+        assert found["mcast_echo_probe_local_responders"][0].value == 1
         status, body = fetch(host, f"/probe?group={GROUP}&port={PORT}&count=1&expect=2")
         assert status == 200 and samples(body)["probe_success"][0].value == 0  # 1 of 2
     finally:
+        other.kill()
         daemon.kill()
 
 

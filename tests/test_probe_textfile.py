@@ -18,7 +18,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.ping import textfile
 from mcast_echo.ping.report import ResponderStats, ResponderTable, RunCounts
 from mcast_echo.ping.settings import Settings
-from netlab import Host
+from netlab import Host, veth
 
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
@@ -185,23 +185,32 @@ def test_mode_is_0644_whatever_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.prom").stat().st_mode) == 0o644
 
 
-def ping(*args: str, host: Host, config: str) -> subprocess.CompletedProcess:
-    return host.run([sys.executable, "-m", "mcast_echo", "ping", "--config", config, *args],
-                    check=False, timeout=30)
+def ping(*args: str, host: Host | None, config: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mcast_echo", "ping", "--config", config, *args]
+    if host is None:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return host.run(cmd, check=False, timeout=30)
 
 
 @pytest.fixture(scope="module")
 def devbox(tmp_path_factory):
-    """A host with the daemon on lo, as `make run` starts it."""
-    config = tmp_path_factory.mktemp("devbox") / "mcast-echo.yaml"
-    config.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: lo\n")
+    """The daemon on another host, at the other end of a cable from the test's namespace,
+    where ping runs: (None, the client's config). A daemon on ping's own host would be
+    local, and never count."""
+    directory = tmp_path_factory.mktemp("devbox")
+    served = directory / "served.yaml"
+    served.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: eth0\n")
+    client = directory / "mcast-echo.yaml"
+    client.write_text(f"group: {GROUP}\nport: {PORT}\ninterface: vprobe0\n")
     with Host("probebox") as host:
-        daemon = DaemonProcess(config, host=host)
+        veth("vprobe0", "10.73.0.1/24", host, "eth0", "10.73.0.2/24")
+        daemon = DaemonProcess(served, host=host)
         try:
             daemon.wait_for("ready:")
-            yield host, str(config)
+            yield None, str(client)
         finally:
             daemon.stop()
+            subprocess.run(["ip", "link", "del", "vprobe0"], capture_output=True)
 
 
 def test_a_run_against_the_daemon_writes_success(devbox, tmp_path):
@@ -216,7 +225,8 @@ def test_a_run_against_the_daemon_writes_success(devbox, tmp_path):
     assert samples["mcast_echo_probe_responders"] == [(run, 1.0)]
     assert samples["mcast_echo_probe_probes_sent"] == [(run, 3.0)]
     [(labels, up)] = samples["mcast_echo_probe_up"]
-    assert (labels, up) == ({**run, "responder": "127.0.0.1", "name": "probebox"}, 1.0)
+    assert (labels, up) == ({**run, "responder": "10.73.0.2", "name": "probebox"}, 1.0)
+    assert samples["mcast_echo_probe_local_responders"] == [(run, 0.0)]
     assert samples["mcast_echo_probe_hops"] == [(labels, 0.0)]
     assert samples["mcast_echo_probe_loss_ratio"] == [(labels, 0.0)]
     assert 0 < samples["mcast_echo_probe_rtt_max_seconds"][0][1] < 1
@@ -277,3 +287,95 @@ def test_a_textfile_that_cannot_be_written_is_exit_2_in_one_line(devbox, tmp_pat
     assert done.stderr == (f"mcast-echo ping: cannot write --prometheus-textfile {path}: "
                            f"{message}\n")
     assert os.listdir(tmp_path) == ["file"]
+
+
+def refusal(path, kind: str) -> str:
+    return (f"cannot write --prometheus-textfile {path}: it is {kind}, not a regular file, "
+            "and is left as it is (only a regular file is replaced): remove it, or pass the "
+            "path of a regular file, e.g. /var/lib/prometheus/node-exporter/mcast-echo.prom")
+
+
+def test_a_fifo_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "mcast-echo.prom"
+    os.mkfifo(path)
+    before = os.lstat(path)
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")  # would block for ever if it opened the FIFO
+    assert str(raised.value) == refusal(path, "a FIFO")
+    after = os.lstat(path)
+    assert stat.S_ISFIFO(after.st_mode) and after.st_ino == before.st_ino
+    assert os.listdir(tmp_path) == ["mcast-echo.prom"], "a temporary file was left behind"
+
+
+def test_a_character_device_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "null"
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+    except PermissionError:
+        pytest.skip("mknod of a character device needs CAP_MKNOD")
+    before = os.lstat(path)
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")
+    assert str(raised.value) == refusal(path, "a character device")
+    after = os.lstat(path)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+    assert after.st_ino == before.st_ino
+    assert os.listdir(tmp_path) == ["null"]
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_symlink_is_refused_and_neither_it_nor_its_target_changes(tmp_path, dangling):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "secret"
+    if not dangling:
+        target.write_bytes(b"keep me\n")
+    directory = tmp_path / "textfiles"
+    directory.mkdir()
+    path = directory / "mcast-echo.prom"
+    path.symlink_to(target)
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")
+    assert str(raised.value) == refusal(path, "a symbolic link")
+    assert os.readlink(path) == str(target)
+    if dangling:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == b"keep me\n"
+    assert os.listdir(directory) == ["mcast-echo.prom"]
+
+
+def test_a_directory_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "mcast-echo.prom"
+    path.mkdir()
+    (path / "inside").write_text("x")
+    with pytest.raises(textfile.TextfileError) as raised:
+        textfile.replace(str(path), b"x 1\n")
+    assert str(raised.value) == refusal(path, "a directory")
+    assert os.listdir(path) == ["inside"] and os.listdir(tmp_path) == ["mcast-echo.prom"]
+
+
+def test_a_regular_file_is_replaced_by_rename_not_rewritten(tmp_path):
+    """The old inode is untouched (a reader holding it open still reads the old run) and a
+    hard link to it elsewhere keeps the old text: the new file is a new inode."""
+    path = tmp_path / "mcast-echo.prom"
+    path.write_bytes(b"old 1\n")
+    os.link(path, tmp_path / "held")
+    old_inode = path.stat().st_ino
+    with open(path, "rb") as held:
+        textfile.replace(str(path), b"new 2\n")
+        assert held.read() == b"old 1\n"
+    assert path.read_bytes() == b"new 2\n" and path.stat().st_ino != old_inode
+    assert (tmp_path / "held").read_bytes() == b"old 1\n"
+    assert sorted(os.listdir(tmp_path)) == ["held", "mcast-echo.prom"]
+
+
+def test_ping_refuses_a_fifo_textfile_with_exit_2(devbox, tmp_path):
+    host, config = devbox
+    path = tmp_path / "mcast-echo.prom"
+    os.mkfifo(path)
+    done = ping("-q", "-n", "-c", "1", *FAST, "--prometheus-textfile", str(path), host=host,
+                config=config)
+    assert done.returncode == 2
+    assert done.stderr == f"mcast-echo ping: {refusal(path, 'a FIFO')}\n"
+    assert stat.S_ISFIFO(os.lstat(path).st_mode) and os.listdir(tmp_path) == ["mcast-echo.prom"]

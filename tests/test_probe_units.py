@@ -4,8 +4,11 @@ better offline, and the example alerting rules pass `promtool check rules` and t
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +96,7 @@ def test_the_service_runs_ping_as_documented():
     assert argv[argv.index("-w") + 1] == "40" and "TimeoutStartSec=50" in lines
     [publish] = [line for line in lines if line.startswith("ExecStopPost=")]
     assert publish.startswith("ExecStopPost=!")  # "!": only the user changes, the sandbox stays
-    assert 'mv -fT "$$dir/.mcast-echo.prom.new" "$$dir/mcast-echo.prom"' in publish
+    assert 'mv -fT -- "$$tmp" "$$dst"' in publish
 
 
 def test_the_timer_runs_it_every_minute_spread_over_hosts():
@@ -141,3 +144,95 @@ def test_the_rules_name_only_series_that_exist():
             assert re.search(rf"^{name}[{{ ]", written, re.M), name
         else:
             assert f'"{name}"' in daemon, name
+
+
+RUN_FILE = "/run/mcast-echo-probe/mcast-echo.prom"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+
+
+def publish_script(run_file: Path, textfile_dir: Path) -> str:
+    """The unit's root publish step (ExecStopPost=!), as sh runs it, with its two paths
+    pointed into a test directory."""
+    [publish] = [line for line in unit_lines(SERVICE) if line.startswith("ExecStopPost=!")]
+    argv = shlex.split(publish[len("ExecStopPost=!"):])
+    assert argv[:2] == ["/bin/sh", "-ec"] and len(argv) == 3, argv
+    script = argv[2].replace("$$", "$")  # systemd's escape for a literal $
+    assert script.count(RUN_FILE) == 1 and script.count(TEXTFILE_DIR) == 1
+    return script.replace(RUN_FILE, str(run_file)).replace(TEXTFILE_DIR, str(textfile_dir))
+
+
+@pytest.fixture
+def publish(tmp_path):
+    """(run the publish step, the runtime directory's file, the published file)."""
+    runtime, collector = tmp_path / "run", tmp_path / "node-exporter"
+    runtime.mkdir()
+    collector.mkdir()
+    script = publish_script(runtime / "mcast-echo.prom", collector)
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(["/bin/sh", "-ec", script], capture_output=True, text=True,
+                              timeout=30)
+
+    return run, runtime / "mcast-echo.prom", collector / "mcast-echo.prom"
+
+
+def test_publish_replaces_a_regular_file_by_rename(publish):
+    run, source, published = publish
+    source.write_text("mcast_echo_probe_success 1\n")
+    published.write_text("old\n")
+    old_inode = published.stat().st_ino
+    done = run()
+    assert (done.returncode, done.stderr) == (0, "")
+    assert published.read_text() == "mcast_echo_probe_success 1\n"
+    assert published.stat().st_ino != old_inode
+    assert stat.S_IMODE(published.stat().st_mode) == 0o644
+    assert os.listdir(published.parent) == ["mcast-echo.prom"], "a temporary file was left"
+
+
+def test_publish_without_a_run_file_does_nothing(publish):
+    run, _source, published = publish
+    done = run()
+    assert (done.returncode, done.stderr) == (0, "")
+    assert os.listdir(published.parent) == []
+
+
+def test_publish_never_follows_a_symlink_the_run_planted(publish, tmp_path):
+    """The dynamic user owns the runtime directory: a link there to a file only root can
+    read must not make root copy that file into node_exporter's world-readable directory."""
+    run, source, published = publish
+    secret = tmp_path / "shadow"
+    secret.write_text("root:secret\n")
+    source.symlink_to(secret)
+    done = run()
+    assert done.returncode == 2
+    assert f"{source} is not a regular file" in done.stderr and "remove it" in done.stderr
+    assert os.listdir(published.parent) == []
+    assert secret.read_text() == "root:secret\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory", "device"])
+def test_publish_refuses_a_published_path_that_is_not_a_regular_file(publish, tmp_path, kind):
+    run, source, published = publish
+    source.write_text("mcast_echo_probe_success 1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("keep me\n")
+    if kind == "symlink":
+        published.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(published)
+    elif kind == "directory":
+        published.mkdir()
+    else:
+        try:
+            os.mknod(published, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("mknod of a character device needs CAP_MKNOD")
+    before = os.lstat(published)
+    done = run()
+    assert done.returncode == 2
+    assert f"{published} is not a regular file" in done.stderr
+    assert "left as it is" in done.stderr and "remove it" in done.stderr
+    after = os.lstat(published)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert elsewhere.read_text() == "keep me\n"
+    assert os.listdir(published.parent) == ["mcast-echo.prom"]

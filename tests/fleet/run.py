@@ -69,9 +69,10 @@ class Run:
     # ------------------------------------------------------------------ ansible
     def write_ansible_files(self) -> None:
         hosts = {h.name: {"ansible_nsenter_pid": h.pid} for h in self.fleet.hosts}
-        # the first host also runs the scheduled group check (mcast-echo-probe.timer)
+        # the first host also runs the scheduled group check (mcast-echo-probe.timer); it
+        # expects the others: its own responder is local and never counts
         hosts[self.fleet.hosts[0].name].update(mcast_echo_probe_timer=True,
-                                               mcast_echo_probe_expect=self.count,
+                                               mcast_echo_probe_expect=self.count - 1,
                                                mcast_echo_probe_options="-I eth0")
         inventory = {"all": {"children": {"mcast_echo": {"hosts": hosts, "vars": {
             "ansible_connection": "sdlab_nsenter",

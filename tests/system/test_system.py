@@ -439,6 +439,7 @@ PROBE, PROBE_TIMER = "mcast-echo-probe.service", "mcast-echo-probe.timer"
 PROBE_DEFAULTS = "/etc/default/mcast-echo-probe"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # node_exporter's textfile directory
 TEXTFILE = f"{TEXTFILE_DIR}/mcast-echo.prom"
+PEER_RESPONDER = "mcast-echo-peer.service"  # a responder on another host: the peer netns
 
 
 def probe_show(lab: Lab, *props: str) -> dict[str, str]:
@@ -471,18 +472,34 @@ def test_the_group_check_writes_the_textfile_under_systemd(running):
     # the directory as Debian's prometheus-node-exporter makes it: root's, 0755, so the
     # dynamic user cannot write there and the unit's publish step must
     running.run("install", "-d", "-m", "0755", "-o", "root", "-g", "root", TEXTFILE_DIR)
+    run = {"group": GROUP, "port": str(PORT)}
     try:
+        # Alone, the host hears only its own daemon (over loopback): that proves nothing
+        # about the network, so it never counts (exit 1, which SuccessExitStatus=1 makes a
+        # clean exit of the unit: systemd shows status 0).
         running.systemctl("start", PROBE)  # a oneshot: returns when the run is over
-        props = probe_show(running, "Result", "ExecMainStatus", "DynamicUser")
-        assert props == {"Result": "success", "ExecMainStatus": "0", "DynamicUser": "yes"}
+        props = probe_show(running, "Result", "DynamicUser")
+        assert props == {"Result": "success", "DynamicUser": "yes"}
         samples = probe_samples(running)
-        run = {"group": GROUP, "port": str(PORT)}
+        assert samples["mcast_echo_probe_success"] == [(run, 0.0)]
+        assert samples["mcast_echo_probe_responders"] == [(run, 0.0)]
+        assert samples["mcast_echo_probe_local_responders"] == [(run, 1.0)]
+        assert "mcast_echo_probe_up" not in samples
+        # another host's responder (the peer netns) counts
+        running.run("systemd-run", f"--unit={PEER_RESPONDER}", "--collect", "ip", "netns",
+                    "exec", "peer", "/usr/bin/mcast-echo", "serve", "--interface", "mc0p")
+        wait_for("the peer's responder", lambda: "ready:" in running.out(
+            "journalctl", "--no-pager", "-o", "cat", "-u", PEER_RESPONDER))
+        running.systemctl("start", PROBE)
+        assert probe_show(running, "Result") == {"Result": "success"}
+        samples = probe_samples(running)
         assert samples["mcast_echo_probe_success"] == [(run, 1.0)]
         assert samples["mcast_echo_probe_responders"] == [(run, 1.0)]
+        assert samples["mcast_echo_probe_local_responders"] == [(run, 1.0)]
         assert samples["mcast_echo_probe_probes_sent"] == [(run, 5.0)]  # PROBE_COUNT=5
         [(labels, up)] = samples["mcast_echo_probe_up"]
-        assert (labels["responder"], up) == (INSIDE_ADDR, 1.0)
-        assert labels["name"] == running.out("hostname")
+        assert (labels["responder"], up) == (PEER_ADDR, 1.0)
+        assert labels["name"] == running.out("hostname")  # ip netns exec keeps the UTS
         mode = running.out("stat", "-c", "%a %U", TEXTFILE)
         assert mode == "644 root", mode
         assert running.out("ls", "-A", TEXTFILE_DIR) == "mcast-echo.prom"  # no temporary left
@@ -500,6 +517,7 @@ def test_the_group_check_writes_the_textfile_under_systemd(running):
         assert samples["mcast_echo_probe_expected_responders"] == [(run, 2.0)]
     finally:
         running.write(PROBE_DEFAULTS, shipped_defaults + "\n")
+        running.systemctl("stop", PEER_RESPONDER, check=False)
     # the timer, enabled as the README says; left on for the removal step
     running.systemctl("enable", "--now", PROBE_TIMER)
     timer = running.out("systemctl", "show", "--property=ActiveState",

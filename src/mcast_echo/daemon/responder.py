@@ -147,7 +147,8 @@ class GroupResponder:
 
     def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival:
         ifname = mcast.interface_name(ifindex) if ifindex is not None else ""
-        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, time.time_ns())
+        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, time.time_ns(),
+                             self.listener.reply != "unicast")
 
     # ---------------------------------------------------------------- reporting
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import array
 import fcntl
+import ipaddress
+import itertools
 import socket
 import struct
 from typing import Iterator, Optional
@@ -60,6 +62,17 @@ def ipv6_addresses(proc_root: str = "/proc") -> Iterator[tuple[int, str]]:
         if len(fields) >= 6 and len(fields[0]) == 32:
             address = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
             yield int(fields[1], 16), address
+
+
+def host_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every IPv4 and IPv6 address of this network namespace, any interface."""
+    found = set()
+    try:
+        for _index, text in itertools.chain(ipv4_addresses(), ipv6_addresses()):
+            found.add(ipaddress.ip_address(text))
+    except OSError:  # no socket to ask in this sandbox: what was found so far
+        pass
+    return frozenset(found)
 
 
 def index_of_address(address: str) -> Optional[int]:

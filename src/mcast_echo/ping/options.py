@@ -22,7 +22,7 @@ PING_PORT = ssmping.PORT
 REQUEST_TTL = 64  # the unicast requests' TTL: Linux's default, and ssmpingd's for its replies
 
 # Exit statuses of `mcast-echo ping`; the man page's table and the tests read these.
-EXIT_OK = 0  # at least --expect responders echoed a probe intact
+EXIT_OK = 0  # at least --expect responders counted (report.py's ResponderStats.counted)
 EXIT_FEWER = 1  # fewer did
 EXIT_ERROR = 2  # a network, config-file or output error
 EXIT_USAGE = 64  # bad options (EX_USAGE, as every subcommand)
@@ -100,8 +100,9 @@ def parse_host(text: str) -> tuple[str, Optional[int]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `mcast-echo ping` options; cli.py owns the parser."""
-    parser.epilog = (f"Exit status: {EXIT_OK} if at least N (--expect) responders echoed a "
-                     f"probe intact, {EXIT_FEWER} if fewer, {EXIT_ERROR} on a network, "
+    parser.epilog = (f"Exit status: {EXIT_OK} if at least N (--expect) responders counted "
+                     "(intact echoes from other hosts than this one, and by the group when "
+                     f"they echo there), {EXIT_FEWER} if fewer, {EXIT_ERROR} on a network, "
                      f"config-file or output error, {EXIT_USAGE} on bad options. "
                      "Probe format: docs/protocol.md.")
     parser.add_argument("target", nargs="?", metavar="GROUP[:PORT] | HOST[:PORT]",
@@ -163,7 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document at the end, nothing else")
     parser.add_argument("--expect", type=bounded(int, 0), default=1, metavar="N",
-                        help="exit 0 only if at least N responders answered (default: 1)")
+                        help="exit 0 only if at least N responders counted (default: 1); "
+                        "this host's own responder is shown as (local) and never counts")
     parser.add_argument("--prometheus-textfile", metavar="PATH",
                         help="after the run, write its results for node_exporter's textfile "
                              "collector to PATH (replaced atomically, mode 0644)")

@@ -81,7 +81,7 @@ class HostStats(ResponderStats):
 
     @property
     def counted(self) -> bool:
-        return bool(self.paths[GROUP].received) and not self.wrong_port
+        return bool(self.paths[GROUP].received) and not self.wrong_port and not self.local
 
     def measured(self) -> PathStats:  # type: ignore[override]
         """The multicast path: what is being tested, and what the textfile reports."""

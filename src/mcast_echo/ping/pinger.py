@@ -23,6 +23,7 @@ from typing import Optional, TextIO
 from ..wire import probe
 from . import report as pingreport
 from . import summary
+from .local import ThisHost
 from .names import FIRST_WAIT, Names
 from .settings import PingError, Settings
 from .sockets import (
@@ -127,7 +128,8 @@ class Pinger:
         self.destination = destination(settings, path.index)
         self.source_pktinfo = source_pktinfo(settings, path.index)  # -S
         self.session = secrets.randbits(32)
-        self.responders = pingreport.ResponderTable(settings.port)
+        self.responders = pingreport.ResponderTable(settings.port, is_local=ThisHost(),
+                                                    hears_group=not no_group)
         self.counts = pingreport.RunCounts()
         self.send_times = SendTimes()
         self.names = Names(settings.numeric or settings.json)

@@ -6,7 +6,7 @@ import enum
 import ipaddress
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from ..wire.probe import Echo
 
@@ -129,6 +129,15 @@ def hop_count(sent_ttl: int, arrival_ttl: Optional[int]) -> Optional[int]:
 
 
 UNICAST, GROUP = "unicast", "group"  # how an echo reached us: to our socket, or to the group
+LOCAL_MARK = "local"  # this host's own responder: shown, never counted (local.py)
+
+
+class Measured(NamedTuple):
+    """What the textfile reports of a responder: the path being tested."""
+
+    received: int
+    hops: Optional[int]
+    rtt: RttStats
 
 
 class Outcome(enum.Enum):
@@ -153,6 +162,12 @@ class ResponderStats:
     them through ``shown``. A responder may answer by unicast, to the group, or both
     (``reply: both``): a sequence counts once, its second copy is a ``copy``, and only
     a repeat on the same path is a duplicate.
+
+    A responder that echoes to the group (its trailer says so, or a group echo came) has
+    a group path, which is what a multicast check tests: its loss is shown, and when none
+    of its group echoes arrive it does not count, whatever came by unicast. One of this
+    host's own addresses (``local``) is shown and never counts: its echoes never crossed
+    the network.
     """
 
     address: str  # IPv6 with its zone when it has one: fe80::2%eth0
@@ -172,6 +187,9 @@ class ResponderStats:
     no_trailer: int = 0  # intact echoes of probes that asked for a trailer but got none
     group_echoes: int = 0  # intact echoes that came to the group (first per sequence)
     copies: int = 0  # intact echoes of a sequence already received the other way
+    local: bool = False  # one of this host's addresses (local.py): never counted
+    group_path: bool = False  # it echoes to the group (its trailer says so, or one came)
+    hears_group: bool = True  # False: ping cannot hear group echoes, so cannot judge them
     rtt: RttStats = field(default_factory=RttStats, repr=False)
     seen: SeqWindow = field(default_factory=SeqWindow, repr=False)  # either path
     first_path: Optional[str] = field(default=None, repr=False)
@@ -206,6 +224,9 @@ class ResponderStats:
             self.name, self.ifname, self.group = trailer.hostname, trailer.ifname, trailer.group
             self.arrival_ttl = trailer.arrival_ttl
             self.hops = hop_count(sent_ttl, trailer.arrival_ttl)
+            self.group_path = self.group_path or trailer.group_echoes
+        if via == GROUP:
+            self.group_path = True
         if echo.truncated:
             self.truncated += 1
             return Outcome.DAMAGED
@@ -249,12 +270,46 @@ class ResponderStats:
 
     @property
     def counted(self) -> bool:
-        """Does this responder count for --expect: an intact echo, from the group's port."""
-        return bool(self.received) and not self.wrong_port
+        """Does this responder count for --expect: an intact echo, from the group's port,
+        from another host, and, if it echoes to the group, at least one by the group."""
+        return (bool(self.received) and not self.wrong_port and not self.local
+                and not self.group_lost)
 
-    def measured(self) -> ResponderStats:
-        """What the textfile reports: received, rtt, hops (HostStats: its multicast path)."""
-        return self
+    @property
+    def judges_group(self) -> bool:
+        """Is the group path this responder's to be judged: it echoes to the group, and
+        ping can hear echoes there."""
+        return self.group_path and self.hears_group
+
+    @property
+    def group_lost(self) -> bool:
+        """It echoes to the group, ping can hear there, and none of those echoes came."""
+        return self.judges_group and not self.group_echoes
+
+    def group_loss_percent(self, transmitted: int) -> Optional[float]:
+        """Loss of the echoes to the group; None when the responder sends none (or ping
+        cannot hear them)."""
+        if not self.judges_group:
+            return None
+        if transmitted == 0:
+            return 0.0
+        received = min(self.group_echoes, transmitted)
+        return round(100.0 * (transmitted - received) / transmitted, 1)
+
+    def measured(self) -> Measured:
+        """What the textfile reports: received, rtt, hops -- of the group path when the
+        responder echoes to the group (HostStats: its multicast path)."""
+        received = self.group_echoes if self.judges_group else self.received
+        return Measured(received, self.hops, self.rtt)
+
+    def marks(self) -> list[str]:
+        """Why a responder that answered is not counted, for the summary."""
+        found = []
+        if self.local:
+            found.append(f"{LOCAL_MARK}: this host's own responder, not counted")
+        if self.received and self.group_lost:
+            found.append("not counted: none of its echoes to the group arrived")
+        return found
 
     def loss_percent(self, transmitted: int) -> float:
         if transmitted == 0:
@@ -272,6 +327,9 @@ class ResponderStats:
         elif self.via == "both":
             received += f" (unicast and group, +{self.copies} copies)"
         parts = [f"{transmitted} transmitted", received]
+        group_loss = self.group_loss_percent(transmitted)
+        if group_loss is not None and self.via != GROUP:
+            parts.append(f"{self.group_echoes} by the group ({group_loss:g}% group loss)")
         for count, label in ((self.duplicates, "duplicates"), (self.truncated, "truncated"),
                              (self.corrupted, "corrupted")):
             if count:
@@ -281,7 +339,9 @@ class ResponderStats:
         if rtt is not None:
             parts.append("rtt min/avg/max/mdev = "
                          f"{rtt['min']:.3f}/{rtt['avg']:.3f}/{rtt['max']:.3f}/{rtt['mdev']:.3f} ms")
-        return f"{self.identity()}: " + ", ".join(parts)
+        line = f"{self.identity()}: " + ", ".join(parts)
+        marks = self.marks()
+        return line + f" ({'; '.join(marks)})" if marks else line
 
     def summary_lines(self, transmitted: int) -> list[str]:
         """The summary's lines for this responder (subclasses show one per path)."""
@@ -298,6 +358,9 @@ class ResponderStats:
             "corrupted": self.corrupted, "without_trailer": self.no_trailer,
             "group_echoes": self.group_echoes, "copies": self.copies,
             "loss_percent": self.loss_percent(transmitted), "rtt_ms": self.rtt_ms(),
+            "local": self.local, "group_path": self.group_path,
+            "group_loss_percent": self.group_loss_percent(transmitted),
+            "counted": self.counted,
         }
 
 
@@ -326,6 +389,8 @@ def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int,
         line += " (group)"
     if stats.wrong_port:
         line += " (wrong source port)"
+    if stats.local:
+        line += f" ({LOCAL_MARK})"
     return line
 
 
@@ -338,10 +403,14 @@ class ResponderTable:
     """
 
     def __init__(self, group_port: int, limit: int = MAX_RESPONDERS,
-                 stats_type: type = ResponderStats) -> None:
+                 stats_type: type = ResponderStats,
+                 is_local: Optional[Callable[[str], bool]] = None,
+                 hears_group: bool = True) -> None:
         self.group_port = group_port
         self.limit = limit
         self.stats_type = stats_type
+        self.is_local = is_local  # local.py's ThisHost; None: nothing is local
+        self.hears_group = hears_group  # False: group echoes cannot be heard, nor judged
         self.untracked_echoes = 0
         self._by_source: dict[tuple[str, int], ResponderStats] = {}
 
@@ -352,7 +421,9 @@ class ResponderTable:
             if len(self._by_source) >= self.limit:
                 self.untracked_echoes += 1
                 return None
-            stats = self.stats_type(address, port, wrong_port=port != self.group_port)
+            stats = self.stats_type(address, port, wrong_port=port != self.group_port,
+                                    hears_group=self.hears_group)
+            stats.local = self.is_local is not None and self.is_local(address)
             self._by_source[(address, port)] = stats
         return stats
 
@@ -370,12 +441,22 @@ class ResponderTable:
         return iter(self._by_source.values())
 
     def answered(self) -> int:
-        """Responders that echoed a probe intact from the group's port: what --expect counts.
+        """Responders that count: what --expect, success, the textfile and /probe count.
 
-        Echoes come from the group's port (docs/protocol.md); one host answering from
-        N ports is not N responders.
+        An intact echo from the group's port (docs/protocol.md; one host answering from
+        N ports is not N responders), from another host than this one, and by the group
+        when the responder echoes there.
         """
         return sum(1 for s in self._by_source.values() if s.counted)
+
+    def local(self) -> list[ResponderStats]:
+        """This host's own responders that answered: shown, never counted."""
+        return [s for s in self._by_source.values() if s.local and s.received]
+
+    def group_lost(self) -> list[ResponderStats]:
+        """Responders that answered, but none of whose echoes to the group arrived."""
+        return [s for s in self._by_source.values()
+                if s.received and s.group_lost and not s.local and not s.wrong_port]
 
     def wrong_port(self) -> int:
         return sum(1 for s in self._by_source.values() if s.wrong_port)

@@ -26,6 +26,14 @@ def statistics(target: str, table: ResponderTable, counts: RunCounts, expect: in
     tail = f"{plural(transmitted, 'probe')} transmitted, {plural(count, 'responder')}"
     if count < expect:
         tail += f" (expected at least {expect})"
+    local = table.local()
+    if local:
+        tail += (f", {plural(len(local), 'local responder')} (this host's own: not "
+                 "counted)")
+    group_lost = table.group_lost()
+    if group_lost:
+        tail += (f", {len(group_lost)} whose echoes to the group never arrived "
+                 "(not counted)")
     if table.wrong_port():
         tail += (f", {table.wrong_port()} from a source port other than {table.group_port} "
                  "(not counted)")
@@ -57,11 +65,23 @@ def rate_note(settings: Settings, table: ResponderTable, transmitted: int) -> li
 
 def hints(settings: Settings, path_text: str, table: ResponderTable,
           counts: RunCounts) -> list[str]:
-    """What to check when probes went out and no responder answered."""
+    """What to check when probes went out and no responder counted: only this host's own
+    answered, group echoes were lost, or nobody answered at all."""
     if counts.transmitted == 0 or table.answered() > 0:
         return []
     s = settings
     found = []
+    local = table.local()
+    if local:
+        found.append(f"local: only this host's own responder answered ({local[0].address}), "
+                     "over loopback: it proves nothing about the network and is not counted. "
+                     "Does this host get the group's multicast (its switch port, IGMP "
+                     "snooping, a querier on the LAN)?")
+    group_lost = table.group_lost()
+    if group_lost:
+        found.append(f"group: {group_lost[0].address} answered by unicast, but none of its "
+                     f"echoes to {s.group} arrived: multicast from it does not reach this "
+                     "host (IGMP snooping, a firewall, its ttl)")
     if s.interface:
         found.append(f"route: probes left through -I {s.interface}, {path_text}: is that the "
                      "responders' link?")
@@ -102,6 +122,8 @@ def json_document(settings: Settings, session: int, table: ResponderTable, count
         "duration_s": round(duration_s, 3),
         "responders": [s.to_json(counts.transmitted) for s in table.in_order()],
         "responder_count": count,
+        "local_responders": len(table.local()),
+        "group_lost_responders": len(table.group_lost()),
         "wrong_source_port_responders": table.wrong_port(),
         "responder_limit": table.limit,
         "untracked_echoes": table.untracked_echoes,

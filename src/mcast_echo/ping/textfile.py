@@ -3,10 +3,14 @@
 node_exporter's textfile collector reads every ``*.prom`` file of its directory at each
 scrape, so the file is replaced whole: written to a temporary file in the same directory
 (a name without ``.prom``, which the collector skips), fsynced, given mode 0644, renamed
-over PATH. A reader sees the old file or the new one, never a part.
+over PATH. A reader sees the old file or the new one, never a part. Only a regular file
+is replaced: PATH as a symbolic link, FIFO, device or directory is refused (exit 2) and
+left untouched (``replace``).
 
 The text is prometheus_client's own exposition (``generate_latest`` on a registry of
 this run's), so HELP/TYPE lines and the escaping of label values are the library's.
+This host's own responder (ping/local.py) gets no series and never counts toward
+success or the responders: ``mcast_echo_probe_local_responders`` says it answered.
 Every value a responder chose is hostile: its name (from the identity trailer) is made
 printable and cut to MAX_NAME characters, and at most MAX_RESPONDERS responders get
 series, so a group member answering from thousands of addresses cannot blow up the file
@@ -19,8 +23,10 @@ prometheus_client is imported only when the option is given.
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from typing import Iterator, Optional
 
 from .report import ResponderStats, ResponderTable, RunCounts, shown
@@ -56,8 +62,9 @@ def name_label(name: Optional[str]) -> str:
 
 
 def exported(table: ResponderTable) -> list[ResponderStats]:
-    """The responders given series: those that count for --expect first, MAX_RESPONDERS."""
-    ordered = table.in_order()
+    """The responders given series: those that count for --expect first, MAX_RESPONDERS;
+    never this host's own (an up series for it would only ever say this host hears itself)."""
+    ordered = [stats for stats in table.in_order() if not stats.local]
     ordered.sort(key=lambda s: not s.counted)  # stable: by address
     return ordered[:MAX_RESPONDERS]
 
@@ -89,7 +96,11 @@ class ProbeRun:
                     "1 if at least the expected number of responders answered.",
                     1 if answered >= s.expect else 0)
         yield gauge("mcast_echo_probe_responders",
-                    "Responders that echoed a probe intact from the group's port.", answered)
+                    "Responders that echoed a probe intact from the group's port (from "
+                    "another host; by the group when they echo there).", answered)
+        yield gauge("mcast_echo_probe_local_responders",
+                    "This host's own responders that answered (no series, never counted).",
+                    len(table.local()))
         yield gauge("mcast_echo_probe_expected_responders",
                     "Responders expected (--expect).", s.expect)
         yield gauge("mcast_echo_probe_probes_sent", "Probes sent in this run.", transmitted)
@@ -100,13 +111,15 @@ class ProbeRun:
         shown_responders = exported(table)
         yield gauge("mcast_echo_probe_responders_omitted",
                     f"Responders heard but given no series here (past the first "
-                    f"{MAX_RESPONDERS}).", len(table) - len(shown_responders))
+                    f"{MAX_RESPONDERS}).",
+                    sum(1 for stats in table if not stats.local) - len(shown_responders))
 
         up = GaugeMetricFamily("mcast_echo_probe_up",
                                "1 if the responder echoed a probe intact in this run.",
                                labels=RESPONDER_LABELS)
         loss = GaugeMetricFamily("mcast_echo_probe_loss_ratio",
-                                 "Probes of this run the responder did not echo intact (0..1).",
+                                 "Probes of this run the responder did not echo intact (0..1; "
+                                 "by the group when it echoes there).",
                                  labels=RESPONDER_LABELS)
         hops = GaugeMetricFamily("mcast_echo_probe_hops",
                                  "Routers between the prober and the responder (from its "
@@ -123,7 +136,7 @@ class ProbeRun:
             labels = [s.group, str(s.port), responder_label(stats), name_label(stats.name)]
             counted = stats.counted
             up.add_metric(labels, 1 if counted else 0)
-            measured = stats.measured()  # ssmping, rfc6450: the multicast path's
+            measured = stats.measured()  # the group path's, when it echoes there
             received = min(measured.received, transmitted)
             if transmitted:
                 loss.add_metric(labels, (transmitted - received) / transmitted)
@@ -149,41 +162,95 @@ def render(run: ProbeRun) -> bytes:
 
 
 def replace(path: str, data: bytes) -> None:
-    """Replace *path* with *data* atomically (temporary file, fsync, rename; mode 0644)."""
+    """Replace the regular file *path* with *data* atomically; create it if it is absent.
+
+    The directory is opened once and everything else is done relative to it: the
+    temporary file is created there with O_EXCL and O_NOFOLLOW (mode 0644 set on its
+    descriptor), fsynced, and renamed over PATH's last component, which is looked at
+    with lstat just before -- a symbolic link, a FIFO, a device, a socket or a directory
+    is refused (TextfileError) and left as it is: only a regular file is ever replaced,
+    and no link is ever followed. Links in the directory's own path are the admin's.
+    """
     directory = os.path.dirname(path) or "."
     base = os.path.basename(path)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise TextfileError(_problem(path, err)) from None
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fchmod(file.fileno(), FILE_MODE)
-            os.fsync(file.fileno())
-        os.rename(temporary, path)
-    except OSError as err:
+        _check_target(dir_fd, path, base)
+        temporary, fd = _create_temporary(dir_fd, path, base)
         try:
-            os.unlink(temporary)
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fchmod(file.fileno(), FILE_MODE)
+                os.fsync(file.fileno())
+            _check_target(dir_fd, path, base)  # again: it may have changed during the write
+            os.rename(temporary, base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException as err:
+            try:
+                os.unlink(temporary, dir_fd=dir_fd)
+            except OSError:
+                pass
+            if isinstance(err, OSError):
+                raise TextfileError(_problem(path, err)) from None
+            raise
+        try:
+            os.fsync(dir_fd)  # make the rename durable; a directory that cannot is no error
         except OSError:
             pass
-        raise TextfileError(_problem(path, err)) from None
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: str) -> None:
-    """Make the rename durable; a directory that cannot be opened or synced is no error."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
-        os.close(fd)
+        os.close(dir_fd)
+
+
+_NOT_REGULAR = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_target(dir_fd: int, path: str, base: str) -> None:
+    """TextfileError unless *base* (in *dir_fd*) is absent or a regular file; never follows
+    a link."""
+    if base in ("", ".", ".."):
+        raise TextfileError(shown(f"cannot write --prometheus-textfile {path}: it names a "
+                                  "directory: pass the path of a file, e.g. "
+                                  "/var/lib/prometheus/node-exporter/mcast-echo.prom"))
+    try:
+        mode = os.stat(base, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise TextfileError(_problem(path, err)) from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    raise TextfileError(shown(
+        f"cannot write --prometheus-textfile {path}: it is {kind}, not a regular file, and is "
+        "left as it is (only a regular file is replaced): remove it, or pass the path of a "
+        "regular file, e.g. /var/lib/prometheus/node-exporter/mcast-echo.prom"))
+
+
+_TEMPORARY_TRIES = 16
+
+
+def _create_temporary(dir_fd: int, path: str, base: str) -> tuple[str, int]:
+    """A new file beside *base* (a name node_exporter skips), created O_EXCL|O_NOFOLLOW."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(_TEMPORARY_TRIES):
+        name = f".{base}.{secrets.token_hex(6)}.tmp"
+        try:
+            return name, os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise TextfileError(_problem(path, err)) from None
+    raise TextfileError(_problem(path, FileExistsError(errno.EEXIST, "no free temporary name")))
 
 
 def _problem(path: str, err: OSError) -> str:

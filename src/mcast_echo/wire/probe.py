@@ -35,6 +35,9 @@ HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size  # 32: the smallest probe
 TRAILER_MAGIC = b"MCET"
 TRAILER_VERSION = 1
 TRAILER_TTL_KNOWN = 0x01
+# The responder also sends its echoes to the group (reply: group or both): a client that
+# hears none of them there knows the group path is lost, not unused.
+TRAILER_GROUP_ECHOES = 0x02
 # magic, version, flags, total trailer length, receive time (ns), arrival TTL
 _TRAILER_FIXED = struct.Struct("!4sBBHQB")
 MAX_TEXT = 255  # each text field is one length byte + up to 255 bytes of UTF-8
@@ -58,6 +61,7 @@ class Arrival(NamedTuple):
     group: str  # the group address it was sent to
     ttl: Optional[int]  # IP TTL it arrived with (IP_RECVTTL), None if unknown
     recv_time_ns: int  # time.time_ns() at receipt
+    group_echoes: bool = False  # the echo also goes to the group (reply: group or both)
 
 
 class Header(NamedTuple):
@@ -79,6 +83,7 @@ class Trailer(NamedTuple):
     group: str
     arrival_ttl: Optional[int]
     recv_time_ns: int
+    group_echoes: bool = False  # the responder says it also echoes to the group
 
 
 # --- responder side: must be cheap and must never raise --------------------------------------
@@ -136,7 +141,8 @@ def encode_trailer(arrival: Arrival, room: int = MAX_TRAILER_SIZE) -> bytes:
     fixed = _TRAILER_FIXED.pack(
         TRAILER_MAGIC,
         TRAILER_VERSION,
-        TRAILER_TTL_KNOWN if ttl_known else 0,
+        (TRAILER_TTL_KNOWN if ttl_known else 0)
+        | (TRAILER_GROUP_ECHOES if arrival.group_echoes else 0),
         _TRAILER_FIXED.size + len(body),
         arrival.recv_time_ns & 0xFFFF_FFFF_FFFF_FFFF,
         arrival.ttl if ttl_known else 0,
@@ -195,7 +201,8 @@ def parse_trailer(data: bytes) -> Optional[Trailer]:
         offset += 1 + data[offset]
     hostname, ifname, group = texts
     arrival_ttl = ttl if flags & TRAILER_TTL_KNOWN else None
-    return Trailer(hostname, ifname, group, arrival_ttl, recv_time_ns)
+    return Trailer(hostname, ifname, group, arrival_ttl, recv_time_ns,
+                   bool(flags & TRAILER_GROUP_ECHOES))
 
 
 class Echo(NamedTuple):
