@@ -77,6 +77,30 @@ def test_a_batch_receives_lengths_peers_and_ancillary_data_and_echoes_them():
         assert batch.payload(0, batch.lengths[0]) == b"again"
 
 
+def test_the_port_0_search_finds_exactly_the_datagrams_from_port_0():
+    """NO_PORT in family_ports[:n].tobytes() is the fast path's whole-batch check: it must
+    see a port 0 anywhere, and nothing else, whatever a port's bytes and the next
+    sin_family's bytes beside them look like."""
+    batch = mmsg.Batch(3)
+    tricky = [0, 1, 2, 0x0200, 0x0002, 0x0100, 0x00FF, 0xFF00, 0x8000, 9999, 65535]
+
+    def place(i: int, port: int) -> None:
+        struct.pack_into("=H", batch.names, i * mmsg.NAME_SIZE, socket.AF_INET)
+        struct.pack_into("!H", batch.names, i * mmsg.NAME_SIZE + 2, port)
+
+    for a in tricky:
+        for b in tricky:
+            for c in (0, 2, 0x0200):
+                chosen = (a, b, c)
+                for i, port in enumerate(chosen):
+                    place(i, port)
+                for n in (1, 2, 3):
+                    assert (mmsg.NO_PORT in batch.family_ports[:n].tobytes()) == \
+                        (0 in chosen[:n]), (chosen, n)
+                assert [batch.family_ports[i] == mmsg.NO_PORT_WORD for i in range(3)] == \
+                    [port == 0 for port in chosen]
+
+
 def test_cmsg_walk_stops_at_a_bad_length():
     buffer = bytearray(64)
     struct.pack_into("@Nii", buffer, 0, 3, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too short

@@ -433,3 +433,59 @@ def test_source_port_0_is_an_impossible_source(own_lab, write_config, sink, ipv6
         daemon.wait_for("cannot be a real peer (port 0")
     finally:
         daemon.kill()
+
+
+# In the daemon host: its own clients, from its own addresses: over lo to an IPv4 listener
+# joined there, to the ssmping listener at its own IPv6 address, and out of eth0 to an IPv6
+# group (the looped copy comes in on eth0).
+SELF_PROBES = """
+import socket, struct, sys
+own4, own6, request, group4, group6, port, ssmping_port = sys.argv[1:]
+eth0, port, ssmping_port = socket.if_nametoindex("eth0"), int(port), int(ssmping_port)
+def answer(sock, payload, destination):
+    sock.settimeout(1)
+    sock.sendto(payload, destination)
+    try:
+        return sock.recvfrom(2000)[0][:4].decode("ascii", "replace")
+    except socket.timeout:
+        return "none"
+lo4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+lo_mreqn = struct.pack("=4s4si", bytes(4), bytes(4), 1)
+lo4.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, lo_mreqn)
+lo4.bind((own4, 0))
+ssm6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+ssm6.bind((own6, 0))
+out6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+out6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, eth0)
+out6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+out6.bind((own6, 0))
+print(answer(lo4, b"self", (group4, port)),
+      answer(ssm6, bytes.fromhex(request), (own6, ssmping_port)),
+      answer(out6, b"self", (group6, port, 0, eth0)))
+"""
+
+
+def test_this_hosts_own_probes_over_lo_are_answered_through_a_real_interface_dropped(
+        own_lab, write_config, sink):
+    """What the README says: a probe from the daemon host itself is answered over lo (IPv4),
+    and is dropped where it cannot be told apart from a forged one: the looped copy of a
+    multicast probe out of eth0, and (IPv6 reports the interface that holds the destination
+    address as the arrival one, eth0) a unicast request to this host's own IPv6 address."""
+    lab = own_lab
+    lab.host.run(["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"])  # the IPv4 rule on
+    daemon = DaemonProcess(write_config(
+        f"port: {ECHO_PORT}\nssmping: {{port: {SSMPING_PORT}}}\nlisteners:\n"
+        f"  - {{group: {OWN_GROUP4}, interface: lo}}\n"
+        "  - {group: 'ff15::4e3', interface: eth0}\n"), host=lab.host, env=sink.env)
+    try:
+        daemon.wait_for("ready:")
+        done = lab.host.run([sys.executable, "-c", SELF_PROBES, lab.own4, lab.own6,
+                             ssmping_request(True).hex(), OWN_GROUP4, "ff15::4e3",
+                             str(ECHO_PORT), str(SSMPING_PORT)], check=False)
+        assert done.stdout.split() == ["self", "none", "none"], (done.stderr, daemon.lines)
+        counts = listener_counts(daemon, sink, OWN_GROUP4)
+        assert (counts["echoed"], counts["dropped"]) == (1, 0), counts
+        assert listener_counts(daemon, sink, "ff15::4e3").get("own-address") == 1
+        assert ssmping_drops(daemon, sink) == {"own-address": 1}
+    finally:
+        daemon.kill()

@@ -96,8 +96,8 @@ class DaemonCollector(Collector):
                 yield family
         dropped = CounterMetricFamily(
             "mcast_echo_dropped_datagrams_total",
-            "Datagrams received and not echoed, by reason (source, ssm, acl, rate, size, "
-            "loop, truncated, recv-error, send-error).", labels=(*LISTENER_LABELS, "reason"))
+            "Datagrams received and not echoed, by reason (source, own-address, ssm, acl, rate, "
+            "size, loop, truncated, recv-error, send-error).", labels=(*LISTENER_LABELS, "reason"))
         for responder, labels in listeners:
             for reason, count in sorted(dict(responder.dropped).items()):  # dict(): one C copy
                 dropped.add_metric([*labels, reason], count)
