@@ -314,14 +314,15 @@ def ask(sock: socket.socket, payload: bytes, destination: tuple) -> Optional[tup
         return None
 
 
-def peer_socket(lab: OwnLab, ipv6: bool) -> socket.socket:
-    """A real peer: the attacker's host, from its own address."""
-    if not ipv6:
-        return sender(lab.peer4, timeout=2)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, lab.index)
-    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-    sock.bind((lab.peer6, 0))
+def peer_socket(lab: OwnLab, ipv6: bool, port: int = 0) -> socket.socket:
+    """A real peer: the attacker's host, from its own address (and *port*, 0: any)."""
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
+    if ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, lab.index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(lab.peer4))
+    sock.bind((lab.peer6 if ipv6 else lab.peer4, port))
     sock.settimeout(2)
     return sock
 
@@ -422,11 +423,12 @@ def test_source_port_0_is_an_impossible_source(own_lab, write_config, sink, ipv6
             send_from_port_zero(peer, group_address, ECHO_PORT, b"zero", lab.index)
             send_from_port_zero(peer, lab.own6 if ipv6 else lab.own4, SSMPING_PORT,
                                 ssmping_request(ipv6), lab.index)
-        with peer_socket(lab, ipv6) as sock:  # the same peer from a real port: echoed
-            reply = ask(sock, b"real", group)
-            assert reply is not None and reply[0] == b"real", daemon.log
+        for port in (0, 200):  # the same peer from a real port, any or a low one: echoed
+            with peer_socket(lab, ipv6, port) as sock:
+                reply = ask(sock, b"real", group)
+                assert reply is not None and reply[0] == b"real", daemon.log
         counts = listener_counts(daemon, sink, group_address)
-        assert (counts["received"], counts["echoed"], counts.get("source")) == (4, 1, 3), counts
+        assert (counts["received"], counts["echoed"], counts.get("source")) == (5, 2, 3), counts
         assert "send-error" not in counts, counts
         assert ssmping_drops(daemon, sink).get("source") == 3
         assert "EINVAL" not in daemon.log

@@ -54,7 +54,7 @@ class BatchPath:
         length = batch.lengths[0]
         source = batch.sources[0]
         limiter = policy.limiter
-        own_ipv4 = policy.own_ipv4(now)
+        own_ipv4 = policy.own_addresses.ipv4(now)
         if (batch.first_octets[0] in policy.refused_octets
                 or batch.family_ports[0] == mmsg.NO_PORT_WORD
                 or (own_ipv4 is not None and source in own_ipv4)
@@ -86,7 +86,8 @@ class BatchPath:
         C-level operations on the batch's strided views; only a batch with an exception
         walks its datagrams one by one (_echo_each). The kernel never cuts a datagram here
         (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC is looked at only on that
-        walk. This host's own addresses are looked up (once per distinct source) only
+        walk. A source port below 256 (0 is refused; the others are rare) takes the walk
+        too. This host's own addresses are looked up (once per distinct source) only
         while some interface has accept_local=1 (policy.py).
         """
         batch = self.batch
@@ -95,11 +96,11 @@ class BatchPath:
         policy = responder.policy
         lengths = batch.lengths[:count]
         if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
-                and mmsg.NO_PORT not in batch.family_ports[:count].tobytes()
+                and 0 not in batch.port_high_bytes[:count]  # no source port below 256
                 and max(lengths) <= responder.listener.max_datagram):
             sources = batch.sources[:count]
             distinct = set(sources)
-            own_ipv4 = policy.own_ipv4(now)
+            own_ipv4 = policy.own_addresses.ipv4(now)
             if ((own_ipv4 is None or own_ipv4.isdisjoint(distinct))
                     and (not policy.filters_sources
                          or all(map(policy.admitted_by_acl, distinct)))):
@@ -127,7 +128,7 @@ class BatchPath:
         policy = responder.policy
         refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
         admitted_by_acl = policy.admitted_by_acl
-        own_ipv4, no_port = policy.own_ipv4(now), mmsg.NO_PORT_WORD
+        own_ipv4, no_port = policy.own_addresses.ipv4(now), mmsg.NO_PORT_WORD
         max_datagram = responder.listener.max_datagram
         flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
         min_probe = probe.MIN_TRAILER_PROBE

@@ -195,11 +195,6 @@ class Policy:
         """Which check admitted_by_acl failed: "ssm" or "acl"."""
         return "ssm" if self.sources is not None and source not in self.sources else "acl"
 
-    def own_ipv4(self, now: float) -> Optional[frozenset[int]]:
-        """This host's IPv4 addresses (raw) while the kernel lets them in as sources (some
-        interface has accept_local=1), else None: what the fast path screens a batch with."""
-        return self.own_addresses.ipv4(now)
-
     def own_address(self, key: int, arrival: Optional[int], now: float) -> bool:
         """Whether a datagram from *key* (a raw IPv4 source, or ipv6_key of an IPv6 one) that
         arrived on interface *arrival* is forged with this host's own address: it did not
