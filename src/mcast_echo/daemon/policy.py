@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Optional
 
 from ..net import ifaddr
@@ -46,7 +47,8 @@ MAX_TRACKED_SOURCES = 65536
 _IMPOSSIBLE_FIRST_OCTETS = frozenset([0, 127, *range(224, 256)])
 LOOPBACK_OCTET = 127
 LOOPBACK_IFINDEX = 1  # lo is interface 1 of every network namespace (the kernel's LOOPBACK_IFINDEX)
-OWN_ADDRESSES_REFRESH = 1.0  # seconds an address added (or removed) may go unseen
+OWN_ADDRESSES_REFRESH = 1.0  # seconds an address added (or removed) may go unseen (see below)
+OWN_ADDRESSES_SHARE = 100  # re-reading them takes at most 1/100 of the loop's time
 
 
 def raw_address(address: str) -> int:
@@ -109,11 +111,17 @@ class OwnAddresses:
     index above bit 128, so that it matches only on its own link (see ipv6_key). IPv4: raw
     integers (see the module doc), or None while no interface has accept_local=1 (the kernel
     then drops such datagrams itself).
+
+    A re-read runs on the echo loop: about 40 us with a few interfaces, a few ms with a
+    thousand (one small file per interface for accept_local, and /proc/net/if_inet6, parsed
+    only when it changed). It never takes more than 1/OWN_ADDRESSES_SHARE of the loop's time:
+    where it costs more, the interval grows past OWN_ADDRESSES_REFRESH.
     """
 
     def __init__(self) -> None:
         self._ipv6: frozenset[int] = frozenset()
         self._ipv4: Optional[frozenset[int]] = None
+        self._table: Optional[str] = None  # /proc/net/if_inet6 as last parsed
         self._due = float("-inf")
 
     def ipv6(self, now: float) -> frozenset[int]:
@@ -127,11 +135,16 @@ class OwnAddresses:
         return self._ipv4
 
     def refresh(self, now: float) -> None:
-        self._due = now + OWN_ADDRESSES_REFRESH
-        self._ipv6 = frozenset(ipv6_key(value, index if _link_local(value) else 0)
-                               for index, value in ifaddr.ipv6_address_values())
+        started = time.monotonic()
+        table = ifaddr.ipv6_table()
+        if table != self._table:
+            self._table = table
+            self._ipv6 = frozenset(ipv6_key(value, index if _link_local(value) else 0)
+                                   for index, value in ifaddr.ipv6_address_values(table))
         self._ipv4 = (frozenset(raw_address(address) for _, address in ifaddr.ipv4_addresses())
                       if ifaddr.ipv4_accepts_local() else None)
+        cost = time.monotonic() - started
+        self._due = now + max(OWN_ADDRESSES_REFRESH, cost * OWN_ADDRESSES_SHARE)
 
 
 OWN_ADDRESSES = OwnAddresses()  # one per process: the host's addresses are the same for all

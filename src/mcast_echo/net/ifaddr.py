@@ -50,15 +50,19 @@ def ipv4_addresses() -> Iterator[tuple[int, str]]:
         yield index, socket.inet_ntoa(data[offset + 20:offset + 24])
 
 
-def ipv6_address_values(proc_root: str = "/proc") -> Iterator[tuple[int, int]]:
-    """(interface index, address as a 128-bit integer) for every IPv6 address of this
-    network namespace, tentative ones (still in duplicate address detection) included."""
+def ipv6_table(proc_root: str = "/proc") -> str:
+    """/proc/net/if_inet6 as it is now, "" without IPv6 (two equal tables: nothing changed)."""
     try:
         with open(f"{proc_root}/net/if_inet6") as table:
-            lines = table.read().splitlines()
+            return table.read()
     except OSError:  # no IPv6 in this kernel or namespace
-        return
-    for line in lines:
+        return ""
+
+
+def ipv6_address_values(table: str) -> Iterator[tuple[int, int]]:
+    """(interface index, address as a 128-bit integer) for every IPv6 address in *table*
+    (ipv6_table()), tentative ones (still in duplicate address detection) included."""
+    for line in table.splitlines():
         fields = line.split()
         if len(fields) >= 6 and len(fields[0]) == 32:
             yield int(fields[1], 16), int(fields[0], 16)
@@ -66,7 +70,7 @@ def ipv6_address_values(proc_root: str = "/proc") -> Iterator[tuple[int, int]]:
 
 def ipv6_addresses(proc_root: str = "/proc") -> Iterator[tuple[int, str]]:
     """(interface index, address) for every IPv6 address of this network namespace."""
-    for index, value in ipv6_address_values(proc_root):
+    for index, value in ipv6_address_values(ipv6_table(proc_root)):
         yield index, socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
 
 
