@@ -32,8 +32,9 @@ PROBE_MAGIC_WORD = struct.unpack("=I", probe.PROBE_MAGIC)[0]
 DROP_TEXT = {
     "source": "datagram from %s:%d dropped: source cannot be a real peer (port 0, 0.0.0.0/8, "
               "127.0.0.0/8 off lo, multicast, broadcast; ::, ::1 off lo, ff00::/8)",
-    "own-address": "datagram from %s:%d dropped: forged, its source is an address of this "
-                   "host but it came in from the network (probe a local responder over lo)",
+    "own-address": "datagram from %s:%d dropped: its source is an address of this host but "
+                   "it came in from the network, so it is forged (or this host's own probe, "
+                   "which looks the same: probe over lo, or from another host)",
     "ssm": "datagram from %s:%d dropped: source not in the listener's SSM 'sources'",
     "acl": "datagram from %s:%d dropped: source not in 'allow'",
     "rate": "datagram from %s:%d dropped: source over its 'rate_limit'",

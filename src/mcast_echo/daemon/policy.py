@@ -15,9 +15,9 @@ link-local one); IPv4 drops them as martians unless accept_local is set, so
 there the rule applies only where some interface has accept_local=1 (it then
 costs one set look-up per batch, and nothing otherwise). A probe this host sends
 to its own responder through a real interface comes back looped with the same
-source and interface as a forged one: it is dropped too (probe over lo instead).
-The addresses are re-read (OwnAddresses) at most once a second, when a datagram
-needs them: no netlink, no timer.
+source and interface as a forged one: it is dropped too (the README says how to
+probe from the host itself). The addresses are re-read (OwnAddresses) at most
+once a second, when a datagram needs them: no netlink, no timer.
 
 All three run on every datagram, so they work on integers: a source is its
 four address bytes read as one native integer ("raw", as they sit in a
