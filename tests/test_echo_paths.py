@@ -6,6 +6,7 @@ the choice is the one asked for, and the recvmmsg/sendmmsg buffers on their own.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 
@@ -75,6 +76,21 @@ def test_a_batch_receives_lengths_peers_and_ancillary_data_and_echoes_them():
         client.sendto(b"again", (GROUP, 9998))
         assert batch.receive(server.fileno()) == 1
         assert batch.payload(0, batch.lengths[0]) == b"again"
+
+
+def test_the_port_views_find_every_datagram_from_port_0():
+    """The fast path's whole-batch check (0 not in port_high_bytes[:n]) passes no batch with
+    a port 0 in it, and the walk's (family_ports[i] == NO_PORT_WORD) finds exactly those."""
+    batch = mmsg.Batch(3)
+    tricky = [0, 1, 2, 0x00FF, 0x0100, 0x0200, 0xFF00, 0x8000, 9999, 65535]
+    for ports in itertools.product(tricky, repeat=3):
+        for i, port in enumerate(ports):
+            struct.pack_into("=H", batch.names, i * mmsg.NAME_SIZE, socket.AF_INET)
+            struct.pack_into("!H", batch.names, i * mmsg.NAME_SIZE + 2, port)
+        for n in (1, 2, 3):
+            assert (0 not in batch.port_high_bytes[:n]) == all(p >= 256 for p in ports[:n])
+        assert [batch.family_ports[i] == mmsg.NO_PORT_WORD for i in range(3)] == \
+            [port == 0 for port in ports]
 
 
 def test_cmsg_walk_stops_at_a_bad_length():

@@ -32,10 +32,10 @@ def test_table_is_capped_for_100000_sources():
 
 def test_acl():
     policy = Policy(Listener(allow=check_allow(["10.1.0.0/16", "192.0.2.7"]), rate_limit=None))
-    assert policy.verdict("10.1.200.3", 0) is None
-    assert policy.verdict("192.0.2.7", 0) is None
-    assert policy.verdict("192.0.2.8", 0) == "acl"
-    assert policy.verdict("10.2.0.1", 0) == "acl"
+    assert policy.verdict(("10.1.200.3", 5000), None, 0) is None
+    assert policy.verdict(("192.0.2.7", 5000), None, 0) is None
+    assert policy.verdict(("192.0.2.8", 5000), None, 0) == "acl"
+    assert policy.verdict(("10.2.0.1", 5000), None, 0) == "acl"
 
 
 def test_rate_limited_and_refused_sources_get_no_echo(responder_host, write_config):

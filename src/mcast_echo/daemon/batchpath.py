@@ -54,7 +54,10 @@ class BatchPath:
         length = batch.lengths[0]
         source = batch.sources[0]
         limiter = policy.limiter
+        own_ipv4 = policy.own_addresses.ipv4(now)
         if (batch.first_octets[0] in policy.refused_octets
+                or batch.family_ports[0] == mmsg.NO_PORT_WORD
+                or (own_ipv4 is not None and source in own_ipv4)
                 or length > responder.listener.max_datagram
                 or batch.first_payload_words[0] == PROBE_MAGIC_WORD
                 or (policy.filters_sources and not policy.admitted_by_acl(source))
@@ -77,12 +80,15 @@ class BatchPath:
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
         """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
 
-        The common case -- every source a real peer inside 'allow' and within its rate,
-        every datagram within max_datagram, no probe asking for a trailer -- is checked
-        and sent with a few C-level operations on the batch's strided views; only a batch
-        with an exception walks its datagrams one by one (_echo_each). The kernel never
-        cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC is
-        looked at only on that walk.
+        The common case -- every source a real peer (no source port 0, none of this
+        host's own addresses) inside 'allow' and within its rate, every datagram within
+        max_datagram, no probe asking for a trailer -- is checked and sent with a few
+        C-level operations on the batch's strided views; only a batch with an exception
+        walks its datagrams one by one (_echo_each). The kernel never cuts a datagram here
+        (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC is looked at only on that
+        walk. A source port below 256 (0 is refused; the others are rare) takes the walk
+        too. This host's own addresses are looked up (once per distinct source) only
+        while some interface has accept_local=1 (policy.py).
         """
         batch = self.batch
         responder.received += count
@@ -90,10 +96,14 @@ class BatchPath:
         policy = responder.policy
         lengths = batch.lengths[:count]
         if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
+                and 0 not in batch.port_high_bytes[:count]  # no source port below 256
                 and max(lengths) <= responder.listener.max_datagram):
             sources = batch.sources[:count]
             distinct = set(sources)
-            if not policy.filters_sources or all(map(policy.admitted_by_acl, distinct)):
+            own_ipv4 = policy.own_addresses.ipv4(now)
+            if ((own_ipv4 is None or own_ipv4.isdisjoint(distinct))
+                    and (not policy.filters_sources
+                         or all(map(policy.admitted_by_acl, distinct)))):
                 over = _over_rate(policy.limiter, sources, distinct, count, now)
                 if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
                     batch.send_lengths[:count] = lengths
@@ -114,10 +124,11 @@ class BatchPath:
         batch = self.batch
         words, first_octets, sources = batch.words, batch.first_octets, batch.sources
         lengths, send_lengths = batch.lengths, batch.send_lengths
-        first_payload_words = batch.first_payload_words
+        first_payload_words, family_ports = batch.first_payload_words, batch.family_ports
         policy = responder.policy
         refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
         admitted_by_acl = policy.admitted_by_acl
+        own_ipv4, no_port = policy.own_addresses.ipv4(now), mmsg.NO_PORT_WORD
         max_datagram = responder.listener.max_datagram
         flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
         min_probe = probe.MIN_TRAILER_PROBE
@@ -126,8 +137,11 @@ class BatchPath:
         asking: list[int] = []
         for i in range(count):
             length = lengths[i]
-            if first_octets[i] in refused_octets:
+            if first_octets[i] in refused_octets or family_ports[i] == no_port:
                 drops[i] = "source"
+            elif (own_ipv4 is not None and sources[i] in own_ipv4
+                  and policy.own_address(sources[i], batch.ancillary(i)[0], now)):
+                drops[i] = "own-address"
             elif filters_sources and not admitted_by_acl(sources[i]):
                 drops[i] = policy.refusal(sources[i])
             elif words[i * hdr_words + flags_word] & MSG_TRUNC:

@@ -5,9 +5,10 @@ taken off the socket; 0 when its queue is empty): batchpath.BatchPath (recvmmsg 
 sendmmsg, IPv4 unicast replies) and plainpath.PlainPath (recvmsg / sendto: IPv6,
 the group reply modes, and the portable fallback); echopath.py picks them.
 
-Both apply the same rules in the same order: a source that cannot be a real peer,
-then 'allow' (and an SSM listener's 'sources'), then a datagram the kernel cut or
-that is over max_datagram, then the rate limit; then a probe that asks gets its
+Both apply the same rules in the same order (policy.py): a source that cannot be a
+real peer (port 0 included), then one of this host's own addresses arriving from the
+network, then 'allow' (and an SSM listener's 'sources'), then a datagram the kernel
+cut or that is over max_datagram, then the rate limit; then a probe that asks gets its
 identity trailer (probe.py), never making the echo larger. Nothing a peer sends can
 raise out of a path.
 """
@@ -33,6 +34,7 @@ PROBE_MAGIC_WORD = struct.unpack("=I", probe.PROBE_MAGIC)[0]
 # for every listener and the ssmping listener. A new reason is one line here.
 DROP_REASONS = (
     "source",  # cannot be a real peer (policy.py)
+    "own-address",  # one of this host's own addresses, arriving from the network: forged
     "ssm",  # not one of an SSM listener's 'sources'
     "acl",  # not in 'allow'
     "rate",  # over its 'rate_limit'
@@ -44,8 +46,11 @@ DROP_REASONS = (
 )
 
 DROP_TEXT = {
-    "source": "datagram from %s:%d dropped: source cannot be a real peer (0.0.0.0/8, "
+    "source": "datagram from %s:%d dropped: source cannot be a real peer (port 0, 0.0.0.0/8, "
               "127.0.0.0/8 off lo, multicast, broadcast; ::, ::1 off lo, ff00::/8)",
+    "own-address": "datagram from %s:%d dropped: its source is an address of this host but "
+                   "it came in from the network, so it is forged (or this host's own probe, "
+                   "which looks the same: probe over lo, or from another host)",
     "ssm": "datagram from %s:%d dropped: source not in the listener's SSM 'sources'",
     "acl": "datagram from %s:%d dropped: source not in 'allow'",
     "rate": "datagram from %s:%d dropped: source over its 'rate_limit'",

@@ -2,10 +2,11 @@
 
 ``ssmping: {port: 4321}`` turns it on. One IPv4 and one IPv6 socket, bound to the
 wildcard address and the port, join no group: requests are unicast. Each request is
-checked by the same policy as the echo listeners (a real peer, ``allow``, the
-per-source rate limit), answered by ``wire.mping.answer`` (at most two replies, one
-to the client and one to a configured group, each at most ``wire.mping.MAX_GROWTH``
-= 89 bytes larger than the request), and each reply is sent with the request's
+checked by the same policy as the echo listeners (a real peer, not forged with one of
+this host's own addresses, ``allow``, the per-source rate limit), answered by
+``wire.mping.answer`` (at most two replies, one to the client and one to a configured
+group, each at most ``wire.mping.MAX_GROWTH`` = 89 bytes larger than the request), and
+each reply is sent with the request's
 destination address as its source (IP_PKTINFO / IPV6_PKTINFO): an SSM client joins
 (S,G) with S = the address it pinged, so a reply from any other address is filtered
 by its kernel. Replies go to the client's source port, unicast and to a configured
@@ -121,7 +122,8 @@ class MpingListener:
                 self._drop("recv-error", "ssmping: receive failed: %s", e)
                 return
             counts["received"] += 1
-            refused = policy.verdict(source[0], now)
+            destination, arrival = _pktinfo(ancdata, ipv6)
+            refused = policy.verdict(source, arrival, now)
             if refused is not None:
                 self._drop(refused, "ssmping: request from %s:%d dropped (%s)", *source[:2],
                            refused)
@@ -134,7 +136,6 @@ class MpingListener:
                 counts["ignored"] += 1
                 continue
             counts[answer.dialect] += 1
-            destination = _destination(ancdata, ipv6)
             for reply in answer.replies:
                 address = source if reply.group is None else (
                     (str(reply.group), source[1], 0, source[3]) if ipv6
@@ -185,16 +186,17 @@ def _open(family: int, port: int) -> socket.socket:
     return sock
 
 
-def _destination(ancdata: list, ipv6: bool) -> Optional[bytes]:
-    """The request's destination address (packed), from IP_PKTINFO / IPV6_PKTINFO."""
+def _pktinfo(ancdata: list, ipv6: bool) -> tuple[Optional[bytes], Optional[int]]:
+    """The request's destination address (packed) and arrival interface index, from
+    IP_PKTINFO / IPV6_PKTINFO; (None, None) without them."""
     for level, kind, payload in ancdata:
         if ipv6 and level == socket.IPPROTO_IPV6 and kind == mcast.IPV6_PKTINFO \
-                and len(payload) >= 16:
-            return payload[:16]
+                and len(payload) >= 20:
+            return payload[:16], struct.unpack_from("=I", payload, 16)[0]
         if not ipv6 and level == socket.IPPROTO_IP and kind == mcast.IP_PKTINFO \
-                and len(payload) >= 12:
-            return payload[8:12]  # ipi_addr: the header's destination
-    return None
+                and len(payload) >= 12:  # ipi_ifindex, ipi_spec_dst, ipi_addr (the destination)
+            return payload[8:12], struct.unpack_from("=i", payload)[0]
+    return None, None
 
 
 def _source_pktinfo(destination: Optional[bytes], ipv6: bool) -> list:

@@ -45,13 +45,13 @@ class PlainPath:
                 return count
             responder.received += 1
             responder.received_bytes += len(data)
-            refused = verdict(source[0], now) if not flags & MSG_TRUNC else "truncated"
+            ifindex, ttl = _ancillary(ancdata)
+            refused = verdict(source, ifindex, now) if not flags & MSG_TRUNC else "truncated"
             if refused is None and len(data) > max_datagram:
                 refused = "size"
             if refused is not None:
                 _drop(responder, refused, source, len(data))
                 continue
-            ifindex, ttl = _ancillary(ancdata)
             if probe.wants_trailer(data):
                 data = probe.with_trailer(data, responder.arrival(ifindex, ttl))
             if to_sender and not _send(sock, data, source, None, responder):

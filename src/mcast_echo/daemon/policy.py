@@ -5,7 +5,19 @@ others. First, a source that cannot be a real peer is never answered: the
 kernel accepts source 0.0.0.0 on link-local groups (224.0.0.0/24), and an echo
 sent to ("0.0.0.0", port) is delivered to a local service on 127.0.0.1 as if
 from 127.0.0.1 -- a peer on the LAN could inject datagrams into this host's
-loopback services.
+loopback services. Source port 0 is no peer's either (an echo to it fails).
+
+Nor is a source that is one of this host's own addresses when the datagram came
+in on an interface other than lo ("own-address"): the echo would go to whatever
+local service listens on that address and port. IPv6 accepts such datagrams
+from the wire (a global address of any interface, or the arrival interface's
+link-local one); IPv4 drops them as martians unless accept_local is set, so
+there the rule applies only where some interface has accept_local=1 (it then
+costs one set look-up per batch, and nothing otherwise). A probe this host sends
+to its own responder through a real interface comes back looped with the same
+source and interface as a forged one: it is dropped too (the README says how to
+probe from the host itself). The addresses are re-read (OwnAddresses) at most
+once a second, when a datagram needs them: no netlink, no timer.
 
 All three run on every datagram, so they work on integers: a source is its
 four address bytes read as one native integer ("raw", as they sit in a
@@ -22,8 +34,10 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Optional
 
+from ..net import ifaddr
 from ..schema import Listener
 
 MAX_TRACKED_SOURCES = 65536
@@ -32,6 +46,9 @@ MAX_TRACKED_SOURCES = 65536
 # loopback (127/8), multicast (224/4), reserved (240/4) and broadcast.
 _IMPOSSIBLE_FIRST_OCTETS = frozenset([0, 127, *range(224, 256)])
 LOOPBACK_OCTET = 127
+LOOPBACK_IFINDEX = 1  # lo is interface 1 of every network namespace (the kernel's LOOPBACK_IFINDEX)
+OWN_ADDRESSES_REFRESH = 1.0  # seconds an address added (or removed) may go unseen (see below)
+OWN_ADDRESSES_SHARE = 100  # re-reading them takes at most 1/100 of the loop's time
 
 
 def raw_address(address: str) -> int:
@@ -85,6 +102,54 @@ class SourceRateLimiter:
         return self.admit(raw_address(source), 1, now) == 1
 
 
+class OwnAddresses:
+    """This host's own addresses, as the checks compare them, re-read from the kernel at most
+    every OWN_ADDRESSES_REFRESH seconds, by the first datagram that comes after that.
+
+    IPv6: every address of every interface as a 128-bit integer; a link-local one (fe80::/10,
+    whose source a datagram carries with its arrival interface as scope) with that interface's
+    index above bit 128, so that it matches only on its own link (see ipv6_key). IPv4: raw
+    integers (see the module doc), or None while no interface has accept_local=1 (the kernel
+    then drops such datagrams itself).
+
+    A re-read runs on the echo loop: about 40 us with a few interfaces, a few ms with a
+    thousand (one small file per interface for accept_local, and /proc/net/if_inet6, parsed
+    only when it changed). It never takes more than 1/OWN_ADDRESSES_SHARE of the loop's time:
+    where it costs more, the interval grows past OWN_ADDRESSES_REFRESH.
+    """
+
+    def __init__(self) -> None:
+        self._ipv6: frozenset[int] = frozenset()
+        self._ipv4: Optional[frozenset[int]] = None
+        self._table: Optional[str] = None  # /proc/net/if_inet6 as last parsed
+        self._due = float("-inf")
+
+    def ipv6(self, now: float) -> frozenset[int]:
+        if now >= self._due:
+            self.refresh(now)
+        return self._ipv6
+
+    def ipv4(self, now: float) -> Optional[frozenset[int]]:
+        if now >= self._due:
+            self.refresh(now)
+        return self._ipv4
+
+    def refresh(self, now: float) -> None:
+        started = time.monotonic()
+        table = ifaddr.ipv6_table()
+        if table != self._table:
+            self._table = table
+            self._ipv6 = frozenset(ipv6_key(value, index if _link_local(value) else 0)
+                                   for index, value in ifaddr.ipv6_address_values(table))
+        self._ipv4 = (frozenset(raw_address(address) for _, address in ifaddr.ipv4_addresses())
+                      if ifaddr.ipv4_accepts_local() else None)
+        cost = time.monotonic() - started
+        self._due = now + max(OWN_ADDRESSES_REFRESH, cost * OWN_ADDRESSES_SHARE)
+
+
+OWN_ADDRESSES = OwnAddresses()  # one per process: the host's addresses are the same for all
+
+
 class Policy:
     """The checks of one listener, for its family: IPv4 sources are raw integers (see
     the module doc), IPv6 ones the integer of their 16 bytes."""
@@ -107,6 +172,7 @@ class Policy:
             self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst)
         self.refused_octets = _IMPOSSIBLE_FIRST_OCTETS
         self.loopback_peers = False
+        self.own_addresses = OWN_ADDRESSES
 
     @property
     def loopback_peers(self) -> bool:
@@ -142,16 +208,35 @@ class Policy:
         """Which check admitted_by_acl failed: "ssm" or "acl"."""
         return "ssm" if self.sources is not None and source not in self.sources else "acl"
 
-    def verdict(self, source: str, now: float) -> Optional[str]:
-        """None to echo, or the drop reason ("source", "ssm", "acl", "rate")."""
+    def own_address(self, key: int, arrival: Optional[int], now: float) -> bool:
+        """Whether a datagram from *key* (a raw IPv4 source, or ipv6_key of an IPv6 one) that
+        arrived on interface *arrival* is forged with this host's own address: it did not
+        come in on lo (None, unknown, counts as not lo), and the address is ours."""
+        own = self.own_addresses.ipv6(now) if self.ipv6 else self.own_addresses.ipv4(now)
+        return own is not None and key in own and arrival != LOOPBACK_IFINDEX
+
+    def verdict(self, source: tuple, arrival: Optional[int], now: float) -> Optional[str]:
+        """None to echo, or the drop reason ("source", "own-address", "ssm", "acl", "rate").
+
+        *source* is the sender's socket address as recvmsg gives it ((address, port), or
+        (address, port, flowinfo, scope) for IPv6); *arrival* the index of the interface
+        the datagram came in on (IP_PKTINFO / IPV6_PKTINFO), None if unknown."""
+        address = source[0]
+        if source[1] == 0:
+            return "source"
         if self.ipv6:
-            key = _ipv6_int(source)
+            key = _ipv6_int(address)
             if _impossible_ipv6(key, self.loopback_peers):
                 return "source"
+            if self.own_address(ipv6_key(key, source[3] if _link_local(key) else 0),
+                                arrival, now):
+                return "own-address"
         else:
-            if int(source.partition(".")[0]) in self.refused_octets:
+            if int(address.partition(".")[0]) in self.refused_octets:
                 return "source"
-            key = raw_address(source)
+            key = raw_address(address)
+            if self.own_address(key, arrival, now):
+                return "own-address"
         if not self.admitted_by_acl(key):
             return self.refusal(key)
         if self.limiter is not None and self.limiter.admit(key, 1, now) == 0:
@@ -164,6 +249,16 @@ _IPV4_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96
 
 def _ipv6_int(address: str) -> int:
     return int.from_bytes(socket.inet_pton(socket.AF_INET6, address.partition("%")[0]), "big")
+
+
+def ipv6_key(value: int, scope: int) -> int:
+    """An IPv6 address (integer) as OwnAddresses keeps it: a link-local one's interface
+    (*scope*, 0 for any other address) above its 128 bits."""
+    return value | scope << 128
+
+
+def _link_local(value: int) -> bool:
+    return value >> 118 == 0xFE80 >> 6  # fe80::/10
 
 
 def _impossible_ipv6(value: int, loopback_peers: bool) -> bool:

@@ -5,9 +5,10 @@ sees only each interface's primary address, so an address added beside it (a
 VRRP/keepalived virtual address, a second `ip addr add`) would be invisible.
 SIOCGIFCONF lists every IPv4 address with its interface; /proc/net/if_inet6
 every IPv6 one; /proc/net/dev every interface, and SIOCGIFFLAGS says which are
-up and multicast-capable. None of them needs a netlink socket, so the unit can
-keep AF_NETLINK out of its sandbox (socket.if_nameindex() would need it: glibc
-answers it over netlink).
+up and multicast-capable; /proc/sys/net/ipv4/conf says which interfaces accept
+datagrams from this host's own addresses. None of them needs a netlink socket,
+so the unit can keep AF_NETLINK out of its sandbox (socket.if_nameindex() would
+need it: glibc answers it over netlink).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import array
 import fcntl
 import ipaddress
 import itertools
+import os
 import socket
 import struct
 from typing import Iterator, Optional
@@ -50,18 +52,58 @@ def ipv4_addresses() -> Iterator[tuple[int, str]]:
         yield index, socket.inet_ntoa(data[offset + 20:offset + 24])
 
 
-def ipv6_addresses(proc_root: str = "/proc") -> Iterator[tuple[int, str]]:
-    """(interface index, address) for every IPv6 address of this network namespace."""
+def ipv6_table(proc_root: str = "/proc") -> str:
+    """/proc/net/if_inet6 as it is now, "" without IPv6 (two equal tables: nothing changed)."""
     try:
         with open(f"{proc_root}/net/if_inet6") as table:
-            lines = table.read().splitlines()
+            return table.read()
     except OSError:  # no IPv6 in this kernel or namespace
-        return
-    for line in lines:
+        return ""
+
+
+def ipv6_address_values(table: str) -> Iterator[tuple[int, int]]:
+    """(interface index, address as a 128-bit integer) for every IPv6 address in *table*
+    (ipv6_table()), tentative ones (still in duplicate address detection) included."""
+    for line in table.splitlines():
         fields = line.split()
         if len(fields) >= 6 and len(fields[0]) == 32:
-            address = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
-            yield int(fields[1], 16), address
+            yield int(fields[1], 16), int(fields[0], 16)
+
+
+def ipv6_addresses(proc_root: str = "/proc") -> Iterator[tuple[int, str]]:
+    """(interface index, address) for every IPv6 address of this network namespace."""
+    for index, value in ipv6_address_values(ipv6_table(proc_root)):
+        yield index, socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+
+
+def ipv4_accepts_local(proc_root: str = "/proc") -> bool:
+    """Whether some interface takes IPv4 datagrams whose source is an address of this host.
+
+    The kernel drops them as martians unless net.ipv4.conf.<iface>.accept_local or
+    net.ipv4.conf.all.accept_local is 1 ('default' only seeds interfaces made later,
+    which then show it as their own). One small read per interface.
+    """
+    base = f"{proc_root}/sys/net/ipv4/conf"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return False
+    for name in names:
+        if name == "default":
+            continue
+        try:
+            fd = os.open(f"{base}/{name}/accept_local", os.O_RDONLY)
+        except OSError:  # the interface went away meanwhile
+            continue
+        try:
+            value = os.read(fd, 16)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if value.strip() not in (b"0", b""):
+            return True
+    return False
 
 
 def host_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -11,9 +11,10 @@ The caller reads the fields through memoryviews, no ctypes attribute access per
 datagram. Flat ones (``words``, ``name_bytes``, ``name_words``, ``payload_words``,
 ``send_length_words``) are indexed at the module's offsets; strided ones hold one
 field of every datagram (``lengths``, ``first_octets``, ``sources``,
-``first_payload_words``, ``send_lengths``), so that a whole batch is checked and
-its echo lengths set by C-level operations on slices (``max(lengths[:n])``,
-``send_lengths[:n] = lengths[:n]``) instead of a Python loop.
+``port_high_bytes``, ``family_ports``, ``first_payload_words``, ``send_lengths``), so
+that a whole batch is checked and its echo lengths set by C-level operations on slices
+(``max(lengths[:n])``, ``0 not in port_high_bytes[:n]``, ``send_lengths[:n] =
+lengths[:n]``) instead of a Python loop.
 
 ``load()`` returns None where the platform lacks recvmmsg/sendmmsg; the daemon
 then uses the portable path (daemon/plainpath.py).
@@ -35,6 +36,8 @@ NAME_SIZE = 32  # room for a sockaddr_in6 (28 bytes): the same buffers serve IPv
 CONTROL_SIZE = 64  # in_pktinfo and TTL need CMSG_SPACE(12) + CMSG_SPACE(4) = 56 on 64-bit
 PAYLOAD_STRIDE = 65536  # above any IPv4 UDP payload: a datagram is never cut unseen
 RETRY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+# A sockaddr_in's first word, sin_family then sin_port, for source port 0 (family_ports).
+NO_PORT_WORD = struct.unpack("=I", struct.pack("=HH", socket.AF_INET, 0))[0]
 
 
 class IoVec(ctypes.Structure):
@@ -127,6 +130,10 @@ class Batch:
         self.lengths = self.words[LEN_WORD::HDR_WORDS]
         self.first_octets = self.name_bytes[4::NAME_SIZE]  # sin_addr's first byte
         self.sources = self.name_words[1::NAME_SIZE // 4]  # sin_addr as one raw integer
+        self.family_ports = self.name_words[0::NAME_SIZE // 4]  # sin_family and sin_port
+        # sin_port's first byte (network order: the high one): no 0 there, no port below 256,
+        # so no port 0 -- a byte view, whose items are Python's cached small integers
+        self.port_high_bytes = self.name_bytes[2::NAME_SIZE]
         self.first_payload_words = self.payload_words[:: PAYLOAD_STRIDE // 4]
         self.send_lengths = self.send_length_words[SEND_LENGTH_WORD :: IOV_SIZE // 4]
 
