@@ -130,10 +130,12 @@ def test_interface_down_at_start_answers_once_up(lab, write_config, sink):
 
 # ------------------------------------------------------------------ while running
 
-def test_interface_deleted_and_recreated(lab, write_config, sink):
+@pytest.mark.parametrize("interface", ["eth0", "null"], ids=["named", "route"])
+def test_interface_deleted_and_recreated(lab, write_config, sink, interface):
+    """Named, or found by the route to the group (#18.9: that took ~4.5 s to come back)."""
     host, cable, uncable = lab
     local, remote = cable("eth0")
-    daemon = start(host, write_config, sink, "interface: eth0\n")
+    daemon = start(host, write_config, sink, f"interface: {interface}\n")
     try:
         daemon.wait_for(f"joined {GROUP} on eth0")
         echoes_within(local, 1)
