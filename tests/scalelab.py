@@ -15,14 +15,16 @@ import threading
 import time
 from typing import Optional
 
-PING_INTERVAL = 0.002  # seconds between probes: 500 a second, well inside the rate limit
+PING_INTERVAL = 0.002  # seconds between probes: 500 a second, inside the default rate limit
 
 
 def listeners_config(count: int, port: int, interface: Optional[str] = None,
-                     extra: str = "") -> str:
-    """*count* listeners on groups 239.20.x.y (the first is 239.20.0.1), one port."""
+                     extra: str = "", each: str = "") -> str:
+    """*count* listeners on groups 239.20.x.y (the first is 239.20.0.1), one port; *each*
+    is a line of settings added to every listener."""
     lines = [f"port: {port}\n", f"interface: {interface or 'null'}\n", extra, "listeners:\n"]
-    lines += [f"  - group: 239.20.{n // 250}.{n % 250 + 1}\n" for n in range(count)]
+    lines += [f"  - group: 239.20.{n // 250}.{n % 250 + 1}\n" + (f"    {each}" if each else "")
+              for n in range(count)]
     return "".join(lines)
 
 

@@ -392,3 +392,47 @@ def test_ipv6_listeners_are_shown_with_brackets(lab, write_config, sink):
         assert f"[ff15::77]:{PORT}: receive buffer: requested 1 MiB" in daemon.log
     finally:
         daemon.kill()
+
+
+def test_4096_listeners_by_route_never_stall_the_echo(lab, write_config, sink):
+    """#18.8: at the largest supported config (4,096 listeners, each found by the route to
+    its group, in a file past the old 1 MiB cap) neither the membership checks nor a reload
+    stop the echo: the longest gap a steady client sees during a reload is a fraction of
+    the time the reload takes (before: the whole of it), and during checks as small."""
+    import signal
+
+    from scalelab import StallMeter, listeners_config
+
+    from mcast_echo.yamlsafe import MAX_FILE_BYTES
+
+    host, _, (local, remote), _ = lab
+    allow = "allow: [" + ", ".join(f"10.{i}.0.0/16" for i in range(60)) + ", 10.68.0.0/16]\n"
+    text = listeners_config(4096, PORT, each=allow)
+    assert 1 << 20 < len(text) <= MAX_FILE_BYTES
+    path = write_config(text)
+    daemon = DaemonProcess(path, host=host, env=sink.env)
+    meter = None
+    try:
+        status = sink.wait(lambda f: "READY" in f, 60, "READY")["STATUS"]
+        assert status.startswith("4096 listeners, 4096 joined"), status[:200]
+        meter = StallMeter(local, "239.20.0.1", PORT, seconds=40)
+        meter.wait_echoes(100, 10)
+        start = time.monotonic()
+        meter.wait_echoes(1000, 15)  # 2 s and more: four rounds of checks at least
+        checks = meter.worst_gap(start, time.monotonic())
+        mark = daemon.mark()
+        path.write_text(text.replace("interface: null", "interface: null\nttl: 2"))
+        start = time.monotonic()
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for("reloaded:", start=mark, timeout=60)
+        took = time.monotonic() - start
+        meter.wait_echoes(100, 10)
+        reload_gap = meter.worst_gap(start, time.monotonic())
+        print(f"4,096 listeners by route ({len(text)} bytes): worst echo gap {checks * 1000:.0f}"
+              f" ms during checks, {reload_gap * 1000:.0f} ms during a {took:.2f} s reload")
+        assert reload_gap < took / 3
+        assert checks < took / 3
+    finally:
+        if meter is not None:
+            meter.close()
+        daemon.kill()
