@@ -401,9 +401,8 @@ def test_4096_listeners_by_route_never_stall_the_echo(lab, write_config, sink):
     the time the reload takes (before: the whole of it), and during checks as small."""
     import signal
 
-    from scalelab import StallMeter, listeners_config
-
     from mcast_echo.yamlsafe import MAX_FILE_BYTES
+    from scalelab import StallMeter, listeners_config
 
     host, _, (local, remote), _ = lab
     allow = "allow: [" + ", ".join(f"10.{i}.0.0/16" for i in range(60)) + ", 10.68.0.0/16]\n"
@@ -436,3 +435,44 @@ def test_4096_listeners_by_route_never_stall_the_echo(lab, write_config, sink):
         if meter is not None:
             meter.close()
         daemon.kill()
+
+
+def test_interface_all_writes_one_line_per_interface_event_not_one_per_listener(
+        lab, write_config, sink):
+    """#18.11: an interface that comes (or goes) is one log line however many 'interface:
+    all' listeners join it (the others counted in the next line), and STATUS is right."""
+    host, _, _, _ = lab
+    groups = [f"239.6.0.{n}" for n in range(1, 41)]
+    daemon = serve(host, write_config, sink, f"port: {PORT}\ninterface: all\nlisteners:\n"
+                   + "".join(f"  - group: {group}\n" for group in groups))
+    second = f"vy{_labs}"
+    try:
+        mark = daemon.mark()
+        veth(second, f"10.70.{_labs}.1/24", host, "eth1", f"10.70.{_labs}.2/24")
+        wait_until(lambda: sum(1 for i, _ in host.igmp_groups() if i == "eth1") >= 40, 5)
+        lines = [line for line in daemon.lines[mark:] if "on eth1" in line]
+        assert len(lines) == 1, lines
+        status = counters_line(daemon, sink)
+        assert status.startswith("40 listeners, 40 joined"), status
+    finally:
+        daemon.kill()
+        subprocess.run(["ip", "link", "del", second], capture_output=True)
+
+
+def test_status_says_which_joins_are_pending():
+    """#18.11: a listener whose join is still to be tried is "pending", not "0 joined"."""
+    import logging
+
+    from mcast_echo.daemon.ratelimit import RateLimitedLog
+    from mcast_echo.daemon.responder import GroupResponder
+    from mcast_echo.daemon.service import Daemon
+    from mcast_echo.schema import Config, Listener
+
+    listeners = [Listener(group=f"239.7.0.{n}", port=PORT) for n in range(1, 11)]
+    daemon = Daemon(Config(path="-", listeners=tuple(listeners)))
+    daemon.responders = [GroupResponder(listener, "h", RateLimitedLog(logging.getLogger()))
+                         for listener in listeners]
+    line = daemon.status_line()
+    assert line.startswith("10 listeners, 0 joined, 10 joins pending"), line
+    assert daemon.responders[0].status() == \
+        f"239.7.0.1:{PORT} join pending (on a route to the group)"

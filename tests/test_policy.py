@@ -70,9 +70,8 @@ def test_tracked_sources_are_bounded_for_the_whole_daemon(write_config):
     """#18.7: 30 listeners under a forged-source flood (64k sources each, through the same
     admit the fast path calls) track MAX_TRACKED_SOURCES in all, not 30 times it -- and
     still after a reload that adds listeners (each one's share shrinks)."""
-    from test_reload import InProcessDaemon
-
     from mcast_echo.daemon.policy import MAX_TRACKED_SOURCES
+    from test_reload import InProcessDaemon
 
     def config(count: int) -> str:
         return "interface: lo\nlisteners:\n" + "".join(
