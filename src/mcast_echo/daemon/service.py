@@ -248,9 +248,6 @@ class Daemon:
         except reloader.Failed as e:
             plan, failure = None, str(e)
         self._finish_reload(plan, failure)
-        if not self._checking:  # join the new sockets now, as the loop's next round would
-            self._checking = True
-            self._chores.append(self._membership_round())
         self._run_chores(float("inf"))
 
     def _begin_reload(self) -> Any:
@@ -279,6 +276,8 @@ class Daemon:
                 reloader.discard(plan)
                 log.error("reload failed: %s", e.strerror or e)
                 failure = f": {e.strerror or e}"
+            else:  # a small change is done before READY=1; a large one goes on after it
+                self._run_chores(time.monotonic() + CHORE_SLICE)
         self.reloads.record(failure is None)
         if failure is None:
             self.reload_problem = None
@@ -313,19 +312,23 @@ class Daemon:
         self._switch_mping(mping)
         self.config = new
         self._share_sources()
-        self._chores.append(self._apply_steps(stopped, [r for r in kept
-                                                        if r.bound_to in plan.changed],
-                                              plan))
-        self._next_check = time.monotonic()  # the new sockets join at the next round
+        self._chores.appendleft(self._apply_steps(plan.started, stopped,
+                                                  [r for r in kept if r.bound_to in plan.changed],
+                                                  plan))
 
-    def _apply_steps(self, stopped: list[GroupResponder], changed: list[GroupResponder],
-                     plan: reloader.Plan) -> Iterator[None]:
-        """A reload's per-listener work, a listener per step."""
+    def _apply_steps(self, started: list[GroupResponder], stopped: list[GroupResponder],
+                     changed: list[GroupResponder], plan: reloader.Plan) -> Iterator[None]:
+        """A reload's per-listener work, a listener per step: join the new sockets, close
+        the ones no longer wanted, reconfigure the ones whose settings changed."""
+        interfaces = mcast.InterfaceSnapshot()
+        for responder in started:
+            if responder.sock is not None and responder.memberships.pending:
+                responder.sync(time.monotonic(), interfaces)
+            yield
         for responder in stopped:
             responder.close()
             self._stopping.remove(responder)
             yield
-        interfaces = mcast.InterfaceSnapshot()
         for responder in changed:
             responder.reconfigure(plan.changed[responder.bound_to], self.limits,
                                   time.monotonic(), interfaces)
