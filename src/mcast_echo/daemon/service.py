@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
@@ -48,6 +49,7 @@ if TYPE_CHECKING:  # imported when metrics are on (_metrics_for): prometheus_cli
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_CHECK_INTERVAL = 0.5  # interface gone / back / re-created: rejoin within ~1 s
+GIL_SWITCH_INTERVAL = 0.0005  # seconds (Python's default: 0.005); see run()
 CHORE_SLICE = 0.002  # seconds of chores (membership checks, a reload's steps) per loop pass
 STATUS_LISTENERS = 8  # listeners shown one by one in STATUS; past that, totals
 FILES_BESIDE_SOCKETS = 64  # the wakeup pipe, the journal, the notify socket, ...
@@ -136,6 +138,9 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit status (0)."""
         assert self._wakeup is not None, "open() first"
+        # The loop gives the GIL up at every system call; with a scrape or a reload busy in
+        # another thread it waits the switch interval to get it back, once per call.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._poller = Poller()
         self._poller.register(self._wakeup[0], None)
         for responder in self.responders:
