@@ -431,6 +431,10 @@ def test_4096_listeners_by_route_never_stall_the_echo(lab, write_config, sink):
               f" ms during checks, {reload_gap * 1000:.0f} ms during a {took:.2f} s reload")
         assert reload_gap < took / 3
         assert checks < took / 3
+        daemon.send_signal(signal.SIGHUP)  # and a stop while that file is being read:
+        daemon.send_signal(signal.SIGTERM)  # not held up by it, every group left
+        assert daemon.stop(timeout=took / 2) == 0
+        assert daemon.log.count("left 239.20.") == 4096
     finally:
         if meter is not None:
             meter.close()

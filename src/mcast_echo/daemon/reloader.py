@@ -95,6 +95,8 @@ class ReloadJob:
         self._work = work
         self._wake = wake
         self._done = threading.Event()
+        self._lock = threading.Lock()  # the wake-up against abandon(): never a closed fd
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="reload", daemon=True)
         self._thread.start()
 
@@ -105,7 +107,8 @@ class ReloadJob:
     def _run(self) -> None:
         # Parsing a large file allocates millions of short-lived objects; each would-be
         # collection of them is a full pass over the heap, holding the GIL the echo loop
-        # needs (~0.5 s at 4,096 listeners). Reference counting frees them anyway.
+        # needs (measured at 4,096 listeners: it halved the worst echo gap during a 3.6 MB
+        # reload). Reference counting frees them anyway.
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -118,12 +121,22 @@ class ReloadJob:
         finally:
             if collecting:
                 gc.enable()
-            self._done.set()
-            try:
-                os.write(self._wake, b"r")
-            except OSError:  # the pipe is full (the loop is awake anyway) or closed
-                pass
+            with self._lock:
+                self._done.set()
+                if self._abandoned:
+                    if self.plan is not None:
+                        discard(self.plan)
+                else:
+                    try:
+                        os.write(self._wake, b"r")
+                    except OSError:  # the pipe is full: the loop is awake anyway
+                        pass
 
-    def wait(self) -> None:
-        """Until done (a stop waits for the job, then discards its plan)."""
-        self._thread.join()
+    def abandon(self) -> None:
+        """The daemon stops: a plan made by now is discarded here, a later one by the
+        thread, which then writes to no descriptor (the wakeup pipe is about to close).
+        A stop never waits for a file to be read."""
+        with self._lock:
+            self._abandoned = True
+            if self.done and self.plan is not None:
+                discard(self.plan)

@@ -431,10 +431,8 @@ class Daemon:
             self.notifier.stopping()
             if self.responders:
                 log.info("totals: %s", self.status_line())
-        if self._reload_job is not None:  # a reload half-way: what it opened is not ours
-            self._reload_job.wait()
-            if self._reload_job.plan is not None:
-                reloader.discard(self._reload_job.plan)
+        if self._reload_job is not None:  # a reload half-way: what it opens is not served
+            self._reload_job.abandon()
             self._reload_job = None
         self._chores.clear()
         for responder in self.responders + self._stopping:
