@@ -83,6 +83,7 @@ class StallMeter:
 
 def main() -> None:
     import signal
+    import subprocess
     import sys
     import tempfile
     import urllib.request
@@ -137,10 +138,24 @@ def main() -> None:
                   f"{meter.worst_gap(a, b) * 1000:.0f} ms, "
                   f"{len(meter.echoes) - echoed} of {meter.sent - sent} echoed meanwhile")
             meter.close()
+            for away in (0.0, 3.0):  # the interface deleted, then re-created
+                subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
+                time.sleep(away)
+                a = time.monotonic()
+                veth("vscale", "10.95.0.1/24", host, "eth0", "10.95.0.2/24")
+                meter = StallMeter("10.95.0.1", "239.20.0.1", port, seconds=30)
+                meter.wait_echoes(1, 25)
+                first = meter.echoes[0] - a
+                meter.close()
+                last = StallMeter("10.95.0.1", f"239.20.{(count - 1) // 250}."
+                                  f"{(count - 1) % 250 + 1}", port, seconds=30)
+                last.wait_echoes(1, 25)
+                print(f"interface re-created after {away:.0f} s away: echo back in "
+                      f"{first:.2f} s (first group), {last.echoes[0] - a:.2f} s (last group)")
+                last.close()
         finally:
             daemon.kill()
             sink.close()
-            import subprocess
             subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
     del urllib
 
