@@ -104,17 +104,12 @@ def _newest(table: dict[int, float], count: int) -> dict[int, float]:
     return dict(reversed(list(itertools.islice(reversed(table.items()), count))))
 
 
-def source_share(rate_limited: int, total: int = MAX_TRACKED_SOURCES) -> int:
-    """How many sources each of *rate_limited* listeners may track, *total* in all."""
-    return max(MIN_TRACKED_SOURCES, total // max(1, rate_limited))
-
-
 def share_sources(limiters: Iterable[SourceRateLimiter],
                   total: int = MAX_TRACKED_SOURCES) -> int:
     """Split the daemon's bound evenly between *limiters* (called when listeners come and
     go: at the start and after each reload); returns each one's share."""
     limiters = list(limiters)
-    share = source_share(len(limiters), total)
+    share = max(MIN_TRACKED_SOURCES, total // max(1, len(limiters)))
     for limiter in limiters:
         limiter.resize(share)
     return share

@@ -35,7 +35,7 @@ from . import echopath, reloader
 from .logsetup import set_level
 from .mping import MpingListener
 from .notify import Notifier
-from .policy import MAX_TRACKED_SOURCES, share_sources, source_share
+from .policy import MAX_TRACKED_SOURCES, share_sources
 from .prober import Prober
 from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
@@ -105,9 +105,9 @@ class Daemon:
         _raise_open_files_limit(len(self.config.listeners))
         now = time.monotonic()
         interfaces = mcast.InterfaceSnapshot()
-        share = self._source_share(self.config)
         for listener in self.config.listeners:
-            responder = self._open_responder(listener, share)
+            # Its table is empty until it serves; _share_sources splits the bound before then.
+            responder = self._open_responder(listener, MAX_TRACKED_SOURCES)
             self.responders.append(responder)
             responder.sync(now, interfaces)
         if len(self.responders) > 1:
@@ -338,13 +338,6 @@ class Daemon:
             responder.reconfigure(plan.changed[responder.bound_to], self.limits,
                                   time.monotonic(), interfaces)
             yield
-
-    def _source_share(self, config: Config) -> int:
-        """Each rate-limited listener's share of the daemon's tracked sources (#18.7)."""
-        limited = sum(1 for listener in config.listeners if listener.rate_limit is not None)
-        if config.ssmping is not None and config.ssmping.rate_limit is not None:
-            limited += 2  # its IPv4 and IPv6 policies
-        return source_share(limited)
 
     def _share_sources(self) -> None:
         """Split MAX_TRACKED_SOURCES between every rate limiter the daemon has now."""
