@@ -84,6 +84,7 @@ class Daemon:
         self._next_check = 0.0
         self._reload_job: Optional[reloader.ReloadJob] = None
         self._stopping: list[GroupResponder] = []  # out of the config, closed by a chore
+        self._applying = False  # a reload's steps are among the chores: the next one waits
 
     # ---------------------------------------------------------------- start
 
@@ -184,9 +185,9 @@ class Daemon:
             if self._stop_signal is not None:  # before any pending reload
                 log.info("%s: stopping", signal.Signals(self._stop_signal).name)
                 return
-            if self._reload_pending and self._reload_job is None:
+            if self._reload_pending and self._reload_job is None and not self._applying:
                 # Cleared as the reload begins: a SIGHUP that arrives during it (e.g. a
-                # newer edit) gets one more reload once this one is applied.
+                # newer edit) gets one more reload once this one is applied, steps and all.
                 self._reload_pending = False
                 self._reload_job = reloader.ReloadJob(self._begin_reload(), self._wakeup[1])
             if self._reload_job is not None and self._reload_job.done:
@@ -317,6 +318,7 @@ class Daemon:
         self._switch_mping(mping)
         self.config = new
         self._share_sources()
+        self._applying = True
         self._chores.appendleft(self._apply_steps(plan.started, stopped,
                                                   [r for r in kept if r.bound_to in plan.changed],
                                                   plan))
@@ -326,18 +328,21 @@ class Daemon:
         """A reload's per-listener work, a listener per step: join the new sockets, close
         the ones no longer wanted, reconfigure the ones whose settings changed."""
         interfaces = mcast.InterfaceSnapshot()
-        for responder in started:
-            if responder.sock is not None and responder.memberships.pending:
-                responder.sync(time.monotonic(), interfaces)
-            yield
-        for responder in stopped:
-            responder.close()
-            self._stopping.remove(responder)
-            yield
-        for responder in changed:
-            responder.reconfigure(plan.changed[responder.bound_to], self.limits,
-                                  time.monotonic(), interfaces)
-            yield
+        try:
+            for responder in started:
+                if responder.sock is not None and responder.memberships.pending:
+                    responder.sync(time.monotonic(), interfaces)
+                yield
+            for responder in stopped:
+                responder.close()
+                self._stopping.remove(responder)
+                yield
+            for responder in changed:  # a newer reload diffs against what this one applied
+                responder.reconfigure(plan.changed[responder.bound_to], self.limits,
+                                      time.monotonic(), interfaces)
+                yield
+        finally:
+            self._applying = False
 
     def _share_sources(self) -> None:
         """Split MAX_TRACKED_SOURCES between every rate limiter the daemon has now."""
@@ -428,8 +433,10 @@ class Daemon:
             self._reload_job.abandon()
             self._reload_job = None
         self._chores.clear()
-        for responder in self.responders + self._stopping:
+        for responder in self.responders:
             self._stop_responder(responder)
+        for responder in self._stopping:  # out of the poller already
+            responder.close()
         self.responders, self._stopping = [], []
         self._close_mping()
         self._switch_metrics(None)
@@ -449,7 +456,7 @@ class Daemon:
         if len(responders) <= STATUS_LISTENERS:
             text = "; ".join(r.status() for r in responders) or "no listeners"
         else:
-            # Pending: a reload's new listeners, joined by the next rounds of checks.
+            # Pending: a reload's new listeners, joined a slice at a time after it.
             pending = sum(1 for r in responders if r.memberships.pending)
             waiting = [r for r in responders if not r.memberships.pending
                        and (not r.joined or r.memberships.waiting)]
@@ -457,7 +464,7 @@ class Daemon:
             joined = len(responders) - len(waiting) - pending
             text = f"{len(responders)} listeners, {joined} joined"
             if pending:
-                text += f", {pending} joins pending (the next membership checks)"
+                text += f", {pending} joins pending"
             text += (f": received {sum(r.received for r in responders)}, "
                     f"echoed {sum(r.echoed for r in responders)}, dropped {dropped}")
             if waiting:
