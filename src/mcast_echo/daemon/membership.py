@@ -10,7 +10,7 @@ serving meanwhile. A refused join is retried with backoff; a missing interface
 (or route) at every round of checks, since the round looks at the interfaces
 once for every listener anyway: an interface that is re-created is joined at
 the next round (#18.9). Until its first sync a listener's join is *pending*
-(a reload's new listeners are joined by the rounds, not by the reload).
+(a reload's new listeners are joined a slice at a time after the switch).
 """
 
 from __future__ import annotations

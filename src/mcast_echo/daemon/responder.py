@@ -73,12 +73,6 @@ class GroupResponder:
                                      limits, granted_recv, granted_send):
             log.log(report.level, "%s: %s", self.listener.where, report.message())
 
-    def share_sources(self, tracked_sources: int) -> None:
-        """Track at most *tracked_sources* rate-limited sources (the daemon's split)."""
-        self.tracked_sources = tracked_sources
-        if self.policy.limiter is not None:
-            self.policy.limiter.resize(tracked_sources)
-
     def reconfigure(self, listener: Listener, limits: KernelLimits, now: float,
                     interfaces: mcast.InterfaceSnapshot) -> None:
         """Apply a listener on the same group and port to this socket: options in place,
