@@ -110,7 +110,7 @@ CASES = [
     Case("binary", b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4, 1, "binary"),
     Case("latin-1", "interface: caf\xe9\n".encode("latin-1"), 1, "UTF-8"),
     Case("utf-16", "port: 9999\n".encode("utf-16"), 1, "binary"),
-    Case("huge", "# padding\n" * 120_000, None, "larger than"),
+    Case("huge", "# padding\n" * 450_000, None, "larger than"),  # past 4 MiB
     Case("empty", "", None, "holds no settings"),
     Case("only-comments", "# nothing here\n\n   \n", None, "holds no settings"),
     Case("directory", None, None, "is a directory", special="directory"),

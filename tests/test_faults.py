@@ -130,15 +130,19 @@ def test_interface_down_at_start_answers_once_up(lab, write_config, sink):
 
 # ------------------------------------------------------------------ while running
 
-def test_interface_deleted_and_recreated(lab, write_config, sink):
+@pytest.mark.parametrize("interface", ["eth0", "null"], ids=["named", "route"])
+def test_interface_deleted_and_recreated(lab, write_config, sink, interface):
+    """Named, or found by the route to the group (#18.9: that took ~4.5 s to come back)."""
     host, cable, uncable = lab
     local, remote = cable("eth0")
-    daemon = start(host, write_config, sink, "interface: eth0\n")
+    daemon = start(host, write_config, sink, f"interface: {interface}\n")
     try:
         daemon.wait_for(f"joined {GROUP} on eth0")
         echoes_within(local, 1)
         rejoins = []
-        for pause in (1.0, 0.0, 0.3):  # gone long enough to be noticed; back at once; between
+        # Gone long enough to be noticed; back at once; between; and long enough that a
+        # backoff on the missing interface would have grown to its ceiling (#18.9).
+        for pause in (1.0, 0.0, 0.3, 3.0):
             mark = daemon.mark()
             uncable()
             if pause:
@@ -154,7 +158,7 @@ def test_interface_deleted_and_recreated(lab, write_config, sink):
             f"after {p:.1f} s away: member in {j * 1000:.0f} ms, echoing in {e * 1000:.0f} ms"
             for p, j, e in rejoins))
         assert all(e < REJOIN_LIMIT for _, _, e in rejoins)
-        assert "changed (index" in daemon.log or daemon.log.count("lost eth0") == 3
+        assert "changed (index" in daemon.log or daemon.log.count("lost eth0") == 4
     finally:
         daemon.kill()
 

@@ -64,3 +64,49 @@ def test_rate_limited_and_refused_sources_get_no_echo(responder_host, write_conf
 
 def test_default_rate_limit_is_generous():
     assert Listener().rate_limit == RateLimit(1000.0, 2000)
+
+
+def test_tracked_sources_are_bounded_for_the_whole_daemon(write_config):
+    """#18.7: 30 listeners under a forged-source flood (64k sources each, through the same
+    admit the fast path calls) track MAX_TRACKED_SOURCES in all, not 30 times it -- and
+    still after a reload that adds listeners (each one's share shrinks)."""
+    from mcast_echo.daemon.policy import MAX_TRACKED_SOURCES
+    from test_reload import InProcessDaemon
+
+    def config(count: int) -> str:
+        return "interface: lo\nlisteners:\n" + "".join(
+            f"  - group: 239.30.0.{n + 1}\n" for n in range(count))
+
+    def tracked() -> int:
+        return sum(len(r.policy.limiter) for r in running.daemon.responders)
+
+    running = InProcessDaemon(write_config(config(30)))
+    try:
+        most = 0
+        for responder in running.daemon.responders:
+            admit = responder.policy.limiter.admit
+            for source in range(1, 65537):  # a flood of forged sources, one datagram each
+                admit(source, 1, 0.0)
+            most = max(most, tracked())
+        assert most <= MAX_TRACKED_SOURCES
+        assert most >= MAX_TRACKED_SOURCES // 2  # two generations: at least the old one full
+        write_config(config(40))
+        running.daemon.reload()
+        assert len(running.daemon.responders) == 40
+        assert tracked() <= MAX_TRACKED_SOURCES
+        for responder in running.daemon.responders:
+            for source in range(1, 10000):
+                responder.policy.limiter.admit(source, 1, 1.0)
+            assert tracked() <= MAX_TRACKED_SOURCES
+    finally:
+        running.close()
+
+
+def test_a_shrunk_table_keeps_the_newest_sources():
+    limiter = SourceRateLimiter(rate=1, burst=1, capacity=1000)
+    for source in range(1000):
+        limiter.admit(source, 1, 0.0)
+    limiter.resize(100)
+    assert len(limiter) <= 100
+    assert limiter.admit(999, 1, 0.0) == 0  # still known, still over its rate
+    assert limiter.admit(5, 1, 0.0) == 1  # forgotten: a fresh bucket

@@ -3,6 +3,7 @@
 import signal
 
 from mcast_echo.config import load_config
+from mcast_echo.daemon import reloader
 from mcast_echo.daemon import service as daemon_module
 from mcast_echo.daemon.notify import Notifier
 
@@ -17,7 +18,7 @@ def test_unexpected_error_during_reload_keeps_serving(write_config, monkeypatch)
         def broken(*args, **kwargs):
             raise RuntimeError("a bug in the loader")
 
-        monkeypatch.setattr(daemon_module, "load_config", broken)
+        monkeypatch.setattr(reloader, "load_config", broken)
         daemon.reload()
         assert daemon.reload_problem.startswith("reload failed (internal error")
         assert [r.listener.group for r in daemon.responders] == ["224.3.29.77"]

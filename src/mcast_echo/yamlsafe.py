@@ -20,7 +20,12 @@ from yaml.constructor import SafeConstructor
 
 from .schema import Quoted, clip, show
 
-MAX_FILE_BYTES = 1 << 20  # a config file is a few hundred bytes; refuse anything huge
+# The largest config: MAX_LISTENERS (4,096) listeners of up to 1 KiB each (an 'allow' list,
+# SSM 'sources', comments); it parses in seconds, off the echo loop. Past it: not a config.
+MAX_FILE_BYTES = 4 << 20
+# libyaml's parser where there is one (python3-yaml has it): ~5x faster on a large file. A
+# file it refuses is parsed again by PyYAML's own, whose error messages are the ones we show.
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_DEPTH = 8  # mappings/lists inside each other; the schema needs 4 (listeners: - allow: [])
 MAX_INT_DIGITS = 100  # an integer literal longer than this is refused; no setting needs 11
 # Explicit tags that only restate a plain type; anything else (!!python/..., !!binary,
@@ -120,10 +125,17 @@ def read_text(path: str, advice: FileAdvice = DAEMON_ADVICE) -> str:
 def compose(text: str, path: str) -> Optional[yaml.Node]:
     """Parse to a node tree with line numbers, refusing what a config never needs."""
     try:
+        return _compose(text, path, FAST_LOADER)
+    except yaml.YAMLError:
+        return _compose(text, path, yaml.SafeLoader)
+
+
+def _compose(text: str, path: str, loader: Any) -> Optional[yaml.Node]:
+    try:
         # Events first: refuse anchors/aliases before anything could expand them
         # ("billion laughs"), and more than one document.
         documents = depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=loader):
             line = event.start_mark.line + 1
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
@@ -146,13 +158,17 @@ def compose(text: str, path: str) -> Optional[yaml.Node]:
                 raise ConfigError([f"{path}:{event.start_mark.line + 1}: YAML anchors and "
                                    f"aliases (&{anchor} / *{anchor}) are not allowed here: "
                                    "write each value out"])
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as e:
+        if loader is not yaml.SafeLoader:
+            raise
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         what = " ".join(part for part in (e.context, e.problem) if part)
         raise ConfigError([f"{where}: YAML syntax error: {what}"]) from None
     except yaml.YAMLError as e:
+        if loader is not yaml.SafeLoader:
+            raise
         raise ConfigError([f"{path}: YAML error: {e}"]) from None
 
 

@@ -5,8 +5,12 @@ group) or, with ``interface: all``, on every up, multicast-capable interface,
 followed as interfaces come and go. ``sync`` brings the joined set to what is
 wanted right now: an interface that went away (or came back with another index)
 is left, a new one joined. Whatever cannot be joined is a wait reason -- shown
-in STATUS, retried with backoff -- never a crash; the interfaces that are
-joined keep serving meanwhile.
+in STATUS, retried -- never a crash; the interfaces that are joined keep
+serving meanwhile. A refused join is retried with backoff; a missing interface
+(or route) at every round of checks, since the round looks at the interfaces
+once for every listener anyway: an interface that is re-created is joined at
+the next round (#18.9). Until its first sync a listener's join is *pending*
+(a reload's new listeners are joined a slice at a time after the switch).
 """
 
 from __future__ import annotations
@@ -17,22 +21,26 @@ from typing import Optional
 
 from ..net import mcast
 from ..schema import ALL_INTERFACES, Listener
+from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-# Join retries, capped at 1 s so a new interface is joined within ~1.5 s of appearing
-# (the daemon looks every 0.5 s whether a retry is due).
+# Retries of a refused join, capped at 1 s (the daemon looks every 0.5 s whether one is due).
 RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.0)
 NO_INTERFACE = "no interface is up and multicast-capable"
 
 
 class Memberships:
-    def __init__(self) -> None:
+    def __init__(self, interface_log: Optional[RateLimitedLog] = None) -> None:
+        """*interface_log*: the daemon's throttle for the lines an interface coming or
+        going writes for every ``interface: all`` listener (a host can make many)."""
         self.joined: dict[int, mcast.Interface] = {}  # interface index -> where
         self.waiting: Optional[str] = None  # why something wanted is not joined
+        self.pending = True  # not synced yet: the join is still to be tried
         self.retry_at = 0.0
         self._retries = 0
         self.join_failures = 0  # failed join attempts, retries included (for the metrics)
+        self._interface_log = interface_log or RateLimitedLog(log)
 
     @staticmethod
     def awaited(listener: Listener) -> str:
@@ -51,6 +59,8 @@ class Memberships:
         """Join and leave so that the joined set is what *listener* wants now; returns
         whether anything changed."""
         group = listener.group
+        self.pending = False
+        every = listener.interface == ALL_INTERFACES
         try:
             wanted = {i.index: i for i in interfaces.resolve(listener)}
         except mcast.InterfaceUnavailable as e:
@@ -58,7 +68,7 @@ class Memberships:
             for interface in list(self.joined.values()):
                 log.warning("%s: lost %s (%s)", group, interface.name, e)
                 self._leave(sock, listener, interface)
-            self._wait(listener, str(e), now)
+            self._wait(listener, str(e), now, backoff=False)
             return changed
         changed = False
         for index, interface in list(self.joined.items()):
@@ -68,6 +78,9 @@ class Memberships:
                     (new,) = wanted.values()
                     log.warning("%s: %s changed (index %d -> %d); rejoining", group,
                                 new.name, index, new.index)
+                elif every:
+                    self._interface_log.log(f"lost {interface.name}", logging.WARNING,
+                                            "%s: lost %s", group, interface.name)
                 else:
                     log.warning("%s: lost %s", group, interface.name)
                 self._leave(sock, listener, interface)
@@ -85,7 +98,11 @@ class Memberships:
                 continue
             self.joined[index] = interface
             changed = True
-            if self.waiting is not None:
+            if every:
+                self._interface_log.log(f"joined {interface.name}", logging.INFO,
+                                        "joined %s on %s (port %d)", group, interface.name,
+                                        listener.port)
+            elif self.waiting is not None:
                 log.warning("joined %s on %s after waiting (%s)", group, interface.name,
                             self.waiting)
             else:
@@ -94,16 +111,26 @@ class Memberships:
             self.waiting = None
             self._retries = 0
         else:
-            self._wait(listener, problem, now)
+            self._wait(listener, problem, now, backoff=problem != NO_INTERFACE)
         return changed
 
-    def _wait(self, listener: Listener, reason: str, now: float) -> None:
+    def _wait(self, listener: Listener, reason: str, now: float, backoff: bool) -> None:
+        """Wait for *reason* to pass: with *backoff*, a refused join is retried after
+        RETRY_DELAYS; without, a missing interface at the next round of checks."""
         if self.waiting != reason:
-            log.warning("%s: waiting for %s (%s); retrying", listener.group,
-                        self.awaited(listener), reason)
+            if listener.interface == ALL_INTERFACES:
+                self._interface_log.log(f"waiting {reason}", logging.WARNING,
+                                        "%s: waiting for %s (%s); retrying", listener.group,
+                                        self.awaited(listener), reason)
+            else:
+                log.warning("%s: waiting for %s (%s); retrying", listener.group,
+                            self.awaited(listener), reason)
         self.waiting = reason
-        self.retry_at = now + RETRY_DELAYS[min(self._retries, len(RETRY_DELAYS) - 1)]
-        self._retries += 1
+        if backoff:
+            self.retry_at = now + RETRY_DELAYS[min(self._retries, len(RETRY_DELAYS) - 1)]
+            self._retries += 1
+        else:
+            self.retry_at = now
 
     def _leave(self, sock: socket.socket, listener: Listener,
                interface: mcast.Interface) -> bool:

@@ -27,20 +27,24 @@ recvmsg's text once. The rate limit is a token bucket per source (one float
 each, see SourceRateLimiter) in a table of two generations: the current one
 fills to half the capacity, then becomes the old one (sources seen again move
 back), so memory is bounded however many addresses a flood forges, at O(1) per
-datagram and with no reordering.
+datagram and with no reordering. The bound is the daemon's, not a listener's:
+MAX_TRACKED_SOURCES in all, split evenly between the listeners that rate-limit
+(share_sources), so 30 listeners under a forged-source flood hold what one does.
 """
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 import time
-from typing import Optional
+from typing import Iterable, Optional
 
 from ..net import ifaddr
 from ..schema import Listener
 
-MAX_TRACKED_SOURCES = 65536
+MAX_TRACKED_SOURCES = 65536  # rate-limited sources tracked by the whole daemon (~7 MiB)
+MIN_TRACKED_SOURCES = 2  # a listener's share is never below one source per generation
 
 # First octets of IPv4 sources that cannot be a real peer: "this network" (0/8),
 # loopback (127/8), multicast (224/4), reserved (240/4) and broadcast.
@@ -77,12 +81,23 @@ class SourceRateLimiter:
         self.burst = burst
         self._interval = 1.0 / rate
         self._tolerance = burst / rate  # how far ahead of now the arrival time may run
-        self._generation = max(1, capacity // 2)
         self._current: dict[int, float] = {}  # raw source -> theoretical arrival time
         self._old: dict[int, float] = {}
+        self.resize(capacity)
 
     def __len__(self) -> int:
         return len(self._current) + len(self._old)
+
+    def resize(self, capacity: int) -> None:
+        """Track at most *capacity* sources from now on (the daemon's share for this
+        listener, see share_sources); a shrink keeps the most recently seen ones."""
+        self.capacity = max(MIN_TRACKED_SOURCES, capacity)
+        generation = self._generation = self.capacity // 2
+        # Each generation within the new size, or the next turn could hold more.
+        if len(self._current) > generation:
+            self._old, self._current = _newest(self._current, generation), {}
+        elif len(self._old) > generation:
+            self._old = _newest(self._old, generation)
 
     def admit(self, source: int, count: int, now: float) -> int:
         """How many of *count* datagrams from *source* (raw) arriving at *now* may pass."""
@@ -150,11 +165,27 @@ class OwnAddresses:
 OWN_ADDRESSES = OwnAddresses()  # one per process: the host's addresses are the same for all
 
 
+def _newest(table: dict[int, float], count: int) -> dict[int, float]:
+    return dict(reversed(list(itertools.islice(reversed(table.items()), count))))
+
+
+def share_sources(limiters: Iterable[SourceRateLimiter],
+                  total: int = MAX_TRACKED_SOURCES) -> int:
+    """Split the daemon's bound evenly between *limiters* (called when listeners come and
+    go: at the start and after each reload); returns each one's share."""
+    limiters = list(limiters)
+    share = max(MIN_TRACKED_SOURCES, total // max(1, len(limiters)))
+    for limiter in limiters:
+        limiter.resize(share)
+    return share
+
+
 class Policy:
     """The checks of one listener, for its family: IPv4 sources are raw integers (see
     the module doc), IPv6 ones the integer of their 16 bytes."""
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, tracked_sources: int = MAX_TRACKED_SOURCES) -> None:
+        """*tracked_sources*: this listener's share of the daemon's bound (share_sources)."""
         self.ipv6 = listener.ipv6
         address = _ipv6_int if self.ipv6 else raw_address
         self.networks: Optional[tuple[tuple[int, int], ...]] = None  # (network, mask)
@@ -169,7 +200,8 @@ class Policy:
             self.sources = frozenset(address(source) for source in listener.sources)
         self.limiter: Optional[SourceRateLimiter] = None
         if listener.rate_limit is not None:
-            self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst)
+            self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst,
+                                             tracked_sources)
         self.refused_octets = _IMPOSSIBLE_FIRST_OCTETS
         self.loopback_peers = False
         self.own_addresses = OWN_ADDRESSES

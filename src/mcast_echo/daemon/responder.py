@@ -22,22 +22,28 @@ from ..schema import Listener
 from ..wire import probe
 from . import echopath
 from .membership import Memberships
-from .policy import Policy
+from .policy import MAX_TRACKED_SOURCES, Policy
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
-                 paths: Optional[echopath.Paths] = None) -> None:
+                 paths: Optional[echopath.Paths] = None,
+                 interface_log: Optional[RateLimitedLog] = None,
+                 tracked_sources: int = MAX_TRACKED_SOURCES) -> None:
+        """*tracked_sources*: this listener's share of the daemon's bound on rate-limited
+        sources (policy.share_sources; the daemon sets it again when listeners change)."""
         self.listener = listener
+        self.bound_to = socket_key(listener)  # what the socket is bound to: see socket_key
         self.paths = paths or echopath.Paths()
         self.path = self.paths.pick(listener)
-        self.policy = Policy(listener)
+        self.tracked_sources = tracked_sources
+        self.policy = Policy(listener, tracked_sources)
         self.hostname = hostname
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None
-        self.memberships = Memberships()
+        self.memberships = Memberships(interface_log)
         self.received = 0  # datagrams, and their bytes (metrics read these when scraped)
         self.echoed = 0
         self.received_bytes = 0
@@ -68,23 +74,16 @@ class GroupResponder:
                                      limits, granted_recv, granted_send):
             log.log(report.level, "%s: %s", self.listener.where, report.message())
 
-    @property
-    def bound_to(self) -> tuple[str, int, Optional[str]]:
-        """What the socket is bound to: changing it takes a new socket (an IPv6 link-scope
-        group is bound to its interface too)."""
-        return socket_key(self.listener)
-
     def reconfigure(self, listener: Listener, limits: KernelLimits, now: float,
                     interfaces: mcast.InterfaceSnapshot) -> None:
         """Apply a listener on the same group and port to this socket: options in place,
         and another interface or other sources by leaving and joining (a second socket
         could not bind while this one holds the port)."""
-        assert socket_key(listener) == self.bound_to
         old, self.listener = self.listener, listener
         self.path = self.paths.pick(listener)
         if (old.allow, old.rate_limit, old.sources) != (listener.allow, listener.rate_limit,
                                                        listener.sources):
-            self.policy = Policy(listener)
+            self.policy = Policy(listener, self.tracked_sources)
             self._loopback_peers()
         socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer", "share_port")
         if self.sock is not None and any(getattr(old, name) != getattr(listener, name)
@@ -161,6 +160,8 @@ class GroupResponder:
     def status(self) -> str:
         where = self.listener.where
         memberships = self.memberships
+        if memberships.pending:
+            return f"{where} join pending (on {memberships.awaited(self.listener)})"
         if not memberships.joined:
             return (f"{where} waiting for {memberships.awaited(self.listener)} "
                     f"({memberships.waiting})")
@@ -178,5 +179,6 @@ class GroupResponder:
 
 
 def socket_key(listener: Listener) -> tuple[str, int, Optional[str]]:
-    """What a listener's socket is bound to (see GroupResponder.bound_to)."""
+    """What a listener's socket is bound to: changing it takes a new socket (an IPv6
+    link-scope group is bound to its interface too)."""
     return (listener.group, listener.port, listener.interface if listener.link_scope else None)

@@ -5,8 +5,13 @@ selector); this loop acts on them, between batches of datagrams, so a flood
 never delays SIGTERM by more than one batch. Recorded signals are state, not a
 queue: any number of SIGHUPs before the loop looks is one reload, and a
 SIGTERM/SIGINT wins over a pending reload, so a signal storm costs at most one
-reload between two batches of echoes. Timers (STATUS, WATCHDOG=1, membership
-checks) are due times checked on every pass.
+reload at a time. Timers (STATUS, WATCHDOG=1, membership checks) are due times
+checked on every pass.
+
+The loop never waits on work that grows with the number of listeners (#18.8): a
+reload reads, diffs and binds in a thread (reloader.py); a round of membership
+checks and a reload's per-listener steps are *chores*, generators that the loop
+advances for at most CHORE_SLICE seconds per pass, between batches of echoes.
 """
 
 from __future__ import annotations
@@ -17,23 +22,25 @@ import os
 import resource
 import signal
 import socket
+import sys
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
-from ..config import ConfigError, load_config
 from ..net import ifaddr, mcast, portowner
 from ..net.limits import KernelLimits, membership_reports, read_limits
 from ..net.poller import Poller
 from ..net.udpstats import socket_drops
 from ..schema import Config, Listener, Metrics
-from . import echopath
+from . import echopath, reloader
 from .logsetup import set_level
 from .mping import MpingListener
 from .notify import Notifier
+from .policy import MAX_TRACKED_SOURCES, share_sources
 from .prober import Prober
 from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
-from .responder import GroupResponder, socket_key
+from .responder import GroupResponder
 
 if TYPE_CHECKING:  # imported when metrics are on (_metrics_for): prometheus_client takes ~70 ms
     from prometheus_client import CollectorRegistry
@@ -43,6 +50,8 @@ if TYPE_CHECKING:  # imported when metrics are on (_metrics_for): prometheus_cli
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_CHECK_INTERVAL = 0.5  # interface gone / back / re-created: rejoin within ~1 s
+GIL_SWITCH_INTERVAL = 0.0005  # seconds (Python's default: 0.005); see run()
+CHORE_SLICE = 0.002  # seconds of chores (membership checks, a reload's steps) per loop pass
 STATUS_LISTENERS = 8  # listeners shown one by one in STATUS; past that, totals
 FILES_BESIDE_SOCKETS = 64  # the wakeup pipe, the journal, the notify socket, ...
 
@@ -56,6 +65,9 @@ class Daemon:
         self.proc_root = proc_root
         self.hostname = socket.gethostname()
         self.drop_log = RateLimitedLog(logging.getLogger("mcast_echo.drops"))
+        # One throttle for the lines an interface event writes for every 'interface: all'
+        # listener (a host that adds and removes interfaces must not flood the log).
+        self.interface_log = RateLimitedLog(logging.getLogger("mcast_echo.daemon.membership"))
         self.paths = echopath.Paths()
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
@@ -68,6 +80,12 @@ class Daemon:
         self._reload_pending = False  # SIGHUP(s) received since the last reload began
         self._poller: Optional[Poller] = None
         self._wakeup: Optional[tuple[int, int]] = None
+        self._chores: deque[Iterator[None]] = deque()  # advanced a slice per pass (_loop)
+        self._checking = False  # a round of membership checks is among the chores
+        self._next_check = 0.0
+        self._reload_job: Optional[reloader.ReloadJob] = None
+        self._stopping: list[GroupResponder] = []  # out of the config, closed by a chore
+        self._applying = False  # a reload's steps are among the chores: the next one waits
 
     # ---------------------------------------------------------------- start
 
@@ -90,21 +108,25 @@ class Daemon:
         now = time.monotonic()
         interfaces = mcast.InterfaceSnapshot()
         for listener in self.config.listeners:
-            self.responders.append(self._start_responder(listener, now, interfaces))
+            # Its table is empty until it serves; _share_sources splits the bound before then.
+            responder = self._open_responder(listener, MAX_TRACKED_SOURCES)
+            self.responders.append(responder)
+            responder.sync(now, interfaces)
         if len(self.responders) > 1:
             joined = sum(1 for r in self.responders if r.joined)
             log.info("%d listeners: %d joined, %d waiting", len(self.responders), joined,
                      len(self.responders) - joined)
         self.mping = self._mping_for(self.config)
+        self._share_sources()
         self.metrics = self._metrics_for(self.config.metrics)  # bound here, served from run()
 
-    def _start_responder(self, listener: Listener, now: float,
-                         interfaces: mcast.InterfaceSnapshot) -> GroupResponder:
-        """Open, bind and (try to) join; the caller adds it to self.responders."""
-        responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths)
+    def _open_responder(self, listener: Listener, share: int) -> GroupResponder:
+        """Open and bind (joins come after: open(), or the rounds of checks); the caller
+        owns it. Safe in the reload thread: it touches nothing the loop uses."""
+        responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths,
+                                   self.interface_log, share)
         try:
             responder.open(self.limits)
-            responder.sync(now, interfaces)
         except OSError as e:
             responder.close()
             raise OSError(e.errno, bind_error_text(listener, e)) from None
@@ -118,6 +140,9 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit status (0)."""
         assert self._wakeup is not None, "open() first"
+        # The loop gives the GIL up at every system call; with a scrape or a reload busy in
+        # another thread it waits the switch interval to get it back, once per call.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._poller = Poller()
         self._poller.register(self._wakeup[0], None)
         for responder in self.responders:
@@ -151,58 +176,115 @@ class Daemon:
         assert self._poller is not None and self._wakeup is not None
         now = time.monotonic()
         next_status = now + self.config.status_interval
-        next_check = now + MEMBERSHIP_CHECK_INTERVAL
+        self._next_check = now + MEMBERSHIP_CHECK_INTERVAL
         watchdog = self.notifier.watchdog_interval
         next_watchdog = now if watchdog else float("inf")
         next_due = now  # the earliest of the three: one comparison per wake-up
         wait = self._poller.wait
+        chores = self._chores
         while True:
             if self._stop_signal is not None:  # before any pending reload
                 log.info("%s: stopping", signal.Signals(self._stop_signal).name)
                 return
-            if self._reload_pending:
-                # Cleared before the reload: a SIGHUP that arrives during it (e.g. a
-                # newer edit) gets one more reload, after the next batch of echoes.
+            if self._reload_pending and self._reload_job is None and not self._applying:
+                # Cleared as the reload begins: a SIGHUP that arrives during it (e.g. a
+                # newer edit) gets one more reload once this one is applied, steps and all.
                 self._reload_pending = False
-                self.reload()
-                next_status = next_due = time.monotonic() + self.config.status_interval
-                if self._stop_signal is not None:
-                    continue
+                self._reload_job = reloader.ReloadJob(self._begin_reload(), self._wakeup[1])
+            if self._reload_job is not None and self._reload_job.done:
+                job, self._reload_job = self._reload_job, None
+                self._finish_reload(job.plan, job.failure)
+                next_status = time.monotonic() + self.config.status_interval  # READY has it
+                next_due = 0.0  # and the other timers as they were (a new round is due)
             now = time.monotonic()
             if now >= next_due:
                 if now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + watchdog  # type: ignore[operator]
-                if now >= next_check:
-                    self._check_memberships(now)
-                    next_check = now + MEMBERSHIP_CHECK_INTERVAL
+                if now >= self._next_check and not self._checking:
+                    self._checking = True
+                    chores.append(self._membership_round())
                 if now >= next_status:
                     line = self.status_line()
                     self.notifier.status(line)
                     log.debug("status: %s", line)  # the counters in the foreground too
                     next_status = now + self.config.status_interval
-                next_due = min(next_watchdog, next_check, next_status)
-            for ready in wait(next_due - now):
+                next_due = min(next_watchdog, self._next_check, next_status)
+            if chores:
+                self._run_chores(now + CHORE_SLICE)
+            for ready in wait(0 if chores else next_due - now):
                 if ready is None:
                     _drain(self._wakeup[0])
                 else:
                     ready.on_readable()
 
-    def _check_memberships(self, now: float) -> None:
-        interfaces = mcast.InterfaceSnapshot()  # one look at the interfaces per round
+    def _run_chores(self, until: float) -> None:
+        """Advance the chores, oldest first, until the time *until* (monotonic)."""
+        chores = self._chores
+        while chores:
+            try:
+                next(chores[0])
+            except StopIteration:
+                chores.popleft()
+            if time.monotonic() >= until:
+                return
+
+    def _membership_round(self) -> Iterator[None]:
+        """One round of membership checks, a listener per step: one look at the interfaces
+        (and one route lookup per group) for the whole round."""
+        interfaces = mcast.InterfaceSnapshot()
         changed = False
-        for responder in self.responders:
-            changed = responder.check_membership(now, interfaces) or changed
+        try:
+            for responder in list(self.responders):
+                changed = responder.check_membership(time.monotonic(), interfaces) or changed
+                yield
+        finally:
+            self._checking = False
+            self._next_check = time.monotonic() + MEMBERSHIP_CHECK_INTERVAL
         if changed:
             self.notifier.status(self.status_line())
 
     # ---------------------------------------------------------------- reload
 
     def reload(self) -> None:
-        """Re-read the file; apply it if valid, else keep serving the old config."""
+        """Re-read the file; apply it if valid, else keep serving the old config. All at
+        once: the loop runs the same steps, with the reading in a thread (ReloadJob)."""
+        work = self._begin_reload()
+        try:
+            plan, failure = work(), None
+        except reloader.Failed as e:
+            plan, failure = None, str(e)
+        self._finish_reload(plan, failure)
+        self._run_chores(float("inf"))
+
+    def _begin_reload(self) -> Any:
+        """RELOADING=1, and the work of reading the file (reloader.prepare), to run in a
+        thread: what it needs of the running state is copied here, on the loop."""
         self.notifier.reloading()
         log.info("SIGHUP: reloading %s", self.config.path)
-        failure = self._try_reload()
+        running = [(responder.bound_to, responder.listener) for responder in self.responders]
+        path, overrides, proc_root = self.config.path, dict(self.overrides), self.proc_root
+
+        def open_responder(listener: Listener) -> GroupResponder:
+            # Its table is empty until it serves; _apply shares the bound out before then.
+            return self._open_responder(listener, MAX_TRACKED_SOURCES)
+
+        def work() -> reloader.Plan:
+            return reloader.prepare(path, overrides, running, proc_root, open_responder,
+                                    _raise_open_files_limit)
+        return work
+
+    def _finish_reload(self, plan: Optional[reloader.Plan], failure: Optional[str]) -> None:
+        """Apply *plan* (or record *failure*); READY=1 either way."""
+        if plan is not None:
+            try:
+                self._apply(plan)
+            except OSError as e:  # e.g. the new metrics port is taken: nothing was changed
+                reloader.discard(plan)
+                log.error("reload failed: %s", e.strerror or e)
+                failure = f": {e.strerror or e}"
+            else:  # a small change is done before READY=1; a large one goes on after it
+                self._run_chores(time.monotonic() + CHORE_SLICE)
         self.reloads.record(failure is None)
         if failure is None:
             self.reload_problem = None
@@ -211,68 +293,74 @@ class Daemon:
             self.reload_problem = f"reload failed{failure}; still serving the previous config"
         self.notifier.ready(self.status_line())
 
-    def _try_reload(self) -> Optional[str]:
-        """Load and apply the file: None, or how "reload failed" goes on (already logged)."""
-        try:
-            new = load_config(self.config.path, self.overrides)
-        except ConfigError as e:
-            for problem in e.problems:
-                log.error("reload failed: %s", problem)
-            return f" ({len(e.problems)} error(s), see the log): {e.problems[0]}"
-        except Exception:  # a bug of ours must not take the running config down with it
-            log.exception("reload failed: internal error reading %s", self.config.path)
-            return " (internal error, see the log)"
-        try:
-            self.apply(new)
-        except OSError as e:  # e.g. the new port is taken: nothing was changed
-            log.error("reload failed: %s", e.strerror or e)
-            return f": {e.strerror or e}"
-        return None
+    def _apply(self, plan: reloader.Plan) -> None:
+        """Move from the running config to the plan's, rejoining only what changed.
 
-    def apply(self, new: Config) -> None:
-        """Move from the running config to *new*, rejoining only what changed.
-
-        New sockets are opened first: if one cannot be bound, OSError is raised
-        with the running config untouched.
-        """
-        limits = read_limits(self.proc_root)
-        wanted = {socket_key(listener): listener for listener in new.listeners}
-        running = {responder.bound_to for responder in self.responders}
-        now = time.monotonic()
-        interfaces = mcast.InterfaceSnapshot()
-        _raise_open_files_limit(len(new.listeners) + len(self.responders))
-        started: list[GroupResponder] = []
-        try:
-            for bound_to, listener in wanted.items():
-                if bound_to not in running:
-                    started.append(self._start_responder(listener, now, interfaces))
-            metrics = self._metrics_for(new.metrics)
-            mping = self._mping_for(new)
-        except BaseException:
-            for responder in started:
-                responder.close()
-            raise
-        self.limits = limits
+        The new sockets are open already (reloader.prepare); the endpoints are bound
+        first here: if one cannot be, OSError is raised with the running config
+        untouched. The switch itself is a few list operations; closing what is no longer
+        wanted, reconfiguring what changed and joining the new sockets are chores."""
+        new = plan.config
+        metrics = self._metrics_for(new.metrics)
+        mping = self._mping_for(new)
+        self.limits = plan.limits
         set_level(new.log_level)
-        kept = []
+        kept, stopped = [], []
         for responder in self.responders:
-            listener = wanted.get(responder.bound_to)
-            if listener is None:
-                self._stop_responder(responder)
-            else:
-                responder.reconfigure(listener, self.limits, now, interfaces)
-                kept.append(responder)
-        for responder in started:
+            (stopped if responder.bound_to in plan.stopped else kept).append(responder)
+        for responder in stopped:
+            self._unregister(responder)
+        self._stopping.extend(stopped)
+        for responder in plan.started:
             if self._poller is not None:
                 self._poller.register(responder.fileno(), responder)
-        self.responders = kept + started
+        self.responders = kept + plan.started
         self._switch_metrics(metrics)
         self._switch_mping(mping)
         self.config = new
+        self._share_sources()
+        self._applying = True
+        self._chores.appendleft(self._apply_steps(plan.started, stopped,
+                                                  [r for r in kept if r.bound_to in plan.changed],
+                                                  plan))
 
-    def _stop_responder(self, responder: GroupResponder) -> None:
+    def _apply_steps(self, started: list[GroupResponder], stopped: list[GroupResponder],
+                     changed: list[GroupResponder], plan: reloader.Plan) -> Iterator[None]:
+        """A reload's per-listener work, a listener per step: join the new sockets, close
+        the ones no longer wanted, reconfigure the ones whose settings changed."""
+        interfaces = mcast.InterfaceSnapshot()
+        try:
+            for responder in started:
+                if responder.sock is not None and responder.memberships.pending:
+                    responder.sync(time.monotonic(), interfaces)
+                yield
+            for responder in stopped:
+                responder.close()
+                self._stopping.remove(responder)
+                yield
+            for responder in changed:  # a newer reload diffs against what this one applied
+                responder.reconfigure(plan.changed[responder.bound_to], self.limits,
+                                      time.monotonic(), interfaces)
+                yield
+        finally:
+            self._applying = False
+
+    def _share_sources(self) -> None:
+        """Split MAX_TRACKED_SOURCES between every rate limiter the daemon has now."""
+        limiters = [r.policy.limiter for r in self.responders if r.policy.limiter is not None]
+        if self.mping is not None:
+            limiters += [p.limiter for p in self.mping.policies.values()
+                         if p.limiter is not None]
+        share = share_sources(limiters)
+        for responder in self.responders:
+            responder.tracked_sources = share
+
+    def _unregister(self, responder: GroupResponder) -> None:
         if self._poller is not None and responder.sock is not None:
             self._poller.unregister(responder.fileno())
+
+    def _stop_responder(self, responder: GroupResponder) -> None:
+        self._unregister(responder)
         responder.close()
 
     def _mping_for(self, config: Config) -> Optional[MpingListener]:
@@ -342,9 +430,15 @@ class Daemon:
             self.notifier.stopping()
             if self.responders:
                 log.info("totals: %s", self.status_line())
+        if self._reload_job is not None:  # a reload half-way: what it opens is not served
+            self._reload_job.abandon()
+            self._reload_job = None
+        self._chores.clear()
         for responder in self.responders:
             self._stop_responder(responder)
-        self.responders = []
+        for responder in self._stopping:  # out of the poller already
+            responder.close()
+        self.responders, self._stopping = [], []
         self._close_mping()
         self._switch_metrics(None)
         if self._poller is not None:
@@ -363,10 +457,16 @@ class Daemon:
         if len(responders) <= STATUS_LISTENERS:
             text = "; ".join(r.status() for r in responders) or "no listeners"
         else:
-            waiting = [r for r in responders if not r.joined or r.memberships.waiting]
+            # Pending: a reload's new listeners, joined a slice at a time after it.
+            pending = sum(1 for r in responders if r.memberships.pending)
+            waiting = [r for r in responders if not r.memberships.pending
+                       and (not r.joined or r.memberships.waiting)]
             dropped = sum(sum(r.dropped.values()) for r in responders)
-            text = (f"{len(responders)} listeners, {len(responders) - len(waiting)} joined: "
-                    f"received {sum(r.received for r in responders)}, "
+            joined = len(responders) - len(waiting) - pending
+            text = f"{len(responders)} listeners, {joined} joined"
+            if pending:
+                text += f", {pending} joins pending"
+            text += (f": received {sum(r.received for r in responders)}, "
                     f"echoed {sum(r.echoed for r in responders)}, dropped {dropped}")
             kernel_drops = sum(r.kernel_drops() or 0 for r in responders)
             if kernel_drops:

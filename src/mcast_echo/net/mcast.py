@@ -17,7 +17,7 @@ import errno
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from ..schema import ALL_INTERFACES, Listener
 from . import ifaddr
@@ -78,11 +78,14 @@ def family(listener: Listener) -> int:
 
 class InterfaceSnapshot:
     """The interfaces as they are at one moment: each lookup is made once per round of
-    membership checks, however many listeners name the same interface."""
+    membership checks, however many listeners name the same interface. A route lookup
+    is one connect() per group; the address it leaves from is looked up (a walk over
+    every address of the host) once per round, however many groups route the same way."""
 
     def __init__(self) -> None:
         self._found: dict[tuple[Optional[str], str], Union[Interface, InterfaceUnavailable]] = {}
         self._all: Optional[list[Interface]] = None
+        self._holders: dict[str, Optional[int]] = {}  # address -> index of its interface
 
     def resolve(self, listener: Listener) -> list[Interface]:
         """Where *listener* is to be joined: one interface, or for ``interface: all``
@@ -97,7 +100,7 @@ class InterfaceSnapshot:
         found = self._found.get(key)
         if found is None:
             try:
-                found = resolve_interface(listener.interface, listener.group)
+                found = resolve_interface(listener.interface, listener.group, self.holder)
             except InterfaceUnavailable as e:
                 found = e
             self._found[key] = found
@@ -105,13 +108,22 @@ class InterfaceSnapshot:
             raise found
         return [found]
 
+    def holder(self, address: str) -> Optional[int]:
+        """ifaddr.index_of_address, once per address per round."""
+        if address not in self._holders:
+            self._holders[address] = ifaddr.index_of_address(address)
+        return self._holders[address]
 
-def resolve_interface(spec: Optional[str], group: str) -> Interface:
-    """The interface named in the config (or the route to *group*), as it is right now."""
+
+def resolve_interface(spec: Optional[str], group: str,
+                      holder: Callable[[str], Optional[int]] = ifaddr.index_of_address
+                      ) -> Interface:
+    """The interface named in the config (or the route to *group*), as it is right now;
+    *holder* finds the interface that holds an address."""
     if spec is None:
-        return _route_interface(group)
+        return _route_interface(group, holder)
     if _is_address(spec):
-        index = ifaddr.index_of_address(spec)
+        index = holder(spec)
         if index is None:
             raise InterfaceUnavailable(f"no interface has address {spec}")
         return Interface(index, spec if ":" not in spec else "0.0.0.0", interface_name(index))
@@ -121,7 +133,7 @@ def resolve_interface(spec: Optional[str], group: str) -> Interface:
         raise InterfaceUnavailable("no such device") from None
 
 
-def _route_interface(group: str) -> Interface:
+def _route_interface(group: str, holder: Callable[[str], Optional[int]]) -> Interface:
     """The interface the kernel's routing table picks for *group*.
 
     Joining by that index is what INADDR_ANY would do, but we can then name it
@@ -140,7 +152,7 @@ def _route_interface(group: str) -> Interface:
         raise InterfaceUnavailable(
             f"the route to {group} has no source address (a route via lo, say): give it "
             f"one (ip route replace 224.0.0.0/4 dev lo src 127.0.0.1) or set 'interface'")
-    index = ifaddr.index_of_address(source)
+    index = holder(source)
     if index is None:
         raise InterfaceUnavailable(f"the route to {group} leaves from {source}, "
                                    "which no interface holds")
