@@ -15,6 +15,7 @@ from ..net import mmsg
 from ..wire import probe
 from .echosink import DROP_TEXT, MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
 from .policy import SourceRateLimiter
+from .sendguard import SendGuard
 
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
@@ -23,10 +24,18 @@ FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
 class BatchPath:
     name = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
 
-    def __init__(self) -> None:
+    def __init__(self, guard: SendGuard) -> None:
         self.batch = mmsg.Batch(FAST_BATCH)
+        self.guard = guard
+        self.unresolved = guard.unresolved(False)  # IPv4 only: the same dict, kept current
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
+        taken = self._run(sock, responder, now)
+        if now >= responder.send_check_at:  # a float compare per wake-up (sendguard.py)
+            self.guard.check(sock, responder, False, now)
+        return taken
+
+    def _run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
         taken = 0
         for _ in range(FAST_ROUNDS):
@@ -54,10 +63,12 @@ class BatchPath:
         length = batch.lengths[0]
         source = batch.sources[0]
         limiter = policy.limiter
+        unresolved = self.unresolved
         if (batch.first_octets[0] in policy.refused_octets
                 or length > responder.listener.max_datagram
                 or batch.first_payload_words[0] == PROBE_MAGIC_WORD
                 or (policy.filters_sources and not policy.admitted_by_acl(source))
+                or (unresolved and source in unresolved)
                 or (limiter is not None and limiter.admit(source, 1, now) == 0)):
             return False
         batch.send_lengths[0] = length
@@ -68,6 +79,7 @@ class BatchPath:
             responder.echoed += 1
             responder.echoed_bytes += length
         else:
+            responder.send_check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
             responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
                            errno.errorcode.get(code, code))
         if log.isEnabledFor(logging.DEBUG):
@@ -77,7 +89,8 @@ class BatchPath:
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
         """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
 
-        The common case -- every source a real peer inside 'allow' and within its rate,
+        The common case -- every source a real peer inside 'allow', not held back by the
+        send guard and within its rate,
         every datagram within max_datagram, no probe asking for a trailer -- is checked
         and sent with a few C-level operations on the batch's strided views; only a batch
         with an exception walks its datagrams one by one (_echo_each). The kernel never
@@ -93,7 +106,9 @@ class BatchPath:
                 and max(lengths) <= responder.listener.max_datagram):
             sources = batch.sources[:count]
             distinct = set(sources)
-            if not policy.filters_sources or all(map(policy.admitted_by_acl, distinct)):
+            unresolved = self.unresolved
+            if (not policy.filters_sources or all(map(policy.admitted_by_acl, distinct))) \
+                    and (not unresolved or unresolved.keys().isdisjoint(distinct)):
                 over = _over_rate(policy.limiter, sources, distinct, count, now)
                 if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
                     batch.send_lengths[:count] = lengths
@@ -105,7 +120,8 @@ class BatchPath:
 
     def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
                    over: Optional[dict[int, int]], rated: bool) -> None:
-        """The walk for a batch with an exception: a drop, a trailer, a source over its rate.
+        """The walk for a batch with an exception: a drop, a trailer, a source over its rate
+        or held back by the send guard (sendguard.py).
 
         *rated*: the rate limit was already applied to the whole batch (every datagram
         passed the other checks), and *over* is its result; otherwise it is applied here
@@ -118,6 +134,7 @@ class BatchPath:
         policy = responder.policy
         refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
         admitted_by_acl = policy.admitted_by_acl
+        unresolved = self.unresolved
         max_datagram = responder.listener.max_datagram
         flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
         min_probe = probe.MIN_TRAILER_PROBE
@@ -150,6 +167,10 @@ class BatchPath:
                         over[sources[i]] = left - 1
                     else:
                         drops[i] = "rate"
+        if unresolved:  # the send guard's (sendguard.py): after the rate, as on the plain path
+            for i in passed:
+                if sources[i] in unresolved and i not in drops:
+                    drops[i] = "unresolved"
         if asking:
             self._trailers(asking, drops, responder)
         if drops:
@@ -207,6 +228,7 @@ class BatchPath:
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
+                    responder.send_check_at = 0.0  # look at the send queue (sendguard.py)
                     responder.drop("send-error", 1, "echo to %s:%d failed: %s",
                                    *self.batch.peer(start), errno.errorcode.get(code, code))
                     start += 1

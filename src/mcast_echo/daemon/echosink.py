@@ -7,7 +7,8 @@ the group reply modes, and the portable fallback); echopath.py picks them.
 
 Both apply the same rules in the same order: a source that cannot be a real peer,
 then 'allow' (and an SSM listener's 'sources'), then a datagram the kernel cut or
-that is over max_datagram, then the rate limit; then a probe that asks gets its
+that is over max_datagram, then the rate limit, then an address the send guard holds
+back (sendguard.py: it does not resolve); then a probe that asks gets its
 identity trailer (probe.py), never making the echo larger. Nothing a peer sends can
 raise out of a path.
 """
@@ -35,6 +36,8 @@ DROP_TEXT = {
     "acl": "datagram from %s:%d dropped: source not in 'allow'",
     "rate": "datagram from %s:%d dropped: source over its 'rate_limit'",
     "truncated": "datagram from %s:%d cut by the kernel; dropped",
+    "unresolved": "echo to %s:%d held back: the address does not resolve (ARP/ND), and echoes "
+                  "waiting on it would fill the send buffer (see sendguard.py)",
 }
 
 
@@ -47,6 +50,7 @@ class EchoSink(Protocol):
     echoed: int
     received_bytes: int
     echoed_bytes: int
+    send_check_at: float  # when the send guard looks at the socket's send queue next
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 

@@ -31,6 +31,7 @@ from ..wire import mping
 from ..wire.tlv import Responder
 from .policy import Policy
 from .ratelimit import RateLimitedLog
+from .sendguard import SendGuard, source_key
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class MpingSocket:
         self.listener = listener
         self.sock = sock
         self.ipv6 = ipv6
+        self.send_check_at = 0.0  # the send guard's next look at the socket (sendguard.py)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -57,9 +59,11 @@ class MpingSocket:
 
 
 class MpingListener:
-    def __init__(self, settings: Ssmping, drop_log: RateLimitedLog) -> None:
+    def __init__(self, settings: Ssmping, drop_log: RateLimitedLog,
+                 guard: Optional[SendGuard] = None) -> None:
         self.settings = settings
         self.drop_log = drop_log
+        self.guard = guard or SendGuard()  # the echo paths' one, from the daemon
         self.sockets: list[MpingSocket] = []
         self.counts: Counter[str] = Counter()
         self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),
@@ -94,7 +98,7 @@ class MpingListener:
     def reconfigure(self, settings: Ssmping) -> None:
         """Same port: new groups, allow and rate limit in place (the session key stays)."""
         assert settings.port == self.settings.port
-        fresh = MpingListener(settings, self.drop_log)
+        fresh = MpingListener(settings, self.drop_log, self.guard)
         self.settings, self.responder, self.policies = settings, fresh.responder, fresh.policies
 
     def close(self) -> None:
@@ -105,11 +109,18 @@ class MpingListener:
     # ---------------------------------------------------------------- answering
 
     def serve(self, handler: MpingSocket) -> None:
-        """Answer up to BATCH requests queued on one socket; nothing a peer sends raises."""
+        """Answer up to BATCH requests queued on one socket; nothing a peer sends raises.
+        A client whose address does not resolve is not answered by unicast (sendguard.py)."""
+        now = time.monotonic()
+        self._serve(handler, now)
+        if now >= handler.send_check_at:
+            self.guard.check(handler.sock, handler, handler.ipv6, now)
+
+    def _serve(self, handler: MpingSocket, now: float) -> None:
         sock, ipv6 = handler.sock, handler.ipv6
         policy = self.policies[ipv6]
         counts = self.counts
-        now = time.monotonic()
+        unresolved = self.guard.unresolved(ipv6)
         for _ in range(BATCH):
             try:
                 data, ancdata, _flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
@@ -134,6 +145,10 @@ class MpingListener:
             counts[answer.dialect] += 1
             destination = _destination(ancdata, ipv6)
             for reply in answer.replies:
+                if reply.group is None and unresolved and source_key(source[0]) in unresolved:
+                    self._drop("unresolved", "ssmping: reply to %s:%d held back: the address "
+                               "does not resolve (ARP/ND)", *source[:2])
+                    continue
                 address = source if reply.group is None else (
                     (str(reply.group), source[1], 0, source[3]) if ipv6
                     else (str(reply.group), source[1]))
@@ -141,6 +156,7 @@ class MpingListener:
                     sock.sendmsg([reply.payload], _source_pktinfo(destination, ipv6), 0,
                                  address)
                 except OSError as e:
+                    handler.send_check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
                     self._drop("send-error", "ssmping: reply to %s:%d failed: %s",
                                *address[:2], errno.errorcode.get(e.errno or 0, e))
                     continue

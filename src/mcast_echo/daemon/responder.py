@@ -41,6 +41,7 @@ class GroupResponder:
         self.echoed = 0
         self.received_bytes = 0
         self.echoed_bytes = 0
+        self.send_check_at = 0.0  # the send guard's next look at the socket (sendguard.py)
         self.dropped: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- set-up

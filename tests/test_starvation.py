@@ -1,0 +1,167 @@
+"""One peer can never take the echo away from the others (issue 18, item 2).
+
+A forged on-link source -- an address in the subnet that no host holds -- sends probes
+inside the default rate limit. Every echo to it waits in the responder host's neighbour
+(ARP / ND) queue for a resolution that never comes, and each waiting echo stays charged to
+the listener socket's send buffer: before the send guard (daemon/sendguard.py), 1,000
+probes/s of 16 B filled it and a legitimate client got ~5 % of its echoes back.
+
+The daemon runs in a netlab Host; the legitimate client and the attacker share the test's
+namespace, the other end of the cable (another host on the same subnet). The attacker
+sends from the forged address with IP_TRANSPARENT. Every loop is bounded by a count and
+a deadline.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from daemonproc import DaemonProcess
+from loadlab import NotifySink, counters
+from netlab import Host, dual_stack_veth, ip, no_dad
+
+PORT = 5200
+ATTACK_RATE = 1000  # probes/s: the default rate_limit lets every one through
+ATTACK_SECONDS = 3.5
+LEGIT_PROBES = 300
+LEGIT_RATE = 150  # probes/s: two seconds of them, all while the attack runs
+_labs = 0
+
+# The attacker: 16-byte probes from an address no host holds, paced in bursts of 10.
+ATTACKER = """
+import socket, struct, sys, time
+family, forged, group, port, rate, seconds, ifname = sys.argv[1:8]
+ipv6 = family == "6"
+sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
+if ipv6:
+    sock.setsockopt(socket.IPPROTO_IPV6, 75, 1)  # IPV6_TRANSPARENT
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(ifname))
+else:
+    sock.setsockopt(socket.IPPROTO_IP, 19, 1)  # IP_TRANSPARENT
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, struct.pack("=4s4si", bytes(4),
+                    bytes(4), socket.if_nametoindex(ifname)))
+sock.bind((forged, 40000))
+step = 10 / float(rate)
+start = time.monotonic()
+deadline = start + float(seconds)
+sent = 0
+while time.monotonic() < deadline and sent < 100000:
+    for _ in range(10):
+        try:
+            sock.sendto(b"forged-16-bytes!", (group, int(port)))
+            sent += 1
+        except OSError:
+            pass
+    pause = start + (sent // 10) * step - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)
+print(sent, flush=True)
+"""
+
+
+@pytest.fixture
+def sink(tmp_path):
+    notify = NotifySink(tmp_path / "notify.sock")
+    yield notify
+    notify.close()
+
+
+@pytest.fixture
+def lab():
+    """The responder host on a cable: IPv4 10.69.N.1 (here) <-> .2, IPv6 fd69:N::1 <-> ::2."""
+    global _labs
+    _labs += 1
+    no_dad()
+    with Host(f"starve{_labs}") as host:
+        no_dad(host)
+        local_if = f"vs{_labs}"
+        dual_stack_veth(local_if, host, f"10.69.{_labs}", f"fd69:{_labs}")
+        yield host, local_if, _labs
+    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
+
+
+def legit_client(ipv6: bool, local: str, ifname: str) -> socket.socket:
+    if ipv6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF,
+                        socket.if_nametoindex(ifname))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    sock.bind((local, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def probe_paced(sock: socket.socket, group: str, count: int, rate: float) -> int:
+    """Send *count* numbered probes at *rate*/s; how many distinct ones came back."""
+    echoed: set[bytes] = set()
+
+    def collect() -> None:
+        while True:
+            try:
+                echoed.add(sock.recv(2048))
+            except BlockingIOError:
+                return
+
+    start = time.monotonic()
+    for n in range(count):
+        sock.sendto(b"legit %08d" % n, (group, PORT))
+        collect()
+        pause = start + (n + 1) / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    linger = time.monotonic() + 0.5  # echoes still on their way
+    while time.monotonic() < linger and len(echoed) < count:
+        collect()
+        time.sleep(0.01)
+    return len(echoed)
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_a_forged_unresolved_source_does_not_starve_other_clients(lab, write_config, sink,
+                                                                   family):
+    host, local_if, n = lab
+    ipv6 = family == "ipv6"
+    if ipv6:
+        group, local, forged = "ff15::4242", f"fd69:{n}::1", f"fd69:{n}::99"
+    else:
+        group, local, forged = "239.69.0.1", f"10.69.{n}.1", f"10.69.{n}.99"
+    daemon = DaemonProcess(write_config(f"group: {group}\nport: {PORT}\ninterface: eth0\n"),
+                           host=host, env=sink.env)
+    attacker = None
+    try:
+        daemon.wait_for("ready:")
+        with legit_client(ipv6, local, local_if) as sock:
+            # the responder knows the legitimate client before the attack, as on a real LAN
+            assert probe_paced(sock, group, 5, 50) == 5, daemon.log
+            attacker = subprocess.Popen(
+                [sys.executable, "-c", ATTACKER, "6" if ipv6 else "4", forged, group,
+                 str(PORT), str(ATTACK_RATE), str(ATTACK_SECONDS), local_if],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)  # the unguarded send buffer is full within ~0.25 s
+            echoed = probe_paced(sock, group, LEGIT_PROBES, LEGIT_RATE)
+            attack_out, attack_err = attacker.communicate(timeout=ATTACK_SECONDS + 10)
+        neighbours = ip("-6" if ipv6 else "-4", "neigh", "show", "dev", "eth0", host=host)
+        counts = counters(daemon, sink)
+        print(f"{family}: legit {echoed}/{LEGIT_PROBES}, attacker sent {attack_out.strip()}; "
+              f"counts {counts}; neighbours:\n{neighbours}")
+        assert attacker.returncode == 0, attack_err
+        assert int(attack_out) >= ATTACK_RATE, "the attacker did not run"
+        assert forged in neighbours  # the echoes to it did wait on the neighbour
+        assert echoed >= LEGIT_PROBES * 9 // 10, (echoed, counts, daemon.log[-3000:])
+        assert counts.get("unresolved", 0) > 0, counts  # the guard, not luck, kept them
+    finally:
+        if attacker is not None and attacker.poll() is None:
+            attacker.kill()
+            attacker.wait()
+        daemon.kill()
