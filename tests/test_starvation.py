@@ -23,6 +23,8 @@ import pytest
 
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters
+from mcast_echo.daemon import sendguard
+from mcast_echo.net import neigh
 from netlab import Host, dual_stack_veth, ip, no_dad
 
 PORT = 5200
@@ -165,3 +167,67 @@ def test_a_forged_unresolved_source_does_not_starve_other_clients(lab, write_con
             attacker.kill()
             attacker.wait()
         daemon.kill()
+
+
+# ------------------------------------------------------------------ the guard itself
+
+@pytest.fixture
+def cable():
+    """A veth pair in the test's namespace: 10.70.0.1/24 and fd70::1/64 on one end, the
+    other end up with no address, so nothing else on the subnet ever resolves."""
+    no_dad()
+    ip("link", "add", "vg0", "type", "veth", "peer", "name", "vg1")
+    ip("addr", "add", "10.70.0.1/24", "dev", "vg0")
+    ip("-6", "addr", "add", "fd70::1/64", "dev", "vg0", "nodad")
+    ip("link", "set", "vg0", "up")
+    ip("link", "set", "vg1", "up")
+    yield
+    subprocess.run(["ip", "link", "del", "vg0"], capture_output=True)
+
+
+class Owner:
+    send_check_at = 0.0
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_the_guard_holds_back_a_parked_destination_and_stays_bounded(cable, monkeypatch,
+                                                                     family):
+    ipv6 = family == socket.AF_INET6
+    target = "fd70::99" if ipv6 else "10.70.0.99"
+    guard = sendguard.SendGuard()
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        parked = 0
+        for _ in range(2000):  # until the send buffer is full, as under the attack
+            try:
+                sock.sendto(b"forged-16-bytes!", (target, 9))
+                parked += 1
+            except BlockingIOError:
+                break
+        assert parked < 2000, "the echoes to an unresolved address did not park"
+        entries = neigh.unresolved(family)
+        assert [e.failed for e in entries
+                if e.address == socket.inet_pton(family, target)] == [False], entries
+        owner = Owner()
+        now = time.monotonic()
+        deadline = now + 2
+        while not guard.unresolved(ipv6) and time.monotonic() < deadline:  # MIN_AGE first
+            now = time.monotonic()
+            guard.check(sock, owner, ipv6, now)
+            time.sleep(0.01)
+        assert list(guard.unresolved(ipv6)) == [sendguard.source_key(target)]
+        assert owner.send_check_at == now + sendguard.CHECK_INTERVAL
+        assert not guard.unresolved(not ipv6)
+
+        # however many entries the kernel reports, the table keeps MAX_TRACKED
+        size = 16 if ipv6 else 4
+        many = [neigh.Unresolved(n.to_bytes(size, "big"), True, 0.0)
+                for n in range(1, sendguard.MAX_TRACKED + 500)]
+        monkeypatch.setattr(neigh, "unresolved", lambda _: many)
+        guard.check(sock, owner, ipv6, now + 1)
+        assert len(guard.unresolved(ipv6)) == sendguard.MAX_TRACKED
+        guard.check(sock, owner, ipv6, now + 2 + sendguard.PENALTY)  # renewed, then expired
+        assert len(guard.unresolved(ipv6)) == sendguard.MAX_TRACKED
+        monkeypatch.setattr(neigh, "unresolved", lambda _: [])
+        guard.check(sock, owner, ipv6, now + 4 + 2 * sendguard.PENALTY)
+        assert not guard.unresolved(ipv6)

@@ -97,7 +97,8 @@ class DaemonCollector(Collector):
         dropped = CounterMetricFamily(
             "mcast_echo_dropped_datagrams_total",
             "Datagrams received and not echoed, by reason (source, ssm, acl, rate, size, "
-            "loop, truncated, recv-error, send-error).", labels=(*LISTENER_LABELS, "reason"))
+            "loop, truncated, unresolved, recv-error, send-error).",
+            labels=(*LISTENER_LABELS, "reason"))
         for responder, labels in listeners:
             for reason, count in sorted(dict(responder.dropped).items()):  # dict(): one C copy
                 dropped.add_metric([*labels, reason], count)
