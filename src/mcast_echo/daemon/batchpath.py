@@ -30,12 +30,6 @@ class BatchPath:
         self.unresolved = guard.unresolved(False)  # IPv4 only: the same dict, kept current
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
-        taken = self._run(sock, responder, now)
-        if now >= responder.send_check_at:  # a float compare per wake-up (sendguard.py)
-            self.guard.check(sock, responder, False, now)
-        return taken
-
-    def _run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
         taken = 0
         for _ in range(FAST_ROUNDS):
@@ -43,15 +37,17 @@ class BatchPath:
                 count = self.batch.receive(fd)
             except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
                 responder.drop("recv-error", 1, "receive failed: %s", e)
-                return taken
+                break
             if count == 0:
-                return taken
+                break
             taken += count
             if count == 1 and self._echo_one(fd, responder, now):
-                return taken
+                break
             self._echo(fd, count, responder, now)
             if count < FAST_BATCH:
-                return taken
+                break
+        if now >= responder.send_check_at:  # one float compare per wake-up (sendguard.py)
+            self.guard.check(sock, responder, False, now)
         return taken
 
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
