@@ -14,6 +14,7 @@ a deadline.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -22,9 +23,10 @@ import time
 import pytest
 
 from daemonproc import DaemonProcess
-from loadlab import NotifySink, counters
+from loadlab import NotifySink, counters, wait_until
 from mcast_echo.daemon import sendguard
 from mcast_echo.net import neigh
+from mcast_echo.wire import ssmping
 from netlab import Host, dual_stack_veth, ip, no_dad
 
 PORT = 5200
@@ -34,10 +36,12 @@ LEGIT_PROBES = 300
 LEGIT_RATE = 150  # probes/s: two seconds of them, all while the attack runs
 _labs = 0
 
-# The attacker: 16-byte probes from an address no host holds, paced in bursts of 10.
+# The attacker: one datagram again and again from an address no host holds, to a group or
+# (ssmping) to the responder's address, paced in bursts of 10.
 ATTACKER = """
 import socket, struct, sys, time
-family, forged, group, port, rate, seconds, ifname = sys.argv[1:8]
+family, forged, group, port, rate, seconds, ifname, payload = sys.argv[1:9]
+payload = bytes.fromhex(payload)
 ipv6 = family == "6"
 sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
 if ipv6:
@@ -57,7 +61,7 @@ sent = 0
 while time.monotonic() < deadline and sent < 100000:
     for _ in range(10):
         try:
-            sock.sendto(b"forged-16-bytes!", (group, int(port)))
+            sock.sendto(payload, (group, int(port)))
             sent += 1
         except OSError:
             pass
@@ -104,8 +108,9 @@ def legit_client(ipv6: bool, local: str, ifname: str) -> socket.socket:
     return sock
 
 
-def probe_paced(sock: socket.socket, group: str, count: int, rate: float) -> int:
-    """Send *count* numbered probes at *rate*/s; how many distinct ones came back."""
+def probe_paced(sock: socket.socket, destination: tuple, count: int, rate: float,
+                request=lambda n: b"legit %08d" % n) -> int:
+    """Send *count* numbered requests at *rate*/s; how many distinct answers came back."""
     echoed: set[bytes] = set()
 
     def collect() -> None:
@@ -117,7 +122,7 @@ def probe_paced(sock: socket.socket, group: str, count: int, rate: float) -> int
 
     start = time.monotonic()
     for n in range(count):
-        sock.sendto(b"legit %08d" % n, (group, PORT))
+        sock.sendto(request(n), destination)
         collect()
         pause = start + (n + 1) / rate - time.monotonic()
         if pause > 0:
@@ -129,44 +134,68 @@ def probe_paced(sock: socket.socket, group: str, count: int, rate: float) -> int
     return len(echoed)
 
 
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def ssmping_request(n: int) -> bytes:
+    return ssmping.build_request(4242, n, time.time_ns(), ssmping.DEFAULT_GROUPS[4])
+
+
+@pytest.mark.parametrize("family, service", [("ipv4", "echo"), ("ipv6", "echo"),
+                                             ("ipv4", "ssmping")])
 def test_a_forged_unresolved_source_does_not_starve_other_clients(lab, write_config, sink,
-                                                                   family):
+                                                                   family, service):
     host, local_if, n = lab
     ipv6 = family == "ipv6"
     if ipv6:
-        group, local, forged = "ff15::4242", f"fd69:{n}::1", f"fd69:{n}::99"
+        group, local, remote, forged = ("ff15::4242", f"fd69:{n}::1", f"fd69:{n}::2",
+                                        f"fd69:{n}::99")
     else:
-        group, local, forged = "239.69.0.1", f"10.69.{n}.1", f"10.69.{n}.99"
-    daemon = DaemonProcess(write_config(f"group: {group}\nport: {PORT}\ninterface: eth0\n"),
-                           host=host, env=sink.env)
+        group, local, remote, forged = ("239.69.0.1", f"10.69.{n}.1", f"10.69.{n}.2",
+                                        f"10.69.{n}.99")
+    if service == "ssmping":  # unicast requests to the listener, replies unicast (and group)
+        destination, request = (remote, ssmping.PORT), ssmping_request
+    else:
+        destination, request = (group, PORT), (lambda n: b"legit %08d" % n)
+    daemon = DaemonProcess(write_config(f"group: {group}\nport: {PORT}\ninterface: eth0\n"
+                                        "ssmping: {}\n"), host=host, env=sink.env)
     attacker = None
     try:
         daemon.wait_for("ready:")
         with legit_client(ipv6, local, local_if) as sock:
             # the responder knows the legitimate client before the attack, as on a real LAN
-            assert probe_paced(sock, group, 5, 50) == 5, daemon.log
+            assert probe_paced(sock, destination, 5, 50, request) == 5, daemon.log
             attacker = subprocess.Popen(
-                [sys.executable, "-c", ATTACKER, "6" if ipv6 else "4", forged, group,
-                 str(PORT), str(ATTACK_RATE), str(ATTACK_SECONDS), local_if],
+                [sys.executable, "-c", ATTACKER, "6" if ipv6 else "4", forged, destination[0],
+                 str(destination[1]), str(ATTACK_RATE), str(ATTACK_SECONDS), local_if,
+                 request(0)[:16].hex() if service == "echo" else request(0).hex()],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(0.5)  # the unguarded send buffer is full within ~0.25 s
-            echoed = probe_paced(sock, group, LEGIT_PROBES, LEGIT_RATE)
+            wait_until(lambda: forged in ip("neigh", "show", "dev", "eth0", host=host), 5)
+            answered = probe_paced(sock, destination, LEGIT_PROBES, LEGIT_RATE, request)
             attack_out, attack_err = attacker.communicate(timeout=ATTACK_SECONDS + 10)
-        neighbours = ip("-6" if ipv6 else "-4", "neigh", "show", "dev", "eth0", host=host)
-        counts = counters(daemon, sink)
-        print(f"{family}: legit {echoed}/{LEGIT_PROBES}, attacker sent {attack_out.strip()}; "
-              f"counts {counts}; neighbours:\n{neighbours}")
+        neighbours = ip("neigh", "show", "dev", "eth0", host=host)
+        counts = counters(daemon, sink) if service == "echo" else ssmping_counts(daemon, sink)
+        print(f"{family} {service}: legit {answered}/{LEGIT_PROBES}, attacker sent "
+              f"{attack_out.strip()}; counts {counts}; neighbours:\n{neighbours}")
         assert attacker.returncode == 0, attack_err
         assert int(attack_out) >= ATTACK_RATE, "the attacker did not run"
-        assert forged in neighbours  # the echoes to it did wait on the neighbour
-        assert echoed >= LEGIT_PROBES * 9 // 10, (echoed, counts, daemon.log[-3000:])
+        assert answered >= LEGIT_PROBES * 9 // 10, (answered, counts, daemon.log[-3000:])
         assert counts.get("unresolved", 0) > 0, counts  # the guard, not luck, kept them
     finally:
         if attacker is not None and attacker.poll() is None:
             attacker.kill()
             attacker.wait()
         daemon.kill()
+
+
+def ssmping_counts(daemon: DaemonProcess, sink: NotifySink) -> dict[str, int]:
+    """The ssmping listener's counts from a fresh STATUS ('..., dropped unresolved N')."""
+    import signal
+
+    sink.drain()
+    daemon.send_signal(signal.SIGHUP)
+    status = sink.wait(lambda f: "READY" in f, 5, "READY=1 after SIGHUP")["STATUS"]
+    found = re.search(r"ssmping :\d+: (.*)", status)
+    assert found, status
+    return {name: int(number) for name, number in
+            re.findall(r"([a-z][a-z -]*?) (\d+)", found[1].replace("dropped ", ""))}
 
 
 # ------------------------------------------------------------------ the guard itself
