@@ -32,6 +32,7 @@ from netlab import Host, dual_stack_veth, ip, no_dad
 PORT = 5200
 ATTACK_RATE = 1000  # probes/s: the default rate_limit lets every one through
 ATTACK_SECONDS = 3.5
+ATTACK_BURST = 500  # datagrams at once first: the default rate limit allows bursts of 2,000
 LEGIT_PROBES = 300
 LEGIT_RATE = 150  # probes/s: two seconds of them, all while the attack runs
 _labs = 0
@@ -40,7 +41,7 @@ _labs = 0
 # (ssmping) to the responder's address, paced in bursts of 10.
 ATTACKER = """
 import socket, struct, sys, time
-family, forged, group, port, rate, seconds, ifname, payload = sys.argv[1:9]
+family, forged, group, port, rate, seconds, ifname, payload, burst = sys.argv[1:10]
 payload = bytes.fromhex(payload)
 ipv6 = family == "6"
 sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
@@ -58,6 +59,13 @@ step = 10 / float(rate)
 start = time.monotonic()
 deadline = start + float(seconds)
 sent = 0
+for _ in range(int(burst)):  # at once: the rate limit's burst lets them all through
+    try:
+        sock.sendto(payload, (group, int(port)))
+        sent += 1
+    except OSError:
+        pass
+start -= sent / float(rate)
 while time.monotonic() < deadline and sent < 100000:
     for _ in range(10):
         try:
@@ -138,10 +146,12 @@ def ssmping_request(n: int) -> bytes:
     return ssmping.build_request(4242, n, time.time_ns(), ssmping.DEFAULT_GROUPS[4])
 
 
-@pytest.mark.parametrize("family, service", [("ipv4", "echo"), ("ipv6", "echo"),
-                                             ("ipv4", "ssmping")])
+@pytest.mark.parametrize("family, service, burst", [
+    ("ipv4", "echo", 0), ("ipv4", "echo", ATTACK_BURST), ("ipv6", "echo", ATTACK_BURST),
+    ("ipv4", "ssmping", ATTACK_BURST)])
 def test_a_forged_unresolved_source_does_not_starve_other_clients(lab, write_config, sink,
-                                                                   family, service):
+                                                                   family, service, burst):
+    """1,000/s from the forged source (after *burst* at once), 150/s from the real client."""
     host, local_if, n = lab
     ipv6 = family == "ipv6"
     if ipv6:
@@ -165,14 +175,15 @@ def test_a_forged_unresolved_source_does_not_starve_other_clients(lab, write_con
             attacker = subprocess.Popen(
                 [sys.executable, "-c", ATTACKER, "6" if ipv6 else "4", forged, destination[0],
                  str(destination[1]), str(ATTACK_RATE), str(ATTACK_SECONDS), local_if,
-                 request(0)[:16].hex() if service == "echo" else request(0).hex()],
+                 request(0)[:16].hex() if service == "echo" else request(0).hex(),
+                 str(burst)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             wait_until(lambda: forged in ip("neigh", "show", "dev", "eth0", host=host), 5)
             answered = probe_paced(sock, destination, LEGIT_PROBES, LEGIT_RATE, request)
             attack_out, attack_err = attacker.communicate(timeout=ATTACK_SECONDS + 10)
         neighbours = ip("neigh", "show", "dev", "eth0", host=host)
         counts = counters(daemon, sink) if service == "echo" else ssmping_counts(daemon, sink)
-        print(f"{family} {service}: legit {answered}/{LEGIT_PROBES}, attacker sent "
+        print(f"{family} {service} burst {burst}: legit {answered}/{LEGIT_PROBES}, attacker sent "
               f"{attack_out.strip()}; counts {counts}; neighbours:\n{neighbours}")
         assert attacker.returncode == 0, attack_err
         assert int(attack_out) >= ATTACK_RATE, "the attacker did not run"
@@ -214,16 +225,13 @@ def cable():
     subprocess.run(["ip", "link", "del", "vg0"], capture_output=True)
 
 
-class Owner:
-    send_check_at = 0.0
-
-
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
 def test_the_guard_holds_back_a_parked_destination_and_stays_bounded(cable, monkeypatch,
                                                                      family):
     ipv6 = family == socket.AF_INET6
     target = "fd70::99" if ipv6 else "10.70.0.99"
     guard = sendguard.SendGuard()
+    watch = sendguard.SendWatch()
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         parked = 0
@@ -237,26 +245,31 @@ def test_the_guard_holds_back_a_parked_destination_and_stays_bounded(cable, monk
         entries = neigh.unresolved(family)
         assert [e.failed for e in entries
                 if e.address == socket.inet_pton(family, target)] == [False], entries
-        owner = Owner()
         now = time.monotonic()
-        deadline = now + 2
-        while not guard.unresolved(ipv6) and time.monotonic() < deadline:  # MIN_AGE first
-            now = time.monotonic()
-            guard.check(sock, owner, ipv6, now)
-            time.sleep(0.01)
-        assert list(guard.unresolved(ipv6)) == [sendguard.source_key(target)]
-        assert owner.send_check_at == now + sendguard.CHECK_INTERVAL
+        guard.look(sock, watch, parked, ipv6, now)  # after a burst: held back at once, briefly
+        key = sendguard.source_key(target)
+        assert guard.unresolved(ipv6) == {key: now + sendguard.SHORT_HOLD}
+        assert watch.check_echoed == parked + sendguard.CHECK_EVERY
         assert not guard.unresolved(not ipv6)
+        deadline = now + 2
+        while guard.unresolved(ipv6)[key] < now + sendguard.PENALTY:  # for long once MIN_AGE
+            assert time.monotonic() < deadline, guard.unresolved(ipv6)
+            time.sleep(0.02)
+            now = time.monotonic()
+            guard.check(sock, watch, ipv6, now)
+            assert watch.check_at == now + sendguard.CHECK_INTERVAL
+        assert watch.pressure == sock.getsockopt(socket.SOL_SOCKET,
+                                                 socket.SO_SNDBUF) // sendguard.PRESSURE
 
         # however many entries the kernel reports, the table keeps MAX_TRACKED
         size = 16 if ipv6 else 4
         many = [neigh.Unresolved(n.to_bytes(size, "big"), True, 0.0)
                 for n in range(1, sendguard.MAX_TRACKED + 500)]
         monkeypatch.setattr(neigh, "unresolved", lambda _: many)
-        guard.check(sock, owner, ipv6, now + 1)
+        guard.check(sock, watch, ipv6, now + 1)
         assert len(guard.unresolved(ipv6)) == sendguard.MAX_TRACKED
-        guard.check(sock, owner, ipv6, now + 2 + sendguard.PENALTY)  # renewed, then expired
+        guard.check(sock, watch, ipv6, now + 2 + sendguard.PENALTY)  # renewed, then expired
         assert len(guard.unresolved(ipv6)) == sendguard.MAX_TRACKED
         monkeypatch.setattr(neigh, "unresolved", lambda _: [])
-        guard.check(sock, owner, ipv6, now + 4 + 2 * sendguard.PENALTY)
+        guard.check(sock, watch, ipv6, now + 4 + 2 * sendguard.PENALTY)
         assert not guard.unresolved(ipv6)

@@ -32,6 +32,7 @@ class BatchPath:
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
         taken = 0
+        watch = responder.send_watch
         for _ in range(FAST_ROUNDS):
             try:
                 count = self.batch.receive(fd)
@@ -44,10 +45,12 @@ class BatchPath:
             if count == 1 and self._echo_one(fd, responder, now):
                 break
             self._echo(fd, count, responder, now)
+            if responder.echoed >= watch.check_echoed:  # a burst: look before the next batch
+                self.guard.look(sock, watch, responder.echoed, False, now)
             if count < FAST_BATCH:
                 break
-        if now >= responder.send_check_at:  # one float compare per wake-up (sendguard.py)
-            self.guard.check(sock, responder, False, now)
+        if now >= watch.check_at:  # one float compare per wake-up (sendguard.py)
+            self.guard.check(sock, watch, False, now)
         return taken
 
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
@@ -75,7 +78,7 @@ class BatchPath:
             responder.echoed += 1
             responder.echoed_bytes += length
         else:
-            responder.send_check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
+            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
             responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
                            errno.errorcode.get(code, code))
         if log.isEnabledFor(logging.DEBUG):
@@ -224,7 +227,7 @@ class BatchPath:
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
-                    responder.send_check_at = 0.0  # look at the send queue (sendguard.py)
+                    responder.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
                     responder.drop("send-error", 1, "echo to %s:%d failed: %s",
                                    *self.batch.peer(start), errno.errorcode.get(code, code))
                     start += 1

@@ -23,6 +23,7 @@ from typing import Optional, Protocol
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy
+from .sendguard import SendWatch
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -50,7 +51,7 @@ class EchoSink(Protocol):
     echoed: int
     received_bytes: int
     echoed_bytes: int
-    send_check_at: float  # when the send guard looks at the socket's send queue next
+    send_watch: SendWatch  # when the send guard looks at the socket's send queue next
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 

@@ -31,7 +31,7 @@ from ..wire import mping
 from ..wire.tlv import Responder
 from .policy import Policy
 from .ratelimit import RateLimitedLog
-from .sendguard import SendGuard, source_key
+from .sendguard import SendGuard, SendWatch, source_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class MpingSocket:
         self.listener = listener
         self.sock = sock
         self.ipv6 = ipv6
-        self.send_check_at = 0.0  # the send guard's next look at the socket (sendguard.py)
+        self.send_watch = SendWatch()  # the send guard's state for the socket (sendguard.py)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -113,8 +113,8 @@ class MpingListener:
         A client whose address does not resolve is not answered by unicast (sendguard.py)."""
         now = time.monotonic()
         self._serve(handler, now)
-        if now >= handler.send_check_at:
-            self.guard.check(handler.sock, handler, handler.ipv6, now)
+        if now >= handler.send_watch.check_at:
+            self.guard.check(handler.sock, handler.send_watch, handler.ipv6, now)
 
     def _serve(self, handler: MpingSocket, now: float) -> None:
         sock, ipv6 = handler.sock, handler.ipv6
@@ -156,11 +156,13 @@ class MpingListener:
                     sock.sendmsg([reply.payload], _source_pktinfo(destination, ipv6), 0,
                                  address)
                 except OSError as e:
-                    handler.send_check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
+                    handler.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the queue
                     self._drop("send-error", "ssmping: reply to %s:%d failed: %s",
                                *address[:2], errno.errorcode.get(e.errno or 0, e))
                     continue
                 counts["replies to groups" if reply.group is not None else "replies"] += 1
+                if counts["replies"] >= handler.send_watch.check_echoed:  # a burst
+                    self.guard.look(sock, handler.send_watch, counts["replies"], ipv6, now)
 
     def _drop(self, reason: str, message: str, *args: object) -> None:
         self.counts[f"dropped {reason}"] += 1

@@ -34,13 +34,14 @@ class PlainPath:
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         taken = self._run(sock, responder, now)
-        if now >= responder.send_check_at:  # a float compare per wake-up (sendguard.py)
-            self.guard.check(sock, responder, responder.listener.ipv6, now)
+        if now >= responder.send_watch.check_at:  # a float compare per wake-up (sendguard.py)
+            self.guard.check(sock, responder.send_watch, responder.listener.ipv6, now)
         return taken
 
     def _run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         listener = responder.listener
         unresolved = self.guard.unresolved(listener.ipv6)
+        watch = responder.send_watch
         verdict = responder.policy.verdict
         max_datagram = listener.max_datagram
         to_sender = listener.reply != "group"
@@ -81,6 +82,8 @@ class PlainPath:
                     continue
             responder.echoed += 1
             responder.echoed_bytes += len(data)
+            if responder.echoed >= watch.check_echoed:  # a burst (sendguard.py)
+                self.guard.look(sock, watch, responder.echoed, listener.ipv6, now)
             if debug:
                 log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
                           " and the group" if to_group else "")
@@ -107,7 +110,7 @@ def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[in
         else:
             sock.sendto(data, address)
     except OSError as e:
-        responder.send_check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
+        responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
         responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
                        errno.errorcode.get(e.errno or 0, e))
         return False

@@ -23,6 +23,7 @@ from . import echopath
 from .membership import Memberships
 from .policy import Policy
 from .ratelimit import RateLimitedLog
+from .sendguard import SendWatch
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class GroupResponder:
         self.echoed = 0
         self.received_bytes = 0
         self.echoed_bytes = 0
-        self.send_check_at = 0.0  # the send guard's next look at the socket (sendguard.py)
+        self.send_watch = SendWatch()  # the send guard's state for the socket (sendguard.py)
         self.dropped: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- set-up

@@ -11,15 +11,19 @@ legitimate client 37 of 300 echoes, none once the buffer was full; with it, 300 
 (tests/test_starvation.py; the ssmping listener alike).
 
 How, at no cost per datagram in the common case:
-- Each socket's outstanding send bytes (SIOCOUTQ) are read at most every CHECK_INTERVAL
-  while it echoes, and at once after a send fails (EAGAIN, ENOBUFS). An echo that
-  resolves leaves the buffer within microseconds, so a buffer more than 1/PRESSURE full
-  means echoes are waiting.
+- Each socket's outstanding send bytes (SIOCOUTQ, one ioctl) are read at most every
+  CHECK_INTERVAL while it echoes, after every CHECK_EVERY echoes (a burst: the rate
+  limit lets 2,000 through at once, and one batch of them could fill the buffer before
+  a timer fires), and at once after a send fails (EAGAIN, ENOBUFS). An echo whose
+  address resolves leaves the buffer within microseconds, so a buffer more than
+  1/PRESSURE full means echoes are waiting.
 - Only then is the neighbour table read (one rtnetlink dump, net/neigh.py, at most every
-  INVESTIGATE_INTERVAL per family). An address whose resolution failed, or that has been
-  trying for MIN_AGE (a real host answers within milliseconds), is *unresolved*: its
-  echoes are dropped (reason "unresolved") for PENALTY seconds, renewed while it stays so.
-  What it already parked is freed by the kernel when the resolution fails (~3 s).
+  INVESTIGATE_INTERVAL per family). Every address in it that does not resolve is held
+  back: its echoes are dropped (reason "unresolved") -- for SHORT_HOLD while it has been
+  trying for less than MIN_AGE (a real host answers within milliseconds and is let go
+  when the hold ends), for PENALTY once its resolution failed or took longer, renewed
+  while it stays so. What it already parked the kernel frees when the resolution fails
+  (~3 s).
 - The table holds at most MAX_TRACKED addresses per family (the kernel's own default
   bound on its neighbour table, gc_thresh3); the oldest entry makes room.
 
@@ -34,7 +38,6 @@ import fcntl
 import logging
 import socket
 import struct
-from typing import Protocol
 
 from ..net import neigh
 from .policy import raw_address
@@ -43,18 +46,26 @@ log = logging.getLogger("mcast_echo.responder")
 
 SIOCOUTQ = 0x5411  # = TIOCOUTQ: bytes not yet freed by the stack (queued or in flight)
 CHECK_INTERVAL = 0.02  # seconds between two looks at one busy socket's send queue
-PRESSURE = 8  # a send queue above 1/8 of the send buffer: find out who waits
-INVESTIGATE_INTERVAL = 0.05  # seconds between two neighbour-table reads, per family
-MIN_AGE = 0.05  # seconds an address may try to resolve before its echoes are held back
+CHECK_EVERY = 32  # echoes between two looks, for a burst (the fast path looks per batch)
+PRESSURE = 16  # a send queue above 1/16 of the send buffer: find out who waits
+INVESTIGATE_INTERVAL = 0.01  # seconds between two neighbour-table reads, per family
+MIN_AGE = 0.05  # seconds an address may try to resolve before it is held back for long
+SHORT_HOLD = 0.1  # seconds a younger unresolved address is held back (its ARP/ND goes on)
 PENALTY = 10.0  # seconds an unresolved address stays held back, unless seen so again
 MAX_TRACKED = 1024  # addresses held back per family
-_EXPIRY_INTERVAL = 1.0
+_DEFAULT_SNDBUF = 212992  # net.core.wmem_default's usual value, until the socket is read
 
 
-class Watched(Protocol):
-    """What the guard keeps on each socket's owner: when to look at its send queue next."""
+class SendWatch:
+    """The guard's state for one socket, kept by the socket's owner (a responder, an ssmping
+    socket): when to look at its send queue next, and how full is too full."""
 
-    send_check_at: float
+    __slots__ = ("check_at", "check_echoed", "pressure")
+
+    def __init__(self) -> None:
+        self.check_at = 0.0  # time of the next look; 0 after a failed send: look now
+        self.check_echoed = CHECK_EVERY  # or when the owner's echo count reaches this
+        self.pressure = _DEFAULT_SNDBUF // PRESSURE  # queued bytes that start an investigation
 
 
 class SendGuard:
@@ -70,19 +81,32 @@ class SendGuard:
         """The held-back addresses of one family (see the module doc for the keys)."""
         return self._unresolved[ipv6]
 
-    def check(self, sock: socket.socket, owner: Watched, ipv6: bool, now: float) -> None:
-        """Look at *sock*'s send queue (the caller does when ``now >= owner.send_check_at``,
-        or sets send_check_at to 0 after a failed send) and hold back whom it waits on."""
-        owner.send_check_at = now + CHECK_INTERVAL
+    def check(self, sock: socket.socket, watch: SendWatch, ipv6: bool, now: float) -> None:
+        """The periodic look (the caller's when ``now >= watch.check_at``): the send buffer's
+        size, expired holds, then as look()."""
+        watch.check_at = now + CHECK_INTERVAL
         if now >= self._next_expiry:
             self._expire(now)
         try:
-            queued = struct.unpack("=i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, bytes(4)))[0]
-            if queued * PRESSURE < sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF):
-                return
+            watch.pressure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // PRESSURE
         except OSError:  # a socket closed under us; nothing to guard
             return
-        if now - self._investigated[ipv6] >= INVESTIGATE_INTERVAL and not self._unreadable:
+        self._look(sock, watch.pressure, ipv6, now)
+
+    def look(self, sock: socket.socket, watch: SendWatch, echoed: int, ipv6: bool,
+             now: float) -> None:
+        """The look after a burst (the caller's when its echo count *echoed* reaches
+        ``watch.check_echoed``): one ioctl, and the neighbour table if the queue is full."""
+        watch.check_echoed = echoed + CHECK_EVERY
+        self._look(sock, watch.pressure, ipv6, now)
+
+    def _look(self, sock: socket.socket, pressure: int, ipv6: bool, now: float) -> None:
+        try:
+            queued = struct.unpack("=i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, bytes(4)))[0]
+        except OSError:
+            return
+        if (queued >= pressure and now - self._investigated[ipv6] >= INVESTIGATE_INTERVAL
+                and not self._unreadable):
             self._investigated[ipv6] = now
             self._investigate(ipv6, now)
 
@@ -96,17 +120,16 @@ class SendGuard:
                         "RestrictAddressFamilies needs AF_NETLINK)", e.strerror or e)
             return
         table = self._unresolved[ipv6]
-        until = now + PENALTY
         for entry in entries:
-            if entry.failed or entry.age >= MIN_AGE:
-                key = _key(entry.address)
-                table.pop(key, None)  # re-inserted: the newest, last to make room
-                if len(table) >= MAX_TRACKED:
-                    del table[next(iter(table))]
-                table[key] = until
+            key = _key(entry.address)
+            until = now + (PENALTY if entry.failed or entry.age >= MIN_AGE else SHORT_HOLD)
+            until = max(until, table.pop(key, until))  # re-inserted: the newest, last out
+            if len(table) >= MAX_TRACKED:
+                del table[next(iter(table))]
+            table[key] = until
 
     def _expire(self, now: float) -> None:
-        self._next_expiry = now + _EXPIRY_INTERVAL
+        self._next_expiry = now + SHORT_HOLD
         for table in self._unresolved.values():
             for key in [key for key, until in table.items() if until <= now]:
                 del table[key]
