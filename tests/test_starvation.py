@@ -14,6 +14,7 @@ a deadline.
 
 from __future__ import annotations
 
+import errno
 import re
 import socket
 import subprocess
@@ -273,3 +274,26 @@ def test_the_guard_holds_back_a_parked_destination_and_stays_bounded(cable, monk
         monkeypatch.setattr(neigh, "unresolved", lambda _: [])
         guard.check(sock, watch, ipv6, now + 4 + 2 * sendguard.PENALTY)
         assert not guard.unresolved(ipv6)
+
+
+def test_without_netlink_the_guard_says_so_once_and_stays_off(cable, monkeypatch, caplog):
+    calls = []
+
+    def refused(family: int) -> list:
+        calls.append(family)
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+
+    monkeypatch.setattr(neigh, "unresolved", refused)
+    guard = sendguard.SendGuard()
+    watch = sendguard.SendWatch()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for _ in range(200):  # parked: the queue is over the pressure mark
+            sock.sendto(b"forged-16-bytes!", ("10.70.0.98", 9))
+        now = time.monotonic()
+        for step in range(3):
+            guard.check(sock, watch, False, now + step)
+    assert calls == [socket.AF_INET]  # tried once, then off
+    warnings = [r.getMessage() for r in caplog.records if "send guard off" in r.getMessage()]
+    assert len(warnings) == 1 and "AF_NETLINK" in warnings[0], warnings
+    assert not guard.unresolved(False)

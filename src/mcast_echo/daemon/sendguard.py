@@ -34,6 +34,7 @@ of the sixteen) with one C-level operation, and only while it is non-empty.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import socket
@@ -53,6 +54,7 @@ MIN_AGE = 0.05  # seconds an address may try to resolve before it is held back f
 SHORT_HOLD = 0.1  # seconds a younger unresolved address is held back (its ARP/ND goes on)
 PENALTY = 10.0  # seconds an unresolved address stays held back, unless seen so again
 MAX_TRACKED = 1024  # addresses held back per family
+NO_NETLINK = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EPERM, errno.EACCES})
 _DEFAULT_SNDBUF = 212992  # net.core.wmem_default's usual value, until the socket is read
 
 
@@ -114,6 +116,9 @@ class SendGuard:
         try:
             entries = neigh.unresolved(socket.AF_INET6 if ipv6 else socket.AF_INET)
         except OSError as e:
+            if e.errno not in NO_NETLINK:
+                log.debug("send guard: reading the neighbour table failed: %s", e)
+                return  # this once: the next look tries again
             self._unreadable = True
             log.warning("send guard off: cannot read the neighbour table (%s); an unresolved "
                         "source can fill the send buffers. Allow netlink (the unit's "

@@ -40,8 +40,9 @@ class Unresolved(NamedTuple):
 
 def unresolved(family: int) -> list[Unresolved]:
     """The entries of *family*'s neighbour table (AF_INET: ARP, AF_INET6: ND) that are
-    waiting for a resolution or whose resolution failed. OSError if the table cannot be
-    read (no netlink here, e.g. a sandbox without AF_NETLINK)."""
+    waiting for a resolution or whose resolution failed; those read so far if the dump
+    takes longer than DUMP_SECONDS or MAX_ENTRIES. OSError if the table cannot be read
+    (no netlink here, e.g. a sandbox without AF_NETLINK: EAFNOSUPPORT)."""
     found: list[Unresolved] = []
     deadline = time.monotonic() + DUMP_SECONDS
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
@@ -52,7 +53,10 @@ def unresolved(family: int) -> list[Unresolved]:
                                  NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + request)
         seen = 0
         while seen < MAX_ENTRIES and time.monotonic() < deadline:
-            data = sock.recv(65536)
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                return found
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
