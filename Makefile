@@ -58,7 +58,8 @@ test: $(STAMP)
 # What proves the echo itself: run on both echo paths (the fast one, then the plain one).
 ECHO_TESTS := tests/test_echo.py tests/test_hostile.py tests/test_amplification.py \
               tests/test_injection.py tests/test_policy.py tests/test_signals.py \
-              tests/test_port_sharing.py tests/test_faults.py tests/test_listeners.py
+              tests/test_port_sharing.py tests/test_faults.py tests/test_listeners.py \
+              tests/test_starvation.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

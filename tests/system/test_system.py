@@ -260,7 +260,7 @@ def test_echoes_inside_and_from_another_host(running):
 
 @pytest.mark.parametrize("interface", ["mc0", INSIDE_ADDR, SECONDARY_ADDR])
 def test_interface_by_name_or_address_works_in_the_sandbox(running, interface):
-    # the unit's sandbox decides which lookups work (no AF_NETLINK: ioctls only), and a
+    # the unit's sandbox decides which lookups work (ioctls, not netlink), and a
     # secondary (VRRP-style) address is not an interface's primary one
     running.run("ip", "addr", "replace", f"{SECONDARY_ADDR}/24", "dev", "mc0")
     try:

@@ -15,6 +15,7 @@ from ..net import mmsg
 from ..wire import probe
 from .echosink import DROP_TEXT, MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
 from .policy import SourceRateLimiter
+from .sendguard import SendGuard
 
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
@@ -23,26 +24,33 @@ FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
 class BatchPath:
     name = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
 
-    def __init__(self) -> None:
+    def __init__(self, guard: SendGuard) -> None:
         self.batch = mmsg.Batch(FAST_BATCH)
+        self.guard = guard
+        self.unresolved = guard.unresolved(False)  # IPv4 only: the same dict, kept current
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
         taken = 0
+        watch = responder.send_watch
         for _ in range(FAST_ROUNDS):
             try:
                 count = self.batch.receive(fd)
             except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
                 responder.drop("recv-error", 1, "receive failed: %s", e)
-                return taken
+                break
             if count == 0:
-                return taken
+                break
             taken += count
             if count == 1 and self._echo_one(fd, responder, now):
-                return taken
+                break
             self._echo(fd, count, responder, now)
+            if responder.echoed >= watch.check_echoed:  # a burst: look before the next batch
+                self.guard.look(sock, watch, responder.echoed, False, now)
             if count < FAST_BATCH:
-                return taken
+                break
+        if now >= watch.check_at:  # one float compare per wake-up (sendguard.py)
+            self.guard.check(sock, watch, False, now)
         return taken
 
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
@@ -55,12 +63,14 @@ class BatchPath:
         source = batch.sources[0]
         limiter = policy.limiter
         own_ipv4 = policy.own_addresses.ipv4(now)
+        unresolved = self.unresolved
         if (batch.first_octets[0] in policy.refused_octets
                 or batch.family_ports[0] == mmsg.NO_PORT_WORD
                 or (own_ipv4 is not None and source in own_ipv4)
                 or length > responder.listener.max_datagram
                 or batch.first_payload_words[0] == PROBE_MAGIC_WORD
                 or (policy.filters_sources and not policy.admitted_by_acl(source))
+                or (unresolved and source in unresolved)
                 or (limiter is not None and limiter.admit(source, 1, now) == 0)):
             return False
         batch.send_lengths[0] = length
@@ -71,6 +81,7 @@ class BatchPath:
             responder.echoed += 1
             responder.echoed_bytes += length
         else:
+            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
             responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
                            errno.errorcode.get(code, code))
         if log.isEnabledFor(logging.DEBUG):
@@ -81,14 +92,14 @@ class BatchPath:
         """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
 
         The common case -- every source a real peer (no source port 0, none of this
-        host's own addresses) inside 'allow' and within its rate, every datagram within
-        max_datagram, no probe asking for a trailer -- is checked and sent with a few
-        C-level operations on the batch's strided views; only a batch with an exception
-        walks its datagrams one by one (_echo_each). The kernel never cuts a datagram here
-        (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC is looked at only on that
-        walk. A source port below 256 (0 is refused; the others are rare) takes the walk
-        too. This host's own addresses are looked up (once per distinct source) only
-        while some interface has accept_local=1 (policy.py).
+        host's own addresses) inside 'allow', not held back by the send guard and within
+        its rate, every datagram within max_datagram, no probe asking for a trailer -- is
+        checked and sent with a few C-level operations on the batch's strided views; only a
+        batch with an exception walks its datagrams one by one (_echo_each). The kernel
+        never cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC
+        is looked at only on that walk. A source port below 256 (0 is refused; the others
+        are rare) takes the walk too. This host's own addresses are looked up (once per
+        distinct source) only while some interface has accept_local=1 (policy.py).
         """
         batch = self.batch
         responder.received += count
@@ -101,9 +112,11 @@ class BatchPath:
             sources = batch.sources[:count]
             distinct = set(sources)
             own_ipv4 = policy.own_addresses.ipv4(now)
+            unresolved = self.unresolved
             if ((own_ipv4 is None or own_ipv4.isdisjoint(distinct))
                     and (not policy.filters_sources
-                         or all(map(policy.admitted_by_acl, distinct)))):
+                         or all(map(policy.admitted_by_acl, distinct)))
+                    and (not unresolved or unresolved.keys().isdisjoint(distinct))):
                 over = _over_rate(policy.limiter, sources, distinct, count, now)
                 if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
                     batch.send_lengths[:count] = lengths
@@ -115,7 +128,8 @@ class BatchPath:
 
     def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
                    over: Optional[dict[int, int]], rated: bool) -> None:
-        """The walk for a batch with an exception: a drop, a trailer, a source over its rate.
+        """The walk for a batch with an exception: a drop, a trailer, a source over its rate
+        or held back by the send guard (sendguard.py).
 
         *rated*: the rate limit was already applied to the whole batch (every datagram
         passed the other checks), and *over* is its result; otherwise it is applied here
@@ -129,6 +143,7 @@ class BatchPath:
         refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
         admitted_by_acl = policy.admitted_by_acl
         own_ipv4, no_port = policy.own_addresses.ipv4(now), mmsg.NO_PORT_WORD
+        unresolved = self.unresolved
         max_datagram = responder.listener.max_datagram
         flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
         min_probe = probe.MIN_TRAILER_PROBE
@@ -164,6 +179,10 @@ class BatchPath:
                         over[sources[i]] = left - 1
                     else:
                         drops[i] = "rate"
+        if unresolved:  # the send guard's (sendguard.py): after the rate, as on the plain path
+            for i in passed:
+                if sources[i] in unresolved and i not in drops:
+                    drops[i] = "unresolved"
         if asking:
             self._trailers(asking, drops, responder)
         if drops:
@@ -221,6 +240,7 @@ class BatchPath:
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
+                    responder.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
                     responder.drop("send-error", 1, "echo to %s:%d failed: %s",
                                    *self.batch.peer(start), errno.errorcode.get(code, code))
                     start += 1

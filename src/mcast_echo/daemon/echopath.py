@@ -13,6 +13,7 @@ from ..net import mmsg
 from ..schema import Listener
 from .batchpath import BatchPath
 from .plainpath import PlainPath
+from .sendguard import SendGuard
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -22,30 +23,34 @@ CHOICES = ("auto", "fast", "plain")
 EchoPath = Union[PlainPath, BatchPath]
 
 
-def choose(preference: Optional[str] = None) -> EchoPath:
+def choose(preference: Optional[str] = None, guard: Optional[SendGuard] = None) -> EchoPath:
     """The echo path: *preference* or $MCAST_ECHO_ECHO_PATH (auto, fast, plain).
 
     auto takes the fast path where recvmmsg/sendmmsg load; fast insists (OSError if
-    it cannot load); plain is the portable loop.
+    it cannot load); plain is the portable loop. *guard*: the daemon's send guard
+    (a new one if None).
     """
+    guard = guard or SendGuard()
     wanted = (preference or os.environ.get(ENV) or "auto").strip().lower()
     if wanted not in CHOICES:
         log.warning("%s=%r is not one of %s; using auto", ENV, wanted[:20], ", ".join(CHOICES))
         wanted = "auto"
     if wanted == "plain" or (wanted == "auto" and not mmsg.load()):
-        return PlainPath()
-    return BatchPath()
+        return PlainPath(guard)
+    return BatchPath(guard)
 
 
 class Paths:
     """The daemon's echo paths, one of each, shared by its responders: a path runs one
     batch at a time, so one set of buffers serves every socket. The fast path serves
     IPv4 listeners that reply by unicast; IPv6 and the group reply modes take the
-    plain one."""
+    plain one. Both hold back the same unresolved addresses (one SendGuard, which the
+    ssmping listener shares too)."""
 
     def __init__(self, preference: Optional[str] = None) -> None:
-        self.fast = choose(preference)
-        self.plain = self.fast if isinstance(self.fast, PlainPath) else PlainPath()
+        self.guard = SendGuard()
+        self.fast = choose(preference, self.guard)
+        self.plain = self.fast if isinstance(self.fast, PlainPath) else PlainPath(self.guard)
 
     @property
     def name(self) -> str:

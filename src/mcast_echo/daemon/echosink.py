@@ -8,7 +8,8 @@ the group reply modes, and the portable fallback); echopath.py picks them.
 Both apply the same rules in the same order (policy.py): a source that cannot be a
 real peer (port 0 included), then one of this host's own addresses arriving from the
 network, then 'allow' (and an SSM listener's 'sources'), then a datagram the kernel
-cut or that is over max_datagram, then the rate limit; then a probe that asks gets its
+cut or that is over max_datagram, then the rate limit, then an address the send guard
+holds back (sendguard.py: it does not resolve); then a probe that asks gets its
 identity trailer (probe.py), never making the echo larger. Nothing a peer sends can
 raise out of a path.
 """
@@ -23,6 +24,7 @@ from typing import Optional, Protocol
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy
+from .sendguard import SendWatch
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -42,6 +44,7 @@ DROP_REASONS = (
     "size",  # over 'max_datagram'
     "loop",  # another responder's group echo, not echoed to the group again
     "recv-error",  # the receive failed (e.g. a queued ICMP error)
+    "unresolved",  # its address does not resolve: held back by the send guard (sendguard.py)
     "send-error",  # the echo could not be sent (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM)
 )
 
@@ -55,6 +58,8 @@ DROP_TEXT = {
     "acl": "datagram from %s:%d dropped: source not in 'allow'",
     "rate": "datagram from %s:%d dropped: source over its 'rate_limit'",
     "truncated": "datagram from %s:%d cut by the kernel; dropped",
+    "unresolved": "echo to %s:%d held back: the address does not resolve (ARP/ND), and echoes "
+                  "waiting on it would fill the send buffer (see sendguard.py)",
 }
 
 
@@ -67,6 +72,7 @@ class EchoSink(Protocol):
     echoed: int
     received_bytes: int
     echoed_bytes: int
+    send_watch: SendWatch  # when the send guard looks at the socket's send queue next
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 

@@ -33,6 +33,7 @@ from ..wire import mping
 from ..wire.tlv import Responder
 from .policy import Policy
 from .ratelimit import RateLimitedLog
+from .sendguard import SendGuard, SendWatch, source_key
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class MpingSocket:
         self.listener = listener
         self.sock = sock
         self.ipv6 = ipv6
+        self.send_watch = SendWatch()  # the send guard's state for the socket (sendguard.py)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -60,9 +62,11 @@ class MpingSocket:
 
 
 class MpingListener:
-    def __init__(self, settings: Ssmping, drop_log: RateLimitedLog) -> None:
+    def __init__(self, settings: Ssmping, drop_log: RateLimitedLog,
+                 guard: Optional[SendGuard] = None) -> None:
         self.settings = settings
         self.drop_log = drop_log
+        self.guard = guard or SendGuard()  # the echo paths' one, from the daemon
         self.sockets: list[MpingSocket] = []
         self.counts: Counter[str] = Counter()
         self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),
@@ -97,7 +101,7 @@ class MpingListener:
     def reconfigure(self, settings: Ssmping) -> None:
         """Same port: new groups, allow and rate limit in place (the session key stays)."""
         assert settings.port == self.settings.port
-        fresh = MpingListener(settings, self.drop_log)
+        fresh = MpingListener(settings, self.drop_log, self.guard)
         self.settings, self.responder, self.policies = settings, fresh.responder, fresh.policies
 
     def close(self) -> None:
@@ -108,11 +112,18 @@ class MpingListener:
     # ---------------------------------------------------------------- answering
 
     def serve(self, handler: MpingSocket) -> None:
-        """Answer up to BATCH requests queued on one socket; nothing a peer sends raises."""
+        """Answer up to BATCH requests queued on one socket; nothing a peer sends raises.
+        A client whose address does not resolve is not answered by unicast (sendguard.py)."""
+        now = time.monotonic()
+        self._serve(handler, now)
+        if now >= handler.send_watch.check_at:
+            self.guard.check(handler.sock, handler.send_watch, handler.ipv6, now)
+
+    def _serve(self, handler: MpingSocket, now: float) -> None:
         sock, ipv6 = handler.sock, handler.ipv6
         policy = self.policies[ipv6]
         counts = self.counts
-        now = time.monotonic()
+        unresolved = self.guard.unresolved(ipv6)
         for _ in range(BATCH):
             try:
                 data, ancdata, _flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
@@ -137,6 +148,10 @@ class MpingListener:
                 continue
             counts[answer.dialect] += 1
             for reply in answer.replies:
+                if reply.group is None and unresolved and source_key(source[0]) in unresolved:
+                    self._drop("unresolved", "ssmping: reply to %s:%d held back: the address "
+                               "does not resolve (ARP/ND)", *source[:2])
+                    continue
                 address = source if reply.group is None else (
                     (str(reply.group), source[1], 0, source[3]) if ipv6
                     else (str(reply.group), source[1]))
@@ -144,10 +159,13 @@ class MpingListener:
                     sock.sendmsg([reply.payload], _source_pktinfo(destination, ipv6), 0,
                                  address)
                 except OSError as e:
+                    handler.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the queue
                     self._drop("send-error", "ssmping: reply to %s:%d failed: %s",
                                *address[:2], errno.errorcode.get(e.errno or 0, e))
                     continue
                 counts["replies to groups" if reply.group is not None else "replies"] += 1
+                if counts["replies"] >= handler.send_watch.check_echoed:  # a burst
+                    self.guard.look(sock, handler.send_watch, counts["replies"], ipv6, now)
 
     def _drop(self, reason: str, message: str, *args: object) -> None:
         self.counts[f"dropped {reason}"] += 1

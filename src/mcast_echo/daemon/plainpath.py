@@ -16,6 +16,7 @@ from ..net import mcast, mmsg
 from ..schema import Listener
 from ..wire import probe
 from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log
+from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
 # in_pktinfo + TTL, or in6_pktinfo + hop limit
@@ -28,8 +29,19 @@ class PlainPath:
 
     name = "plain (recvmsg/sendto)"
 
+    def __init__(self, guard: SendGuard) -> None:
+        self.guard = guard
+
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
+        taken = self._run(sock, responder, now)
+        if now >= responder.send_watch.check_at:  # a float compare per wake-up (sendguard.py)
+            self.guard.check(sock, responder.send_watch, responder.listener.ipv6, now)
+        return taken
+
+    def _run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         listener = responder.listener
+        unresolved = self.guard.unresolved(listener.ipv6)
+        watch = responder.send_watch
         verdict = responder.policy.verdict
         max_datagram = listener.max_datagram
         to_sender = listener.reply != "group"
@@ -54,6 +66,9 @@ class PlainPath:
                 continue
             if probe.wants_trailer(data):
                 data = probe.with_trailer(data, responder.arrival(ifindex, ttl))
+            if to_sender and unresolved and source_key(source[0]) in unresolved:
+                _drop(responder, "unresolved", source, len(data))  # sendguard.py
+                continue
             if to_sender and not _send(sock, data, source, None, responder):
                 continue
             if to_group:
@@ -67,6 +82,8 @@ class PlainPath:
                     continue
             responder.echoed += 1
             responder.echoed_bytes += len(data)
+            if responder.echoed >= watch.check_echoed:  # a burst (sendguard.py)
+                self.guard.look(sock, watch, responder.echoed, listener.ipv6, now)
             if debug:
                 log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
                           " and the group" if to_group else "")
@@ -93,6 +110,7 @@ def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[in
         else:
             sock.sendto(data, address)
     except OSError as e:
+        responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
         responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
                        errno.errorcode.get(e.errno or 0, e))
         return False

@@ -24,6 +24,7 @@ from . import echopath
 from .membership import Memberships
 from .policy import MAX_TRACKED_SOURCES, Policy
 from .ratelimit import RateLimitedLog
+from .sendguard import SendWatch
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class GroupResponder:
         self.echoed = 0
         self.received_bytes = 0
         self.echoed_bytes = 0
+        self.send_watch = SendWatch()  # the send guard's state for the socket (sendguard.py)
         self.dropped: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- set-up

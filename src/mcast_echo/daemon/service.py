@@ -372,7 +372,7 @@ class Daemon:
         if self.mping is not None and self.mping.settings.port == settings.port:
             self.mping.reconfigure(settings)
             return self.mping
-        listener = MpingListener(settings, self.drop_log)
+        listener = MpingListener(settings, self.drop_log, self.paths.guard)
         listener.open()
         return listener
 

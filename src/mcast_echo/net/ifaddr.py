@@ -6,9 +6,9 @@ VRRP/keepalived virtual address, a second `ip addr add`) would be invisible.
 SIOCGIFCONF lists every IPv4 address with its interface; /proc/net/if_inet6
 every IPv6 one; /proc/net/dev every interface, and SIOCGIFFLAGS says which are
 up and multicast-capable; /proc/sys/net/ipv4/conf says which interfaces accept
-datagrams from this host's own addresses. None of them needs a netlink socket,
-so the unit can keep AF_NETLINK out of its sandbox (socket.if_nameindex() would
-need it: glibc answers it over netlink).
+datagrams from this host's own addresses. None of them needs a netlink socket, so
+they work whatever the sandbox allows (socket.if_nameindex() would need one: glibc
+answers it over netlink; the unit allows AF_NETLINK only for net/neigh.py).
 """
 
 from __future__ import annotations
