@@ -571,7 +571,7 @@ def test_slowloris_clients_never_keep_the_scrapes_out(write_config, mode, listen
                     attacker.kill()
                 print(f"slowloris ({mode}): {answered} of {attempts} scrapes answered; the "
                       f"attacker opened {report['opened']}, the server closed {report['closed']}")
-                assert attempts >= 5 and answered == attempts, (answered, attempts)
+                assert attempts >= 2 and answered == attempts, (answered, attempts)
                 # None held past its timeout (a slow reader sees the end only after the rest)
                 assert report["closed"] >= (MAX_CONNECTIONS if mode == "slow" else 1)
                 assert daemon.stop() == 0
