@@ -29,6 +29,7 @@ from detached import (
     wait_until,
 )
 from netlab import local_igmp_groups
+from yardstick import allowance
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +94,7 @@ def test_detached_daemon_stops_within_a_fraction_of_a_second(tmp_path, write_con
     wait_until(lambda: not pidfile.exists(), timeout=1, what="pid file removal")
     pidfile_gone = time.monotonic() - start
     print(f"detached stop: exited after {took:.3f} s, pid file gone after {pidfile_gone:.3f} s")
-    assert took < 0.5 and pidfile_gone < 0.5
+    assert max(took, pidfile_gone) < allowance(0.5, 2), (took, pidfile_gone)
     assert ("lo", "224.3.29.96") not in local_igmp_groups()
 
 

@@ -30,3 +30,13 @@ def test_readme_quick_start_states_its_prerequisites():
     quick = ROOT.joinpath("README.md").read_text().split("## Quick start", 1)[1].split("\n## ")[0]
     for needed in ("python3-venv", "make run", "make test", "package index"):
         assert needed in quick, needed
+
+
+def test_make_test_runs_the_plain_pass_when_the_first_fails():
+    """#20.1: make stopped at the first failing pytest, so the plain-path pass never ran;
+    both run now and make fails at the end. (A pytest that always fails stands in.)"""
+    done = subprocess.run(["make", "-s", "test", "PY=false", "NETNS=env", "STAMP=Makefile"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "MCAST_ECHO_ECHO_PATH=plain" in done.stdout, done.stdout
+    assert "make test: a pass failed" in done.stdout, done.stdout

@@ -18,6 +18,7 @@ import pytest
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters, wait_until
 from netlab import Host, Lan, dual_stack_veth, ip, no_dad, veth
+from yardstick import allowance
 
 PORT = 5000
 _labs = 0
@@ -137,14 +138,14 @@ def test_interface_all_joins_every_interface_and_one_added_later(lab, write_conf
             assert ask(sock, b"first", ("239.2.2.2", PORT))[0] == b"first"
         t0 = time.monotonic()
         veth(second, f"10.69.{_labs}.1/24", host, "eth1", f"10.69.{_labs}.2/24")
-        wait_until(lambda: ("eth1", "239.2.2.2") in host.igmp_groups(), 2.0)
+        wait_until(lambda: ("eth1", "239.2.2.2") in host.igmp_groups(), 10.0)
         joined_after = time.monotonic() - t0
         with v4_client(f"10.69.{_labs}.1") as sock:
             data, source = ask(sock, b"second", ("239.2.2.2", PORT))
         assert data == b"second" and source[0] == f"10.69.{_labs}.2"
         print(f"interface: all joined a new interface {joined_after * 1000:.0f} ms after it "
               "appeared")
-        assert joined_after < 2.0
+        assert joined_after < allowance(2.0, 6), joined_after
         status = counters_line(daemon, sink)
         assert "239.2.2.2:5000 on eth0, eth1: received 2, echoed 2" in status, status
     finally:
@@ -308,7 +309,7 @@ def test_a_thousand_groups_on_one_port_join_fast_and_all_echo(lab, write_config,
                         break
         print(f"1,000 groups: ready {started:.2f} s after exec, joins took {joining:.3f} s, "
               f"{len(replies)} echoed, daemon RSS {daemon.rss_kib()} KiB")
-        assert joining < 1.0
+        assert joining < allowance(1.0, 3), joining
         assert replies == set(groups)
         status = sink.wait(lambda f: "READY" in f, what="READY")["STATUS"]
         assert status.startswith("1000 listeners, 1000 joined"), status[:200]
