@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -391,5 +392,41 @@ def test_ipv6_listeners_are_shown_with_brackets(lab, write_config, sink):
         status = sink.wait(lambda f: "READY" in f, what="READY")["STATUS"]
         assert status.startswith(f"[ff15::77]:{PORT} on eth0: received 0"), status
         assert f"[ff15::77]:{PORT}: receive buffer: requested 1 MiB" in daemon.log
+    finally:
+        daemon.kill()
+
+
+def test_ipv6_link_scope_listener_waits_for_its_interface_like_an_ipv4_one(
+        lab, write_config, sink):
+    """#20.2: ff02::4242 on an absent eth1 -- check-config said it would wait, serve exited 69
+    ("no such device") and a reload that added one was refused. All three wait now: the
+    socket (bound with the interface's index as scope) is made when the interface appears."""
+    import signal
+
+    host, _, _, _ = lab
+    config = write_config(f"port: {PORT}\nlisteners:\n  - {{group: ff02::4242, interface: eth1}}\n"
+                          "  - {group: 239.4.2.42, interface: eth0}\n")
+    checked = host.run([sys.executable, "-m", "mcast_echo", "check-config", "-c", str(config)])
+    assert checked.returncode == 0, checked.stderr
+    assert "interface eth1 does not exist on this host now; the daemon would wait" in (
+        checked.stdout + checked.stderr)
+    daemon = serve(host, write_config, sink, config.read_text())
+    try:
+        status = sink.wait(lambda f: "READY" in f, what="READY")["STATUS"]
+        assert f"[ff02::4242]:{PORT} waiting for eth1 (no such device)" in status, status
+        # a reload that adds another one on an absent interface is applied, not refused
+        config.write_text(config.read_text() + "  - {group: ff02::4243, interface: eth9}\n")
+        mark = daemon.mark()
+        daemon.send_signal(signal.SIGHUP)
+        line = daemon.wait_for("reload", start=mark + 1)  # after "SIGHUP: reloading"
+        assert "reloaded:" in line and f"[ff02::4243]:{PORT} waiting for eth9" in line, line
+        second = f"vy{_labs}"
+        veth(second, f"10.70.{_labs}.1/24", host, "eth1", f"10.70.{_labs}.2/24")
+        daemon.wait_for("joined ff02::4242 on eth1 after waiting", timeout=10)
+        with v6_client(second) as sock:
+            data, sender = ask(sock, b"here", ("ff02::4242", PORT, 0,
+                                               socket.if_nametoindex(second)))
+        assert data == b"here" and sender[0].startswith("fe80"), (data, daemon.log)
+        assert daemon.proc.poll() is None
     finally:
         daemon.kill()

@@ -58,7 +58,7 @@ class Memberships:
             for interface in list(self.joined.values()):
                 log.warning("%s: lost %s (%s)", group, interface.name, e)
                 self._leave(sock, listener, interface)
-            self._wait(listener, str(e), now)
+            self.wait(listener, str(e), now)
             return changed
         changed = False
         for index, interface in list(self.joined.items()):
@@ -94,10 +94,11 @@ class Memberships:
             self.waiting = None
             self._retries = 0
         else:
-            self._wait(listener, problem, now)
+            self.wait(listener, problem, now)
         return changed
 
-    def _wait(self, listener: Listener, reason: str, now: float) -> None:
+    def wait(self, listener: Listener, reason: str, now: float) -> None:
+        """Record why the listener waits (logged when the reason changes); retry later."""
         if self.waiting != reason:
             log.warning("%s: waiting for %s (%s); retrying", listener.group,
                         self.awaited(listener), reason)

@@ -102,7 +102,7 @@ class Daemon:
         """Open, bind and (try to) join; the caller adds it to self.responders."""
         responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths)
         try:
-            responder.open(self.limits)
+            responder.open(self.limits, now)
             responder.sync(now, interfaces)
         except OSError as e:
             responder.close()
@@ -120,7 +120,8 @@ class Daemon:
         self._poller = Poller()
         self._poller.register(self._wakeup[0], None)
         for responder in self.responders:
-            self._poller.register(responder.fileno(), responder)
+            if responder.sock is not None:  # else it waits for its interface to bind
+                self._poller.register(responder.fileno(), responder)
         self._register_mping(self.mping)
         try:
             if self.metrics is not None:
@@ -191,7 +192,10 @@ class Daemon:
         interfaces = mcast.InterfaceSnapshot()  # one look at the interfaces per round
         changed = False
         for responder in self.responders:
+            waited_to_bind = responder.sock is None
             changed = responder.check_membership(now, interfaces) or changed
+            if waited_to_bind and responder.sock is not None and self._poller is not None:
+                self._poller.register(responder.fileno(), responder)
         if changed:
             self.notifier.status(self.status_line())
 
@@ -262,7 +266,7 @@ class Daemon:
                 responder.reconfigure(listener, self.limits, now, interfaces)
                 kept.append(responder)
         for responder in started:
-            if self._poller is not None:
+            if self._poller is not None and responder.sock is not None:
                 self._poller.register(responder.fileno(), responder)
         self.responders = kept + started
         self._switch_metrics(metrics)
