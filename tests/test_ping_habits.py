@@ -15,7 +15,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +76,46 @@ def test_a_bad_option_value_and_an_unknown_command_exit_64():
     done = mcast_echo("bogus")
     assert done.returncode == 64 and "invalid choice: 'bogus'" in done.stderr
     assert mcast_echo("--version").returncode == 0
+
+
+# --- #20.5: ping's habits: -c is ping(8)'s count, -i below 0.2 s is root's ----------------------
+
+def test_dash_c_with_a_config_file_points_to_dash_dash_config():
+    done = mcast_echo("ping", "-c", "ok.yaml")
+    assert done.returncode == 64
+    assert done.stderr.endswith("mcast-echo ping: error: argument -c: 'ok.yaml' is not a count: "
+                                "in ping, -c is the number of probes (as in ping(8)); for a "
+                                "config file use --config ok.yaml\n"), done.stderr
+    assert mcast_echo("ping", "-c", "many").stderr.endswith("'many' is not an integer\n")
+
+
+def test_an_interval_below_a_fifth_of_a_second_is_roots():
+    """As ping(8): a user other than root may not flood (-i 0 sent 40-80k probes a second)."""
+    from loadlab import AsUser, can_become_another_user
+
+    if not can_become_another_user():
+        pytest.skip("no other user to run ping as (setpriv, or a readable runtime, is missing)")
+    nobody = AsUser(None)
+    readable = tempfile.TemporaryDirectory(dir="/tmp")  # pytest's tmp_path is root's alone
+    os.chmod(readable.name, 0o755)
+    config = Path(readable.name, "ping.yaml")
+    config.write_text("{}\n")
+    config.chmod(0o644)
+    for interval, status in (("0", 64), ("0.19", 64), ("0.2", 1)):
+        done = subprocess.run(nobody.command([sys.executable, "-m", "mcast_echo", "ping", "-i",
+                                              interval, "-c", "1", "-W", "0", "--config",
+                                              str(config), "-I", "lo", "239.9.9.9"]),
+                              env=nobody.environ(), capture_output=True, text=True, timeout=30)
+        assert done.returncode == status, (interval, done.stderr)
+    assert done.returncode == 1  # -i 0.2 probed (nobody answered)
+    done = subprocess.run(nobody.command([sys.executable, "-m", "mcast_echo", "ping", "-i", "0"]),
+                          env=nobody.environ(), capture_output=True, text=True, timeout=30)
+    assert done.stderr.endswith("argument -i: 0 is below 0.2 s, the shortest interval for a user "
+                                "other than root (as in ping(8)): it would flood the group; use "
+                                "-i 0.2 or more, or run as root\n"), done.stderr
+    root = mcast_echo("ping", "-i", "0", "-c", "1", "-W", "0", "-I", "lo", "239.9.9.9")
+    assert root.returncode == 1, root.stderr  # root may
+    readable.cleanup()
 
 
 # --- 6. ping's own advice on its config file ----------------------------------------------------

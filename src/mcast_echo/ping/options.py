@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from typing import NamedTuple, Optional
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
@@ -20,6 +21,7 @@ DEFAULT_SIZE = 192  # room for the identity trailer with the longest names (prob
 # listen on 4321, so one default serves both dialects (-p 9903 for the RFC's).
 PING_PORT = ssmping.PORT
 REQUEST_TTL = 64  # the unicast requests' TTL: Linux's default, and ssmpingd's for its replies
+MIN_USER_INTERVAL = 0.2  # -i below it is root's (ping(8)'s floor): a user cannot flood a group
 
 # Exit statuses of `mcast-echo ping`; the man page's table and the tests read these.
 EXIT_OK = 0  # at least --expect responders echoed a probe intact
@@ -46,6 +48,29 @@ def bounded(kind: type, low: float, high: Optional[float] = None):
             raise argparse.ArgumentTypeError(f"{text} is out of range {allowed}")
         return value
     return convert
+
+
+def count(text: str) -> int:
+    """-c COUNT, as ping(8)'s; serve's -c is its config file, so a path here gets a pointer."""
+    try:
+        return bounded(int, 1)(text)
+    except argparse.ArgumentTypeError:
+        if "/" in text or text.endswith((".yaml", ".yml")):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a count: in ping, -c is the number of probes (as in "
+                f"ping(8)); for a config file use --config {text}") from None
+        raise
+
+
+def interval(text: str) -> float:
+    """-i INTERVAL: below MIN_USER_INTERVAL only for root, as ping(8) has it."""
+    value = bounded(float, 0.0)(text)
+    if value < MIN_USER_INTERVAL and os.geteuid() != 0:
+        raise argparse.ArgumentTypeError(
+            f"{text} is below {MIN_USER_INTERVAL:g} s, the shortest interval for a user other "
+            f"than root (as in ping(8)): it would flood the group; use -i {MIN_USER_INTERVAL:g} "
+            "or more, or run as root")
+    return value
 
 
 def parse_target(text: str) -> Target:
@@ -126,10 +151,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IPv4: the config file's first IPv4 listener")
     family.add_argument("-6", dest="family", action="store_const", const=6,
                         help="IPv6: the config file's first IPv6 listener")
-    parser.add_argument("-c", dest="count", type=bounded(int, 1), metavar="COUNT",
-                        help="stop after COUNT probes (default: until Ctrl-C)")
-    parser.add_argument("-i", dest="interval", type=bounded(float, 0.0), default=1.0,
-                        metavar="INTERVAL", help="seconds between probes (default: 1)")
+    parser.add_argument("-c", dest="count", type=count, metavar="COUNT",
+                        help="stop after COUNT probes (default: until Ctrl-C); the config "
+                             "file is --config")
+    parser.add_argument("-i", dest="interval", type=interval, default=1.0,
+                        metavar="INTERVAL", help="seconds between probes (default: 1; "
+                                                 f"below {MIN_USER_INTERVAL:g} only for root)")
     parser.add_argument("-s", dest="size", type=bounded(int, probe.HEADER_SIZE,
                                                         probe.MAX_UDP_PAYLOAD),
                         metavar="SIZE",
