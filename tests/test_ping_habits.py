@@ -118,6 +118,18 @@ def test_an_interval_below_a_fifth_of_a_second_is_roots():
     readable.cleanup()
 
 
+def test_a_malformed_serve_interface_is_usage_not_a_config_error(tmp_path):
+    """#20.6: exit 64 (bad usage, as the man page's table says), not 78 (EX_CONFIG)."""
+    config = tmp_path / "ok.yaml"
+    config.write_text("group: 239.1.1.1\n")
+    done = mcast_echo("serve", "-c", str(config), "--interface", "bad name")
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.startswith("usage: mcast-echo serve ")
+    assert done.stderr.endswith("argument --interface: 'bad name' is not a valid interface name "
+                                "(1-15 characters, no spaces or slashes, e.g. eth0)\n")
+    assert mcast_echo("serve", "-c", str(config), "--interface", "10.0.0.300").returncode == 64
+
+
 # --- 6. ping's own advice on its config file ----------------------------------------------------
 
 def test_a_missing_config_gets_pings_advice_not_the_daemons():

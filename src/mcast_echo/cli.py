@@ -13,7 +13,7 @@ from . import __version__
 from .config import DEFAULT_PATH, ConfigError, describe, load_config
 from .hostcheck import interface_warnings
 from .net.limits import KernelLimits, limits_table, predicted_reports, read_limits
-from .schema import Config
+from .schema import Config, Invalid, check_interface
 
 log = logging.getLogger("mcast_echo")
 
@@ -46,6 +46,14 @@ def default_config_path() -> str:
     return os.environ.get("MCAST_ECHO_CONFIG") or DEFAULT_PATH
 
 
+def interface_option(text: str) -> str:
+    """serve --interface, checked as the config's key is: a malformed one is usage (64)."""
+    try:
+        return check_interface(text) or text
+    except Invalid as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", metavar="PATH", default=None,
                         help=f"config file (default: $MCAST_ECHO_CONFIG or {DEFAULT_PATH})")
@@ -68,8 +76,10 @@ def build_parser() -> Parser:
     _add_config_option(serve)
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="override the config's log_level")
-    serve.add_argument("--interface", metavar="IFACE",
-                       help="override the config's interface (e.g. lo for a local try-out)")
+    serve.add_argument("--interface", metavar="IFACE", type=interface_option,
+                       help="override the config's interface for every listener: a name, "
+                            "an IPv4 or IPv6 address of this host, or all (e.g. lo for a "
+                            "local try-out)")
     serve.add_argument("--detach", action="store_true",
                        help="detach from the terminal (not under systemd)")
     serve.add_argument("--pidfile", metavar="PATH", help="with --detach: write the pid here")
