@@ -32,10 +32,13 @@ def test_readme_quick_start_states_its_prerequisites():
         assert needed in quick, needed
 
 
-def test_make_test_runs_the_plain_pass_when_the_first_fails():
+def test_make_test_runs_the_plain_pass_when_the_first_fails(tmp_path):
     """#20.1: make stopped at the first failing pytest, so the plain-path pass never ran;
-    both run now and make fails at the end. (A pytest that always fails stands in.)"""
-    done = subprocess.run(["make", "-s", "test", "PY=false", "NETNS=env", "STAMP=Makefile"],
+    both run now and make fails at the end. (A pytest that always fails stands in, and a
+    fresh stamp stands for the venv.)"""
+    stamp = tmp_path / "installed"
+    stamp.touch()
+    done = subprocess.run(["make", "-s", "test", "PY=false", "NETNS=env", f"STAMP={stamp}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "MCAST_ECHO_ECHO_PATH=plain" in done.stdout, done.stdout
