@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import NoReturn, Optional, Sequence, TextIO
 
 from . import __version__
 from .config import DEFAULT_PATH, ConfigError, describe, load_config
@@ -144,15 +144,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def check_config(path: str) -> int:
+    """The result on stdout (the effective settings, then "PATH: ok"); the kernel-limit
+    notes and the warnings of what this host lacks on stderr, as every diagnostic."""
     try:
         config = load_config(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EX_CONFIG
-    print("\n".join(describe(config)))
-    _print_reports(config, read_limits())
+    print("\n".join(describe(config)), flush=True)
+    _print_reports(config, read_limits(), sys.stderr)
     for warning in interface_warnings(config):  # a warning, not a failure: it may appear
-        print(warning)
+        print(warning, file=sys.stderr)
+    sys.stderr.flush()
     print(f"{path}: ok")
     return EX_OK
 
@@ -170,10 +173,11 @@ def show_limits(path: str, proc_root: str) -> int:
     return EX_OK
 
 
-def _print_reports(config: Config, limits: KernelLimits) -> None:
-    """The limit lines a start would log, as 'warning: ...' / 'info: ...'."""
+def _print_reports(config: Config, limits: KernelLimits, out: Optional[TextIO] = None) -> None:
+    """The limit lines a start would log, as 'warning: ...' / 'info: ...' (on stdout if no
+    *out*: `limits` shows them as its result)."""
     for level, line in predicted_reports(config, limits):
-        print(f"{logging.getLevelName(level).lower()}: {line}")
+        print(f"{logging.getLevelName(level).lower()}: {line}", file=out or sys.stdout)
 
 
 def serve(args: argparse.Namespace, path: str) -> int:
