@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -836,3 +837,35 @@ def test_describe_keeps_the_quotes_that_keep_text_text(tmp_path):
         assert f'interface: "{name}"' in describe(config)
         again = load_config(write(tmp_path, "\n".join(describe(config)) + "\n"))
         assert again.listeners == config.listeners
+
+
+def test_group_echoes_with_ttl_1_are_warned_of_in_check_config_and_at_start(tmp_path):
+    """#20.3: reply: group or both with ttl 1 -- nobody beyond a router hears the group echoes;
+    check-config (on stderr) and serve (in its log) say so; a link-local group is not warned."""
+    path = write(tmp_path, "interface: lo\nlisteners:\n  - {group: 239.1.1.1, reply: both}\n"
+                           "  - {group: 239.1.1.2, reply: group, ttl: 4}\n"
+                           "  - {group: 224.0.0.99, reply: group}\n"
+                           "  - {group: 239.1.1.3}\n")
+    done = check_config_run(path)
+    assert done.returncode == 0, done.stderr
+    warning = ("239.1.1.1:9999: reply: both with ttl: 1: its echoes to the group do not leave "
+               "this link (a router forwards TTL 2 or more); set ttl: to 1 + the routers "
+               "between here and the probers to reach them")
+    assert [line for line in done.stderr.splitlines() if "reply:" in line] == [
+        f"warning: {warning}"]
+    assert "reply:" not in "".join(line for line in done.stdout.splitlines()
+                                   if line.startswith("warning"))
+    daemon = subprocess.Popen([sys.executable, "-m", "mcast_echo", "serve", "-c", path],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        lines = []
+        while time.monotonic() < deadline and not any("ready:" in line for line in lines):
+            line = daemon.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any(f"WARNING {warning}" in " ".join(line.split()) for line in lines), lines
+    finally:
+        daemon.terminate()
+        daemon.wait(10)

@@ -213,15 +213,55 @@ def test_nobody_answers_gives_hints():
     assert hints == [
         f"hint: route: probes followed the route to {GROUP}, out of {lan.bridge} (10.77.0.1): "
         "if the responders are on another link, pass -I IFACE",
-        "hint: ttl: -t 1 stays on this link; responders behind a multicast router need -t 2 "
-        "or more",
+        f"hint: ttl: 1 (from {os.environ['MCAST_ECHO_CONFIG']}'s `ttl:`) stays on this link; "
+        "responders behind a multicast router need -t 2 or more",
         f"hint: port: responders must serve {GROUP} on port {PORT} (their `group:` and `port:`; "
         "mcast-echo check-config shows them)",
         f"hint: firewall: UDP to {GROUP} port {PORT} must leave here and reach them, and UDP "
         f"from port {PORT} must come back in",
+        f"hint: allow: a responder whose `allow:` leaves out the address the probes come from "
+        f"({lan.bridge} (10.77.0.1)) drops them (its log says \"source not in 'allow'\")",
         "hint: loopback: --no-loopback: a responder on this host does not hear the probes"]
     assert status == 1 and document["sent_from"] == f"{lan.bridge} (10.77.0.1)"
-    assert [h.split(":")[0] for h in document["hints"]] == ["route", "port", "firewall"]
+    assert [h.split(":")[0] for h in document["hints"]] == ["route", "port", "firewall", "allow"]
+
+
+def _hints(**changes) -> list[str]:
+    """The hints of a run that sent 3 probes and heard nobody, with these settings."""
+    return summary.hints(_settings(**changes), "eth0 (10.0.0.1)", pingreport.ResponderTable(PORT),
+                         pingreport.RunCounts(transmitted=3))
+
+
+@pytest.mark.parametrize("group", ["224.0.0.251", "ff02::4242", "ff12::1"])
+@pytest.mark.parametrize("ttl", [1, 8])
+def test_a_link_local_group_is_never_routed_at_any_ttl(group, ttl):
+    """#20.3: 224.0.0.0/24 and link-scope IPv6 groups: a larger -t would not help."""
+    (hint,) = [h for h in _hints(group=group, ttl=ttl) if h.startswith("ttl: ")]
+    assert hint == (f"ttl: {group} is link-local: no router forwards it, whatever the TTL; "
+                    "responders must be on the link the probes leave by")
+    assert not any(h.startswith("ttl: ") for h in _hints(group="224.0.1.1", ttl=8))
+
+
+def test_a_ttl_from_the_config_is_named_as_such():
+    """#20.3: the hint named -t 1 when the 1 came from the config's `ttl:`."""
+    (hint,) = [h for h in _hints(ttl=1, ttl_from="/etc/mcast-echo.yaml's `ttl:`",
+                                 config="/etc/mcast-echo.yaml") if h.startswith("ttl: ")]
+    assert hint == ("ttl: 1 (from /etc/mcast-echo.yaml's `ttl:`) stays on this link; responders "
+                    "behind a multicast router need -t 2 or more")
+    (hint,) = [h for h in _hints(ttl=1) if h.startswith("ttl: ")]
+    assert hint.startswith("ttl: -t 1 stays on this link")
+    (hint,) = [h for h in _hints(ttl=0, ttl_from="the default") if h.startswith("ttl: ")]
+    assert hint == "ttl: 0 (from the default) keeps probes on this host; pass -t 1 or more"
+
+
+def test_the_ttl_from_the_config_file_reaches_the_hint(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"group: {GROUP}\nttl: 1\n")
+    with Lan():
+        done = mcast_echo("ping", "--config", str(config), "-c", "1", "-W", "0.1")
+        given = mcast_echo("ping", "--config", str(config), "-c", "1", "-W", "0.1", "-t", "1")
+    assert f"hint: ttl: 1 (from {config}'s `ttl:`) stays on this link" in done.stdout, done.stdout
+    assert "hint: ttl: -t 1 stays on this link" in given.stdout, given.stdout
 
 
 def _settings(**changes) -> Settings:

@@ -12,7 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
+
+import pytest
 
 from clients import sender
 from daemonproc import DaemonProcess
@@ -117,3 +122,27 @@ def test_the_holders_command_line_is_cut_between_words_at_any_checkout_depth(tmp
         "mcast-echo serve -c /etc/a.yaml")
     assert portowner.shown_command(["bad\x1b[31m", "x"]) == "bad?[31m x"
     assert portowner.shown_command([""]) == "?"
+
+
+def test_a_privileged_port_as_a_user_says_why_and_the_fixes():
+    """#20.3: serve said only "Permission denied" for a port below 1024 run as a user."""
+    from loadlab import AsUser, can_become_another_user
+
+    if not can_become_another_user():
+        pytest.skip("no other user to run the daemon as (setpriv, or a readable runtime)")
+    nobody = AsUser(None)
+    with tempfile.TemporaryDirectory(dir="/tmp") as readable:  # pytest's tmp_path is root's
+        os.chmod(readable, 0o755)
+        config = os.path.join(readable, "low.yaml")
+        with open(config, "w") as f:
+            f.write("interface: lo\nport: 999\n")
+        os.chmod(config, 0o644)
+        done = subprocess.run(nobody.command([sys.executable, "-m", "mcast_echo", "serve", "-c",
+                                              config]),
+                              env=nobody.environ(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 69, done.stderr
+    assert (f"cannot bind {GROUP}:999: Permission denied: port 999 is privileged (below "
+            "net.ipv4.ip_unprivileged_port_start = 1024): run as root, give the daemon "
+            "CAP_NET_BIND_SERVICE (the unit: AmbientCapabilities= and CapabilityBoundingSet= "
+            "CAP_NET_BIND_SERVICE), lower that sysctl, or use a port of 1024 or more"
+            ) in done.stderr, done.stderr

@@ -33,6 +33,7 @@ from .schema import (
     Listener,
     RateLimit,
     check_key,
+    is_never_routed_group,
     listener_problems,
     show,
     spell,
@@ -262,6 +263,19 @@ def load_config(path: str = DEFAULT_PATH, overrides: Optional[Mapping[str, Any]]
         daemon["ssmping"] = replace(daemon["ssmping"], allow=defaults.get("allow"),
                                     rate_limit=defaults.get("rate_limit", RateLimit()))
     return Config(path=path, listeners=tuple(listeners), **daemon)
+
+
+def reply_warnings(config: Config) -> list[str]:
+    """A listener that echoes to the group (reply: group or both) with ttl: 1 (or 0) sends
+    those echoes no further than its own link: valid, but rarely what was meant. (A link-local
+    group is never routed anyway, so it is not warned of.)"""
+    return [f"{listener.where}: reply: {listener.reply} with ttl: {listener.ttl}: its echoes to "
+            f"the group do not leave this {'link' if listener.ttl else 'host'} (a router "
+            "forwards TTL 2 or more); set ttl: to 1 + the routers between here and the "
+            "probers to reach them"
+            for listener in config.listeners
+            if listener.reply != "unicast" and listener.ttl <= 1
+            and not is_never_routed_group(listener.group)]
 
 
 def describe(config: Config) -> list[str]:

@@ -300,6 +300,7 @@ PRIVATE_GROUPS_V6 = "ff15::/16, e.g. ff15::1234"  # transient, site scope (RFC 4
 # (RFC 3306 section 6: flags P=1 T=1 with a prefix length of 0). Other ff3x: groups carry a
 # unicast prefix (ff3e:40:2001:db8::...) and are any-source.
 SSM_V4 = ipaddress.IPv4Network("232.0.0.0/8")
+LOCAL_NETWORK_CONTROL = ipaddress.IPv4Network("224.0.0.0/24")  # never forwarded
 SSM_RANGES = "232.0.0.0/8, ff3x::/32"
 
 
@@ -327,6 +328,15 @@ def is_link_scope_group(group: AnyAddress) -> bool:
     flagged forms such as ff12:: or ff32::); *group* is an address or its text."""
     group = ipaddress.ip_address(group)
     return group.version == 6 and group.is_multicast and (int(group) >> 112) & 0xF in (1, 2)
+
+
+def is_never_routed_group(group: AnyAddress) -> bool:
+    """A group no router forwards, whatever the TTL: IPv4's Local Network Control Block
+    224.0.0.0/24 (RFC 5771) or an IPv6 link-scope group (is_link_scope_group)."""
+    group = ipaddress.ip_address(group)
+    if group.version == 4:
+        return group in LOCAL_NETWORK_CONTROL
+    return is_link_scope_group(group)
 
 
 def _address(value: Any) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address, None]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..config import ConfigError, load_config
 from ..net import ifaddr, mcast, portowner
-from ..net.limits import KernelLimits, membership_reports, read_limits
+from ..net.limits import KernelLimits, membership_reports, read_limits, unprivileged_port_start
 from ..net.poller import Poller
 from ..schema import Config, Listener, Metrics
 from . import echopath
@@ -394,6 +394,12 @@ class Daemon:
 def bind_error_text(listener: Listener, error: OSError) -> str:
     """Why a listener's socket could not be bound, and for a port in use, who holds it."""
     where = listener.where
+    if error.errno == errno.EACCES and listener.port < (start := unprivileged_port_start()):
+        return (f"cannot bind {where}: Permission denied: port {listener.port} is privileged "
+                f"(below net.ipv4.ip_unprivileged_port_start = {start}): run as root, give the "
+                "daemon CAP_NET_BIND_SERVICE (the unit: AmbientCapabilities= and "
+                "CapabilityBoundingSet= CAP_NET_BIND_SERVICE), lower that sysctl, or use a "
+                f"port of {start} or more")
     if error.errno != errno.EADDRINUSE:
         return f"cannot bind {where}: {error.strerror or error}"
     who = portowner.holder(listener.group, listener.port) or "another socket"

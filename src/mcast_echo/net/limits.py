@@ -55,6 +55,16 @@ def read_limits(proc_root: str = "/proc") -> KernelLimits:
     return KernelLimits(**values)
 
 
+def unprivileged_port_start(proc_root: str = "/proc") -> int:
+    """net.ipv4.ip_unprivileged_port_start: the lowest port a user without
+    CAP_NET_BIND_SERVICE may bind (1024, Linux's default, when it cannot be read)."""
+    try:
+        with open(os.path.join(proc_root, "sys/net/ipv4/ip_unprivileged_port_start")) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 1024
+
+
 def sysctl_name(limit: str) -> str:
     return ("net.ipv4." if limit.startswith("igmp") else
             "net.ipv6." if limit.startswith("mld") else "net.core.") + limit

@@ -204,7 +204,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         wait=args.wait, deadline=getattr(args, "deadline", None), expect=args.expect,
         quiet=args.quiet, json=args.json, numeric=getattr(args, "numeric", False),
         timestamps=getattr(args, "timestamps", False), config=config,
-        textfile=getattr(args, "prometheus_textfile", None))
+        textfile=getattr(args, "prometheus_textfile", None),
+        ttl_from=None if args.ttl is not None else (
+            f"{config}'s `ttl:`" if "ttl" in defaults else "the default"))
     return settings
 
 

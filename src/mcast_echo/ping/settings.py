@@ -59,6 +59,7 @@ class Settings:
     protocol: str = MCAST_ECHO  # --protocol: mcast-echo probes a group; the others, a HOST
     host: Optional[str] = None  # ssmping / rfc6450: the responder's address
     host_name: Optional[str] = None  # ... and its name, when HOST was given as one
+    ttl_from: Optional[str] = None  # where the TTL came from if not -t: "FILE's `ttl:`", ...
     # group (ssmping / rfc6450): where the multicast replies come; "" for rfc6450 until the
     # responder's Server Response names it
 

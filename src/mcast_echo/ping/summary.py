@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schema import RateLimit
+from ..schema import RateLimit, is_never_routed_group
 from .report import ResponderTable, RunCounts, plural
 from .settings import Settings
 
@@ -68,15 +68,22 @@ def hints(settings: Settings, path_text: str, table: ResponderTable,
     else:
         found.append(f"route: probes followed the route to {s.group}, out of {path_text}: "
                      "if the responders are on another link, pass -I IFACE")
-    if s.ttl == 0:
-        found.append("ttl: -t 0 keeps probes on this host")
+    ttl = f"ttl: {s.ttl} (from {s.ttl_from})" if s.ttl_from else f"ttl: -t {s.ttl}"
+    if is_never_routed_group(s.group):
+        found.append(f"ttl: {s.group} is link-local: no router forwards it, whatever the TTL; "
+                     "responders must be on the link the probes leave by")
+    elif s.ttl == 0:
+        found.append(f"{ttl} keeps probes on this host" + (
+            "; pass -t 1 or more" if s.ttl_from else ""))
     elif s.ttl == 1:
-        found.append("ttl: -t 1 stays on this link; responders behind a multicast router "
+        found.append(f"{ttl} stays on this link; responders behind a multicast router "
                      "need -t 2 or more")
     found.append(f"port: responders must serve {s.group} on port {s.port} (their `group:` and "
                  "`port:`; mcast-echo check-config shows them)")
     found.append(f"firewall: UDP to {s.group} port {s.port} must leave here and reach them, "
                  f"and UDP from port {s.port} must come back in")
+    found.append(f"allow: a responder whose `allow:` leaves out the address the probes come "
+                 f"from ({path_text}) drops them (its log says \"source not in 'allow'\")")
     if not s.loopback:
         found.append("loopback: --no-loopback: a responder on this host does not hear the "
                      "probes")
