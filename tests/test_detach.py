@@ -5,6 +5,7 @@ file never clobbers anything, paths are taken from where the command ran, and
 a detached daemon stops as fast as a foreground one.
 """
 
+import errno
 import fcntl
 import os
 import signal
@@ -213,3 +214,15 @@ def test_relative_paths_still_work_after_detaching(tmp_path, write_config):
     finally:
         stray = Path("/") / pidname
         assert not stray.exists(), stray.unlink()
+
+
+def test_a_process_that_exits_while_its_stat_is_read_counts_as_exited(monkeypatch):
+    """#20.12: reading /proc/PID/stat of a process that has just gone raises ESRCH
+    (ProcessLookupError), not only FileNotFoundError; the helper raced on it."""
+    import detached
+
+    def vanishing(path, *args, **kw):
+        raise ProcessLookupError(errno.ESRCH, "No such process")
+
+    monkeypatch.setattr(detached, "open", vanishing, raising=False)
+    assert detached.exited(4_000_000)

@@ -282,9 +282,9 @@ BAD = [
      "(RFC 7346); use a scope from 1 to e, e.g. ff15::1234"),
     ("group-zone", "group: ff02::4242%eth0\n", "1: group: ff02::4242%eth0: write the group "
      "without %eth0 and the interface apart (interface: eth0)"),
-    ("group-ipv4-mapped", "group: ::ffff:239.1.1.1\n", "1: group: ::ffff:ef01:101 is not a "
-     "multicast address (allowed: ff00::/8, e.g. ff15::1234; use ff15::/16 for a private "
-     "group)"),
+    ("group-ipv4-mapped", "group: ::ffff:239.1.1.1\n", "1: group: ::ffff:239.1.1.1 is an "
+     "IPv4-mapped IPv6 address, not a multicast group (write 239.1.1.1) (allowed: ff00::/8, "
+     "e.g. ff15::1234; use ff15::/16 for a private group)"),
     # interface
     ("interface-ipv6-bad", "interface: 2001:db8::g\n",
      "1: interface: 2001:db8::g is not a valid IPv6 address"),

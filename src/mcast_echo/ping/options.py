@@ -8,7 +8,7 @@ import os
 from typing import NamedTuple, Optional
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
-from ..schema import Listener
+from ..schema import Listener, is_multicast, not_a_group
 from ..wire import probe, ssmping
 from .settings import MCAST_ECHO, PROTOCOLS
 
@@ -96,7 +96,9 @@ def parse_target(text: str) -> Target:
         raise argparse.ArgumentTypeError(
             f"{host!r} is not an IPv4 or IPv6 address (e.g. 239.1.1.1:5000 or "
             "[ff15::1]:5000)") from None
-    if not group.is_multicast:
+    if not is_multicast(group):
+        if group.version == 6 and group.ipv4_mapped is not None:
+            raise argparse.ArgumentTypeError(not_a_group(group))
         allowed = "224.0.0.0/4" if group.version == 4 else "ff00::/8"
         raise argparse.ArgumentTypeError(f"{host} is not a multicast group ({allowed})")
     if zone and group.version == 4:

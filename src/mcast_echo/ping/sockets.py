@@ -38,6 +38,7 @@ from ..net.mcast import (
     interface_name,
     set_hops,
 )
+from ..schema import needs_zone
 from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
@@ -162,7 +163,7 @@ def _source_address(settings: Settings, index: int) -> tuple:
     if not settings.ipv6:
         return (settings.source, 0)
     address = settings.source.split("%")[0]
-    return (address, 0, 0, index if ipaddress.IPv6Address(address).is_link_local else 0)
+    return (address, 0, 0, index if needs_zone(address) else 0)
 
 
 def source_pktinfo(settings: Settings, index: int) -> list[tuple[int, int, bytes]]:

@@ -16,7 +16,7 @@ import ipaddress
 import struct
 from typing import NamedTuple, Optional, Union
 
-from ..schema import MAX_UDP_PAYLOAD
+from ..schema import MAX_UDP_PAYLOAD, is_multicast
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -141,7 +141,7 @@ def client_address(client: str) -> IPAddress:
 def group_allowed(group: Optional[IPAddress], client: IPAddress, responder: Responder) -> bool:
     """May a reply go to *group*? Only a multicast group of the client's family that the
     responder was configured with: a request can never aim replies anywhere else."""
-    return (group is not None and group.is_multicast and group.version == client.version
+    return (group is not None and is_multicast(group) and group.version == client.version
             and group in responder.groups)
 
 
