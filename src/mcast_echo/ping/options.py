@@ -130,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (f"Exit status: {EXIT_OK} if at least N (--expect) responders echoed a "
                      f"probe intact, {EXIT_FEWER} if fewer, {EXIT_ERROR} on a network, "
                      f"config-file or output error, {EXIT_USAGE} on bad options. "
-                     "Probe format: docs/protocol.md.")
+                     "Probe format: /usr/share/doc/mcast-echo/protocol.md (docs/protocol.md "
+                     "in the source).")
     parser.add_argument("target", nargs="?", metavar="GROUP[:PORT] | HOST[:PORT]",
                         help="group to probe: 239.1.1.1:5000, [ff15::1]:5000 or ff15::1 "
                              "(default: the config file's, else "
@@ -188,7 +189,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-D", dest="timestamps", action="store_true",
                         help="start each reply line with its time, [seconds.micro] since 1970")
     parser.add_argument("-q", dest="quiet", action="store_true",
-                        help="print only the summary")
+                        help="print only the banner and the summary (its statistics, notes "
+                             "and hints): no line per echo")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document at the end, nothing else")
     parser.add_argument("--expect", type=bounded(int, 0), default=1, metavar="N",
