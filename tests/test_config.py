@@ -869,3 +869,18 @@ def test_group_echoes_with_ttl_1_are_warned_of_in_check_config_and_at_start(tmp_
     finally:
         daemon.terminate()
         daemon.wait(10)
+
+
+def test_ssmping_groups_asmping_cannot_ask_for_are_warned_of(tmp_path):
+    """#20.9: asmping asks only for a group ending in .234 or ::4321:1234; any other ssmping
+    group is valid (RFC 6450 clients ask for it) but said so, exit 0."""
+    path = write(tmp_path, "group: 239.1.1.1\nssmping: {groups: [239.1.1.1, 232.43.211.234, "
+                           "239.1.2.234, 'ff3e::4321:1234', 'ff15::1']}\n")
+    done = check_config_run(path)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if "asmping" in line] == [
+        "warning: ssmping: groups: 239.1.1.1, ff15::1: asmping can ask only for a group ending "
+        "in .234 (IPv4) or ::4321:1234 (IPv6), so only RFC 6450 clients (mcast-echo ping "
+        "--protocol rfc6450) get replies to them"]
+    quiet = write(tmp_path, "group: 239.1.1.1\nssmping: {}\n")
+    assert "asmping" not in check_config_run(quiet).stderr

@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn, Optional, Sequence, TextIO
 
 from . import __version__
-from .config import DEFAULT_PATH, ConfigError, describe, load_config, reply_warnings
+from .config import DEFAULT_PATH, ConfigError, config_warnings, describe, load_config
 from .hostcheck import interface_warnings
 from .net.limits import KernelLimits, limits_table, predicted_reports, read_limits
 from .schema import Config, Invalid, check_interface
@@ -155,7 +155,7 @@ def check_config(path: str) -> int:
     _print_reports(config, read_limits(), sys.stderr)
     for warning in interface_warnings(config):  # a warning, not a failure: it may appear
         print(warning, file=sys.stderr)
-    for warning in reply_warnings(config):
+    for warning in config_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     sys.stderr.flush()
     print(f"{path}: ok")
@@ -219,7 +219,7 @@ def serve(args: argparse.Namespace, path: str) -> int:
         if detacher is not None:
             detacher.prepare(config.log_level)  # the pid file's lock, the log file
         log.info("mcast-echo %s starting (pid %d, config %s)", __version__, os.getpid(), path)
-        for warning in reply_warnings(config):
+        for warning in config_warnings(config):
             log.warning("%s", warning)
         daemon.open()
         if detacher is None:

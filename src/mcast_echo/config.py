@@ -17,6 +17,7 @@ today means.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional
 
@@ -38,6 +39,7 @@ from .schema import (
     show,
     spell,
 )
+from .wire import ssmping
 from .yamlsafe import (
     DAEMON_ADVICE,
     PING_ADVICE,
@@ -263,6 +265,25 @@ def load_config(path: str = DEFAULT_PATH, overrides: Optional[Mapping[str, Any]]
         daemon["ssmping"] = replace(daemon["ssmping"], allow=defaults.get("allow"),
                                     rate_limit=defaults.get("rate_limit", RateLimit()))
     return Config(path=path, listeners=tuple(listeners), **daemon)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What check-config (on stderr) and a start (in the log) warn of in a valid config."""
+    return reply_warnings(config) + asmping_warnings(config)
+
+
+def asmping_warnings(config: Config) -> list[str]:
+    """An ssmping group asmping cannot ask for: only RFC 6450 clients get replies to it."""
+    if config.ssmping is None:
+        return []
+    odd = [group for group in config.ssmping.groups
+           if not ssmping.asmping_can_ask(ipaddress.ip_address(group))]
+    if not odd:
+        return []
+    return [f"ssmping: groups: {', '.join(odd)}: asmping can ask only for a group ending in "
+            ".234 (IPv4) or ::4321:1234 (IPv6), so only RFC 6450 clients (mcast-echo ping "
+            "--protocol rfc6450) get replies to "
+            + ("it" if len(odd) == 1 else "them")]
 
 
 def reply_warnings(config: Config) -> list[str]:
