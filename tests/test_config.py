@@ -884,3 +884,36 @@ def test_ssmping_groups_asmping_cannot_ask_for_are_warned_of(tmp_path):
         "--protocol rfc6450) get replies to them"]
     quiet = write(tmp_path, "group: 239.1.1.1\nssmping: {}\n")
     assert "asmping" not in check_config_run(quiet).stderr
+
+
+# ---------------------------------------------------------------- #20.13: the smaller items
+
+def test_interface_off_says_there_is_no_off(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "interface: off\n"))
+    assert e.value.problems[0].startswith(
+        f"{tmp_path}/mcast-echo.yaml:1: interface: off, no or false is a boolean in YAML, not "
+        "an interface: write interface: null for the route to the group (there is no off;")
+
+
+def test_a_listen_address_without_its_address_says_what_to_write(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, 'metrics: {listen: ":9101"}\n'))
+    assert e.value.problems == [
+        f'{tmp_path}/mcast-echo.yaml:1: metrics: listen: :9101 has no address before the port: '
+        'write "127.0.0.1:9101" for this host only, or "0.0.0.0:9101" for every IPv4 address']
+
+
+def test_problems_come_in_the_order_of_their_lines(tmp_path):
+    path = write(tmp_path, "ttl: 999\nlisteners:\n  - {group: 1.2.3.4}\ngroup: x\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, {"interface": "bad name"})
+    lines = [problem.split(":")[1] for problem in e.value.problems]
+    assert lines == [" --interface", "1", "3", "4"], e.value.problems
+
+
+def test_a_whole_float_is_shown_as_written(tmp_path):
+    config = load_config(write(tmp_path, "status_interval: 5.0\n"))
+    assert "status_interval: 5" in describe(config)
+    config = load_config(write(tmp_path, "status_interval: 2.5\n"))
+    assert "status_interval: 2.5" in describe(config)

@@ -335,3 +335,21 @@ def test_sigquit_prints_the_statistics_so_far_and_goes_on(plain_echo):
     assert re.match(r"10\.77\.0\.9: \d+ transmitted, \d+ received, ", interim[0]), err
     assert re.match(r"\d+ probes transmitted, 1 responder$", interim[1]), err
     assert out.rstrip().endswith("1 responder") and "mcast-echo ping statistics" in out
+
+
+def test_one_copy_in_the_singular():
+    stats = pingreport.ResponderTable(PORT).lookup("10.0.0.2", PORT)
+    stats.received, stats.copies, stats.first_path = 2, 1, "unicast"
+    stats._path_seen.update(unicast=None, group=None)  # echoes came both ways
+    assert "(unicast and group, +1 copy)" in stats.summary_line(2)
+    stats.copies = 2
+    assert "(unicast and group, +2 copies)" in stats.summary_line(2)
+
+
+@pytest.mark.parametrize("group, what", [("224.0.0.1", "the all-hosts group of the link"),
+                                         ("ff02::1", "the all-nodes group of the link")])
+def test_a_reserved_group_gets_a_word_when_nobody_answers(group, what):
+    (hint,) = [h for h in _hints(group=group) if h.startswith("group: ")]
+    assert hint.startswith(f"group: {group} is {what}")
+    assert "a responder's config refuses it" in hint
+    assert not any(h.startswith("group: ") for h in _hints())

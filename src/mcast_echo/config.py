@@ -259,12 +259,18 @@ def load_config(path: str = DEFAULT_PATH, overrides: Optional[Mapping[str, Any]]
                     f"{listener.port} is already {LISTENERS}[{first[0]}] (line {first[1]}): one "
                     "listener per group and port; use interface: all, or another port")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=lambda problem: _problem_line(problem, path)))
     daemon = {k: v for k, v in {**top.values, **command_line}.items() if k in DAEMON_KEYS}
     if daemon.get("ssmping") is not None:  # answered under the top-level allow and rate_limit
         daemon["ssmping"] = replace(daemon["ssmping"], allow=defaults.get("allow"),
                                     rate_limit=defaults.get("rate_limit", RateLimit()))
     return Config(path=path, listeners=tuple(listeners), **daemon)
+
+
+def _problem_line(problem: str, path: str) -> int:
+    """The line a problem names ("PATH:LINE: ..."); 0 for one of the command line's."""
+    line = problem[len(path) + 1:].partition(":")[0] if problem.startswith(f"{path}:") else ""
+    return int(line) if line.isdigit() else 0
 
 
 def config_warnings(config: Config) -> list[str]:

@@ -236,6 +236,8 @@ def spell(value: Any) -> str:
         return f'{{listen: "{value.listen}"' + (", probe: true}" if value.probe else "}")
     if isinstance(value, Ssmping):
         return f"{{port: {value.port}, groups: [{', '.join(value.groups)}]}}"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # status_interval: 5, not 5.0
     if isinstance(value, Quoted):  # text that unquoted would be a number, boolean or null
         return f'"{value}"'
     if isinstance(value, str) and not value.isprintable():
@@ -418,6 +420,10 @@ _INTERFACE_ALLOWED = ("allowed: a name such as eth0, an IPv4 or IPv6 address of 
 def check_interface(value: Any) -> Optional[str]:
     if value is None:
         return None
+    if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as booleans
+        raise Invalid(f"{'on, yes or true' if value else 'off, no or false'} is a boolean in "
+                      "YAML, not an interface: write interface: null for the route to the group "
+                      f"(there is no off; {_INTERFACE_ALLOWED})")
     if not isinstance(value, str) or not value:
         raise Invalid(f"{show(value)} is not an interface ({_INTERFACE_ALLOWED})")
     if value == ALL_INTERFACES:
@@ -670,6 +676,10 @@ def check_listen(value: Any) -> tuple[str, int]:
             and value.count(":") > 1 else ""
         raise Invalid(f"{show(value)} is not an address and port{hint} ({_LISTEN_ALLOWED})")
     text = match.group("v6") if match.group("v6") is not None else match.group("v4")
+    if not text:  # ":9101": no address to listen on
+        raise Invalid(f"{show(value)} has no address before the port: write "
+                      f"\"127.0.0.1:{match.group('port')}\" for this host only, or "
+                      f"\"0.0.0.0:{match.group('port')}\" for every IPv4 address")
     addr = _address(text)
     if addr is None or (addr.version == 6) != (match.group("v6") is not None):
         what = "an IPv4 address" if match.group("v4") is not None else "an IPv6 address"

@@ -213,7 +213,9 @@ def limits_table(limits: KernelLimits) -> list[str]:
     out = []
     for name in SYSCTLS:
         value = getattr(limits, name)
-        shown = "unreadable" if value is None else (
+        # Not an error: a network namespace has no file for a sysctl that is not per
+        # namespace (mld_max_msf), and a sandbox may hide one; the host's value applies.
+        shown = "not visible here (the host's value applies)" if value is None else (
             f"{value} ({human(value)})" if name[1:5] == "mem_" else str(value))
         out.append(f"{sysctl_name(name):34} {shown}")
     return out

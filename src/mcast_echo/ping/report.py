@@ -270,7 +270,7 @@ class ResponderStats:
         if self.via == GROUP:
             received += " (group)"
         elif self.via == "both":
-            received += f" (unicast and group, +{self.copies} copies)"
+            received += f" (unicast and group, +{plural(self.copies, 'copy', 'copies')})"
         parts = [f"{transmitted} transmitted", received]
         for count, label in ((self.duplicates, "duplicates"), (self.truncated, "truncated"),
                              (self.corrupted, "corrupted")):

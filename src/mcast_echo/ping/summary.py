@@ -6,9 +6,10 @@ counts) and of its settings: the pinger prints what these return.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from ..schema import RateLimit, is_never_routed_group
+from ..schema import RateLimit, is_never_routed_group, refused_group
 from .report import ResponderTable, RunCounts, plural
 from .settings import Settings
 
@@ -62,6 +63,11 @@ def hints(settings: Settings, path_text: str, table: ResponderTable,
         return []
     s = settings
     found = []
+    reserved = refused_group(ipaddress.ip_address(s.group)) if s.group else None
+    if reserved is not None:
+        found.append(f"group: {s.group} is {reserved}: a responder's config refuses it "
+                     "(mcast-echo check-config says why), so none serves it; probe the group "
+                     "they serve")
     if s.interface:
         found.append(f"route: probes left through -I {s.interface}, {path_text}: is that the "
                      "responders' link?")
