@@ -51,9 +51,16 @@ test: $(STAMP)
 	  echo "make test needs a private network namespace: run it as root, or enable user"; \
 	  echo "namespaces (sysctl -w kernel.unprivileged_userns_clone=1) so 'unshare -rn' works."; \
 	  exit 2; fi
-	MCAST_ECHO_ECHO_PATH=fast $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(PYTEST_ARGS)
-	@echo "--- the echo tests again, on the portable plain path (MCAST_ECHO_ECHO_PATH=plain)"
-	MCAST_ECHO_ECHO_PATH=plain $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(ECHO_TESTS)
+	@# both passes run whatever the first one finds; make fails at the end if either failed
+	@status=0; \
+	echo "MCAST_ECHO_ECHO_PATH=fast $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(PYTEST_ARGS)"; \
+	MCAST_ECHO_ECHO_PATH=fast $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(PYTEST_ARGS) \
+	  || status=1; \
+	echo "--- the echo tests again, on the portable plain path (MCAST_ECHO_ECHO_PATH=plain)"; \
+	MCAST_ECHO_ECHO_PATH=plain $(NETNS) $(PY) -m pytest $(PYTEST_BASETEMP) $(ECHO_TESTS) \
+	  || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: a pass failed (see above)"; fi; \
+	exit $$status
 
 # What proves the echo itself: run on both echo paths (the fast one, then the plain one).
 ECHO_TESTS := tests/test_echo.py tests/test_hostile.py tests/test_amplification.py \

@@ -10,7 +10,7 @@ DEB_OUT := $(CURDIR)/build/deb
 DEB_STAGE := $(DEB_OUT)/mcast-echo-$(DEB_VERSION)
 DEB_FILE := $(DEB_OUT)/mcast-echo_$(DEB_VERSION)_all.deb
 # what goes into the source package (README.md and LICENSE only if present)
-DEB_SOURCES := pyproject.toml $(wildcard README.md LICENSE) src etc/mcast-echo.yaml \
+DEB_SOURCES := pyproject.toml $(wildcard README.md LICENSE) src docs etc/mcast-echo.yaml \
 	etc/default/mcast-echo-probe systemd/mcast-echo.service systemd/mcast-echo-probe.service \
 	systemd/mcast-echo-probe.timer packaging/man packaging/prometheus/mcast-echo.rules.yml
 DEB_INPUTS := $(shell cd $(CURDIR) && find $(DEB_SOURCES) packaging/debian -type f \
@@ -20,6 +20,7 @@ DEB_INPUTS := $(shell cd $(CURDIR) && find $(DEB_SOURCES) packaging/debian -type
 # host too, because the system-test container is an overlay of the host's / with no network.
 DEB_APT_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian man-db python3-yaml python3-daemon python3-sdnotify \
+	python3-prometheus-client \
 	systemd iproute2 util-linux
 
 # The system test needs only pytest on the host: the project's venv ($(STAMP)/$(PY) from the

@@ -69,7 +69,10 @@ def reap(mark: str) -> None:
     """A detached daemon is no child of ours: end the ones a test started, whatever happened."""
     for pid in marked_pids(mark):
         if not exited(pid):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it exited since
+                pass
 
 
 def exited(pid: int) -> bool:
@@ -77,7 +80,7 @@ def exited(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reading a stat that just went: ESRCH
         return True
 
 

@@ -4,10 +4,13 @@ Run inside a netlab Host as ``python mroute.py SOURCE GROUP IN_IF OUT_IF``. It d
 what smcroute would with one static route, through the kernel's multicast routing
 API (linux/mroute.h): MRT_INIT, one VIF per interface, one MFC entry. The entries
 live as long as this process keeps its socket open; it prints "routing" when set.
+A test asks ``missing()`` first: a kernel built without CONFIG_IP_MROUTE has no
+multicast routing (MRT_INIT fails with ENOPROTOOPT), and the test skips with the reason.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 import sys
@@ -15,6 +18,19 @@ import sys
 MRT_INIT, MRT_ADD_VIF, MRT_ADD_MFC = 200, 202, 204
 VIFF_USE_IFINDEX = 0x8
 MAXVIFS = 32
+
+
+def missing() -> str | None:
+    """Why this kernel cannot route multicast (None when it can): MRT_INIT in this namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IGMP) as sock:
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, MRT_INIT, 1)
+        except OSError as error:
+            if error.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                return (f"the kernel has no multicast routing (MRT_INIT: "
+                        f"{errno.errorcode[error.errno]}; CONFIG_IP_MROUTE is off)")
+            raise
+    return None
 
 
 def vifctl(vifi: int, ifindex: int) -> bytes:

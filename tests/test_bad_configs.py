@@ -31,12 +31,15 @@ from clients import echo, sender
 from daemonproc import DaemonProcess
 from loadlab import AsUser, can_become_another_user
 from netlab import Host, veth
+from yardstick import allowance
 
 EX_CONFIG = 78
 NOBODY = 65534
 MEMORY_LIMIT = 512 << 20  # address space for one CLI run: a YAML bomb must not need more
 MAX_MESSAGE = 400  # characters after the path: one line an operator reads
-TIME_LIMIT = 5.0  # seconds for one CLI run (a refused bomb takes ~0.1 s)
+# Seconds before one CLI run is taken for hung: a guard, not a figure (four run at once, and
+# on two busy cores a 300 kB file took 5 s); how fast a bomb is refused is asserted alone.
+TIME_LIMIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -334,7 +337,8 @@ def test_bombs_are_refused_fast_in_bounded_memory(name, cli_runs):
     paths, _ = cli_runs
     for command in ("check-config", "serve"):
         run = run_cli(command, paths[name], as_nobody=False)
-        assert run.code == EX_CONFIG and run.seconds < 1.5, (run.code, run.seconds, run.lines)
+        assert run.code == EX_CONFIG, (run.code, run.lines)
+        assert run.seconds < allowance(1.5, 6), (run.seconds, run.lines)
         assert len(run.lines) == 1, run.lines[-3:]
 
 

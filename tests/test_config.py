@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -303,9 +304,11 @@ def test_billion_laughs_is_refused_at_once(tmp_path):
 def test_check_config_exit_codes(tmp_path, capsys):
     good = write(tmp_path, "port: 5000\nrecv_buffer: 1GiB\n")
     assert main(["check-config", "-c", good]) == 0
-    out = capsys.readouterr().out
-    assert "port: 5000" in out and f"{good}: ok" in out
-    assert "warning: 224.3.29.71:5000: receive buffer: requested 1 GiB" in out
+    out, err = capsys.readouterr()
+    assert "port: 5000" in out and out.endswith(f"{good}: ok\n")
+    # #20.7: stdout holds the result only; the warnings are diagnostics, on stderr
+    assert "warning: 224.3.29.71:5000: receive buffer: requested 1 GiB" in err
+    assert "warning:" not in out and "info:" not in out
     bad = write(tmp_path, "port: 70000\n")
     assert main(["check-config", "-c", bad]) == 78
     assert capsys.readouterr().err.strip() == f"{bad}:1: port: 70000 is out of range 1..65535"
@@ -742,7 +745,8 @@ def check_config_on(host: Host, path: str) -> subprocess.CompletedProcess:
 
 
 def warnings_of(done: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
+    assert "warning: " not in done.stdout  # #20.7: on stderr, stdout is the result
+    return [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
 
 
 HERE = "up and multicast-capable here: eth0, eth1, eth2, eth10"
@@ -759,7 +763,7 @@ def test_check_config_warns_of_an_interface_this_host_lacks_and_exits_0(tmp_path
         f"host now; the daemon would wait for it and join when it appears ({HERE})",
         f"warning: [ff15::1]:5000: interface eht0 does not exist on this host now; the daemon "
         f"would wait for it and join when it appears ({HERE})"]
-    assert done.stdout.splitlines()[-1] == f"{path}: ok" and not done.stderr
+    assert done.stdout.splitlines()[-1] == f"{path}: ok"
 
 
 def test_check_config_warns_of_an_address_this_host_lacks(tmp_path, cfg_host):
@@ -855,3 +859,83 @@ def test_ssmping_groups_are_capped_with_file_line_and_the_fix(tmp_path):
         f"{path}:3: ssmping: groups: {MAX_SSMPING_GROUPS + 1:,} groups: at most "
         f"{MAX_SSMPING_GROUPS:,}; list the groups clients ask for (an RFC 6450 client is offered "
         "the first one inside its prefix), or run a second daemon on another ssmping port"]
+
+
+def test_group_echoes_with_ttl_1_are_warned_of_in_check_config_and_at_start(tmp_path):
+    """#20.3: reply: group or both with ttl 1 -- nobody beyond a router hears the group echoes;
+    check-config (on stderr) and serve (in its log) say so; a link-local group is not warned."""
+    path = write(tmp_path, "interface: lo\nlisteners:\n  - {group: 239.1.1.1, reply: both}\n"
+                           "  - {group: 239.1.1.2, reply: group, ttl: 4}\n"
+                           "  - {group: 224.0.0.99, reply: group}\n"
+                           "  - {group: 239.1.1.3}\n")
+    done = check_config_run(path)
+    assert done.returncode == 0, done.stderr
+    warning = ("239.1.1.1:9999: reply: both with ttl: 1: its echoes to the group do not leave "
+               "this link (a router forwards TTL 2 or more); set ttl: to 1 + the routers "
+               "between here and the probers to reach them")
+    assert [line for line in done.stderr.splitlines() if "reply:" in line] == [
+        f"warning: {warning}"]
+    assert "reply:" not in "".join(line for line in done.stdout.splitlines()
+                                   if line.startswith("warning"))
+    daemon = subprocess.Popen([sys.executable, "-m", "mcast_echo", "serve", "-c", path],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        lines = []
+        while time.monotonic() < deadline and not any("ready:" in line for line in lines):
+            line = daemon.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any(f"WARNING {warning}" in " ".join(line.split()) for line in lines), lines
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_ssmping_groups_asmping_cannot_ask_for_are_warned_of(tmp_path):
+    """#20.9: asmping asks only for a group ending in .234 or ::4321:1234; any other ssmping
+    group is valid (RFC 6450 clients ask for it) but said so, exit 0."""
+    path = write(tmp_path, "group: 239.1.1.1\nssmping: {groups: [239.1.1.1, 232.43.211.234, "
+                           "239.1.2.234, 'ff3e::4321:1234', 'ff15::1']}\n")
+    done = check_config_run(path)
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if "asmping" in line] == [
+        "warning: ssmping: groups: 239.1.1.1, ff15::1: asmping can ask only for a group ending "
+        "in .234 (IPv4) or ::4321:1234 (IPv6), so only RFC 6450 clients (mcast-echo ping "
+        "--protocol rfc6450) get replies to them"]
+    quiet = write(tmp_path, "group: 239.1.1.1\nssmping: {}\n")
+    assert "asmping" not in check_config_run(quiet).stderr
+
+
+# ---------------------------------------------------------------- #20.13: the smaller items
+
+def test_interface_off_says_there_is_no_off(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "interface: off\n"))
+    assert e.value.problems[0].startswith(
+        f"{tmp_path}/mcast-echo.yaml:1: interface: off, no or false is a boolean in YAML, not "
+        "an interface: write interface: null for the route to the group (there is no off;")
+
+
+def test_a_listen_address_without_its_address_says_what_to_write(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, 'metrics: {listen: ":9101"}\n'))
+    assert e.value.problems == [
+        f'{tmp_path}/mcast-echo.yaml:1: metrics: listen: :9101 has no address before the port: '
+        'write "127.0.0.1:9101" for this host only, or "0.0.0.0:9101" for every IPv4 address']
+
+
+def test_problems_come_in_the_order_of_their_lines(tmp_path):
+    path = write(tmp_path, "ttl: 999\nlisteners:\n  - {group: 1.2.3.4}\ngroup: x\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, {"interface": "bad name"})
+    lines = [problem.split(":")[1] for problem in e.value.problems]
+    assert lines == [" --interface", "1", "3", "4"], e.value.problems
+
+
+def test_a_whole_float_is_shown_as_written(tmp_path):
+    config = load_config(write(tmp_path, "status_interval: 5.0\n"))
+    assert "status_interval: 5" in describe(config)
+    config = load_config(write(tmp_path, "status_interval: 2.5\n"))
+    assert "status_interval: 2.5" in describe(config)

@@ -5,6 +5,7 @@ file never clobbers anything, paths are taken from where the command ran, and
 a detached daemon stops as fast as a foreground one.
 """
 
+import errno
 import fcntl
 import os
 import signal
@@ -29,6 +30,7 @@ from detached import (
     wait_until,
 )
 from netlab import local_igmp_groups
+from yardstick import allowance
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +95,7 @@ def test_detached_daemon_stops_within_a_fraction_of_a_second(tmp_path, write_con
     wait_until(lambda: not pidfile.exists(), timeout=1, what="pid file removal")
     pidfile_gone = time.monotonic() - start
     print(f"detached stop: exited after {took:.3f} s, pid file gone after {pidfile_gone:.3f} s")
-    assert took < 0.5 and pidfile_gone < 0.5
+    assert max(took, pidfile_gone) < allowance(0.5, 2), (took, pidfile_gone)
     assert ("lo", "224.3.29.96") not in local_igmp_groups()
 
 
@@ -212,3 +214,15 @@ def test_relative_paths_still_work_after_detaching(tmp_path, write_config):
     finally:
         stray = Path("/") / pidname
         assert not stray.exists(), stray.unlink()
+
+
+def test_a_process_that_exits_while_its_stat_is_read_counts_as_exited(monkeypatch):
+    """#20.12: reading /proc/PID/stat of a process that has just gone raises ESRCH
+    (ProcessLookupError), not only FileNotFoundError; the helper raced on it."""
+    import detached
+
+    def vanishing(path, *args, **kw):
+        raise ProcessLookupError(errno.ESRCH, "No such process")
+
+    monkeypatch.setattr(detached, "open", vanishing, raising=False)
+    assert detached.exited(4_000_000)

@@ -7,6 +7,7 @@ import pytest
 
 from clients import drain, echo, sender
 from daemonproc import DaemonProcess
+from yardstick import allowance
 
 GROUP = "224.3.29.71"
 PORT = 9999
@@ -122,7 +123,8 @@ while time.monotonic() < end and n < 3_000_000:
         start = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.stop(timeout=5) == 0, daemon.log
-        assert time.monotonic() - start < 1.0
+        took = time.monotonic() - start
+        assert took < allowance(1.0, 3), took  # measured while the flood goes on
         assert ("eth0", GROUP) not in host.igmp_groups()
     finally:
         flood.kill()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -18,6 +19,7 @@ import pytest
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters, wait_until
 from netlab import Host, Lan, dual_stack_veth, ip, no_dad, veth
+from yardstick import allowance
 
 PORT = 5000
 _labs = 0
@@ -137,14 +139,14 @@ def test_interface_all_joins_every_interface_and_one_added_later(lab, write_conf
             assert ask(sock, b"first", ("239.2.2.2", PORT))[0] == b"first"
         t0 = time.monotonic()
         veth(second, f"10.69.{_labs}.1/24", host, "eth1", f"10.69.{_labs}.2/24")
-        wait_until(lambda: ("eth1", "239.2.2.2") in host.igmp_groups(), 2.0)
+        wait_until(lambda: ("eth1", "239.2.2.2") in host.igmp_groups(), 10.0)
         joined_after = time.monotonic() - t0
         with v4_client(f"10.69.{_labs}.1") as sock:
             data, source = ask(sock, b"second", ("239.2.2.2", PORT))
         assert data == b"second" and source[0] == f"10.69.{_labs}.2"
         print(f"interface: all joined a new interface {joined_after * 1000:.0f} ms after it "
               "appeared")
-        assert joined_after < 2.0
+        assert joined_after < allowance(2.0, 6), joined_after
         status = counters_line(daemon, sink)
         assert "239.2.2.2:5000 on eth0, eth1: received 2, echoed 2" in status, status
     finally:
@@ -308,7 +310,7 @@ def test_a_thousand_groups_on_one_port_join_fast_and_all_echo(lab, write_config,
                         break
         print(f"1,000 groups: ready {started:.2f} s after exec, joins took {joining:.3f} s, "
               f"{len(replies)} echoed, daemon RSS {daemon.rss_kib()} KiB")
-        assert joining < 1.0
+        assert joining < allowance(1.0, 3), joining
         assert replies == set(groups)
         status = sink.wait(lambda f: "READY" in f, what="READY")["STATUS"]
         assert status.startswith("1000 listeners, 1000 joined"), status[:200]
@@ -491,3 +493,39 @@ def test_status_says_which_joins_are_pending():
     assert line.startswith("10 listeners, 0 joined, 10 joins pending"), line
     assert daemon.responders[0].status() == \
         f"239.7.0.1:{PORT} join pending (on a route to the group)"
+
+
+def test_ipv6_link_scope_listener_waits_for_its_interface_like_an_ipv4_one(
+        lab, write_config, sink):
+    """#20.2: ff02::4242 on an absent eth1 -- check-config said it would wait, serve exited 69
+    ("no such device") and a reload that added one was refused. All three wait now: the
+    socket (bound with the interface's index as scope) is made when the interface appears."""
+    import signal
+
+    host, _, _, _ = lab
+    config = write_config(f"port: {PORT}\nlisteners:\n  - {{group: ff02::4242, interface: eth1}}\n"
+                          "  - {group: 239.4.2.42, interface: eth0}\n")
+    checked = host.run([sys.executable, "-m", "mcast_echo", "check-config", "-c", str(config)])
+    assert checked.returncode == 0, checked.stderr
+    assert "interface eth1 does not exist on this host now; the daemon would wait" in (
+        checked.stdout + checked.stderr)
+    daemon = serve(host, write_config, sink, config.read_text())
+    try:
+        status = sink.wait(lambda f: "READY" in f, what="READY")["STATUS"]
+        assert f"[ff02::4242]:{PORT} waiting for eth1 (no such device)" in status, status
+        # a reload that adds another one on an absent interface is applied, not refused
+        config.write_text(config.read_text() + "  - {group: ff02::4243, interface: eth9}\n")
+        mark = daemon.mark()
+        daemon.send_signal(signal.SIGHUP)
+        line = daemon.wait_for("reload", start=mark + 1)  # after "SIGHUP: reloading"
+        assert "reloaded:" in line and f"[ff02::4243]:{PORT} waiting for eth9" in line, line
+        second = f"vy{_labs}"
+        veth(second, f"10.70.{_labs}.1/24", host, "eth1", f"10.70.{_labs}.2/24")
+        daemon.wait_for("joined ff02::4242 on eth1 after waiting", timeout=10)
+        with v6_client(second) as sock:
+            data, sender = ask(sock, b"here", ("ff02::4242", PORT, 0,
+                                               socket.if_nametoindex(second)))
+        assert data == b"here" and sender[0].startswith("fe80"), (data, daemon.log)
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.kill()

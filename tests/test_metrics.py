@@ -11,6 +11,7 @@ loop is bounded by a count and a deadline.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.config import describe, load_config
 from mcast_echo.schema import Metrics
 from netlab import Host, ip, veth
+from yardstick import allowance
 
 Series = dict[tuple[str, frozenset], float]
 # No proxy from the environment: the endpoint is in this private namespace.
@@ -311,10 +313,11 @@ def test_idle_connections_never_stop_the_echo(write_config):
                 assert sock.recvfrom(2048)[0] == b"echo %d" % n
             assert value(scrape("127.0.0.1:9151"), "mcast_echo_echoed_datagrams_total",
                          group="239.7.7.1", port="5050", interface="lo") == 20  # the ninth
+            slack = allowance(3, 10)
             for conn in idle:  # the oldest for the scrape, the others after REQUEST_TIMEOUT
-                conn.settimeout(REQUEST_TIMEOUT + 3)
+                conn.settimeout(REQUEST_TIMEOUT + slack)
                 assert conn.recv(1) == b""
-            assert time.monotonic() - opened < REQUEST_TIMEOUT + 3
+            assert time.monotonic() - opened < REQUEST_TIMEOUT + slack
         finally:
             for conn in idle:
                 conn.close()
@@ -355,46 +358,61 @@ SCRAPER = textwrap.dedent("""
 """)
 
 
-def echo_rate(sock: socket.socket, address: tuple[str, int], seconds: float) -> float:
-    """Closed-loop echoes per second (one in flight) for *seconds*, at most 200,000."""
+def echo_count(sock: socket.socket, address: tuple[str, int], seconds: float) -> int:
+    """Closed-loop echoes (one in flight) for *seconds*, at most 200,000; each must come back
+    within the socket's timeout (a loop stalled by a scrape or an idle connection fails)."""
     count, start = 0, time.monotonic()
     while time.monotonic() - start < seconds and count < 200_000:
         sock.sendto(b"rate", address)
         sock.recvfrom(64)
         count += 1
-    return count / (time.monotonic() - start)
+    return count
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used: what scheduling on busy cores cannot inflate."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_scrapes_and_idle_connections_do_not_slow_the_echo(write_config):
-    """The echo rate with 100 scrapes/s and idle connections open, against the same daemon
-    with nobody scraping: at least 75% (measured 0.88 on two shared cores: a scrape costs
-    the daemon ~0.7 ms of CPU)."""
+    """With 100 scrapes/s and 4 idle connections open the echo goes on (every echo answered
+    within 1 s), and a scrape costs the daemon the CPU of fewer than 400 echoes (measured 26 to 67:
+    0.8-1.1 ms against 12-41 us, on two shared cores). Both costs are the daemon's own CPU time,
+    measured in the same run: a busy machine slows both rates alike but not what each costs."""
     config = write_config('interface: lo\ngroup: 239.7.8.1\nport: 5060\nrate_limit: off\n'
                           'metrics: {listen: "127.0.0.1:9161"}\n')
     group = ("239.7.8.1", 5060)
     with DaemonProcess(config) as daemon, lo_sender() as sock:
         daemon.wait_for("ready:")
-        echo_rate(sock, group, 0.3)  # warm up
-        quiet, loaded = [], []
-        for _ in range(3):  # alternate, so a neighbour's load falls on both alike
-            quiet.append(echo_rate(sock, group, 1.0))
-            idle = [socket.create_connection(("127.0.0.1", 9161), timeout=1) for _ in range(4)]
-            scraper = subprocess.Popen(
-                [sys.executable, "-c", SCRAPER, "127.0.0.1", "9161", "100", "1.3"],
-                stdout=subprocess.PIPE, text=True)
-            try:
-                time.sleep(0.15)
-                loaded.append(echo_rate(sock, group, 1.0))
-                scrapes = int(scraper.communicate(timeout=15)[0])
-            finally:
-                scraper.kill()
-                for conn in idle:
-                    conn.close()
-            assert scrapes >= 110, scrapes  # ~100/s did happen
-        ratio = max(loaded) / max(quiet)
-        print(f"echo rate: {max(quiet):.0f}/s quiet, {max(loaded):.0f}/s with 100 scrapes/s "
-              f"and 4 idle connections ({ratio:.2f})")
-        assert ratio >= 0.75, (quiet, loaded)
+        echo_count(sock, group, 0.3)  # warm up
+        before = cpu_seconds(daemon.pid)
+        echoes = echo_count(sock, group, 1.0)
+        echo_cpu = (cpu_seconds(daemon.pid) - before) / echoes
+        idle = [socket.create_connection(("127.0.0.1", 9161), timeout=1) for _ in range(4)]
+        try:
+            for echo_meanwhile in (False, True):
+                scraper = subprocess.Popen(
+                    [sys.executable, "-c", SCRAPER, "127.0.0.1", "9161", "100", "1.5"],
+                    stdout=subprocess.PIPE, text=True)
+                try:
+                    before = cpu_seconds(daemon.pid)
+                    if echo_meanwhile:  # the echo goes on, no echo waits out the timeout
+                        assert echo_count(sock, group, 1.0) > 0
+                    scrapes = int(scraper.communicate(timeout=15)[0])
+                    scrape_cpu = (cpu_seconds(daemon.pid) - before) / scrapes
+                finally:
+                    scraper.kill()
+                    scraper.wait()
+                assert scrapes >= 110, scrapes  # ~100/s did happen
+                if not echo_meanwhile:  # the window held nothing but the scrapes
+                    print(f"daemon CPU: {echo_cpu * 1e6:.0f} us an echo, {scrape_cpu * 1e3:.2f} ms "
+                          f"a scrape with 4 idle connections ({scrape_cpu / echo_cpu:.0f} echoes)")
+                    assert scrape_cpu < 400 * echo_cpu, (scrape_cpu, echo_cpu)
+        finally:
+            for conn in idle:
+                conn.close()
         assert daemon.stop() == 0
 
 
@@ -456,14 +474,15 @@ def test_a_scrape_is_answered_while_the_echo_is_flooded(write_config):
         try:
             time.sleep(0.2)
             start = time.monotonic()
-            series = scrape("127.0.0.1:9181", timeout=2)
+            series = scrape("127.0.0.1:9181", timeout=10)
             took = time.monotonic() - start
+            limit = allowance(1.0, 3)  # measured while the flood goes on
         finally:
             stop.set()
             flooder.join(6)
         assert value(series, "mcast_echo_received_datagrams_total", group="239.7.10.1",
                      port="5080", interface="lo") > 0
-        assert took < 1.0, took
+        assert took < limit, (took, limit)
         assert daemon.stop() == 0
 
 

@@ -143,3 +143,21 @@ def test_a_failed_start_leaves_a_stale_pid_file_as_it_was(tmp_path, write_config
         done = serve(config, "--detach", "--pidfile", str(pidfile))
     assert done.returncode == 69, done.stderr
     assert pidfile.read_text() == "4000000\n"
+
+
+@pytest.mark.parametrize(("option", "name", "says"), [
+    ("--pidfile", "missing/mcast-echo.pid", "the directory {dir}/missing does not exist: create "
+     "it (mkdir -p {dir}/missing) or name a file in a directory that does"),
+    ("--log-file", "missing/mcast-echo.log", "the directory {dir}/missing does not exist: "
+     "create it (mkdir -p {dir}/missing) or name a file in a directory that does"),
+    ("--log-file", "", "is a directory: name a file in it (e.g. {dir}/mcast-echo.log)"),
+])
+def test_a_pid_or_log_file_that_cannot_be_made_is_named_with_the_fix(tmp_path, config, option,
+                                                                       name, says):
+    """#20.4: a pid file in a missing directory said it "keeps being replaced"; --log-file
+    errors said only "No such file or directory" or "Is a directory"."""
+    path = str(tmp_path / name) if name else str(tmp_path)
+    done = serve(config, "--detach", option, path)
+    assert done.returncode == 69, done.stderr
+    assert f"ERROR   {option} {path}: {says.format(dir=tmp_path)}" in done.stderr, done.stderr
+    assert not marked_pids(current_test())

@@ -15,7 +15,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +76,58 @@ def test_a_bad_option_value_and_an_unknown_command_exit_64():
     done = mcast_echo("bogus")
     assert done.returncode == 64 and "invalid choice: 'bogus'" in done.stderr
     assert mcast_echo("--version").returncode == 0
+
+
+# --- #20.5: ping's habits: -c is ping(8)'s count, -i below 0.2 s is root's ----------------------
+
+def test_dash_c_with_a_config_file_points_to_dash_dash_config():
+    done = mcast_echo("ping", "-c", "ok.yaml")
+    assert done.returncode == 64
+    assert done.stderr.endswith("mcast-echo ping: error: argument -c: 'ok.yaml' is not a count: "
+                                "in ping, -c is the number of probes (as in ping(8)); for a "
+                                "config file use --config ok.yaml\n"), done.stderr
+    assert mcast_echo("ping", "-c", "many").stderr.endswith("'many' is not an integer\n")
+
+
+def test_an_interval_below_a_fifth_of_a_second_is_roots():
+    """As ping(8): a user other than root may not flood (-i 0 sent 40-80k probes a second)."""
+    from loadlab import AsUser, can_become_another_user
+
+    if not can_become_another_user():
+        pytest.skip("no other user to run ping as (setpriv, or a readable runtime, is missing)")
+    nobody = AsUser(None)
+    readable = tempfile.TemporaryDirectory(dir="/tmp")  # pytest's tmp_path is root's alone
+    os.chmod(readable.name, 0o755)
+    config = Path(readable.name, "ping.yaml")
+    config.write_text("{}\n")
+    config.chmod(0o644)
+    for interval, status in (("0", 64), ("0.19", 64), ("0.2", 1)):
+        done = subprocess.run(nobody.command([sys.executable, "-m", "mcast_echo", "ping", "-i",
+                                              interval, "-c", "1", "-W", "0", "--config",
+                                              str(config), "-I", "lo", "239.9.9.9"]),
+                              env=nobody.environ(), capture_output=True, text=True, timeout=30)
+        assert done.returncode == status, (interval, done.stderr)
+    assert done.returncode == 1  # -i 0.2 probed (nobody answered)
+    done = subprocess.run(nobody.command([sys.executable, "-m", "mcast_echo", "ping", "-i", "0"]),
+                          env=nobody.environ(), capture_output=True, text=True, timeout=30)
+    assert done.stderr.endswith("argument -i: 0 is below 0.2 s, the shortest interval for a user "
+                                "other than root (as in ping(8)): it would flood the group; use "
+                                "-i 0.2 or more, or run as root\n"), done.stderr
+    root = mcast_echo("ping", "-i", "0", "-c", "1", "-W", "0", "-I", "lo", "239.9.9.9")
+    assert root.returncode == 1, root.stderr  # root may
+    readable.cleanup()
+
+
+def test_a_malformed_serve_interface_is_usage_not_a_config_error(tmp_path):
+    """#20.6: exit 64 (bad usage, as the man page's table says), not 78 (EX_CONFIG)."""
+    config = tmp_path / "ok.yaml"
+    config.write_text("group: 239.1.1.1\n")
+    done = mcast_echo("serve", "-c", str(config), "--interface", "bad name")
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.startswith("usage: mcast-echo serve ")
+    assert done.stderr.endswith("argument --interface: 'bad name' is not a valid interface name "
+                                "(1-15 characters, no spaces or slashes, e.g. eth0)\n")
+    assert mcast_echo("serve", "-c", str(config), "--interface", "10.0.0.300").returncode == 64
 
 
 # --- 6. ping's own advice on its config file ----------------------------------------------------
@@ -159,15 +213,55 @@ def test_nobody_answers_gives_hints():
     assert hints == [
         f"hint: route: probes followed the route to {GROUP}, out of {lan.bridge} (10.77.0.1): "
         "if the responders are on another link, pass -I IFACE",
-        "hint: ttl: -t 1 stays on this link; responders behind a multicast router need -t 2 "
-        "or more",
+        f"hint: ttl: 1 (from {os.environ['MCAST_ECHO_CONFIG']}'s `ttl:`) stays on this link; "
+        "responders behind a multicast router need -t 2 or more",
         f"hint: port: responders must serve {GROUP} on port {PORT} (their `group:` and `port:`; "
         "mcast-echo check-config shows them)",
         f"hint: firewall: UDP to {GROUP} port {PORT} must leave here and reach them, and UDP "
         f"from port {PORT} must come back in",
+        f"hint: allow: a responder whose `allow:` leaves out the address the probes come from "
+        f"({lan.bridge} (10.77.0.1)) drops them (its log says \"source not in 'allow'\")",
         "hint: loopback: --no-loopback: a responder on this host does not hear the probes"]
     assert status == 1 and document["sent_from"] == f"{lan.bridge} (10.77.0.1)"
-    assert [h.split(":")[0] for h in document["hints"]] == ["route", "port", "firewall"]
+    assert [h.split(":")[0] for h in document["hints"]] == ["route", "port", "firewall", "allow"]
+
+
+def _hints(**changes) -> list[str]:
+    """The hints of a run that sent 3 probes and heard nobody, with these settings."""
+    return summary.hints(_settings(**changes), "eth0 (10.0.0.1)", pingreport.ResponderTable(PORT),
+                         pingreport.RunCounts(transmitted=3))
+
+
+@pytest.mark.parametrize("group", ["224.0.0.251", "ff02::4242", "ff12::1"])
+@pytest.mark.parametrize("ttl", [1, 8])
+def test_a_link_local_group_is_never_routed_at_any_ttl(group, ttl):
+    """#20.3: 224.0.0.0/24 and link-scope IPv6 groups: a larger -t would not help."""
+    (hint,) = [h for h in _hints(group=group, ttl=ttl) if h.startswith("ttl: ")]
+    assert hint == (f"ttl: {group} is link-local: no router forwards it, whatever the TTL; "
+                    "responders must be on the link the probes leave by")
+    assert not any(h.startswith("ttl: ") for h in _hints(group="224.0.1.1", ttl=8))
+
+
+def test_a_ttl_from_the_config_is_named_as_such():
+    """#20.3: the hint named -t 1 when the 1 came from the config's `ttl:`."""
+    (hint,) = [h for h in _hints(ttl=1, ttl_from="/etc/mcast-echo.yaml's `ttl:`",
+                                 config="/etc/mcast-echo.yaml") if h.startswith("ttl: ")]
+    assert hint == ("ttl: 1 (from /etc/mcast-echo.yaml's `ttl:`) stays on this link; responders "
+                    "behind a multicast router need -t 2 or more")
+    (hint,) = [h for h in _hints(ttl=1) if h.startswith("ttl: ")]
+    assert hint.startswith("ttl: -t 1 stays on this link")
+    (hint,) = [h for h in _hints(ttl=0, ttl_from="the default") if h.startswith("ttl: ")]
+    assert hint == "ttl: 0 (from the default) keeps probes on this host; pass -t 1 or more"
+
+
+def test_the_ttl_from_the_config_file_reaches_the_hint(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"group: {GROUP}\nttl: 1\n")
+    with Lan():
+        done = mcast_echo("ping", "--config", str(config), "-c", "1", "-W", "0.1")
+        given = mcast_echo("ping", "--config", str(config), "-c", "1", "-W", "0.1", "-t", "1")
+    assert f"hint: ttl: 1 (from {config}'s `ttl:`) stays on this link" in done.stdout, done.stdout
+    assert "hint: ttl: -t 1 stays on this link" in given.stdout, given.stdout
 
 
 def _settings(**changes) -> Settings:
@@ -241,3 +335,21 @@ def test_sigquit_prints_the_statistics_so_far_and_goes_on(plain_echo):
     assert re.match(r"10\.77\.0\.9: \d+ transmitted, \d+ received, ", interim[0]), err
     assert re.match(r"\d+ probes transmitted, 1 responder$", interim[1]), err
     assert out.rstrip().endswith("1 responder") and "mcast-echo ping statistics" in out
+
+
+def test_one_copy_in_the_singular():
+    stats = pingreport.ResponderTable(PORT).lookup("10.0.0.2", PORT)
+    stats.received, stats.copies, stats.first_path = 2, 1, "unicast"
+    stats._path_seen.update(unicast=None, group=None)  # echoes came both ways
+    assert "(unicast and group, +1 copy)" in stats.summary_line(2)
+    stats.copies = 2
+    assert "(unicast and group, +2 copies)" in stats.summary_line(2)
+
+
+@pytest.mark.parametrize("group, what", [("224.0.0.1", "the all-hosts group of the link"),
+                                         ("ff02::1", "the all-nodes group of the link")])
+def test_a_reserved_group_gets_a_word_when_nobody_answers(group, what):
+    (hint,) = [h for h in _hints(group=group) if h.startswith("group: ")]
+    assert hint.startswith(f"group: {group} is {what}")
+    assert "a responder's config refuses it" in hint
+    assert not any(h.startswith("group: ") for h in _hints())

@@ -15,6 +15,7 @@ import time
 
 from clients import sender
 from daemonproc import DaemonProcess
+from yardstick import allowance
 
 GROUP = "224.3.29.71"
 PORT = 9999
@@ -54,6 +55,26 @@ def flood_with_storm(sock: socket.socket, pid: int, storm_from: float, storm_to:
     return sent, echoed, signals
 
 
+def answered_one_by_one(sock: socket.socket, count: int) -> int:
+    """How many of *count* datagrams sent one at a time came back, each within 5 s (the
+    flood's late echoes are skipped by their payload)."""
+    sock.setblocking(True)
+    sock.settimeout(5)
+    answered = 0
+    for n in range(count):
+        payload = b"after %d" % n
+        sock.sendto(payload, (GROUP, PORT))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if sock.recv(2048) == payload:
+                    answered += 1
+                    break
+            except socket.timeout:
+                break
+    return answered
+
+
 def test_a_sighup_storm_during_a_flood_never_stops_the_echo(responder_host, write_config):
     host, local, remote = responder_host
     daemon = DaemonProcess(write_config("interface: eth0\nrate_limit: off\n"), host=host)
@@ -65,6 +86,7 @@ def test_a_sighup_storm_during_a_flood_never_stops_the_echo(responder_host, writ
             t0 = time.monotonic()
             sent, echoed, signals = flood_with_storm(sock, daemon.pid, t0 + 1.0,
                                                      t0 + 1.0 + STORM_SECONDS, t0 + 5.0)
+            answered = answered_one_by_one(sock, 100)  # after the storm the echo is whole
         stop_started = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         status = daemon.stop(timeout=10)
@@ -78,10 +100,11 @@ def test_a_sighup_storm_during_a_flood_never_stops_the_echo(responder_host, writ
               f"after it: {after:.0%}; SIGTERM after the storm took {stop_seconds:.3f} s")
         assert signals > 2000
         assert status == 0, daemon.log
-        # no half second of the storm without echoes; most of them come back
-        assert min(during) > 0.5, during
-        assert after > 0.9, after
-        assert stop_seconds < 0.5, stop_seconds
+        # no half second of the storm without echoes, and the echo whole after it: counts, as
+        # what share comes back depends on how busy the cores are
+        assert min(echoed[i] for i in storm) > 0, (sent, echoed)
+        assert answered == 100, answered
+        assert stop_seconds < allowance(0.5, 2), stop_seconds
         assert reloads < signals, (reloads, signals)
     finally:
         daemon.kill()

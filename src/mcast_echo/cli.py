@@ -7,13 +7,13 @@ import json
 import logging
 import os
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import NoReturn, Optional, Sequence, TextIO
 
 from . import __version__
-from .config import DEFAULT_PATH, ConfigError, describe, load_config
+from .config import DEFAULT_PATH, ConfigError, config_warnings, describe, load_config
 from .hostcheck import interface_warnings
 from .net.limits import KernelLimits, limits_table, predicted_reports, read_limits
-from .schema import Config
+from .schema import Config, Invalid, check_interface
 
 log = logging.getLogger("mcast_echo")
 
@@ -46,6 +46,14 @@ def default_config_path() -> str:
     return os.environ.get("MCAST_ECHO_CONFIG") or DEFAULT_PATH
 
 
+def interface_option(text: str) -> str:
+    """serve --interface, checked as the config's key is: a malformed one is usage (64)."""
+    try:
+        return check_interface(text) or text
+    except Invalid as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", metavar="PATH", default=None,
                         help=f"config file (default: $MCAST_ECHO_CONFIG or {DEFAULT_PATH})")
@@ -68,8 +76,10 @@ def build_parser() -> Parser:
     _add_config_option(serve)
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        help="override the config's log_level")
-    serve.add_argument("--interface", metavar="IFACE",
-                       help="override the config's interface (e.g. lo for a local try-out)")
+    serve.add_argument("--interface", metavar="IFACE", type=interface_option,
+                       help="override the config's interface for every listener: a name, "
+                            "an IPv4 or IPv6 address of this host, or all (e.g. lo for a "
+                            "local try-out)")
     serve.add_argument("--detach", action="store_true",
                        help="detach from the terminal (not under systemd)")
     serve.add_argument("--pidfile", metavar="PATH", help="with --detach: write the pid here")
@@ -134,15 +144,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def check_config(path: str) -> int:
+    """The result on stdout (the effective settings, then "PATH: ok"); the kernel-limit
+    notes and the warnings of what this host lacks on stderr, as every diagnostic."""
     try:
         config = load_config(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return EX_CONFIG
-    print("\n".join(describe(config)))
-    _print_reports(config, read_limits())
+    print("\n".join(describe(config)), flush=True)
+    _print_reports(config, read_limits(), sys.stderr)
     for warning in interface_warnings(config):  # a warning, not a failure: it may appear
-        print(warning)
+        print(warning, file=sys.stderr)
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stderr.flush()
     print(f"{path}: ok")
     return EX_OK
 
@@ -160,10 +175,11 @@ def show_limits(path: str, proc_root: str) -> int:
     return EX_OK
 
 
-def _print_reports(config: Config, limits: KernelLimits) -> None:
-    """The limit lines a start would log, as 'warning: ...' / 'info: ...'."""
+def _print_reports(config: Config, limits: KernelLimits, out: Optional[TextIO] = None) -> None:
+    """The limit lines a start would log, as 'warning: ...' / 'info: ...' (on stdout if no
+    *out*: `limits` shows them as its result)."""
     for level, line in predicted_reports(config, limits):
-        print(f"{logging.getLevelName(level).lower()}: {line}")
+        print(f"{logging.getLevelName(level).lower()}: {line}", file=out or sys.stdout)
 
 
 def serve(args: argparse.Namespace, path: str) -> int:
@@ -203,6 +219,8 @@ def serve(args: argparse.Namespace, path: str) -> int:
         if detacher is not None:
             detacher.prepare(config.log_level)  # the pid file's lock, the log file
         log.info("mcast-echo %s starting (pid %d, config %s)", __version__, os.getpid(), path)
+        for warning in config_warnings(config):
+            log.warning("%s", warning)
         daemon.open()
         if detacher is None:
             return daemon.run()

@@ -17,6 +17,7 @@ today means.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional
 
@@ -33,10 +34,12 @@ from .schema import (
     Listener,
     RateLimit,
     check_key,
+    is_never_routed_group,
     listener_problems,
     show,
     spell,
 )
+from .wire import ssmping
 from .yamlsafe import (
     DAEMON_ADVICE,
     PING_ADVICE,
@@ -256,12 +259,50 @@ def load_config(path: str = DEFAULT_PATH, overrides: Optional[Mapping[str, Any]]
                     f"{listener.port} is already {LISTENERS}[{first[0]}] (line {first[1]}): one "
                     "listener per group and port; use interface: all, or another port")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=lambda problem: _problem_line(problem, path)))
     daemon = {k: v for k, v in {**top.values, **command_line}.items() if k in DAEMON_KEYS}
     if daemon.get("ssmping") is not None:  # answered under the top-level allow and rate_limit
         daemon["ssmping"] = replace(daemon["ssmping"], allow=defaults.get("allow"),
                                     rate_limit=defaults.get("rate_limit", RateLimit()))
     return Config(path=path, listeners=tuple(listeners), **daemon)
+
+
+def _problem_line(problem: str, path: str) -> int:
+    """The line a problem names ("PATH:LINE: ..."); 0 for one of the command line's."""
+    line = problem[len(path) + 1:].partition(":")[0] if problem.startswith(f"{path}:") else ""
+    return int(line) if line.isdigit() else 0
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What check-config (on stderr) and a start (in the log) warn of in a valid config."""
+    return reply_warnings(config) + asmping_warnings(config)
+
+
+def asmping_warnings(config: Config) -> list[str]:
+    """An ssmping group asmping cannot ask for: only RFC 6450 clients get replies to it."""
+    if config.ssmping is None:
+        return []
+    odd = [group for group in config.ssmping.groups
+           if not ssmping.asmping_can_ask(ipaddress.ip_address(group))]
+    if not odd:
+        return []
+    return [f"ssmping: groups: {', '.join(odd)}: asmping can ask only for a group ending in "
+            ".234 (IPv4) or ::4321:1234 (IPv6), so only RFC 6450 clients (mcast-echo ping "
+            "--protocol rfc6450) get replies to "
+            + ("it" if len(odd) == 1 else "them")]
+
+
+def reply_warnings(config: Config) -> list[str]:
+    """A listener that echoes to the group (reply: group or both) with ttl: 1 (or 0) sends
+    those echoes no further than its own link: valid, but rarely what was meant. (A link-local
+    group is never routed anyway, so it is not warned of.)"""
+    return [f"{listener.where}: reply: {listener.reply} with ttl: {listener.ttl}: its echoes to "
+            f"the group do not leave this {'link' if listener.ttl else 'host'} (a router "
+            "forwards TTL 2 or more); set ttl: to 1 + the routers between here and the "
+            "probers to reach them"
+            for listener in config.listeners
+            if listener.reply != "unicast" and listener.ttl <= 1
+            and not is_never_routed_group(listener.group)]
 
 
 def describe(config: Config) -> list[str]:

@@ -237,6 +237,8 @@ def spell(value: Any) -> str:
         return f'{{listen: "{value.listen}"' + (", probe: true}" if value.probe else "}")
     if isinstance(value, Ssmping):
         return f"{{port: {value.port}, groups: [{', '.join(value.groups)}]}}"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # status_interval: 5, not 5.0
     if isinstance(value, Quoted):  # text that unquoted would be a number, boolean or null
         return f'"{value}"'
     if isinstance(value, str) and not value.isprintable():
@@ -301,6 +303,7 @@ PRIVATE_GROUPS_V6 = "ff15::/16, e.g. ff15::1234"  # transient, site scope (RFC 4
 # (RFC 3306 section 6: flags P=1 T=1 with a prefix length of 0). Other ff3x: groups carry a
 # unicast prefix (ff3e:40:2001:db8::...) and are any-source.
 SSM_V4 = ipaddress.IPv4Network("232.0.0.0/8")
+LOCAL_NETWORK_CONTROL = ipaddress.IPv4Network("224.0.0.0/24")  # never forwarded
 SSM_RANGES = "232.0.0.0/8, ff3x::/32"
 
 
@@ -315,6 +318,37 @@ def refused_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) ->
 AnyAddress = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
+# An IPv4-mapped IPv6 address (::ffff:239.1.1.1) is asked about before any is_* test: from
+# Python 3.13 ipaddress answers is_multicast, is_loopback, ... for the IPv4 address inside
+# it, while the kernel takes it for an IPv6 address that is never a group. The answers
+# below are the same on every Python.
+def is_ipv4_mapped(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    """::ffff:a.b.c.d."""
+    return addr.version == 6 and addr.ipv4_mapped is not None
+
+
+def is_multicast(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    """A multicast group (224.0.0.0/4, ff00::/8); an IPv4-mapped address never is."""
+    return not is_ipv4_mapped(addr) and addr.is_multicast
+
+
+def needs_zone(address: str) -> bool:
+    """An IPv6 link-local unicast address (fe80::/10), which a socket binds with its
+    interface; an IPv4-mapped address never is one."""
+    addr = ipaddress.IPv6Address(address.split("%", 1)[0])
+    return not is_ipv4_mapped(addr) and addr.is_link_local
+
+
+def not_a_group(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> str:
+    """What to say of an address that is not a group, with the IPv4 one a mapped address holds."""
+    if is_ipv4_mapped(addr):
+        assert isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None
+        inside = addr.ipv4_mapped
+        return (f"::ffff:{inside} is an IPv4-mapped IPv6 address, not a multicast group"
+                + (f" (write {inside})" if inside.is_multicast else ""))
+    return f"{addr} is not a multicast address"
+
+
 def is_ssm_group(group: AnyAddress) -> bool:
     """In 232.0.0.0/8 or in ff3x::/32 (any scope x); *group* is an address or its text."""
     group = ipaddress.ip_address(group)
@@ -327,7 +361,16 @@ def is_link_scope_group(group: AnyAddress) -> bool:
     """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
     flagged forms such as ff12:: or ff32::); *group* is an address or its text."""
     group = ipaddress.ip_address(group)
-    return group.version == 6 and group.is_multicast and (int(group) >> 112) & 0xF in (1, 2)
+    return group.version == 6 and is_multicast(group) and (int(group) >> 112) & 0xF in (1, 2)
+
+
+def is_never_routed_group(group: AnyAddress) -> bool:
+    """A group no router forwards, whatever the TTL: IPv4's Local Network Control Block
+    224.0.0.0/24 (RFC 5771) or an IPv6 link-scope group (is_link_scope_group)."""
+    group = ipaddress.ip_address(group)
+    if group.version == 4:
+        return group in LOCAL_NETWORK_CONTROL
+    return is_link_scope_group(group)
 
 
 def _address(value: Any) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address, None]:
@@ -348,12 +391,12 @@ def check_group(value: Any) -> str:
     if addr.version == 6 and addr.scope_id:
         raise Invalid(f"{show(value)}: write the group without %{addr.scope_id} and the "
                       f"interface apart (interface: {addr.scope_id})")
-    if not addr.is_multicast:
+    if not is_multicast(addr):
         if addr.version == 4:
             raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
                           "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
-        raise Invalid(f"{addr} is not a multicast address (allowed: ff00::/8, e.g. "
-                      "ff15::1234; use ff15::/16 for a private group)")
+        raise Invalid(f"{not_a_group(addr)} (allowed: ff00::/8, e.g. ff15::1234; use "
+                      "ff15::/16 for a private group)")
     refused = refused_group(addr)
     if refused is not None:
         private = PRIVATE_GROUPS if addr.version == 4 else PRIVATE_GROUPS_V6
@@ -378,6 +421,10 @@ _INTERFACE_ALLOWED = ("allowed: a name such as eth0, an IPv4 or IPv6 address of 
 def check_interface(value: Any) -> Optional[str]:
     if value is None:
         return None
+    if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as booleans
+        raise Invalid(f"{'on, yes or true' if value else 'off, no or false'} is a boolean in "
+                      "YAML, not an interface: write interface: null for the route to the group "
+                      f"(there is no off; {_INTERFACE_ALLOWED})")
     if not isinstance(value, str) or not value:
         raise Invalid(f"{show(value)} is not an interface ({_INTERFACE_ALLOWED})")
     if value == ALL_INTERFACES:
@@ -404,6 +451,8 @@ def check_interface(value: Any) -> Optional[str]:
 
 def _unicast_problem(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
     """Why *addr* cannot be the unicast address of a sender, or None."""
+    if addr.version == 6 and addr.ipv4_mapped is not None:  # before any is_* (is_ipv4_mapped)
+        return f"an IPv4-mapped address (write {addr.ipv4_mapped})"
     if addr.is_multicast:
         return "a multicast address"
     if addr.is_unspecified or (addr.version == 4 and addr in _THIS_NETWORK):
@@ -412,8 +461,6 @@ def _unicast_problem(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) 
         return "a loopback address"
     if addr == _BROADCAST:
         return "the broadcast address"
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return f"an IPv4-mapped address (write {addr.ipv4_mapped})"
     if addr.version == 6 and addr.scope_id:
         return "written with a %zone (the listener's interface is the zone)"
     return None
@@ -543,6 +590,11 @@ def _source_network(item: Any) -> Network:
         raise Invalid(f"{show(item)} is not an IP network ({_ALLOW_ALLOWED})")
     if network.version == 6 and network.network_address.scope_id:
         raise Invalid(f"{show(item)}: no %zone in allow ({_ALLOW_ALLOWED})")
+    mapped = network.network_address.ipv4_mapped if network.version == 6 else None
+    if mapped is not None and network.prefixlen >= 96:  # no datagram ever comes from one
+        raise Invalid(f"{show(item)} is an IPv4-mapped address (the IPv6 sockets are IPv6-only, "
+                      f"so none arrives from it): write "
+                      f"{ipaddress.ip_network(f'{mapped}/{network.prefixlen - 96}')}")
     host = ipaddress.ip_interface(item).ip
     if host != network.network_address:
         raise Invalid(f"{show(item)} has host bits set: write {network} for the network, or "
@@ -625,12 +677,16 @@ def check_listen(value: Any) -> tuple[str, int]:
             and value.count(":") > 1 else ""
         raise Invalid(f"{show(value)} is not an address and port{hint} ({_LISTEN_ALLOWED})")
     text = match.group("v6") if match.group("v6") is not None else match.group("v4")
+    if not text:  # ":9101": no address to listen on
+        raise Invalid(f"{show(value)} has no address before the port: write "
+                      f"\"127.0.0.1:{match.group('port')}\" for this host only, or "
+                      f"\"0.0.0.0:{match.group('port')}\" for every IPv4 address")
     addr = _address(text)
     if addr is None or (addr.version == 6) != (match.group("v6") is not None):
         what = "an IPv4 address" if match.group("v4") is not None else "an IPv6 address"
         raise Invalid(f"{show(value)}: {show(text)} is not {what} (names are not resolved; "
                       f"{_LISTEN_ALLOWED})")
-    if addr.is_multicast or addr == _BROADCAST or (addr.version == 6 and addr.scope_id):
+    if is_multicast(addr) or addr == _BROADCAST or (addr.version == 6 and addr.scope_id):
         why = "written with a %zone" if addr.version == 6 and addr.scope_id else \
             "not an address to listen on"
         raise Invalid(f"{show(value)}: {addr} is {why} ({_LISTEN_ALLOWED})")

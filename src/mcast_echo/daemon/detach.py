@@ -28,7 +28,7 @@ import daemon
 
 from .logsetup import HUMAN_FORMAT, setup_logging
 from .notify import Notifier
-from .pidfile import PidFile
+from .pidfile import PidFile, PidFileError, path_problem
 
 READY_TIMEOUT = 15.0  # seconds the parent waits for the child's word after forking
 
@@ -138,7 +138,11 @@ class Detacher:
         if self.pidfile:
             self.pidfile.lock()
         if self.log_path:
-            self.log_stream = open(self.log_path, "a", buffering=1)  # noqa: SIM115 (lives with us)
+            try:
+                self.log_stream = open(self.log_path, "a", buffering=1)  # noqa: SIM115 (ours)
+            except OSError as e:
+                problem = path_problem("--log-file", self.log_path, e, "mcast-echo.log")
+                raise PidFileError(problem) from None
             setup_logging(level, self.log_stream)
             terminal = logging.StreamHandler(sys.stderr)
             terminal.setLevel(logging.WARNING)

@@ -68,7 +68,7 @@ class Memberships:
             for interface in list(self.joined.values()):
                 log.warning("%s: lost %s (%s)", group, interface.name, e)
                 self._leave(sock, listener, interface)
-            self._wait(listener, str(e), now, backoff=False)
+            self.wait(listener, str(e), now, backoff=False)
             return changed
         changed = False
         for index, interface in list(self.joined.items()):
@@ -111,12 +111,13 @@ class Memberships:
             self.waiting = None
             self._retries = 0
         else:
-            self._wait(listener, problem, now, backoff=problem != NO_INTERFACE)
+            self.wait(listener, problem, now, backoff=problem != NO_INTERFACE)
         return changed
 
-    def _wait(self, listener: Listener, reason: str, now: float, backoff: bool) -> None:
-        """Wait for *reason* to pass: with *backoff*, a refused join is retried after
-        RETRY_DELAYS; without, a missing interface at the next round of checks."""
+    def wait(self, listener: Listener, reason: str, now: float, backoff: bool = False) -> None:
+        """Wait for *reason* to pass (logged when the reason changes): with *backoff*, a
+        refused join is retried after RETRY_DELAYS; without, a missing interface at the
+        next round of checks."""
         if self.waiting != reason:
             if listener.interface == ALL_INTERFACES:
                 self._interface_log.log(f"waiting {reason}", logging.WARNING,

@@ -29,11 +29,25 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device
 
 
 class PidFileError(Exception):
-    """The pid file cannot be used; the message names the path and says why."""
+    """The pid file (or --detach's log file) cannot be used; the message names the path
+    and says why."""
 
 
 class AlreadyRunning(PidFileError):
     pass
+
+
+def path_problem(option: str, path: str, error: OSError, example: str) -> str:
+    """Why *option*'s file at *path* cannot be opened, with the fix: "--log-file PATH: ..."
+    (*example* is a file name to offer when *path* is a directory)."""
+    directory = os.path.dirname(path) or "."
+    if isinstance(error, FileNotFoundError) and not os.path.isdir(directory):
+        return (f"{option} {path}: the directory {directory} does not exist: create it "
+                f"(mkdir -p {directory}) or name a file in a directory that does")
+    if isinstance(error, IsADirectoryError) or os.path.isdir(path):
+        return (f"{option} {path}: is a directory: name a file in it (e.g. "
+                f"{os.path.join(path, example)})")
+    return f"{option} {path}: {error.strerror or error}"
 
 
 class PidFile:
@@ -57,10 +71,14 @@ class PidFile:
         for _ in range(5):  # the path changed under us (a stopping daemon removed it): again
             try:
                 fd, created = self._open()
-            except FileNotFoundError:
-                continue
+            except FileNotFoundError as e:
+                if not os.path.isdir(os.path.dirname(self.path) or "."):
+                    problem = path_problem("--pidfile", self.path, e, "mcast-echo.pid")
+                    raise PidFileError(problem) from None
+                continue  # removed between the look and the open
             except OSError as e:
-                raise PidFileError(f"--pidfile {self.path}: {e.strerror}") from None
+                raise PidFileError(path_problem("--pidfile", self.path, e,
+                                                "mcast-echo.pid")) from None
             try:
                 st = self._lock(fd, created)
             except BaseException:

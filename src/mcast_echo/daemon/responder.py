@@ -8,7 +8,6 @@ STATUS), retried with backoff by the daemon's loop, never a crash.
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import time
@@ -43,7 +42,9 @@ class GroupResponder:
         self.policy = Policy(listener, tracked_sources)
         self.hostname = hostname
         self.drop_log = drop_log
-        self.sock: Optional[socket.socket] = None
+        self.sock: Optional[socket.socket] = None  # None: closed, or waiting to bind (open())
+        self.closed = False  # close() was called: never bind again (a late link-scope bind)
+        self.limits: Optional[KernelLimits] = None
         self.memberships = Memberships(interface_log)
         self.received = 0  # datagrams, and their bytes (metrics read these when scraped)
         self.echoed = 0
@@ -54,20 +55,44 @@ class GroupResponder:
 
     # ---------------------------------------------------------------- set-up
 
-    def open(self, limits: KernelLimits) -> None:
+    def open(self, limits: KernelLimits, now: float) -> None:
         """Create and bind the socket and log what buffers the kernel granted.
 
-        An IPv6 link-scope group is bound with its interface's index as scope, so
-        that interface must be there now (OSError otherwise)."""
+        An IPv6 link-scope group is bound with its interface's index as scope: while that
+        interface is absent there is no socket yet and the listener waits for it, as an
+        IPv4 listener's membership does; sync() binds the socket when it appears."""
+        self.limits = limits
         scope = 0
         if self.listener.link_scope:
             try:
                 scope = mcast.resolve_interface(self.listener.interface,
                                                 self.listener.group).index
             except mcast.InterfaceUnavailable as e:
-                raise OSError(errno.ENODEV, f"{self.listener.interface}: {e}") from None
+                self.memberships.wait(self.listener, str(e), now)
+                return
+        self._bind(scope)
+
+    def _bind(self, scope: int) -> None:
+        assert self.limits is not None
         self.sock = mcast.open_socket(self.listener, scope)
-        self.log_buffers(limits)
+        self.log_buffers(self.limits)
+
+    def _bind_late(self, now: float, interfaces: mcast.InterfaceSnapshot) -> bool:
+        """Bind the socket of a link-scope listener whose interface has appeared; False
+        while it still waits (a bind that fails now is a wait reason too, not a crash)."""
+        if not self.memberships.due(now):
+            return False
+        try:
+            (interface,) = interfaces.resolve(self.listener)
+            self._bind(interface.index)
+        except mcast.InterfaceUnavailable as e:
+            self.memberships.wait(self.listener, str(e), now)
+            return False
+        except OSError as e:
+            self.memberships.wait(self.listener, f"cannot bind: {e.strerror or e}", now)
+            return False
+        log.info("%s: %s is here: socket bound", self.listener.where, interface.name)
+        return True
 
     def log_buffers(self, limits: KernelLimits) -> None:
         assert self.sock is not None
@@ -82,6 +107,7 @@ class GroupResponder:
         and another interface or other sources by leaving and joining (a second socket
         could not bind while this one holds the port)."""
         old, self.listener = self.listener, listener
+        self.limits = limits
         self.path = self.paths.pick(listener)
         if (old.allow, old.rate_limit, old.sources) != (listener.allow, listener.rate_limit,
                                                        listener.sources):
@@ -104,7 +130,10 @@ class GroupResponder:
         return bool(self.memberships.joined)
 
     def sync(self, now: float, interfaces: mcast.InterfaceSnapshot) -> bool:
-        """Join and leave as the interfaces now are; whether anything changed."""
+        """Join and leave as the interfaces now are (a link-scope listener still without
+        its socket binds it first); whether anything changed."""
+        if self.sock is None and not self._bind_late(now, interfaces):
+            return False
         assert self.sock is not None
         changed = self.memberships.sync(self.sock, self.listener, now, interfaces)
         if changed:
@@ -118,12 +147,13 @@ class GroupResponder:
     def check_membership(self, now: float, interfaces: mcast.InterfaceSnapshot) -> bool:
         """Follow the interfaces: rejoin one that came back or changed, join a new one
         (``interface: all``), leave one that went away. Whether anything changed."""
-        if self.sock is None or not self.memberships.due(now):
+        if self.closed or not self.memberships.due(now):
             return False
         return self.sync(now, interfaces)
 
     def close(self) -> None:
         """Leave the group (logging it) and close the socket. Safe to call twice."""
+        self.closed = True
         if self.sock is None:
             return
         self.memberships.leave_all(self.sock, self.listener)

@@ -28,7 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
 from ..net import ifaddr, mcast, portowner
-from ..net.limits import KernelLimits, membership_reports, read_limits
+from ..net.limits import KernelLimits, membership_reports, read_limits, unprivileged_port_start
 from ..net.poller import Poller
 from ..net.udpstats import socket_drops
 from ..schema import Config, Listener, Metrics
@@ -126,7 +126,7 @@ class Daemon:
         responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths,
                                    self.interface_log, share)
         try:
-            responder.open(self.limits)
+            responder.open(self.limits, time.monotonic())
         except OSError as e:
             responder.close()
             raise OSError(e.errno, bind_error_text(listener, e)) from None
@@ -146,7 +146,8 @@ class Daemon:
         self._poller = Poller()
         self._poller.register(self._wakeup[0], None)
         for responder in self.responders:
-            self._poller.register(responder.fileno(), responder)
+            if responder.sock is not None:  # else it waits for its interface to bind
+                self._poller.register(responder.fileno(), responder)
         self._register_mping(self.mping)
         try:
             if self.metrics is not None:
@@ -236,7 +237,10 @@ class Daemon:
         changed = False
         try:
             for responder in list(self.responders):
+                waited_to_bind = responder.sock is None
                 changed = responder.check_membership(time.monotonic(), interfaces) or changed
+                if waited_to_bind and responder.sock is not None and self._poller is not None:
+                    self._poller.register(responder.fileno(), responder)  # bound late
                 yield
         finally:
             self._checking = False
@@ -312,7 +316,7 @@ class Daemon:
             self._unregister(responder)
         self._stopping.extend(stopped)
         for responder in plan.started:
-            if self._poller is not None:
+            if self._poller is not None and responder.sock is not None:
                 self._poller.register(responder.fileno(), responder)
         self.responders = kept + plan.started
         self._switch_metrics(metrics)
@@ -497,6 +501,12 @@ class Daemon:
 def bind_error_text(listener: Listener, error: OSError) -> str:
     """Why a listener's socket could not be bound, and for a port in use, who holds it."""
     where = listener.where
+    if error.errno == errno.EACCES and listener.port < (start := unprivileged_port_start()):
+        return (f"cannot bind {where}: Permission denied: port {listener.port} is privileged "
+                f"(below net.ipv4.ip_unprivileged_port_start = {start}): run as root, give the "
+                "daemon CAP_NET_BIND_SERVICE (the unit: AmbientCapabilities= and "
+                "CapabilityBoundingSet= CAP_NET_BIND_SERVICE), lower that sysctl, or use a "
+                f"port of {start} or more")
     if error.errno != errno.EADDRINUSE:
         return f"cannot bind {where}: {error.strerror or error}"
     who = portowner.holder(listener.group, listener.port) or "another socket"

@@ -55,6 +55,16 @@ def read_limits(proc_root: str = "/proc") -> KernelLimits:
     return KernelLimits(**values)
 
 
+def unprivileged_port_start(proc_root: str = "/proc") -> int:
+    """net.ipv4.ip_unprivileged_port_start: the lowest port a user without
+    CAP_NET_BIND_SERVICE may bind (1024, Linux's default, when it cannot be read)."""
+    try:
+        with open(os.path.join(proc_root, "sys/net/ipv4/ip_unprivileged_port_start")) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 1024
+
+
 def sysctl_name(limit: str) -> str:
     return ("net.ipv4." if limit.startswith("igmp") else
             "net.ipv6." if limit.startswith("mld") else "net.core.") + limit
@@ -203,7 +213,9 @@ def limits_table(limits: KernelLimits) -> list[str]:
     out = []
     for name in SYSCTLS:
         value = getattr(limits, name)
-        shown = "unreadable" if value is None else (
+        # Not an error: a network namespace has no file for a sysctl that is not per
+        # namespace (mld_max_msf), and a sandbox may hide one; the host's value applies.
+        shown = "not visible here (the host's value applies)" if value is None else (
             f"{value} ({human(value)})" if name[1:5] == "mem_" else str(value))
         out.append(f"{sysctl_name(name):34} {shown}")
     return out

@@ -13,6 +13,7 @@ import struct
 from typing import Optional
 
 MAX_SHOWN = 80  # characters of a command line quoted in a message
+MAX_PATH_SHOWN = 30  # a longer path in it is shown by its file name
 
 
 def socket_inodes(address: str, port: int, proc_root: str = "/proc") -> set[str]:
@@ -65,6 +66,28 @@ def _command(proc_root: str, pid: str) -> str:
             raw = f.read(4096)
     except OSError:
         return "?"
-    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
+    words = raw.rstrip(b"\0").split(b"\0")
+    return shown_command([word.decode("utf-8", "replace") for word in words])
+
+
+def shown_command(argv: list[str]) -> str:
+    """A command line short enough to quote, cut only between words: the program by its name
+    (a venv's python is as much "python" at any depth) and a long path by ".../" and its file
+    name, so what the holder runs ("python -m mcast_echo serve -c .../a.yaml") survives a
+    deep checkout; words past MAX_SHOWN characters become "..."."""
+    words = [_printable(word) for word in argv if word]
+    if not words:
+        return "?"
+    words[0] = words[0].rsplit("/", 1)[-1] or words[0]
+    words[1:] = [f".../{word.rsplit('/', 1)[-1]}" if "/" in word and len(word) > MAX_PATH_SHOWN
+                 else word for word in words[1:]]
+    shown = words[0][:MAX_SHOWN]
+    for word in words[1:]:
+        if len(shown) + 1 + len(word) > MAX_SHOWN:
+            return shown + " ..."
+        shown += " " + word
+    return shown
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -21,7 +21,7 @@ from typing import Any, Optional, TextIO
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..net.ifaddr import index_of_address
-from ..schema import ALL_INTERFACES, Listener
+from ..schema import ALL_INTERFACES, Listener, is_ssm_group
 from . import hostping, textfile
 from . import report as pingreport
 from .options import (
@@ -39,7 +39,7 @@ from .options import (
 )
 from .pinger import Interrupts, OutputError, Pinger
 from .report import ResponderTable, RunCounts
-from .settings import MCAST_ECHO, PingError, Settings, UsageError, is_ssm
+from .settings import MCAST_ECHO, PingError, Settings, UsageError
 from .sockets import open_probe_socket
 
 __all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
@@ -204,14 +204,16 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         wait=args.wait, deadline=getattr(args, "deadline", None), expect=args.expect,
         quiet=args.quiet, json=args.json, numeric=getattr(args, "numeric", False),
         timestamps=getattr(args, "timestamps", False), config=config,
-        textfile=getattr(args, "prometheus_textfile", None))
+        textfile=getattr(args, "prometheus_textfile", None),
+        ttl_from=None if args.ttl is not None else (
+            f"{config}'s `ttl:`" if "ttl" in defaults else "the default"))
     return settings
 
 
 def _source(option: Optional[str], group: str, listener: Optional[Listener]) -> Optional[str]:
     if option is None:
-        return _local_source(listener) if is_ssm(group) else None
-    if not is_ssm(group):
+        return _local_source(listener) if is_ssm_group(group) else None
+    if not is_ssm_group(group):
         raise UsageError(f"-S {option}: {group} is an any-source group; -S is for "
                          "source-specific groups (232.0.0.0/8, ff3x::/32): drop -S")
     try:

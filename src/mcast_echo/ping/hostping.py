@@ -26,13 +26,14 @@ from typing import Optional, TextIO
 
 from ..net.ifaddr import index_of_address
 from ..net.mcast import interface_name
+from ..schema import is_multicast, is_ssm_group, needs_zone
 from ..wire import ssmping
 from . import report as pingreport
 from .dialects import Rfc6450, Ssmping
 from .options import PING_PORT, REQUEST_TTL, parse_host
 from .pathstats import HostStats, as_echo
 from .pinger import Interrupts, Pinger
-from .settings import RFC6450, SSMPING, PingError, Settings, UsageError, is_ssm
+from .settings import RFC6450, SSMPING, PingError, Settings, UsageError
 from .sockets import Arrival, Path, interface_index, join_group, set_receive_options
 
 INIT_TRIES = 3  # RFC 6450 Inits sent before giving up on a responder
@@ -108,7 +109,7 @@ def _look_up(text: str, family: Optional[int]) -> tuple[str, Optional[str]]:
         if family is not None and address.version != family:
             raise UsageError(f"-{family} and {name} (an IPv{address.version} address) "
                              "disagree: drop one")
-        if address.is_multicast:
+        if is_multicast(address):
             raise UsageError(f"{name} is a multicast group: --protocol ssmping and rfc6450 "
                              "ping one responder by its unicast address or name; to probe "
                              "a group, use --protocol mcast-echo (the default)")
@@ -135,7 +136,7 @@ def _group(text: Optional[str], family: int, protocol: str) -> Optional[ipaddres
         group = ipaddress.ip_address(text)
     except ValueError:
         raise UsageError(f"GROUP {text!r} is not an IPv4 or IPv6 address") from None
-    if not group.is_multicast:
+    if not is_multicast(group):
         raise UsageError(f"GROUP {text} is not a multicast group")
     if group.version != family:
         raise UsageError(f"GROUP {text} is an IPv{group.version} group and HOST an "
@@ -163,7 +164,7 @@ def destination(settings: Settings, index: int) -> tuple:
     assert settings.host is not None
     address = settings.host.split("%")[0]
     if settings.ipv6:
-        scope = index if ipaddress.IPv6Address(address).is_link_local else 0
+        scope = index if needs_zone(address) else 0
         return (address, settings.port, 0, scope)
     return (address, settings.port)
 
@@ -215,7 +216,7 @@ def open_host_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
 
 def join_for_replies(sock: socket.socket, settings: Settings, index: int) -> str:
     """Join the group the replies come to: (HOST, group) for SSM, else any source."""
-    source = settings.host if is_ssm(settings.group) else None
+    source = settings.host if is_ssm_group(settings.group) else None
     return join_group(sock, settings.group, index, source)
 
 
@@ -357,7 +358,7 @@ class HostPinger(Pinger):
         found = [f"multicast: unicast replies came but none to {s.group}: the multicast "
                  f"path from {s.host} to here does not deliver (a router without PIM or "
                  "IGMP/MLD toward this link, IGMP snooping, a firewall on UDP to the group)"]
-        if not is_ssm(s.group):
+        if not is_ssm_group(s.group):
             found.append(f"group: {s.group} is any-source: the responder must agree to "
                          "answer to it (mcast-echo: its `ssmping: groups:`; ssmpingd: "
                          "groups ending in .234 or ::4321:1234)")

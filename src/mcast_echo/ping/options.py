@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from typing import NamedTuple, Optional
 
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
-from ..schema import Listener
+from ..schema import Listener, is_multicast, not_a_group
 from ..wire import probe, ssmping
 from .settings import MCAST_ECHO, PROTOCOLS
 
@@ -20,6 +21,7 @@ DEFAULT_SIZE = 192  # room for the identity trailer with the longest names (prob
 # listen on 4321, so one default serves both dialects (-p 9903 for the RFC's).
 PING_PORT = ssmping.PORT
 REQUEST_TTL = 64  # the unicast requests' TTL: Linux's default, and ssmpingd's for its replies
+MIN_USER_INTERVAL = 0.2  # -i below it is root's (ping(8)'s floor): a user cannot flood a group
 
 # Exit statuses of `mcast-echo ping`; the man page's table and the tests read these.
 EXIT_OK = 0  # at least --expect responders counted (report.py's ResponderStats.counted)
@@ -48,6 +50,29 @@ def bounded(kind: type, low: float, high: Optional[float] = None):
     return convert
 
 
+def count(text: str) -> int:
+    """-c COUNT, as ping(8)'s; serve's -c is its config file, so a path here gets a pointer."""
+    try:
+        return bounded(int, 1)(text)
+    except argparse.ArgumentTypeError:
+        if "/" in text or text.endswith((".yaml", ".yml")):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a count: in ping, -c is the number of probes (as in "
+                f"ping(8)); for a config file use --config {text}") from None
+        raise
+
+
+def interval(text: str) -> float:
+    """-i INTERVAL: below MIN_USER_INTERVAL only for root, as ping(8) has it."""
+    value = bounded(float, 0.0)(text)
+    if value < MIN_USER_INTERVAL and os.geteuid() != 0:
+        raise argparse.ArgumentTypeError(
+            f"{text} is below {MIN_USER_INTERVAL:g} s, the shortest interval for a user other "
+            f"than root (as in ping(8)): it would flood the group; use -i {MIN_USER_INTERVAL:g} "
+            "or more, or run as root")
+    return value
+
+
 def parse_target(text: str) -> Target:
     """`224.3.29.71`, `224.3.29.71:9999`, `[ff15::1]:9999`, `ff15::1`, `[ff02::1%eth0]:9999`.
 
@@ -71,7 +96,9 @@ def parse_target(text: str) -> Target:
         raise argparse.ArgumentTypeError(
             f"{host!r} is not an IPv4 or IPv6 address (e.g. 239.1.1.1:5000 or "
             "[ff15::1]:5000)") from None
-    if not group.is_multicast:
+    if not is_multicast(group):
+        if group.version == 6 and group.ipv4_mapped is not None:
+            raise argparse.ArgumentTypeError(not_a_group(group))
         allowed = "224.0.0.0/4" if group.version == 4 else "ff00::/8"
         raise argparse.ArgumentTypeError(f"{host} is not a multicast group ({allowed})")
     if zone and group.version == 4:
@@ -104,7 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "(intact echoes from other hosts than this one, and by the group when "
                      f"they echo there), {EXIT_FEWER} if fewer, {EXIT_ERROR} on a network, "
                      f"config-file or output error, {EXIT_USAGE} on bad options. "
-                     "Probe format: docs/protocol.md.")
+                     "Probe format: /usr/share/doc/mcast-echo/protocol.md (docs/protocol.md "
+                     "in the source).")
     parser.add_argument("target", nargs="?", metavar="GROUP[:PORT] | HOST[:PORT]",
                         help="group to probe: 239.1.1.1:5000, [ff15::1]:5000 or ff15::1 "
                              "(default: the config file's, else "
@@ -127,10 +155,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IPv4: the config file's first IPv4 listener")
     family.add_argument("-6", dest="family", action="store_const", const=6,
                         help="IPv6: the config file's first IPv6 listener")
-    parser.add_argument("-c", dest="count", type=bounded(int, 1), metavar="COUNT",
-                        help="stop after COUNT probes (default: until Ctrl-C)")
-    parser.add_argument("-i", dest="interval", type=bounded(float, 0.0), default=1.0,
-                        metavar="INTERVAL", help="seconds between probes (default: 1)")
+    parser.add_argument("-c", dest="count", type=count, metavar="COUNT",
+                        help="stop after COUNT probes (default: until Ctrl-C); the config "
+                             "file is --config")
+    parser.add_argument("-i", dest="interval", type=interval, default=1.0,
+                        metavar="INTERVAL", help="seconds between probes (default: 1; "
+                                                 f"below {MIN_USER_INTERVAL:g} only for root)")
     parser.add_argument("-s", dest="size", type=bounded(int, probe.HEADER_SIZE,
                                                         probe.MAX_UDP_PAYLOAD),
                         metavar="SIZE",
@@ -160,7 +190,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-D", dest="timestamps", action="store_true",
                         help="start each reply line with its time, [seconds.micro] since 1970")
     parser.add_argument("-q", dest="quiet", action="store_true",
-                        help="print only the summary")
+                        help="print only the banner and the summary (its statistics, notes "
+                             "and hints): no line per echo")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document at the end, nothing else")
     parser.add_argument("--expect", type=bounded(int, 0), default=1, metavar="N",

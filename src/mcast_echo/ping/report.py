@@ -325,7 +325,7 @@ class ResponderStats:
         if self.via == GROUP:
             received += " (group)"
         elif self.via == "both":
-            received += f" (unicast and group, +{self.copies} copies)"
+            received += f" (unicast and group, +{plural(self.copies, 'copy', 'copies')})"
         parts = [f"{transmitted} transmitted", received]
         group_loss = self.group_loss_percent(transmitted)
         if group_loss is not None and self.via != GROUP:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Optional
+
+from ..schema import is_link_scope_group, is_ssm_group
 
 # --protocol: mcast-echo's own probes to a group, or a multicast ping dialect to one HOST
 MCAST_ECHO, SSMPING, RFC6450 = "mcast-echo", "ssmping", "rfc6450"
 PROTOCOLS = (MCAST_ECHO, SSMPING, RFC6450)
-
-SSM_RANGES = (ipaddress.ip_network("232.0.0.0/8"), ipaddress.ip_network("ff30::/12"))
 
 
 class PingError(Exception):
@@ -19,21 +18,6 @@ class PingError(Exception):
 
 class UsageError(PingError):
     """Options that contradict each other or the group. Exit status 64, as argparse's."""
-
-
-def is_ssm(group: str) -> bool:
-    """232.0.0.0/8, or an IPv6 group with the P and T flags set (ff3x::/32 and the
-    rest of ff30::/12: the prefix field is what makes ff3x::/32 source-specific)."""
-    address = ipaddress.ip_address(group)
-    if address.version == 4:
-        return address in SSM_RANGES[0]
-    return address.packed[1] >> 4 == 0x3 and address.packed[2:4] == b"\0\0"
-
-
-def is_link_scope(group: str) -> bool:
-    """An IPv6 group of interface- or link-local scope (ff01::, ff02:: and flagged forms)."""
-    address = ipaddress.ip_address(group)
-    return address.version == 6 and address.packed[1] & 0x0F in (1, 2)
 
 
 @dataclass(frozen=True)
@@ -59,6 +43,7 @@ class Settings:
     protocol: str = MCAST_ECHO  # --protocol: mcast-echo probes a group; the others, a HOST
     host: Optional[str] = None  # ssmping / rfc6450: the responder's address
     host_name: Optional[str] = None  # ... and its name, when HOST was given as one
+    ttl_from: Optional[str] = None  # where the TTL came from if not -t: "FILE's `ttl:`", ...
     # group (ssmping / rfc6450): where the multicast replies come; "" for rfc6450 until the
     # responder's Server Response names it
 
@@ -68,11 +53,11 @@ class Settings:
 
     @property
     def ssm(self) -> bool:
-        return bool(self.group) and is_ssm(self.group)
+        return bool(self.group) and is_ssm_group(self.group)
 
     @property
     def link_scope(self) -> bool:
-        return bool(self.group) and is_link_scope(self.group)
+        return bool(self.group) and is_link_scope_group(self.group)
 
     @property
     def target(self) -> str:

@@ -38,7 +38,8 @@ from ..net.mcast import (
     interface_name,
     set_hops,
 )
-from .settings import PingError, Settings
+from ..schema import needs_zone
+from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
@@ -162,7 +163,7 @@ def _source_address(settings: Settings, index: int) -> tuple:
     if not settings.ipv6:
         return (settings.source, 0)
     address = settings.source.split("%")[0]
-    return (address, 0, 0, index if ipaddress.IPv6Address(address).is_link_local else 0)
+    return (address, 0, 0, index if needs_zone(address) else 0)
 
 
 def source_pktinfo(settings: Settings, index: int) -> list[tuple[int, int, bytes]]:
@@ -205,8 +206,8 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
         index = index_of_address(settings.source.split("%")[0]) or 0
         if not index:
             raise PingError(explain(OSError(errno.EADDRNOTAVAIL, "not local"), settings))
-    if settings.link_scope and not index:
-        raise PingError(f"{settings.group} is a link-scope group: name the interface with "
+    if settings.link_scope and not index:  # usage, as the man page's exit table says (64)
+        raise UsageError(f"{settings.group} is a link-scope group: name the interface with "
                         f"-I IFACE (or write [{settings.group}%IFACE]:{settings.port})")
     family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
     try:

@@ -6,9 +6,10 @@ counts) and of its settings: the pinger prints what these return.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from ..schema import RateLimit
+from ..schema import RateLimit, is_never_routed_group, refused_group
 from .report import ResponderTable, RunCounts, plural
 from .settings import Settings
 
@@ -82,21 +83,33 @@ def hints(settings: Settings, path_text: str, table: ResponderTable,
         found.append(f"group: {group_lost[0].address} answered by unicast, but none of its "
                      f"echoes to {s.group} arrived: multicast from it does not reach this "
                      "host (IGMP snooping, a firewall, its ttl)")
+    reserved = refused_group(ipaddress.ip_address(s.group)) if s.group else None
+    if reserved is not None:
+        found.append(f"group: {s.group} is {reserved}: a responder's config refuses it "
+                     "(mcast-echo check-config says why), so none serves it; probe the group "
+                     "they serve")
     if s.interface:
         found.append(f"route: probes left through -I {s.interface}, {path_text}: is that the "
                      "responders' link?")
     else:
         found.append(f"route: probes followed the route to {s.group}, out of {path_text}: "
                      "if the responders are on another link, pass -I IFACE")
-    if s.ttl == 0:
-        found.append("ttl: -t 0 keeps probes on this host")
+    ttl = f"ttl: {s.ttl} (from {s.ttl_from})" if s.ttl_from else f"ttl: -t {s.ttl}"
+    if is_never_routed_group(s.group):
+        found.append(f"ttl: {s.group} is link-local: no router forwards it, whatever the TTL; "
+                     "responders must be on the link the probes leave by")
+    elif s.ttl == 0:
+        found.append(f"{ttl} keeps probes on this host" + (
+            "; pass -t 1 or more" if s.ttl_from else ""))
     elif s.ttl == 1:
-        found.append("ttl: -t 1 stays on this link; responders behind a multicast router "
+        found.append(f"{ttl} stays on this link; responders behind a multicast router "
                      "need -t 2 or more")
     found.append(f"port: responders must serve {s.group} on port {s.port} (their `group:` and "
                  "`port:`; mcast-echo check-config shows them)")
     found.append(f"firewall: UDP to {s.group} port {s.port} must leave here and reach them, "
                  f"and UDP from port {s.port} must come back in")
+    found.append(f"allow: a responder whose `allow:` leaves out the address the probes come "
+                 f"from ({path_text}) drops them (its log says \"source not in 'allow'\")")
     if not s.loopback:
         found.append("loopback: --no-loopback: a responder on this host does not hear the "
                      "probes")

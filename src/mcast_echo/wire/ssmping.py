@@ -132,6 +132,14 @@ def build_reply(request: bytes, message: Message, server_version: str,
     return reply
 
 
+def asmping_can_ask(group: IPAddress) -> bool:
+    """Whether Debian's asmping can ask for *group*: it takes only a group ending in .234
+    (IPv4) or ::4321:1234 (IPv6), as ssmpingd answers only those."""
+    if group.version == 4:
+        return group.packed[-1] == 234
+    return group.packed[-4:] == bytes.fromhex("43211234")
+
+
 def answer(data: bytes, client: str, responder: Responder) -> tuple:
     """The replies to one datagram from *client*: () for anything but a request.
 

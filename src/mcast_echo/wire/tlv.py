@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple, Optional, Union
 
-from ..schema import MAX_UDP_PAYLOAD
+from ..schema import MAX_UDP_PAYLOAD, is_multicast
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -187,7 +187,7 @@ def client_address(client: str) -> IPAddress:
 def group_allowed(group: Optional[IPAddress], client: IPAddress, responder: Responder) -> bool:
     """May a reply go to *group*? Only a multicast group of the client's family that the
     responder was configured with: a request can never aim replies anywhere else."""
-    return (group is not None and group.is_multicast and group.version == client.version
+    return (group is not None and is_multicast(group) and group.version == client.version
             and group in responder.groups)
 
 
