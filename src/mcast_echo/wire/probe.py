@@ -37,7 +37,7 @@ TRAILER_VERSION = 1
 TRAILER_TTL_KNOWN = 0x01
 # The responder also sends its echoes to the group (reply: group or both): a client that
 # hears none of them there knows the group path is lost, not unused.
-TRAILER_GROUP_ECHOES = 0x02
+TRAILER_GROUP_ECHOES = 0x04
 # magic, version, flags, total trailer length, receive time (ns), arrival TTL
 _TRAILER_FIXED = struct.Struct("!4sBBHQB")
 MAX_TEXT = 255  # each text field is one length byte + up to 255 bytes of UTF-8
