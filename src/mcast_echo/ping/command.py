@@ -278,7 +278,10 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         # Also after a network error: the file then says the probe failed (0 responders).
         if pinger is not None:
             settings = pinger.settings  # rfc6450: with the group its session got
-        return _write_textfile(settings, pinger, time.monotonic() - started, status)
+        duration_s = pinger.duration_s if pinger is not None else None
+        if duration_s is None:  # the run never got to its report
+            duration_s = time.monotonic() - started
+        return _write_textfile(settings, pinger, duration_s, status)
     return status
 
 

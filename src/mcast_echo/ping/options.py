@@ -150,7 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="WAIT", help="seconds to wait for echoes after the last probe "
                                              "(default: 1)")
     parser.add_argument("-w", dest="deadline", type=bounded(float, 0.0), metavar="DEADLINE",
-                        help="stop after DEADLINE seconds, however many probes were sent")
+                        help="stop after DEADLINE seconds, however many probes were sent; "
+                             "without -c, a probe whose answer cannot come back by then is "
+                             "not sent")
     parser.add_argument("--loopback", action=argparse.BooleanOptionalAction, default=None,
                         help="let responders on this host hear the probes "
                              "(default: the config file's, else on)")
