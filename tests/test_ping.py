@@ -151,7 +151,8 @@ def test_json_holds_the_documented_fields(site3, client_config):
     assert set(b) == {"address", "port", "dns_name", "wrong_source_port", "name", "interface",
                       "group", "hops", "arrival_ttl", "reply_ttl", "via", "transmitted",
                       "received", "duplicates", "truncated", "corrupted", "without_trailer",
-                      "group_echoes", "copies", "loss_percent", "rtt_ms"}
+                      "group_echoes", "copies", "impossible_residence", "loss_percent",
+                      "rtt_ms"}
     assert (b["via"], b["group_echoes"], b["copies"], b["dns_name"]) == ("unicast", 0, 0, None)
     assert (b["address"], b["port"], b["interface"], b["group"]) == ("10.77.0.3", PORT, "eth0",
                                                                      GROUP)
@@ -160,8 +161,9 @@ def test_json_holds_the_documented_fields(site3, client_config):
     assert (b["transmitted"], b["received"], b["loss_percent"]) == (4, 4, 0.0)
     assert (b["duplicates"], b["truncated"], b["corrupted"], b["without_trailer"]) == (0, 0, 0, 0)
     rtt = b["rtt_ms"]
-    assert set(rtt) == {"min", "avg", "max", "mdev"}
+    assert set(rtt) == {"min", "avg", "max", "mdev", "p50"}
     assert 0 < rtt["min"] <= rtt["avg"] <= rtt["max"] < 1000
+    assert rtt["min"] <= rtt["p50"] <= rtt["max"]
 
 
 @pytest.mark.parametrize("size", [

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemonproc import DaemonProcess
+from mcast_echo.net import mcast
+from mcast_echo.ping.sockets import ANCILLARY_SPACE, Arrival
+from mcast_echo.wire import probe
 
 GROUP, PORT = "224.3.29.71", 9999
 
@@ -80,3 +85,121 @@ def test_a_count_with_a_deadline_keeps_sending_every_probe(responder):
     document = json.loads(out)
     assert document["transmitted"] == 3, err
     assert document["responders"][0]["received"] == 3
+
+
+# --- 19.2: the RTT is the network's: the responder's residence time comes off ---------------
+
+# A responder of our own, on the timing host: it echoes each probe with the trailer, after
+# holding it HOLD seconds, and states a residence time: the true one ("hold"), one longer
+# than any round trip ("forge"), or none at all, byte for byte ("plain": the seed's server).
+FAKE_RESPONDER = """
+import socket, struct, sys, time
+from mcast_echo.net import mcast
+from mcast_echo.wire import probe
+group, port, mode, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+sock.bind((group, port))
+sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                struct.pack("4s4si", socket.inet_aton(group), bytes(4), 0))
+print("ready", flush=True)
+while True:
+    data, ancdata, _flags, source = sock.recvmsg(65535, 64)
+    received_ns = mcast.timespec_ns(ancdata[0][2])
+    if mode != "plain":
+        arrival = probe.Arrival("fake", "eth0", group, None, received_ns)
+        data = probe.with_trailer(data, arrival)
+    time.sleep(hold)
+    if mode == "hold":
+        data = probe.stamp_residence(data, received_ns)
+    elif mode == "forge":
+        data = data[:-8] + struct.pack("!Q", 10 * 10**9)
+    sock.sendto(data, source)
+"""
+FAKE_PORT = 9998
+
+
+@pytest.fixture
+def fake_responder(responder):
+    host, _daemon = responder
+    started = []
+
+    def start(mode: str, hold: float = 0.0) -> None:
+        proc = host.popen([sys.executable, "-c", FAKE_RESPONDER, GROUP, str(FAKE_PORT), mode,
+                           str(hold)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def fake_ping(*args: str) -> tuple[str, dict]:
+    """Text, then JSON (one after the other: the fake responder answers one at a time)."""
+    text = ping("-p", str(FAKE_PORT), "-c", "3", "-i", "0.1", "-W", "2", *args)
+    out, err = text.communicate(timeout=30)
+    as_json = ping("-p", str(FAKE_PORT), "-c", "3", "-i", "0.1", "-W", "2", "--json", *args)
+    json_out, json_err = as_json.communicate(timeout=30)
+    assert text.returncode == as_json.returncode == 0, out + err + json_out + json_err
+    return out, json.loads(json_out)["responders"][0]
+
+
+def reply_times(out: str) -> list[float]:
+    return [float(ms) for ms in re.findall(r"seq=\d+ time=([0-9.]+) ms", out)]
+
+
+def test_the_daemon_states_its_residence_time_and_it_is_less_than_the_round_trip(responder):
+    """Each path's echo carries T3 - T2: never negative, less than T4 - T1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
+        sock.settimeout(5)
+        for seq in range(5):
+            sent_ns = time.time_ns()
+            sock.sendto(probe.build_probe(7, seq, sent_ns, 192), (GROUP, PORT))
+            data, ancdata, _flags, _source = sock.recvmsg(65535, ANCILLARY_SPACE)
+            round_trip_ns = Arrival(ancdata).rx_ns - sent_ns
+            echo = probe.check_echo(data, 7)
+            assert echo is not None and echo.intact and len(data) == 192
+            assert echo.trailer.hostname == "timing"
+            residence_ns = echo.trailer.residence_ns
+            assert residence_ns is not None
+            assert 0 <= residence_ns < round_trip_ns, (residence_ns, round_trip_ns)
+
+
+def test_a_true_residence_time_comes_off_the_rtt(fake_responder):
+    """A responder that holds each probe 300 ms and says so: ping shows the network's RTT,
+    far below the hold, in the lines, the summary and the JSON (p50 too)."""
+    fake_responder("hold", 0.3)
+    out, stats = fake_ping()
+    times = reply_times(out)
+    assert len(times) == 3 and max(times) < 100, out
+    assert stats["received"] == 3 and stats["impossible_residence"] == 0
+    rtt = stats["rtt_ms"]
+    assert set(rtt) == {"min", "avg", "max", "mdev", "p50"}
+    assert 0 <= rtt["min"] <= rtt["p50"] <= rtt["max"] < 100, rtt
+
+
+def test_a_residence_time_longer_than_the_round_trip_is_shown_impossible(fake_responder):
+    fake_responder("forge")
+    out, stats = fake_ping()
+    lines = [line for line in out.splitlines() if "seq=" in line]
+    assert len(lines) == 3, out
+    for line in lines:
+        assert "(IMPOSSIBLE residence time 10000.000 ms: RTT not corrected)" in line, line
+    assert all(0 <= ms < 1000 for ms in reply_times(out)), out  # the raw round trip
+    assert (stats["received"], stats["impossible_residence"]) == (3, 3)
+    assert 0 <= stats["rtt_ms"]["min"]
+
+
+def test_a_byte_for_byte_echo_gets_the_raw_round_trip(fake_responder):
+    """No trailer, no residence time: intact, counted, and the RTT is T4 - T1 (the
+    server's 50 ms hold included)."""
+    fake_responder("plain", 0.05)
+    out, stats = fake_ping()
+    assert all(50 <= ms < 1000 for ms in reply_times(out)) and len(reply_times(out)) == 3, out
+    assert (stats["received"], stats["corrupted"], stats["truncated"]) == (3, 0, 0)
+    assert stats["rtt_ms"]["min"] >= 50

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections import Counter
 from typing import Optional
 
@@ -150,24 +151,44 @@ class BatchPath:
                         over[sources[i]] = left - 1
                     else:
                         drops[i] = "rate"
-        if asking:
-            self._trailers(asking, drops, responder)
+        stamps = self._trailers(asking, drops, responder) if asking else None
         if drops:
             self._log_drops(drops, responder)
-        self._send(fd, count, drops, responder)
+        self._send(fd, count, drops, responder, stamps)
 
     def _trailers(self, asking: list[int], drops: Optional[dict[int, str]],
-                  responder: EchoSink) -> None:
+                  responder: EchoSink) -> Optional[dict[int, int]]:
+        """Write the trailer of each probe that asks; {index: kernel receive time} of those
+        whose residence time _send stamps (None when none has room for it)."""
         batch = self.batch
+        stamps: Optional[dict[int, int]] = None
         for i in asking:
             if drops and i in drops:
                 continue
             length = batch.lengths[i]
             data = batch.payload(i, length)
             if probe.wants_trailer(data):
-                echo = probe.with_trailer(data, responder.arrival(*batch.ancillary(i)))
+                ifindex, ttl, received_ns = batch.ancillary(i)
+                if received_ns is None:  # no kernel timestamp: the residence starts now
+                    received_ns = time.time_ns()
+                echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, received_ns))
                 if echo is not data and len(echo) == length:
                     batch.set_payload(i, echo)
+                    if length >= probe.RESIDENCE_PROBE:
+                        if stamps is None:
+                            stamps = {}
+                        stamps[i] = received_ns
+        return stamps
+
+    def _stamp(self, stamps: dict[int, int], start: int, end: int) -> None:
+        """T3 for the echoes start..end-1 that carry a residence time: one clock read,
+        then nothing but packing it, then the caller's sendmmsg."""
+        payloads, lengths = self.batch.payloads, self.batch.lengths
+        now_ns = time.time_ns()
+        for i, received_ns in stamps.items():
+            if start <= i < end:
+                probe.pack_residence(payloads, i * mmsg.PAYLOAD_STRIDE + lengths[i],
+                                     received_ns, now_ns)
 
     def _log_drops(self, drops: dict[int, str], responder: EchoSink) -> None:
         """Count every drop, but word a log line only for the first of each reason."""
@@ -188,8 +209,11 @@ class BatchPath:
                 responder.drop(reason, totals[reason], DROP_TEXT[reason], *peer)
 
     def _send(self, fd: int, count: int, drops: Optional[dict[int, str]],
-              responder: EchoSink) -> None:
-        """sendmmsg over each run of consecutive admitted echoes (one run when none dropped)."""
+              responder: EchoSink, stamps: Optional[dict[int, int]] = None) -> None:
+        """sendmmsg over each run of consecutive admitted echoes (one run when none dropped).
+
+        *stamps*: {index: kernel receive time} of the probes whose residence time goes in
+        their last 8 bytes, stamped with one clock read just before each sendmmsg."""
         start = 0
         while start < count:
             if drops:
@@ -201,6 +225,8 @@ class BatchPath:
             else:
                 end = count
             while start < end:
+                if stamps:
+                    self._stamp(stamps, start, end)
                 sent, code = self.batch.send(fd, start, end - start)
                 responder.echoed += sent
                 responder.echoed_bytes += sum(self.batch.lengths[start:start + sent])

@@ -8,8 +8,10 @@ the group reply modes, and the portable fallback); echopath.py picks them.
 Both apply the same rules in the same order: a source that cannot be a real peer,
 then 'allow' (and an SSM listener's 'sources'), then a datagram the kernel cut or
 that is over max_datagram, then the rate limit; then a probe that asks gets its
-identity trailer (probe.py), never making the echo larger. Nothing a peer sends can
-raise out of a path.
+identity trailer (probe.py), never making the echo larger, and its residence time:
+the kernel's receive time (SO_TIMESTAMPNS, read only for probes that ask) to the clock
+read just before the send that carries the echo. Nothing a peer sends can raise out of
+a path.
 """
 
 from __future__ import annotations
@@ -50,4 +52,5 @@ class EchoSink(Protocol):
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 
-    def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival: ...
+    def arrival(self, ifindex: Optional[int], ttl: Optional[int],
+                received_ns: int) -> probe.Arrival: ...

@@ -10,6 +10,7 @@ import errno
 import logging
 import socket
 import struct
+import time
 from typing import Optional
 
 from ..net import mcast, mmsg
@@ -18,8 +19,9 @@ from ..wire import probe
 from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
-# in_pktinfo + TTL, or in6_pktinfo + hop limit
-ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+# in_pktinfo + TTL, or in6_pktinfo + hop limit; and the kernel's receive time
+ANCILLARY_SPACE = (socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+                   + socket.CMSG_SPACE(mcast.TIMESPEC_SIZE))
 PLAIN_BATCH = 256  # datagrams per wake-up, so signals and timers are seen under a flood
 
 
@@ -52,9 +54,14 @@ class PlainPath:
                 _drop(responder, refused, source, len(data))
                 continue
             ifindex, ttl = _ancillary(ancdata)
+            received_ns = None  # set: the echo's residence time is stamped at each send
             if probe.wants_trailer(data):
-                data = probe.with_trailer(data, responder.arrival(ifindex, ttl))
-            if to_sender and not _send(sock, data, source, None, responder):
+                kernel_ns = _received_ns(ancdata)
+                echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, kernel_ns))
+                if echo is not data and len(echo) >= probe.RESIDENCE_PROBE:
+                    received_ns = kernel_ns
+                data = echo
+            if to_sender and not _send(sock, data, source, None, responder, received_ns):
                 continue
             if to_group:
                 if source[1] == listener.port:  # another responder's echo: never loop
@@ -63,7 +70,7 @@ class PlainPath:
                     if not to_sender:
                         continue
                 elif not _send(sock, data, _group_address(listener, source, ifindex),
-                               ifindex, responder):
+                               ifindex, responder, received_ns):
                     continue
             responder.echoed += 1
             responder.echoed_bytes += len(data)
@@ -82,9 +89,12 @@ def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) ->
 
 
 def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
-          responder: EchoSink) -> bool:
+          responder: EchoSink, received_ns: Optional[int] = None) -> bool:
     """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
-    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on."""
+    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on.
+    With *received_ns*, the echo's residence time is stamped here, just before the send."""
+    if received_ns is not None:
+        data = probe.stamp_residence(data, received_ns)
     try:
         if ifindex and len(address) == 2:
             sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
@@ -105,6 +115,15 @@ def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
                        "(%d); dropped", size, *source[:2], responder.listener.max_datagram)
     else:
         responder.drop(reason, 1, DROP_TEXT[reason], *source[:2])
+
+
+def _received_ns(ancdata: list) -> int:
+    """The kernel's receive time (SO_TIMESTAMPNS); now when it is missing. Probes only."""
+    for level, kind, payload in ancdata:
+        if (level == socket.SOL_SOCKET and kind == mcast.SO_TIMESTAMPNS
+                and len(payload) >= mcast.TIMESPEC_SIZE):
+            return mcast.timespec_ns(payload)
+    return time.time_ns()
 
 
 def _ancillary(ancdata: list) -> tuple[Optional[int], Optional[int]]:

@@ -144,9 +144,10 @@ class GroupResponder:
         self.dropped[reason] += count
         self.drop_log.log(reason, logging.WARNING, message, *args)
 
-    def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival:
+    def arrival(self, ifindex: Optional[int], ttl: Optional[int],
+                received_ns: int) -> probe.Arrival:
         ifname = mcast.interface_name(ifindex) if ifindex is not None else ""
-        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, time.time_ns())
+        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, received_ns)
 
     # ---------------------------------------------------------------- reporting
 

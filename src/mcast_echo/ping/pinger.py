@@ -49,6 +49,20 @@ def _timeout(seconds: float) -> float:
     return max(0.0, int(seconds * 1000) / 1000)
 
 
+def network_rtt(round_trip_ns: int, echo: probe.Echo) -> tuple[int, Optional[int]]:
+    """The RTT to show: (T4 - T1) - (T3 - T2), the round trip less the time the responder
+    held the probe (its residence time, from the echo's trailer), and the residence time
+    when it cannot be true (longer than the round trip: forged, or a broken clock), else
+    None. Such an echo, and one without a residence time (a plain echo server), keeps the
+    raw round trip: an RTT is never negative."""
+    trailer = echo.trailer
+    if trailer is None or trailer.residence_ns is None:
+        return round_trip_ns, None
+    if trailer.residence_ns > round_trip_ns:
+        return round_trip_ns, trailer.residence_ns
+    return round_trip_ns - trailer.residence_ns, None
+
+
 class OutputError(PingError):
     """Standard output cannot be written (a full disk, /dev/full). Exit status 2."""
 
@@ -209,10 +223,16 @@ class Pinger:
         found = self.responder(echo.header.seq if echo is not None else None, arrival, source)
         if echo is None or found is None:
             return
-        stats, rtt_ns, rx_ns = found
+        stats, round_trip_ns, rx_ns = found
+        rtt_ns, impossible = network_rtt(round_trip_ns, echo)
+        if impossible is not None and echo.intact:
+            stats.impossible_residence += 1
         outcome = stats.record(echo, rtt_ns, arrival.ttl, self.settings.ttl, via)
-        self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
-                                        rx_ns if self.settings.timestamps else None))
+        line = pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
+                                     rx_ns if self.settings.timestamps else None)
+        if impossible is not None:
+            line += f" (IMPOSSIBLE residence time {impossible / 1e6:.3f} ms: RTT not corrected)"
+        self._say(line)
 
     def responder(self, seq: Optional[int], arrival: Arrival,
                   source: tuple) -> Optional[tuple[pingreport.ResponderStats, int, int]]:

@@ -10,11 +10,20 @@ of the probe's padding: the probe reserves the room, so **an echo is never
 larger than the datagram it answers** (an echo responder must not amplify).
 Names that do not fit are cut, the host name first; a probe with less room
 than the smallest trailer is echoed verbatim.
+
+The trailer ends in the responder's *residence time* when the probe has room
+for it (RESIDENCE_PROBE bytes or more): how long the datagram was inside the
+responder, from the kernel's receive timestamp (T2) to the clock read just
+before the send that carries the echo (T3), TWAMP/STAMP style (RFC 5357,
+RFC 8762). The responder writes it last, with ``stamp_residence`` or
+``pack_residence``, into the echo's final 8 bytes; the client subtracts it from
+the round trip, so the RTT is the network's, not either end's software.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from typing import NamedTuple, Optional
 
@@ -35,15 +44,19 @@ HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size  # 32: the smallest probe
 TRAILER_MAGIC = b"MCET"
 TRAILER_VERSION = 1
 TRAILER_TTL_KNOWN = 0x01
+TRAILER_RESIDENCE = 0x02  # the trailer's last 8 bytes are the residence time (ns)
+_RESIDENCE = struct.Struct("!Q")
+RESIDENCE_SIZE = _RESIDENCE.size
 # magic, version, flags, total trailer length, receive time (ns), arrival TTL
 _TRAILER_FIXED = struct.Struct("!4sBBHQB")
 MAX_TEXT = 255  # each text field is one length byte + up to 255 bytes of UTF-8
 MIN_TRAILER_SIZE = _TRAILER_FIXED.size + 3  # three empty names
 MAX_TRAILER_SIZE = _TRAILER_FIXED.size + 3 * (1 + MAX_TEXT)
 MIN_TRAILER_PROBE = HEADER_SIZE + MIN_TRAILER_SIZE  # 52: the smallest probe with a trailer
+RESIDENCE_PROBE = MIN_TRAILER_PROBE + RESIDENCE_SIZE  # 60: ... with the residence time too
 # The longest names Linux gives: a 64-byte host name, a 15-byte interface name, and an
 # IPv6 group's text (39): a probe of this size or more carries every name whole.
-WHOLE_NAMES_PROBE = MIN_TRAILER_PROBE + 64 + 15 + 39  # 170
+WHOLE_NAMES_PROBE = RESIDENCE_PROBE + 64 + 15 + 39  # 178
 
 # Padding byte at offset i of a probe with sequence s is (i + s) mod 256, so an
 # echo of one probe can never pass for another; slicing this buffer builds it.
@@ -57,7 +70,7 @@ class Arrival(NamedTuple):
     ifname: str  # interface the datagram arrived on ("" if unknown)
     group: str  # the group address it was sent to
     ttl: Optional[int]  # IP TTL it arrived with (IP_RECVTTL), None if unknown
-    recv_time_ns: int  # time.time_ns() at receipt
+    recv_time_ns: int  # the kernel's receive time (SO_TIMESTAMPNS), else time.time_ns()
 
 
 class Header(NamedTuple):
@@ -79,6 +92,7 @@ class Trailer(NamedTuple):
     group: str
     arrival_ttl: Optional[int]
     recv_time_ns: int
+    residence_ns: Optional[int] = None  # T3 - T2: how long the responder held the probe
 
 
 # --- responder side: must be cheap and must never raise --------------------------------------
@@ -95,7 +109,9 @@ def wants_trailer(data: bytes) -> bool:
 
 def with_trailer(data: bytes, arrival: Arrival) -> bytes:
     """The echo of a probe that asked for a trailer: its header and padding, with the
-    trailer written over the padding's end -- exactly ``len(data)`` bytes.
+    trailer written over the padding's end -- exactly ``len(data)`` bytes. When it is
+    RESIDENCE_PROBE bytes or more (and not returned verbatim), its last 8 bytes are the
+    residence time's room: stamp it just before the send.
 
     Anything that is not a well-formed probe (bad CRC, length field that does not
     match the datagram) comes back verbatim; this never raises.
@@ -119,29 +135,45 @@ def _utf8(value: object, limit: int) -> bytes:
 
 
 def encode_trailer(arrival: Arrival, room: int = MAX_TRAILER_SIZE) -> bytes:
-    """The trailer, at most *room* bytes (b"" if not even empty names fit).
+    """The trailer, at most *room* bytes (b"" if not even empty names fit), ending in
+    an unstamped residence time (0) when there is room for it.
 
     Names are fitted in the order group, interface, host name: the group and
     interface are short and say where the probe arrived; a long host name is cut.
     """
     if room < MIN_TRAILER_SIZE:
         return b""
-    left = room - MIN_TRAILER_SIZE
+    residence = room >= MIN_TRAILER_SIZE + RESIDENCE_SIZE
+    left = room - MIN_TRAILER_SIZE - (RESIDENCE_SIZE if residence else 0)
     names = {}
     for field in ("group", "ifname", "hostname"):
         names[field] = _utf8(getattr(arrival, field), min(MAX_TEXT, left))
         left -= len(names[field])
     body = b"".join(bytes([len(names[f])]) + names[f] for f in ("hostname", "ifname", "group"))
+    if residence:
+        body += bytes(RESIDENCE_SIZE)
     ttl_known = arrival.ttl is not None and 0 <= arrival.ttl <= 255
     fixed = _TRAILER_FIXED.pack(
         TRAILER_MAGIC,
         TRAILER_VERSION,
-        TRAILER_TTL_KNOWN if ttl_known else 0,
+        (TRAILER_TTL_KNOWN if ttl_known else 0) | (TRAILER_RESIDENCE if residence else 0),
         _TRAILER_FIXED.size + len(body),
         arrival.recv_time_ns & 0xFFFF_FFFF_FFFF_FFFF,
         arrival.ttl if ttl_known else 0,
     )
     return fixed + body
+
+
+def stamp_residence(echo: bytes, received_ns: int) -> bytes:
+    """*echo* (from ``with_trailer``, RESIDENCE_PROBE bytes or more) with its residence
+    time: now, read here just before the caller's send, minus *received_ns* (T2)."""
+    return echo[:-RESIDENCE_SIZE] + _RESIDENCE.pack(max(0, time.time_ns() - received_ns))
+
+
+def pack_residence(buffer: object, end: int, received_ns: int, now_ns: int) -> None:
+    """Write *now_ns* - *received_ns* (T3 - T2, never negative) into the 8 bytes before
+    *end* of *buffer*: a batch's echoes are stamped with one clock read before their send."""
+    _RESIDENCE.pack_into(buffer, end - RESIDENCE_SIZE, max(0, now_ns - received_ns))
 
 
 # --- client side ------------------------------------------------------------------------------
@@ -186,16 +218,23 @@ def parse_trailer(data: bytes) -> Optional[Trailer]:
     _magic, version, flags, length, recv_time_ns, ttl = _TRAILER_FIXED.unpack_from(data)
     if version < 1 or length != len(data):
         return None
+    residence_ns = None
+    names_end = length
+    if flags & TRAILER_RESIDENCE:
+        names_end = length - RESIDENCE_SIZE
+        if names_end < _TRAILER_FIXED.size + 3:
+            return None
+        (residence_ns,) = _RESIDENCE.unpack_from(data, names_end)
     texts, offset = [], _TRAILER_FIXED.size
     for _ in range(3):
-        if offset >= length or offset + 1 + data[offset] > length:
+        if offset >= names_end or offset + 1 + data[offset] > names_end:
             return None
         texts.append(bytes(data[offset + 1 : offset + 1 + data[offset]]).decode("utf-8",
                                                                              "replace"))
         offset += 1 + data[offset]
     hostname, ifname, group = texts
     arrival_ttl = ttl if flags & TRAILER_TTL_KNOWN else None
-    return Trailer(hostname, ifname, group, arrival_ttl, recv_time_ns)
+    return Trailer(hostname, ifname, group, arrival_ttl, recv_time_ns, residence_ns)
 
 
 class Echo(NamedTuple):
