@@ -111,7 +111,7 @@ while True:
         data = probe.with_trailer(data, arrival)
     time.sleep(hold)
     if mode == "hold":
-        data = probe.stamp_residence(data, received_ns)
+        data, _ = probe.stamp_residence(data, received_ns)
     elif mode == "forge":
         data = data[:-8] + struct.pack("!Q", 10 * 10**9)
     sock.sendto(data, source)

@@ -156,12 +156,12 @@ def test_the_residence_time_is_stamped_into_the_echo_s_last_bytes():
     """Issue 19.2: T3 - T2 in the probe's own room; the echo keeps the probe's length."""
     sent = a_probe(192)
     echo = probe.with_trailer(sent, ARRIVAL)
-    stamped = probe.stamp_residence(echo, time_ns() - 5_000_000)
+    stamped, stated = probe.stamp_residence(echo, time_ns() - 5_000_000)
     assert len(stamped) == len(sent) and stamped[:-8] == echo[:-8]
     residence = probe.check_echo(stamped, SESSION).trailer.residence_ns
-    assert 5_000_000 <= residence < 5_000_000 + 10**9
+    assert 5_000_000 <= residence == stated < 5_000_000 + 10**9
     buffer = bytearray(echo)
-    probe.pack_residence(buffer, len(buffer), 1_000, 4_000)
+    assert probe.pack_residence(buffer, len(buffer), 1_000, 4_000) == 3_000
     assert probe.check_echo(bytes(buffer), SESSION).trailer.residence_ns == 3_000
     probe.pack_residence(buffer, len(buffer), 9_000, 4_000)  # a clock step back: never < 0
     assert probe.check_echo(bytes(buffer), SESSION).trailer.residence_ns == 0

@@ -180,15 +180,14 @@ class BatchPath:
                         stamps[i] = received_ns
         return stamps
 
-    def _stamp(self, stamps: dict[int, int], start: int, end: int) -> None:
+    def _stamp(self, stamps: dict[int, int], start: int, end: int) -> list[int]:
         """T3 for the echoes start..end-1 that carry a residence time: one clock read,
-        then nothing but packing it, then the caller's sendmmsg."""
+        then nothing but packing it, then the caller's sendmmsg. The residence times."""
         payloads, lengths = self.batch.payloads, self.batch.lengths
         now_ns = time.time_ns()
-        for i, received_ns in stamps.items():
-            if start <= i < end:
-                probe.pack_residence(payloads, i * mmsg.PAYLOAD_STRIDE + lengths[i],
+        return [probe.pack_residence(payloads, i * mmsg.PAYLOAD_STRIDE + lengths[i],
                                      received_ns, now_ns)
+                for i, received_ns in stamps.items() if start <= i < end]
 
     def _log_drops(self, drops: dict[int, str], responder: EchoSink) -> None:
         """Count every drop, but word a log line only for the first of each reason."""
@@ -225,9 +224,11 @@ class BatchPath:
             else:
                 end = count
             while start < end:
-                if stamps:
-                    self._stamp(stamps, start, end)
+                held = self._stamp(stamps, start, end) if stamps else None
                 sent, code = self.batch.send(fd, start, end - start)
+                if held:
+                    for residence_ns in held:
+                        responder.residence.observe(residence_ns)
                 responder.echoed += sent
                 responder.echoed_bytes += sum(self.batch.lengths[start:start + sent])
                 start += sent

@@ -24,6 +24,7 @@ from typing import Optional, Protocol
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy
+from .residence import ResidenceHistogram
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -49,6 +50,7 @@ class EchoSink(Protocol):
     echoed: int
     received_bytes: int
     echoed_bytes: int
+    residence: ResidenceHistogram
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 

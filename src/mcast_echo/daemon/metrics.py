@@ -30,7 +30,12 @@ from prometheus_client import (
     ProcessCollector,
     make_wsgi_app,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .. import __version__
@@ -102,6 +107,7 @@ class DaemonCollector(Collector):
             for reason, count in sorted(dict(responder.dropped).items()):  # dict(): one C copy
                 dropped.add_metric([*labels, reason], count)
         yield dropped
+        yield residence_family(listeners)
         yield from self._reload_families()
         build = GaugeMetricFamily("mcast_echo_build_info", "The version of mcast-echo running.",
                                   labels=("version",))
@@ -121,6 +127,19 @@ class DaemonCollector(Collector):
         yield GaugeMetricFamily("mcast_echo_last_reload_timestamp_seconds",
                                 "Unix time of the last reload attempt (or of the start).",
                                 value=reloads.last_time)
+
+
+def residence_family(listeners: list[tuple[GroupResponder, list[str]]]) -> Metric:
+    """How long each listener held the probes it echoed (residence.py): probes only."""
+    family = HistogramMetricFamily(
+        "mcast_echo_residence_seconds",
+        "Time from the kernel's receipt of a probe to the send of its echo (T3 - T2, as "
+        "written into the echo); probes that ask for the trailer only.",
+        labels=LISTENER_LABELS)
+    for responder, labels in listeners:
+        histogram = responder.residence
+        family.add_metric(labels, histogram.cumulative(), histogram.sum_ns / 1e9)
+    return family
 
 
 def build_registry(responders: Callable[[], Sequence[GroupResponder]],

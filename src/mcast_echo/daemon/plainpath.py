@@ -93,8 +93,9 @@ def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[in
     """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
     With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on.
     With *received_ns*, the echo's residence time is stamped here, just before the send."""
+    residence_ns = None
     if received_ns is not None:
-        data = probe.stamp_residence(data, received_ns)
+        data, residence_ns = probe.stamp_residence(data, received_ns)
     try:
         if ifindex and len(address) == 2:
             sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
@@ -106,6 +107,8 @@ def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[in
         responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
                        errno.errorcode.get(e.errno or 0, e))
         return False
+    if residence_ns is not None:
+        responder.residence.observe(residence_ns)
     return True
 
 

@@ -23,6 +23,7 @@ from . import echopath
 from .membership import Memberships
 from .policy import Policy
 from .ratelimit import RateLimitedLog
+from .residence import ResidenceHistogram
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class GroupResponder:
         self.received_bytes = 0
         self.echoed_bytes = 0
         self.dropped: Counter[str] = Counter()
+        self.residence = ResidenceHistogram()  # how long probes stayed (residence.py)
 
     # ---------------------------------------------------------------- set-up
 
@@ -164,6 +166,9 @@ class GroupResponder:
             text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) + ")"
         if memberships.waiting:
             text += f"; waiting for {memberships.waiting}"
+        residence = self.residence.status()
+        if residence:
+            text += f"; {residence}"
         return text
 
 

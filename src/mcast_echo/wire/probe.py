@@ -164,16 +164,21 @@ def encode_trailer(arrival: Arrival, room: int = MAX_TRAILER_SIZE) -> bytes:
     return fixed + body
 
 
-def stamp_residence(echo: bytes, received_ns: int) -> bytes:
+def stamp_residence(echo: bytes, received_ns: int) -> tuple[bytes, int]:
     """*echo* (from ``with_trailer``, RESIDENCE_PROBE bytes or more) with its residence
-    time: now, read here just before the caller's send, minus *received_ns* (T2)."""
-    return echo[:-RESIDENCE_SIZE] + _RESIDENCE.pack(max(0, time.time_ns() - received_ns))
+    time -- now, read here just before the caller's send, minus *received_ns* (T2) --
+    and that residence time in ns."""
+    residence_ns = max(0, time.time_ns() - received_ns)
+    return echo[:-RESIDENCE_SIZE] + _RESIDENCE.pack(residence_ns), residence_ns
 
 
-def pack_residence(buffer: object, end: int, received_ns: int, now_ns: int) -> None:
+def pack_residence(buffer: object, end: int, received_ns: int, now_ns: int) -> int:
     """Write *now_ns* - *received_ns* (T3 - T2, never negative) into the 8 bytes before
-    *end* of *buffer*: a batch's echoes are stamped with one clock read before their send."""
-    _RESIDENCE.pack_into(buffer, end - RESIDENCE_SIZE, max(0, now_ns - received_ns))
+    *end* of *buffer*, and return it: a batch's echoes are stamped with one clock read
+    before their send."""
+    residence_ns = max(0, now_ns - received_ns)
+    _RESIDENCE.pack_into(buffer, end - RESIDENCE_SIZE, residence_ns)
+    return residence_ns
 
 
 # --- client side ------------------------------------------------------------------------------
