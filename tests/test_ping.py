@@ -135,7 +135,8 @@ def test_json_holds_the_documented_fields(site3, client_config):
         "group": GROUP, "port": PORT, "interface": None, "source": None, "count": 4,
         "interval": 0.05, "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5,
         "deadline": None, "expect": 3, "config": client_config,
-        "protocol": "mcast-echo", "host": None, "session": document["settings"]["session"]}
+        "protocol": "mcast-echo", "host": None, "spread": 0,
+        "session": document["settings"]["session"]}
     assert len(document["settings"]["session"]) == 8
     assert (document["transmitted"], document["send_errors"]) == (4, 0)
     assert (document["responder_count"], document["expect"], document["ok"]) == (3, 3, True)

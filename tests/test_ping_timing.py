@@ -203,3 +203,75 @@ def test_a_byte_for_byte_echo_gets_the_raw_round_trip(fake_responder):
     assert all(50 <= ms < 1000 for ms in reply_times(out)) and len(reply_times(out)) == 3, out
     assert (stats["received"], stats["corrupted"], stats["truncated"]) == (3, 0, 0)
     assert stats["rtt_ms"]["min"] >= 50
+
+
+# --- 19.3: --spread: each responder delays each reply by 0..MS ms, and RTTs stay true -------
+
+def test_replies_are_spread_and_their_rtt_stays_true(responder):
+    """Probes asking for a 200 ms spread: the raw round trips spread over tens of ms, the
+    residence time holds the delay, and the RTT less it is the network's."""
+    raw, true = [], []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
+        sock.settimeout(5)
+        for seq in range(10):
+            sent_ns = time.time_ns()
+            sock.sendto(probe.build_probe(9, seq, sent_ns, 192, spread_ms=200), (GROUP, PORT))
+            data, ancdata, _flags, _source = sock.recvmsg(65535, ANCILLARY_SPACE)
+            echo = probe.check_echo(data, 9)
+            assert echo is not None and echo.intact and echo.header.spread_ms == 200
+            round_trip_ns = Arrival(ancdata).rx_ns - sent_ns
+            residence_ns = echo.trailer.residence_ns
+            assert 0 <= residence_ns < round_trip_ns
+            assert residence_ns < 300e6  # the delay is at most 200 ms (cap 255)
+            raw.append(round_trip_ns)
+            true.append(round_trip_ns - residence_ns)
+    assert max(raw) - min(raw) > 20e6, raw  # spread: uniform over 0..200 ms
+    assert max(true) < 20e6, true  # the network's round trip on a veth
+
+
+def test_ping_spread_waits_for_the_last_replies_and_shows_true_rtts(responder):
+    """-W 0.01 alone would lose the last echoes, delayed up to 200 ms: the wait covers the
+    spread. Every reply counts, and no RTT carries the delay."""
+    done = ping("-c", "10", "-i", "0.02", "-W", "0.01", "--spread", "200", "--json")
+    out, err = done.communicate(timeout=30)
+    document = json.loads(out)
+    assert document["settings"]["spread"] == 200
+    [only] = document["responders"]
+    assert (only["received"], only["loss_percent"]) == (10, 0.0), err
+    assert only["rtt_ms"]["max"] < 20, only["rtt_ms"]
+
+
+def test_a_spread_is_refused_for_other_dialects():
+    done = subprocess.run([sys.executable, "-m", "mcast_echo", "ping", "--protocol", "ssmping",
+                           "--spread", "10", "10.67.0.2"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 64 and "drop --spread" in done.stderr, done.stderr
+
+
+def test_held_replies_leave_by_due_time_and_the_heap_is_bounded():
+    from types import SimpleNamespace
+
+    from mcast_echo.daemon.delayed import DelayedReplies
+    from mcast_echo.daemon.residence import ResidenceHistogram
+
+    held = DelayedReplies(max_held=2)
+    sink = SimpleNamespace(echoed=0, echoed_bytes=0, residence=ResidenceHistogram(),
+                           drop=lambda *args: None)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as into:
+        into.bind(("127.0.0.1", 0))
+        into.settimeout(2)
+        to = ((into.getsockname(), None),)
+        assert held.hold(255, out, sink, b"first", to, None)
+        assert held.hold(255, out, sink, b"second", to, None)
+        assert not held.hold(255, out, sink, b"third", to, None)  # over the cap: send now
+        assert (len(held), held.overflowed, held.held_bytes) == (2, 1, 11)
+        assert time.monotonic() <= held.next_due <= time.monotonic() + 0.256
+        held.send_due(time.monotonic())  # the delays are fresh: maybe one is due, maybe none
+        held.send_due(time.monotonic() + 1)
+        assert len(held) == 0 and held.held_bytes == 0 and held.next_due == float("inf")
+        assert sorted(into.recv(100) for _ in range(2)) == [b"first", b"second"]
+        assert (sink.echoed, sink.echoed_bytes, held.delayed) == (2, 11, 2)
+    assert all(0 <= held.delay(1000) <= 0.255 for _ in range(100))  # capped at 255 ms

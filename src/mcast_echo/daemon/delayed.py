@@ -25,6 +25,9 @@ from typing import Optional
 from ..wire.probe import MAX_SPREAD_MS
 from .echosink import EchoSink, send_echo
 
+# Where an echo goes: (address, interface index for a group echo, else None), one or two.
+Destinations = tuple[tuple[tuple, Optional[int]], ...]
+
 MAX_HELD = 4096  # replies waiting at once, all listeners together
 MAX_HELD_BYTES = 8 << 20  # ... and their bytes (a probe may be 64 KiB)
 
@@ -33,8 +36,8 @@ class DelayedReplies:
     """The daemon's held echoes, ordered by due time (monotonic seconds)."""
 
     def __init__(self, max_held: int = MAX_HELD, max_bytes: int = MAX_HELD_BYTES) -> None:
-        self._heap: list[tuple[float, int, socket.socket, EchoSink, bytes,
-                               tuple[tuple, Optional[int]], Optional[int]]] = []
+        self._heap: list[tuple[float, int, socket.socket, EchoSink, bytes, Destinations,
+                               Optional[int]]] = []
         self._order = itertools.count()  # ties in due time leave in arrival order
         self._random = random.Random()
         self.max_held, self.max_bytes = max_held, max_bytes
@@ -54,7 +57,7 @@ class DelayedReplies:
         return self._random.random() * min(spread_ms, MAX_SPREAD_MS) / 1000
 
     def hold(self, spread_ms: int, sock: socket.socket, responder: EchoSink, data: bytes,
-             destinations: tuple[tuple, Optional[int]], received_ns: Optional[int]) -> bool:
+             destinations: Destinations, received_ns: Optional[int]) -> bool:
         """Keep an echo to send to *destinations* ((address, ifindex) each) after a delay
         drawn from *spread_ms*; False (nothing kept: send it now) when the heap is full."""
         if len(self._heap) >= self.max_held or self.held_bytes + len(data) > self.max_bytes:
@@ -72,10 +75,8 @@ class DelayedReplies:
         while heap and heap[0][0] <= now:
             _due, _order, sock, responder, data, destinations, received_ns = heapq.heappop(heap)
             self.held_bytes -= len(data)
-            sent = False
-            for address, ifindex in destinations:
-                sent = send_echo(sock, data, address, ifindex, responder, received_ns) or sent
-            if sent:
+            if all(send_echo(sock, data, address, ifindex, responder, received_ns)
+                   for address, ifindex in destinations):  # as the paths count: all went
                 responder.echoed += 1
                 responder.echoed_bytes += len(data)
                 self.delayed += 1

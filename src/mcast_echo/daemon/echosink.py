@@ -16,15 +16,20 @@ a path.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
+from ..net import mcast
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy
 from .residence import ResidenceHistogram
+
+if TYPE_CHECKING:
+    from .delayed import DelayedReplies
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -51,8 +56,35 @@ class EchoSink(Protocol):
     received_bytes: int
     echoed_bytes: int
     residence: ResidenceHistogram
+    delayed: DelayedReplies  # echoes held for a probe's --spread (delayed.py)
+    sock: Optional[socket.socket]
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 
     def arrival(self, ifindex: Optional[int], ttl: Optional[int],
                 received_ns: int) -> probe.Arrival: ...
+
+
+def send_echo(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
+              responder: EchoSink, received_ns: Optional[int] = None) -> bool:
+    """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
+    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on.
+    With *received_ns*, the echo's residence time is stamped here, just before the send
+    (the plain path's echoes, and the ones held for --spread)."""
+    residence_ns = None
+    if received_ns is not None:
+        data, residence_ns = probe.stamp_residence(data, received_ns)
+    try:
+        if ifindex and len(address) == 2:
+            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
+                                   struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
+                          0, address)
+        else:
+            sock.sendto(data, address)
+    except OSError as e:
+        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
+                       errno.errorcode.get(e.errno or 0, e))
+        return False
+    if residence_ns is not None:
+        responder.residence.observe(residence_ns)
+    return True

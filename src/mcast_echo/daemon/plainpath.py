@@ -6,7 +6,6 @@ where recvmmsg/sendmmsg cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import struct
@@ -16,7 +15,7 @@ from typing import Optional
 from ..net import mcast, mmsg
 from ..schema import Listener
 from ..wire import probe
-from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log
+from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log, send_echo
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
 # in_pktinfo + TTL, or in6_pktinfo + hop limit; and the kernel's receive time
@@ -55,13 +54,21 @@ class PlainPath:
                 continue
             ifindex, ttl = _ancillary(ancdata)
             received_ns = None  # set: the echo's residence time is stamped at each send
+            spread = 0
             if probe.wants_trailer(data):
                 kernel_ns = _received_ns(ancdata)
                 echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, kernel_ns))
-                if echo is not data and len(echo) >= probe.RESIDENCE_PROBE:
-                    received_ns = kernel_ns
+                if echo is not data:  # a valid probe
+                    spread = probe.spread_of(data)
+                    if len(echo) >= probe.RESIDENCE_PROBE:
+                        received_ns = kernel_ns
                 data = echo
-            if to_sender and not _send(sock, data, source, None, responder, received_ns):
+            if spread and not (to_group and source[1] == listener.port) \
+                    and responder.delayed.hold(spread, sock, responder, data,
+                                               _destinations(listener, source, ifindex),
+                                               received_ns):
+                continue  # sent when due (delayed.py), and counted then
+            if to_sender and not send_echo(sock, data, source, None, responder, received_ns):
                 continue
             if to_group:
                 if source[1] == listener.port:  # another responder's echo: never loop
@@ -69,8 +76,8 @@ class PlainPath:
                                    "port: not echoed to the group", *source[:2])
                     if not to_sender:
                         continue
-                elif not _send(sock, data, _group_address(listener, source, ifindex),
-                               ifindex, responder, received_ns):
+                elif not send_echo(sock, data, _group_address(listener, source, ifindex),
+                                   ifindex, responder, received_ns):
                     continue
             responder.echoed += 1
             responder.echoed_bytes += len(data)
@@ -80,36 +87,21 @@ class PlainPath:
         return PLAIN_BATCH
 
 
+def _destinations(listener: Listener, source: tuple,
+                  ifindex: Optional[int]) -> tuple[tuple[tuple, Optional[int]], ...]:
+    """Where a probe's held echo goes (delayed.py), in the order the path sends them."""
+    to_sender = ((source, None),) if listener.reply != "group" else ()
+    if listener.reply == "unicast":
+        return to_sender
+    return (*to_sender, (_group_address(listener, source, ifindex), ifindex))
+
+
 def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) -> tuple:
     """Where a group echo goes: the group, on the sender's port (as ssmping does, so
     that responders on the group's port never see it), out of the arrival interface."""
     if listener.ipv6:
         return (listener.group, source[1], 0, ifindex or 0)
     return (listener.group, source[1])
-
-
-def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
-          responder: EchoSink, received_ns: Optional[int] = None) -> bool:
-    """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
-    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on.
-    With *received_ns*, the echo's residence time is stamped here, just before the send."""
-    residence_ns = None
-    if received_ns is not None:
-        data, residence_ns = probe.stamp_residence(data, received_ns)
-    try:
-        if ifindex and len(address) == 2:
-            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
-                                   struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
-                          0, address)
-        else:
-            sock.sendto(data, address)
-    except OSError as e:
-        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
-                       errno.errorcode.get(e.errno or 0, e))
-        return False
-    if residence_ns is not None:
-        responder.residence.observe(residence_ns)
-    return True
 
 
 def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:

@@ -2,7 +2,7 @@
 metrics, the way blackbox_exporter probes other protocols (it has no multicast prober).
 
 ``metrics: {listen: ..., probe: true}`` turns it on. A scrape such as
-``/probe?group=239.1.1.1&port=5000&interface=eth0&count=3&expect=2`` runs
+``/probe?group=239.1.1.1&port=5000&interface=eth0&count=3&expect=2&spread=100`` runs
 ``mcast-echo ping`` once from this host and answers with ``probe_success``,
 ``probe_duration_seconds`` and the per-responder series of the probe textfile
 (ping/textfile.py), so one scrape config with relabelling checks many groups from
@@ -27,6 +27,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 from urllib.parse import parse_qs
 
 from ..schema import Listener
+from ..wire.probe import MAX_SPREAD_MS
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,11 @@ class ProbeRequest(NamedTuple):
     interface: Optional[str]
     count: int
     expect: int
+    spread: int = 0  # ms: responders delay each echo by 0..spread (ping --spread)
 
     @property
     def deadline(self) -> float:
-        return self.count * INTERVAL + WAIT + 2.0
+        return self.count * INTERVAL + WAIT + self.spread / 1000 + 2.0
 
 
 class Refused(Exception):
@@ -67,7 +69,7 @@ class Prober:
     def request(self, query: str) -> ProbeRequest:
         """The probe a query string asks for; Refused (400/403) if it may not be run."""
         values = {key: items[-1] for key, items in parse_qs(query, max_num_fields=8).items()}
-        unknown = set(values) - {"group", "port", "interface", "count", "expect"}
+        unknown = set(values) - {"group", "port", "interface", "count", "expect", "spread"}
         if unknown:
             raise Refused("400 Bad Request", f"unknown parameter {sorted(unknown)[0][:20]!r}")
         try:
@@ -82,19 +84,23 @@ class Prober:
             port = int(values["port"]) if "port" in values else (ports[0] if ports else 0)
             count = int(values.get("count", DEFAULT_COUNT))
             expect = int(values.get("expect", 1))
+            spread = int(values.get("spread", 0))
         except ValueError:
-            raise Refused("400 Bad Request", "port, count and expect are integers") from None
+            raise Refused("400 Bad Request", "port, count, expect and spread are integers") \
+                from None
         if (group, port) not in served:
             raise Refused("403 Forbidden", f"{group} port {port} is not a group this "
                           "daemon serves: only configured listeners can be probed")
-        if not 1 <= count <= MAX_COUNT or not 0 <= expect <= MAX_EXPECT:
-            raise Refused("400 Bad Request", f"count is 1..{MAX_COUNT}, expect 0..{MAX_EXPECT}")
+        if (not 1 <= count <= MAX_COUNT or not 0 <= expect <= MAX_EXPECT
+                or not 0 <= spread <= MAX_SPREAD_MS):
+            raise Refused("400 Bad Request", f"count is 1..{MAX_COUNT}, expect 0..{MAX_EXPECT}, "
+                          f"spread 0..{MAX_SPREAD_MS} (ms)")
         interface = values.get("interface") or served[(group, port)].interface
         if interface == "all":
             interface = None
         if interface is not None and not _INTERFACE.match(interface):
             raise Refused("400 Bad Request", "interface= is a name or an address")
-        return ProbeRequest(group, port, interface, count, expect)
+        return ProbeRequest(group, port, interface, count, expect, spread)
 
     def run(self, request: ProbeRequest) -> bytes:
         """The exposition text of one ping run; Refused (503) when MAX_CONCURRENT run."""
@@ -130,7 +136,7 @@ class Prober:
         command = [sys.executable, "-m", "mcast_echo", "ping", target,
                    "-c", str(request.count), "-i", str(INTERVAL), "-W", str(WAIT),
                    "-w", f"{request.deadline:g}", "-q", "-n", "--expect", str(request.expect),
-                   "--prometheus-textfile", path]
+                   "--spread", str(request.spread), "--prometheus-textfile", path]
         if request.interface:
             command += ["-I", request.interface]
         try:

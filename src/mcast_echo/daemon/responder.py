@@ -20,6 +20,7 @@ from ..net.limits import KernelLimits, buffer_reports
 from ..schema import Listener
 from ..wire import probe
 from . import echopath
+from .delayed import DelayedReplies
 from .membership import Memberships
 from .policy import Policy
 from .ratelimit import RateLimitedLog
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
-                 paths: Optional[echopath.Paths] = None) -> None:
+                 paths: Optional[echopath.Paths] = None,
+                 delayed: Optional[DelayedReplies] = None) -> None:
         self.listener = listener
         self.paths = paths or echopath.Paths()
         self.path = self.paths.pick(listener)
@@ -44,6 +46,8 @@ class GroupResponder:
         self.echoed_bytes = 0
         self.dropped: Counter[str] = Counter()
         self.residence = ResidenceHistogram()  # how long probes stayed (residence.py)
+        # echoes held for a probe's --spread: the daemon's one heap, which its loop sends
+        self.delayed = delayed if delayed is not None else DelayedReplies()
 
     # ---------------------------------------------------------------- set-up
 
@@ -126,6 +130,7 @@ class GroupResponder:
         """Leave the group (logging it) and close the socket. Safe to call twice."""
         if self.sock is None:
             return
+        self.delayed.forget(self)  # its held echoes would go out of a closed socket
         self.memberships.leave_all(self.sock, self.listener)
         self.sock.close()
         self.sock = None

@@ -6,7 +6,7 @@ never delays SIGTERM by more than one batch. Recorded signals are state, not a
 queue: any number of SIGHUPs before the loop looks is one reload, and a
 SIGTERM/SIGINT wins over a pending reload, so a signal storm costs at most one
 reload between two batches of echoes. Timers (STATUS, WATCHDOG=1, membership
-checks) are due times checked on every pass.
+checks, echoes held for a probe's --spread) are due times checked on every pass.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..net.limits import KernelLimits, membership_reports, read_limits
 from ..net.poller import Poller
 from ..schema import Config, Listener, Metrics
 from . import echopath
+from .delayed import DelayedReplies
 from .logsetup import set_level
 from .mping import MpingListener
 from .notify import Notifier
@@ -56,6 +57,7 @@ class Daemon:
         self.hostname = socket.gethostname()
         self.drop_log = RateLimitedLog(logging.getLogger("mcast_echo.drops"))
         self.paths = echopath.Paths()
+        self.delayed = DelayedReplies()  # echoes held for a probe's --spread, by due time
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
@@ -100,7 +102,8 @@ class Daemon:
     def _start_responder(self, listener: Listener, now: float,
                          interfaces: mcast.InterfaceSnapshot) -> GroupResponder:
         """Open, bind and (try to) join; the caller adds it to self.responders."""
-        responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths)
+        responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths,
+                                   self.delayed)
         try:
             responder.open(self.limits)
             responder.sync(now, interfaces)
@@ -181,11 +184,15 @@ class Daemon:
                     log.debug("status: %s", line)  # the counters in the foreground too
                     next_status = now + self.config.status_interval
                 next_due = min(next_watchdog, next_check, next_status)
-            for ready in wait(next_due - now):
+            delayed = self.delayed
+            timeout = min(next_due, delayed.next_due) - now if delayed else next_due - now
+            for ready in wait(timeout):
                 if ready is None:
                     _drain(self._wakeup[0])
                 else:
                     ready.on_readable()
+            if delayed:  # --spread echoes that are due (none held: one len() per wake-up)
+                delayed.send_due(time.monotonic())
 
     def _check_memberships(self, now: float) -> None:
         interfaces = mcast.InterfaceSnapshot()  # one look at the interfaces per round
@@ -373,6 +380,9 @@ class Daemon:
                     text += f"; and {len(waiting) - 5} more waiting"
         if self.mping is not None:
             text += f"; {self.mping.status()}"
+        spread = self.delayed.status()
+        if spread:
+            text += f"; {spread}"
         if self.reload_problem:
             text += f" | {self.reload_problem}"
         return text

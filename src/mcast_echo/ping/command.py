@@ -204,7 +204,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         wait=args.wait, deadline=getattr(args, "deadline", None), expect=args.expect,
         quiet=args.quiet, json=args.json, numeric=getattr(args, "numeric", False),
         timestamps=getattr(args, "timestamps", False), config=config,
-        textfile=getattr(args, "prometheus_textfile", None))
+        textfile=getattr(args, "prometheus_textfile", None),
+        spread=getattr(args, "spread", 0))
     return settings
 
 

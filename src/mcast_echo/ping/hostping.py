@@ -69,6 +69,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     if args.size is not None:
         raise UsageError(f"-s sets the size of mcast-echo probes; {protocol} requests have "
                          "their own: drop -s")
+    if getattr(args, "spread", 0):
+        raise UsageError(f"--spread is carried in mcast-echo probes; {protocol} requests "
+                         "cannot ask for it: drop --spread")
     try:
         host_text, port = parse_host(args.target)
     except argparse.ArgumentTypeError as err:

@@ -178,7 +178,7 @@ class Pinger:
     def request(self, seq: int, sent_ns: int) -> bytes:
         """The datagram to send as probe *seq* (subclasses speak other dialects)."""
         return probe.build_probe(self.session, seq, sent_ns, self.settings.size,
-                                 sent_ttl=self.settings.ttl)
+                                 sent_ttl=self.settings.ttl, spread_ms=self.settings.spread)
 
     def send(self) -> None:
         seq = self.next_seq
@@ -286,14 +286,14 @@ class Pinger:
     def answer_reserve(self) -> float:
         """Seconds a probe needs for its answer, which -w keeps free before the deadline:
         an interval (the wait a probe gets within the run), or twice the slowest answer
-        so far when that is longer (as ping(8) waits two RTTs)."""
-        return max(self.settings.interval, 2 * self.slowest_ns / 1e9)
+        so far when that is longer (as ping(8) waits two RTTs), plus the --spread delay."""
+        return max(self.settings.interval, 2 * self.slowest_ns / 1e9) + self.settings.spread_s
 
     def last_chance(self, due: float, now: float, hard_end: float) -> bool:
         """May a probe due at *due* (sent *now*) go out before -w? Only when its answer can
         come back by then: the final probe is held back, never sent to be counted lost."""
         return (due + self.answer_reserve() <= hard_end + SCHEDULE_SLACK
-                and now + 2 * self.slowest_ns / 1e9 < hard_end)
+                and now + 2 * self.slowest_ns / 1e9 + self.settings.spread_s < hard_end)
 
     def loop(self, interrupts: Interrupts, started: Optional[float] = None) -> None:
         settings = self.settings
@@ -323,7 +323,9 @@ class Pinger:
                         next_send = now
                     if settings.count is not None and self.next_seq >= settings.count:
                         sending = False
-                        end_at = min(now + settings.wait, hard_end or float("inf"))
+                        # the wait covers the responders' --spread delay too
+                        end_at = min(now + settings.wait + settings.spread_s,
+                                     hard_end or float("inf"))
                 if end_at is not None and now >= end_at:
                     return
                 now = time.monotonic()

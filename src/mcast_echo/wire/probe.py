@@ -36,8 +36,12 @@ PROBE_VERSION = 1
 # verbatim). 0x02 asks for the trailer in the probe's own room.
 FLAG_LEGACY_TRAILER = 0x01
 FLAG_WANT_TRAILER = 0x02
-# magic, version, flags, sent TTL, reserved, session, sequence, send time (ns), probe length
-_HEADER_FIELDS = struct.Struct("!4sBBBxIIQI")
+# magic, version, flags, sent TTL, spread (ms), session, sequence, send time (ns), length
+_HEADER_FIELDS = struct.Struct("!4sBBBBIIQI")
+# `ping --spread MS`: each responder delays its echo by 0..MS ms, drawn afresh per reply.
+# One byte of the header (the first release's reserved 0): 255 ms at most.
+MAX_SPREAD_MS = 255
+SPREAD_OFFSET = 7
 _CRC = struct.Struct("!I")
 HEADER_SIZE = _HEADER_FIELDS.size + _CRC.size  # 32: the smallest probe
 
@@ -82,6 +86,7 @@ class Header(NamedTuple):
     seq: int
     send_time_ns: int  # the sender's CLOCK_REALTIME when it sent the probe
     length: int  # the probe's size in bytes, header and padding included
+    spread_ms: int = 0  # delay each echo by 0..spread_ms ms (ping --spread)
 
 
 class Trailer(NamedTuple):
@@ -124,6 +129,11 @@ def with_trailer(data: bytes, arrival: Arrival) -> bytes:
         return data[: len(data) - len(trailer)] + trailer
     except Exception:  # a peer's bytes or odd Arrival values must never stop the responder
         return data
+
+
+def spread_of(data: bytes) -> int:
+    """The delay range (ms) a probe asks for; only for one ``with_trailer`` found valid."""
+    return data[SPREAD_OFFSET]
 
 
 def _utf8(value: object, limit: int) -> bytes:
@@ -190,12 +200,14 @@ def padding(seq: int, start: int, end: int) -> bytes:
 
 
 def build_probe(session: int, seq: int, send_time_ns: int, size: int, sent_ttl: int = 0,
-                flags: int = FLAG_WANT_TRAILER) -> bytes:
+                flags: int = FLAG_WANT_TRAILER, spread_ms: int = 0) -> bytes:
     """A probe of exactly *size* bytes (HEADER_SIZE..MAX_UDP_PAYLOAD)."""
     if not HEADER_SIZE <= size <= MAX_UDP_PAYLOAD:
         raise ValueError(f"probe size {size} is out of range {HEADER_SIZE}..{MAX_UDP_PAYLOAD}")
-    fields = _HEADER_FIELDS.pack(PROBE_MAGIC, PROBE_VERSION, flags, sent_ttl, session, seq,
-                                 send_time_ns, size)
+    if not 0 <= spread_ms <= MAX_SPREAD_MS:
+        raise ValueError(f"spread {spread_ms} ms is out of range 0..{MAX_SPREAD_MS}")
+    fields = _HEADER_FIELDS.pack(PROBE_MAGIC, PROBE_VERSION, flags, sent_ttl, spread_ms,
+                                 session, seq, send_time_ns, size)
     return fields + _CRC.pack(zlib.crc32(fields)) + padding(seq, HEADER_SIZE, size)
 
 
@@ -207,9 +219,9 @@ def parse_header(data: bytes) -> Optional[Header]:
     (crc,) = _CRC.unpack_from(data, _HEADER_FIELDS.size)
     if zlib.crc32(fields) != crc:
         return None
-    _magic, _version, flags, sent_ttl, session, seq, send_time_ns, length = (
+    _magic, _version, flags, sent_ttl, spread_ms, session, seq, send_time_ns, length = (
         _HEADER_FIELDS.unpack(fields))
-    return Header(flags, sent_ttl, session, seq, send_time_ns, length)
+    return Header(flags, sent_ttl, session, seq, send_time_ns, length, spread_ms)
 
 
 def parse_trailer(data: bytes) -> Optional[Trailer]:
