@@ -78,6 +78,14 @@ def test_a_deadline_run_on_a_lossless_link_loses_nothing(responder, tmp_path, de
     assert 0 < found["mcast_echo_probe_duration_seconds"] <= float(deadline)
 
 
+def test_a_deadline_shorter_than_the_interval_still_sends_one_probe(responder):
+    done = ping("-w", "0.5", "-i", "1", "--json")
+    out, err = done.communicate(timeout=30)
+    document = json.loads(out)
+    assert document["transmitted"] == 1 and document["responders"][0]["received"] == 1, err
+    assert document["duration_s"] <= 0.5
+
+
 def test_a_count_with_a_deadline_keeps_sending_every_probe(responder):
     """-c N: the count decides what is sent, as before; -w only ends the run."""
     done = ping("-c", "3", "-i", "0.2", "-w", "5", "--json")
@@ -275,3 +283,19 @@ def test_held_replies_leave_by_due_time_and_the_heap_is_bounded():
         assert sorted(into.recv(100) for _ in range(2)) == [b"first", b"second"]
         assert (sink.echoed, sink.echoed_bytes, held.delayed) == (2, 11, 2)
     assert all(0 <= held.delay(1000) <= 0.255 for _ in range(100))  # capped at 255 ms
+
+
+def test_spread_echoes_to_the_group_too(responder, tmp_path):
+    """reply: both (the plain path): the held echo goes both ways, delayed once, and the
+    RTTs of both stay the network's."""
+    host, _daemon = responder
+    config = tmp_path / "both.yaml"
+    config.write_text(f"group: {GROUP}\nport: 9997\ninterface: eth0\nreply: both\n")
+    with DaemonProcess(config, host=host) as daemon:
+        daemon.wait_for("ready:")
+        done = ping("-p", "9997", "-c", "5", "-i", "0.05", "-W", "0.01", "--spread", "100",
+                    "--json")
+        out, err = done.communicate(timeout=30)
+    [only] = json.loads(out)["responders"]
+    assert (only["via"], only["received"], only["copies"]) == ("both", 5, 5), err
+    assert only["rtt_ms"]["max"] < 20, only["rtt_ms"]

@@ -309,9 +309,10 @@ class Pinger:
             while not interrupts.requested:
                 now = time.monotonic()
                 if (sending and now >= next_send and settings.count is None
-                        and hard_end is not None
+                        and hard_end is not None and self.next_seq > 0
                         and not self.last_chance(next_send, now, hard_end)):
                     sending = False  # -w: no probe that cannot get its answer in time
+                    # (the first always goes, as ping(8)'s: -w shorter than -i is one probe)
                 if sending and now >= next_send:
                     self.send()
                     if self.next_seq == 1 and not settings.json:  # after the first send,
