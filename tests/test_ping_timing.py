@@ -299,3 +299,31 @@ def test_spread_echoes_to_the_group_too(responder, tmp_path):
     [only] = json.loads(out)["responders"]
     assert (only["via"], only["received"], only["copies"]) == ("both", 5, 5), err
     assert only["rtt_ms"]["max"] < 20, only["rtt_ms"]
+
+
+def test_held_echoes_keep_the_rate_limit_and_the_probe_s_size(responder, tmp_path):
+    """20 probes asking for a spread, from one source whose rate limit admits a burst of 3:
+    3 echoes come back, each exactly its probe's size; the rest are dropped, never held."""
+    host, _daemon = responder
+    config = tmp_path / "limited.yaml"
+    config.write_text(f"group: {GROUP}\nport: 9996\ninterface: eth0\n"
+                      "rate_limit: {rate: 1, burst: 3}\n")
+    with DaemonProcess(config, host=host) as daemon, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        daemon.wait_for("ready:")
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
+        sizes = [192 + n for n in range(20)]
+        for seq, size in enumerate(sizes):
+            sock.sendto(probe.build_probe(11, seq, time.time_ns(), size, spread_ms=100),
+                        (GROUP, 9996))
+        sock.settimeout(1.0)
+        echoes = []
+        try:
+            while True:
+                echoes.append(sock.recv(65535))
+        except socket.timeout:
+            pass
+    assert len(echoes) == 3, len(echoes)
+    for data in echoes:
+        echo = probe.check_echo(data, 11)
+        assert echo is not None and echo.intact and len(data) == sizes[echo.header.seq]
