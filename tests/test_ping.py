@@ -189,6 +189,7 @@ def test_sizes_from_the_bare_header_to_the_udp_maximum(site3, size):
 def test_small_probes_show_addresses_only_and_say_why(site3):
     done = ping("-c", "1", *FAST, "-s", "32")
     assert "(at 32 bytes a probe has no room for the responder's identity" in done.stdout
+    assert "(at 32 bytes a probe has no room for the responder's residence time" in done.stdout
     assert "32 bytes from 10.77.0.2: seq=0 time=" in done.stdout
     done = ping("-c", "1", *FAST, "-s", "100")
     assert "(at 100 bytes a responder's names may be cut to fit" in done.stdout

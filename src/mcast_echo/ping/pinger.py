@@ -360,6 +360,10 @@ class Pinger:
             line += (f"\n(at {s.size} bytes a responder's names may be cut to fit: an echo is "
                      f"never larger than its probe; -s {probe.WHOLE_NAMES_PROBE} or more "
                      f"fits any)")
+        if s.size < probe.RESIDENCE_PROBE:
+            line += (f"\n(at {s.size} bytes a probe has no room for the responder's residence "
+                     f"time: RTTs include the responder's own time; -s {probe.RESIDENCE_PROBE} "
+                     "or more takes it off)")
         return line
 
     def _settle_names(self, wait: float) -> None:
