@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import socket
 import struct
+import time
 
 import pytest
 
@@ -45,6 +46,7 @@ def group_socket() -> socket.socket:
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_MULTICAST_ALL, 0)
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_PKTINFO, 1)
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_RECVTTL, 1)
+    sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
     sock.bind((GROUP, 9998))
     mreq = struct.pack("=4s4si", socket.inet_aton(GROUP), socket.inet_aton("0.0.0.0"),
                        socket.if_nametoindex("lo"))
@@ -67,7 +69,9 @@ def test_a_batch_receives_lengths_peers_and_ancillary_data_and_echoes_them():
         for i, payload in enumerate(payloads):
             assert batch.payload(i, len(payload)) == payload
             assert batch.peer(i) == ("127.0.0.1", port)
-            assert batch.ancillary(i) == (socket.if_nametoindex("lo"), 7)
+            ifindex, ttl, received_ns = batch.ancillary(i)
+            assert (ifindex, ttl) == (socket.if_nametoindex("lo"), 7)
+            assert received_ns is not None and abs(time.time_ns() - received_ns) < 60e9
         assert set(batch.first_octets[:count]) == {127}
         batch.send_lengths[:count] = batch.lengths[:count]
         assert batch.send(server.fileno(), 0, count) == (count, 0)
@@ -96,9 +100,9 @@ def test_the_port_views_find_every_datagram_from_port_0():
 def test_cmsg_walk_stops_at_a_bad_length():
     buffer = bytearray(64)
     struct.pack_into("@Nii", buffer, 0, 3, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too short
-    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None)
+    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None, None)
     struct.pack_into("@Nii", buffer, 0, 1000, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too long
-    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None)
+    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None, None)
 
 
 def test_the_counters_are_logged_in_the_foreground_and_at_stop(write_config):

@@ -58,8 +58,8 @@ def start(host, write_config, sink, text: str) -> DaemonProcess:
 # ------------------------------------------------------------------ the fuzz corpus
 
 def trailer_size(hostname: str, ifname: str = "eth0", group: str = GROUP) -> int:
-    """docs/protocol.md: 17 fixed bytes, then three length-prefixed names."""
-    return 17 + 3 + len(hostname) + len(ifname) + len(group)
+    """docs/protocol.md: 17 fixed bytes, three length-prefixed names, the residence time."""
+    return 17 + 3 + len(hostname) + len(ifname) + len(group) + 8
 
 
 def gets_trailer(data: bytes) -> bool:

@@ -136,7 +136,8 @@ def test_json_holds_the_documented_fields(site3, client_config):
         "group": GROUP, "port": PORT, "interface": None, "source": None, "count": 4,
         "interval": 0.05, "size": 1400, "ttl": 5, "loopback": True, "wait": 0.5,
         "deadline": None, "expect": 3, "config": client_config,
-        "protocol": "mcast-echo", "host": None, "session": document["settings"]["session"]}
+        "protocol": "mcast-echo", "host": None, "spread": 0,
+        "session": document["settings"]["session"]}
     assert len(document["settings"]["session"]) == 8
     assert (document["transmitted"], document["send_errors"]) == (4, 0)
     assert (document["responder_count"], document["expect"], document["ok"]) == (3, 3, True)
@@ -152,8 +153,8 @@ def test_json_holds_the_documented_fields(site3, client_config):
     assert set(b) == {"address", "port", "dns_name", "wrong_source_port", "name", "interface",
                       "group", "hops", "arrival_ttl", "reply_ttl", "via", "transmitted",
                       "received", "duplicates", "truncated", "corrupted", "without_trailer",
-                      "group_echoes", "copies", "loss_percent", "rtt_ms", "local", "group_path",
-                      "group_loss_percent", "counted"}
+                      "group_echoes", "copies", "impossible_residence", "loss_percent",
+                      "rtt_ms", "local", "group_path", "group_loss_percent", "counted"}
     assert (b["via"], b["group_echoes"], b["copies"], b["dns_name"]) == ("unicast", 0, 0, None)
     assert (b["local"], b["group_path"], b["group_loss_percent"], b["counted"]) == (
         False, False, None, True)
@@ -164,8 +165,9 @@ def test_json_holds_the_documented_fields(site3, client_config):
     assert (b["transmitted"], b["received"], b["loss_percent"]) == (4, 4, 0.0)
     assert (b["duplicates"], b["truncated"], b["corrupted"], b["without_trailer"]) == (0, 0, 0, 0)
     rtt = b["rtt_ms"]
-    assert set(rtt) == {"min", "avg", "max", "mdev"}
+    assert set(rtt) == {"min", "avg", "max", "mdev", "p50"}
     assert 0 < rtt["min"] <= rtt["avg"] <= rtt["max"] < 1000
+    assert rtt["min"] <= rtt["p50"] <= rtt["max"]
 
 
 @pytest.mark.parametrize("size", [
@@ -190,6 +192,7 @@ def test_sizes_from_the_bare_header_to_the_udp_maximum(site3, size):
 def test_small_probes_show_addresses_only_and_say_why(site3):
     done = ping("-c", "1", *FAST, "-s", "32")
     assert "(at 32 bytes a probe has no room for the responder's identity" in done.stdout
+    assert "(at 32 bytes a probe has no room for the responder's residence time" in done.stdout
     assert "32 bytes from 10.77.0.2: seq=0 time=" in done.stdout
     done = ping("-c", "1", *FAST, "-s", "100")
     assert "(at 100 bytes a responder's names may be cut to fit" in done.stdout

@@ -353,4 +353,4 @@ def test_one_sample_has_no_deviation():
     rtt = pingreport.RttStats()
     assert rtt.as_ms() is None
     rtt.add(123_456)
-    assert rtt.as_ms() == {"min": 0.123, "avg": 0.123, "max": 0.123, "mdev": 0.0}
+    assert rtt.as_ms() == {"min": 0.123, "avg": 0.123, "max": 0.123, "mdev": 0.0, "p50": 0.123}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 import zlib
+from time import time_ns
 
 import pytest
 
@@ -67,7 +68,8 @@ def test_trailer_fills_the_room_the_probe_reserves():
     assert echo[: 100 - size] == sent[: 100 - size]
     assert echo[100 - size : 100 - size + 4] == b"MCET"
     trailer = probe.parse_trailer(echo[100 - size :])
-    assert trailer == probe.Trailer("host-b", "eth1", "224.3.29.71", 63, ARRIVAL.recv_time_ns)
+    assert trailer == probe.Trailer("host-b", "eth1", "224.3.29.71", 63, ARRIVAL.recv_time_ns,
+                                    0)  # the residence time's room, not stamped yet
     checked = probe.check_echo(echo, SESSION)
     assert checked is not None and checked.intact and checked.trailer == trailer
 
@@ -88,7 +90,8 @@ def test_an_echo_is_never_larger_than_its_probe(size, hostname):
 
 def test_names_are_cut_on_a_character_boundary():
     arrival = Arrival("é" * 40, "eth1", "224.3.29.71", 63, 1)
-    room = probe.MIN_TRAILER_SIZE + len("224.3.29.71") + len("eth1") + 5  # 2.5 characters
+    room = (probe.MIN_TRAILER_SIZE + probe.RESIDENCE_SIZE + len("224.3.29.71") + len("eth1")
+            + 5)  # 2.5 characters
     trailer = probe.parse_trailer(probe.encode_trailer(arrival, room))
     assert trailer.hostname == "éé"
 
@@ -140,10 +143,59 @@ def test_with_trailer_never_raises_on_random_or_mangled_input():
 
 
 def test_a_later_trailer_version_with_more_fields_still_parses():
-    trailer = bytearray(probe.encode_trailer(ARRIVAL)) + b"\x07extra"
+    """New fields go after the group; the residence time stays the last 8 bytes."""
+    known = probe.encode_trailer(ARRIVAL)
+    trailer = bytearray(known[:-8] + b"\x07extra" + struct.pack("!Q", 1234))
     trailer[4] = 2
     struct.pack_into("!H", trailer, 6, len(trailer))
-    assert probe.parse_trailer(bytes(trailer)).hostname == "host-b"
+    parsed = probe.parse_trailer(bytes(trailer))
+    assert (parsed.hostname, parsed.group, parsed.residence_ns) == ("host-b", "224.3.29.71", 1234)
+
+
+def test_the_residence_time_is_stamped_into_the_echo_s_last_bytes():
+    """Issue 19.2: T3 - T2 in the probe's own room; the echo keeps the probe's length."""
+    sent = a_probe(192)
+    echo = probe.with_trailer(sent, ARRIVAL)
+    stamped, stated = probe.stamp_residence(echo, time_ns() - 5_000_000)
+    assert len(stamped) == len(sent) and stamped[:-8] == echo[:-8]
+    residence = probe.check_echo(stamped, SESSION).trailer.residence_ns
+    assert 5_000_000 <= residence == stated < 5_000_000 + 10**9
+    buffer = bytearray(echo)
+    assert probe.pack_residence(buffer, len(buffer), 1_000, 4_000) == 3_000
+    assert probe.check_echo(bytes(buffer), SESSION).trailer.residence_ns == 3_000
+    probe.pack_residence(buffer, len(buffer), 9_000, 4_000)  # a clock step back: never < 0
+    assert probe.check_echo(bytes(buffer), SESSION).trailer.residence_ns == 0
+
+
+def test_a_probe_with_room_for_the_names_only_has_no_residence_time():
+    for size, residence in ((probe.MIN_TRAILER_PROBE, None),
+                            (probe.RESIDENCE_PROBE - 1, None), (probe.RESIDENCE_PROBE, 0)):
+        trailer = probe.check_echo(probe.with_trailer(a_probe(size), ARRIVAL), SESSION).trailer
+        assert trailer is not None and trailer.residence_ns == residence, size
+
+
+def test_a_first_release_trailer_without_a_residence_time_still_parses():
+    old = bytearray(probe.encode_trailer(ARRIVAL)[:-8])
+    old[5] &= ~probe.TRAILER_RESIDENCE
+    struct.pack_into("!H", old, 6, len(old))
+    parsed = probe.parse_trailer(bytes(old))
+    assert (parsed.hostname, parsed.residence_ns) == ("host-b", None)
+
+
+def test_the_rtt_is_the_round_trip_less_the_residence_time_never_negative():
+    from mcast_echo.ping.pinger import network_rtt
+
+    def echo(residence):
+        trailer = probe.Trailer("h", "", "", None, 0, residence)
+        return probe.Echo(probe.Header(0, 0, 0, 0, 0, 64), trailer, False, False)
+
+    assert network_rtt(900_000, echo(600_000)) == (300_000, None)
+    assert network_rtt(900_000, echo(None)) == (900_000, None)  # a plain echo: raw
+    assert network_rtt(900_000, echo(900_001)) == (900_000, 900_001)  # impossible: raw
+    stats = pingreport.RttStats()
+    for rtt in (5, 1, 3, 2, 4):
+        stats.add(rtt * 1_000_000)
+    assert stats.as_ms()["p50"] == 3.0
 
 
 def test_check_echo_flags_truncation_corruption_and_strangers():
@@ -180,7 +232,7 @@ def test_stats_count_duplicates_and_compute_rtt_like_ping():
     assert stats.record(echo_of(1), 3_000_000, 64, 64)
     assert not stats.record(echo_of(1), 5_000_000, 64, 64)  # DUP!
     assert (stats.received, stats.duplicates) == (2, 1)
-    assert stats.rtt_ms() == {"min": 1.0, "avg": 2.0, "max": 3.0, "mdev": 1.0}
+    assert stats.rtt_ms() == {"min": 1.0, "avg": 2.0, "max": 3.0, "mdev": 1.0, "p50": 2.0}
     assert stats.loss_percent(4) == 50.0
     assert stats.identity() == "10.0.0.2 (host-b, eth1) hops=1"
     assert stats.summary_line(4) == (

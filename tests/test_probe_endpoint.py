@@ -82,7 +82,7 @@ def test_a_probe_of_a_served_group_answers_with_probe_success(host, write_config
     other = DaemonProcess(other_config)
     try:
         other.wait_for("ready:")
-        status, body = fetch(host, f"/probe?group={GROUP}&count=2&expect=1")
+        status, body = fetch(host, f"/probe?group={GROUP}&count=2&expect=1&spread=50")
         assert status == 200, body
         found = samples(body)
         assert found["probe_success"][0].value == 1
@@ -101,6 +101,7 @@ def test_a_probe_of_a_served_group_answers_with_probe_success(host, write_config
     ("group=239.99.9.9", 403),  # not a group the daemon serves: never probed
     (f"group={GROUP}&port=5001", 403),
     (f"group={GROUP}&count=50", 400),
+    (f"group={GROUP}&spread=256", 400),  # ping --spread's range: 0..255 ms
     ("group=not-an-address", 400),
     (f"group={GROUP}&interface=eth0;rm", 400),
     (f"group={GROUP}&evil=1", 400),

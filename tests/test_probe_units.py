@@ -85,13 +85,14 @@ def test_the_service_runs_ping_as_documented():
     argv = start.split()
     assert argv[:3] == ["ExecStart=/usr/bin/mcast-echo", "ping", "-q"]
     for option, value in (("-c", "$PROBE_COUNT"), ("--expect", "$PROBE_EXPECT"),
+                          ("--spread", "$PROBE_SPREAD"),
                           ("--prometheus-textfile", "/run/mcast-echo-probe/mcast-echo.prom")):
         assert argv[argv.index(option) + 1] == value, option
     # every variable the unit reads is documented (and set) in the shipped defaults
     used = set(re.findall(r"\$(PROBE_\w+)", start))
     documented = set(re.findall(r"^(PROBE_\w+)=", DEFAULTS.read_text(), re.M))
     assert used == documented == {"PROBE_TARGET", "PROBE_COUNT", "PROBE_EXPECT",
-                                  "PROBE_OPTIONS"}
+                                  "PROBE_SPREAD", "PROBE_OPTIONS"}
     # a run ends (-w) well within its minute and its timeout
     assert argv[argv.index("-w") + 1] == "40" and "TimeoutStartSec=50" in lines
     [publish] = [line for line in lines if line.startswith("ExecStopPost=")]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -50,6 +51,10 @@ WARMUP = 0.3
 LOSS_TIMEOUT_MS = 200  # a datagram not back by then is lost; far above any round trip here
 RTT_CAP = 200_000
 RSS_POLL = 0.1
+# `mcast-echo ping` against each responder, one probe in flight (issue 19.2): the RTTs it
+# reports, so that the daemon's residence time is seen to come off.
+PING_PROBES = ("-c", "150", "-i", "0.01", "-W", "0.5", "-n")
+_REPLY_TIME = re.compile(r"time=([0-9.]+) ms")
 # The daemon through its real config and code path, policy on: nothing is refused. It
 # has BENCH_GROUPS groups joined (issue 9: the figures must hold with 1,000), the measured
 # one first; the others are idle; and its Prometheus endpoint on (issue 11: the figures
@@ -226,6 +231,22 @@ class Bench:
                                f"{stderr.strip()}")
         return json.loads(stdout.strip().splitlines()[-1]), peak
 
+    def ping(self) -> dict:
+        """`mcast-echo ping -c 150 -i 0.01` from the generator's CPU: the median of the
+        RTTs its reply lines show (µs), and how many it showed."""
+        cmd = [sys.executable, "-m", "mcast_echo", "ping", GROUP, "-p", str(PORT),
+               "-I", IFNAME, *PING_PROBES]
+        try:
+            done = subprocess.run(pinned(cmd, self.load_cpu), capture_output=True, text=True,
+                                  timeout=30)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("mcast-echo ping did not end within 30 s") from None
+        rtts = sorted(float(ms) * 1000 for ms in _REPLY_TIME.findall(done.stdout))
+        if not rtts:
+            raise RuntimeError(f"mcast-echo ping showed no RTT ({done.returncode}): "
+                               f"{done.stderr.strip()[-200:]}")
+        return {"p50_us": rtts[len(rtts) // 2], "replies": len(rtts)}
+
     def one_run(self, spec: Spec, flood: bool) -> dict:
         """Start *spec*, measure it, stop it; one run's figures."""
         responder = Responder(self.command(spec), spec.env, self.responder_cpu)
@@ -240,6 +261,7 @@ class Bench:
                                                            responder.pid)
                 peak = max(peak, seen)
             result["rtt64"], _ = self.cload("rtt", 64, responder.pid)
+            result["ping"] = self.ping()
             if flood:  # as fast as the generator can send, echoes never read
                 result["flood64"], seen = self.cload("oneway", 64, responder.pid,
                                                      responder.pid)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections import Counter
-from typing import Optional
+from typing import Any, Optional
 
 from ..net import mmsg
 from ..wire import probe
@@ -19,6 +20,7 @@ from .sendguard import SendGuard
 
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
+HELD = "held"  # a probe's echo handed to delayed.py for its --spread: not sent with the batch
 
 
 class BatchPath:
@@ -183,24 +185,55 @@ class BatchPath:
             for i in passed:
                 if sources[i] in unresolved and i not in drops:
                     drops[i] = "unresolved"
-        if asking:
-            self._trailers(asking, drops, responder)
+        stamps = self._trailers(asking, drops, responder) if asking else None
         if drops:
             self._log_drops(drops, responder)
-        self._send(fd, count, drops, responder)
+        unsent: Optional[dict[int, str]] = drops
+        if stamps and HELD in stamps.values():  # echoes held for --spread: not sent now
+            unsent = {**drops, **{i: HELD for i, at in stamps.items() if at is HELD}}
+        self._send(fd, count, unsent, responder, stamps)
 
     def _trailers(self, asking: list[int], drops: Optional[dict[int, str]],
-                  responder: EchoSink) -> None:
+                  responder: EchoSink) -> Optional[dict[int, Any]]:
+        """Write the trailer of each probe that asks; {index: kernel receive time} of those
+        whose residence time _send stamps, HELD for those handed to delayed.py for their
+        --spread (None when there are neither)."""
         batch = self.batch
+        stamps: Optional[dict[int, Any]] = None
         for i in asking:
             if drops and i in drops:
                 continue
             length = batch.lengths[i]
             data = batch.payload(i, length)
             if probe.wants_trailer(data):
-                echo = probe.with_trailer(data, responder.arrival(*batch.ancillary(i)))
+                ifindex, ttl, received_ns = batch.ancillary(i)
+                if received_ns is None:  # no kernel timestamp: the residence starts now
+                    received_ns = time.time_ns()
+                echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, received_ns))
                 if echo is not data and len(echo) == length:
+                    residence = length >= probe.RESIDENCE_PROBE
+                    spread = probe.spread_of(data)
+                    if spread and responder.sock is not None and responder.delayed.hold(
+                            spread, responder.sock, responder, echo,
+                            ((batch.peer(i), None),), received_ns if residence else None):
+                        stamps = stamps if stamps is not None else {}
+                        stamps[i] = HELD  # sent when due, and counted then
+                        continue
                     batch.set_payload(i, echo)
+                    if residence:
+                        stamps = stamps if stamps is not None else {}
+                        stamps[i] = received_ns
+        return stamps
+
+    def _stamp(self, stamps: dict[int, Any], start: int, end: int) -> list[int]:
+        """T3 for the echoes start..end-1 that carry a residence time: one clock read,
+        then nothing but packing it, then the caller's sendmmsg. The residence times."""
+        payloads, lengths = self.batch.payloads, self.batch.lengths
+        now_ns = time.time_ns()
+        return [probe.pack_residence(payloads, i * mmsg.PAYLOAD_STRIDE + lengths[i],
+                                     received_ns, now_ns)
+                for i, received_ns in stamps.items()
+                if start <= i < end and received_ns is not HELD]
 
     def _log_drops(self, drops: dict[int, str], responder: EchoSink) -> None:
         """Count every drop, but word a log line only for the first of each reason."""
@@ -221,8 +254,12 @@ class BatchPath:
                 responder.drop(reason, totals[reason], DROP_TEXT[reason], *peer)
 
     def _send(self, fd: int, count: int, drops: Optional[dict[int, str]],
-              responder: EchoSink) -> None:
-        """sendmmsg over each run of consecutive admitted echoes (one run when none dropped)."""
+              responder: EchoSink, stamps: Optional[dict[int, Any]] = None) -> None:
+        """sendmmsg over each run of consecutive admitted echoes (one run when none dropped
+        or held back).
+
+        *stamps*: {index: kernel receive time} of the probes whose residence time goes in
+        their last 8 bytes, stamped with one clock read just before each sendmmsg."""
         start = 0
         while start < count:
             if drops:
@@ -234,7 +271,11 @@ class BatchPath:
             else:
                 end = count
             while start < end:
+                held = self._stamp(stamps, start, end) if stamps else None
                 sent, code = self.batch.send(fd, start, end - start)
+                if held:
+                    for residence_ns in held:
+                        responder.residence.observe(residence_ns)
                 responder.echoed += sent
                 responder.echoed_bytes += sum(self.batch.lengths[start:start + sent])
                 start += sent

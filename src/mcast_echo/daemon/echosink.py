@@ -10,21 +10,29 @@ real peer (port 0 included), then one of this host's own addresses arriving from
 network, then 'allow' (and an SSM listener's 'sources'), then a datagram the kernel
 cut or that is over max_datagram, then the rate limit, then an address the send guard
 holds back (sendguard.py: it does not resolve); then a probe that asks gets its
-identity trailer (probe.py), never making the echo larger. Nothing a peer sends can
-raise out of a path.
+identity trailer (probe.py), never making the echo larger, and its residence time:
+the kernel's receive time (SO_TIMESTAMPNS, read only for probes that ask) to the clock
+read just before the send that carries the echo. Nothing a peer sends can raise out of
+a path.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
+from ..net import mcast
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy
+from .residence import ResidenceHistogram
 from .sendguard import SendWatch
+
+if TYPE_CHECKING:
+    from .delayed import DelayedReplies
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -73,7 +81,37 @@ class EchoSink(Protocol):
     received_bytes: int
     echoed_bytes: int
     send_watch: SendWatch  # when the send guard looks at the socket's send queue next
+    residence: ResidenceHistogram
+    delayed: DelayedReplies  # echoes held for a probe's --spread (delayed.py)
+    sock: Optional[socket.socket]
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 
-    def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival: ...
+    def arrival(self, ifindex: Optional[int], ttl: Optional[int],
+                received_ns: int) -> probe.Arrival: ...
+
+
+def send_echo(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
+              responder: EchoSink, received_ns: Optional[int] = None) -> bool:
+    """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
+    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on.
+    With *received_ns*, the echo's residence time is stamped here, just before the send
+    (the plain path's echoes, and the ones held for --spread)."""
+    residence_ns = None
+    if received_ns is not None:
+        data, residence_ns = probe.stamp_residence(data, received_ns)
+    try:
+        if ifindex and len(address) == 2:
+            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
+                                   struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
+                          0, address)
+        else:
+            sock.sendto(data, address)
+    except OSError as e:
+        responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
+        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
+                       errno.errorcode.get(e.errno or 0, e))
+        return False
+    if residence_ns is not None:
+        responder.residence.observe(residence_ns)
+    return True

@@ -40,7 +40,12 @@ from prometheus_client import (
     ProcessCollector,
     make_wsgi_app,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .. import __version__
@@ -137,6 +142,7 @@ class DaemonCollector(Collector):
             if count is not None:
                 kernel.add_metric(labels, count)
         yield kernel
+        yield residence_family(listeners)
         ssmping = self._ssmping()
         if ssmping is not None:
             yield from _ssmping_families(ssmping)
@@ -206,6 +212,19 @@ def _ssmping_families(listener: MpingListener) -> Iterable[Metric]:
         if count is not None:
             kernel.add_metric([port, "ipv6" if handler.ipv6 else "ipv4"], count)
     yield kernel
+
+
+def residence_family(listeners: list[tuple[GroupResponder, list[str]]]) -> Metric:
+    """How long each listener held the probes it echoed (residence.py): probes only."""
+    family = HistogramMetricFamily(
+        "mcast_echo_residence_seconds",
+        "Time from the kernel's receipt of a probe to the send of its echo (T3 - T2, as "
+        "written into the echo); probes that ask for the trailer only.",
+        labels=LISTENER_LABELS)
+    for responder, labels in listeners:
+        histogram = responder.residence
+        family.add_metric(labels, histogram.cumulative(), histogram.sum_ns / 1e9)
+    return family
 
 
 def build_registry(responders: Callable[[], Sequence[GroupResponder]],

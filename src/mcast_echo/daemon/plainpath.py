@@ -6,21 +6,22 @@ where recvmmsg/sendmmsg cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 import struct
+import time
 from typing import Optional
 
 from ..net import mcast, mmsg
 from ..schema import Listener
 from ..wire import probe
-from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log
+from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log, send_echo
 from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
-# in_pktinfo + TTL, or in6_pktinfo + hop limit
-ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+# in_pktinfo + TTL, or in6_pktinfo + hop limit; and the kernel's receive time
+ANCILLARY_SPACE = (socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+                   + socket.CMSG_SPACE(mcast.TIMESPEC_SIZE))
 PLAIN_BATCH = 256  # datagrams per wake-up, so signals and timers are seen under a flood
 
 
@@ -64,12 +65,25 @@ class PlainPath:
             if refused is not None:
                 _drop(responder, refused, source, len(data))
                 continue
-            if probe.wants_trailer(data):
-                data = probe.with_trailer(data, responder.arrival(ifindex, ttl))
             if to_sender and unresolved and source_key(source[0]) in unresolved:
                 _drop(responder, "unresolved", source, len(data))  # sendguard.py
                 continue
-            if to_sender and not _send(sock, data, source, None, responder):
+            received_ns = None  # set: the echo's residence time is stamped at each send
+            spread = 0
+            if probe.wants_trailer(data):
+                kernel_ns = _received_ns(ancdata)
+                echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, kernel_ns))
+                if echo is not data:  # a valid probe
+                    spread = probe.spread_of(data)
+                    if len(echo) >= probe.RESIDENCE_PROBE:
+                        received_ns = kernel_ns
+                data = echo
+            if spread and not (to_group and source[1] == listener.port) \
+                    and responder.delayed.hold(spread, sock, responder, data,
+                                               _destinations(listener, source, ifindex),
+                                               received_ns):
+                continue  # sent when due (delayed.py), and counted then
+            if to_sender and not send_echo(sock, data, source, None, responder, received_ns):
                 continue
             if to_group:
                 if source[1] == listener.port:  # another responder's echo: never loop
@@ -77,8 +91,8 @@ class PlainPath:
                                    "port: not echoed to the group", *source[:2])
                     if not to_sender:
                         continue
-                elif not _send(sock, data, _group_address(listener, source, ifindex),
-                               ifindex, responder):
+                elif not send_echo(sock, data, _group_address(listener, source, ifindex),
+                                   ifindex, responder, received_ns):
                     continue
             responder.echoed += 1
             responder.echoed_bytes += len(data)
@@ -90,6 +104,15 @@ class PlainPath:
         return PLAIN_BATCH
 
 
+def _destinations(listener: Listener, source: tuple,
+                  ifindex: Optional[int]) -> tuple[tuple[tuple, Optional[int]], ...]:
+    """Where a probe's held echo goes (delayed.py), in the order the path sends them."""
+    to_sender = ((source, None),) if listener.reply != "group" else ()
+    if listener.reply == "unicast":
+        return to_sender
+    return (*to_sender, (_group_address(listener, source, ifindex), ifindex))
+
+
 def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) -> tuple:
     """Where a group echo goes: the group, on the sender's port (as ssmping does, so
     that responders on the group's port never see it), out of the arrival interface."""
@@ -98,31 +121,21 @@ def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) ->
     return (listener.group, source[1])
 
 
-def _send(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],
-          responder: EchoSink) -> bool:
-    """One echo out; a failure (ENOBUFS, EAGAIN, ECONNREFUSED, EPERM) is counted, not raised.
-    With *ifindex*, an IPv4 group echo leaves by the interface the datagram came in on."""
-    try:
-        if ifindex and len(address) == 2:
-            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
-                                   struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
-                          0, address)
-        else:
-            sock.sendto(data, address)
-    except OSError as e:
-        responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
-        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
-                       errno.errorcode.get(e.errno or 0, e))
-        return False
-    return True
-
-
 def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
     if reason == "size":
         responder.drop("size", 1, "datagram of %d bytes from %s:%d is above max_datagram "
                        "(%d); dropped", size, *source[:2], responder.listener.max_datagram)
     else:
         responder.drop(reason, 1, DROP_TEXT[reason], *source[:2])
+
+
+def _received_ns(ancdata: list) -> int:
+    """The kernel's receive time (SO_TIMESTAMPNS); now when it is missing. Probes only."""
+    for level, kind, payload in ancdata:
+        if (level == socket.SOL_SOCKET and kind == mcast.SO_TIMESTAMPNS
+                and len(payload) >= mcast.TIMESPEC_SIZE):
+            return mcast.timespec_ns(payload)
+    return time.time_ns()
 
 
 def _ancillary(ancdata: list) -> tuple[Optional[int], Optional[int]]:

@@ -2,7 +2,7 @@
 metrics, the way blackbox_exporter probes other protocols (it has no multicast prober).
 
 ``metrics: {listen: ..., probe: true}`` turns it on. A scrape such as
-``/probe?group=239.1.1.1&port=5000&interface=eth0&count=3&expect=2`` runs
+``/probe?group=239.1.1.1&port=5000&interface=eth0&count=3&expect=2&spread=100`` runs
 ``mcast-echo ping`` once from this host and answers with ``probe_success``,
 ``probe_duration_seconds`` and the per-responder series of the probe textfile
 (ping/textfile.py), so one scrape config with relabelling checks many groups from
@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 
 from ..net import ifaddr
 from ..schema import Listener
+from ..wire.probe import MAX_SPREAD_MS
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,11 @@ class ProbeRequest(NamedTuple):
     interface: Optional[str]
     count: int
     expect: int
+    spread: int = 0  # ms: responders delay each echo by 0..spread (ping --spread)
 
     @property
     def deadline(self) -> float:
-        return self.count * INTERVAL + WAIT + 2.0
+        return self.count * INTERVAL + WAIT + self.spread / 1000 + 2.0
 
 
 class Refused(Exception):
@@ -99,7 +101,7 @@ class Prober:
         except ValueError:
             raise Refused("400 Bad Request", f"more than {MAX_FIELDS} query fields") from None
         values = {key: items[-1] for key, items in fields.items()}
-        unknown = set(values) - {"group", "port", "interface", "count", "expect"}
+        unknown = set(values) - {"group", "port", "interface", "count", "expect", "spread"}
         if unknown:
             raise Refused("400 Bad Request", f"unknown parameter {sorted(unknown)[0][:20]!r}")
         try:
@@ -113,13 +115,17 @@ class Prober:
             port = int(values["port"]) if "port" in values else (ports[0] if ports else 0)
             count = int(values.get("count", DEFAULT_COUNT))
             expect = int(values.get("expect", 1))
+            spread = int(values.get("spread", 0))
         except ValueError:
-            raise Refused("400 Bad Request", "port, count and expect are integers") from None
+            raise Refused("400 Bad Request", "port, count, expect and spread are integers") \
+                from None
         if (group, port) not in served:
             raise Refused("403 Forbidden", f"{group} port {port} is not a group this "
                           "daemon serves: only configured listeners can be probed")
-        if not 1 <= count <= MAX_COUNT or not 0 <= expect <= MAX_EXPECT:
-            raise Refused("400 Bad Request", f"count is 1..{MAX_COUNT}, expect 0..{MAX_EXPECT}")
+        if (not 1 <= count <= MAX_COUNT or not 0 <= expect <= MAX_EXPECT
+                or not 0 <= spread <= MAX_SPREAD_MS):
+            raise Refused("400 Bad Request", f"count is 1..{MAX_COUNT}, expect 0..{MAX_EXPECT}, "
+                          f"spread 0..{MAX_SPREAD_MS} (ms)")
         interface = values.get("interface") or served[(group, port)].interface
         if interface == "all":
             interface = None
@@ -128,7 +134,7 @@ class Prober:
         if "interface" in values and interface is not None and not _is_local(interface):
             raise Refused("400 Bad Request", f"interface={interface} is neither an interface "
                           "nor an address of this host")
-        return ProbeRequest(group, port, interface, count, expect)
+        return ProbeRequest(group, port, interface, count, expect, spread)
 
     def _take_token(self) -> None:
         """One probe's share of the rate limit; Refused (429) when none is left."""
@@ -182,7 +188,7 @@ class Prober:
         command = [sys.executable, "-m", "mcast_echo", "ping", target,
                    "-c", str(request.count), "-i", str(INTERVAL), "-W", str(WAIT),
                    "-w", f"{request.deadline:g}", "-q", "-n", "--expect", str(request.expect),
-                   "--prometheus-textfile", path]
+                   "--spread", str(request.spread), "--prometheus-textfile", path]
         if request.interface:
             command += ["-I", request.interface]
         try:

@@ -20,9 +20,11 @@ from ..net.udpstats import socket_drops
 from ..schema import Listener
 from ..wire import probe
 from . import echopath
+from .delayed import DelayedReplies
 from .membership import Memberships
 from .policy import MAX_TRACKED_SOURCES, Policy
 from .ratelimit import RateLimitedLog
+from .residence import ResidenceHistogram
 from .sendguard import SendWatch
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
                  paths: Optional[echopath.Paths] = None,
                  interface_log: Optional[RateLimitedLog] = None,
-                 tracked_sources: int = MAX_TRACKED_SOURCES) -> None:
+                 tracked_sources: int = MAX_TRACKED_SOURCES,
+                 delayed: Optional[DelayedReplies] = None) -> None:
         """*tracked_sources*: this listener's share of the daemon's bound on rate-limited
         sources (policy.share_sources; the daemon sets it again when listeners change)."""
         self.listener = listener
@@ -52,6 +55,9 @@ class GroupResponder:
         self.echoed_bytes = 0
         self.send_watch = SendWatch()  # the send guard's state for the socket (sendguard.py)
         self.dropped: Counter[str] = Counter()
+        self.residence = ResidenceHistogram()  # how long probes stayed (residence.py)
+        # echoes held for a probe's --spread: the daemon's one heap, which its loop sends
+        self.delayed = delayed if delayed is not None else DelayedReplies()
 
     # ---------------------------------------------------------------- set-up
 
@@ -156,6 +162,7 @@ class GroupResponder:
         self.closed = True
         if self.sock is None:
             return
+        self.delayed.forget(self)  # its held echoes would go out of a closed socket
         self.memberships.leave_all(self.sock, self.listener)
         self.sock.close()
         self.sock = None
@@ -176,9 +183,10 @@ class GroupResponder:
         self.dropped[reason] += count
         self.drop_log.log(reason, logging.WARNING, message, *args)
 
-    def arrival(self, ifindex: Optional[int], ttl: Optional[int]) -> probe.Arrival:
+    def arrival(self, ifindex: Optional[int], ttl: Optional[int],
+                received_ns: int) -> probe.Arrival:
         ifname = mcast.interface_name(ifindex) if ifindex is not None else ""
-        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, time.time_ns(),
+        return probe.Arrival(self.hostname, ifname, self.listener.group, ttl, received_ns,
                              self.listener.reply != "unicast")
 
     # ---------------------------------------------------------------- reporting
@@ -207,6 +215,9 @@ class GroupResponder:
             text += f", kernel drops {kernel_drops}"
         if memberships.waiting:
             text += f"; waiting for {memberships.waiting}"
+        residence = self.residence.status()
+        if residence:
+            text += f"; {residence}"
         return text
 
 

@@ -5,8 +5,8 @@ selector); this loop acts on them, between batches of datagrams, so a flood
 never delays SIGTERM by more than one batch. Recorded signals are state, not a
 queue: any number of SIGHUPs before the loop looks is one reload, and a
 SIGTERM/SIGINT wins over a pending reload, so a signal storm costs at most one
-reload at a time. Timers (STATUS, WATCHDOG=1, membership checks) are due times
-checked on every pass.
+reload at a time. Timers (STATUS, WATCHDOG=1, membership checks, echoes held for a
+probe's --spread) are due times checked on every pass.
 
 The loop never waits on work that grows with the number of listeners (#18.8): a
 reload reads, diffs and binds in a thread (reloader.py); a round of membership
@@ -33,6 +33,7 @@ from ..net.poller import Poller
 from ..net.udpstats import socket_drops
 from ..schema import Config, Listener, Metrics
 from . import echopath, reloader
+from .delayed import DelayedReplies
 from .logsetup import set_level
 from .mping import MpingListener
 from .notify import Notifier
@@ -69,6 +70,7 @@ class Daemon:
         # listener (a host that adds and removes interfaces must not flood the log).
         self.interface_log = RateLimitedLog(logging.getLogger("mcast_echo.daemon.membership"))
         self.paths = echopath.Paths()
+        self.delayed = DelayedReplies()  # echoes held for a probe's --spread, by due time
         self.responders: list[GroupResponder] = []
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
@@ -124,7 +126,7 @@ class Daemon:
         """Open and bind (joins come after: open(), or the rounds of checks); the caller
         owns it. Safe in the reload thread: it touches nothing the loop uses."""
         responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths,
-                                   self.interface_log, share)
+                                   self.interface_log, share, self.delayed)
         try:
             responder.open(self.limits, time.monotonic())
         except OSError as e:
@@ -213,11 +215,15 @@ class Daemon:
                 next_due = min(next_watchdog, self._next_check, next_status)
             if chores:
                 self._run_chores(now + CHORE_SLICE)
-            for ready in wait(0 if chores else next_due - now):
+            delayed = self.delayed
+            due = min(next_due, delayed.next_due) if delayed else next_due
+            for ready in wait(0 if chores else due - now):
                 if ready is None:
                     _drain(self._wakeup[0])
                 else:
                     ready.on_readable()
+            if delayed:  # --spread echoes that are due (none held: one len() per wake-up)
+                delayed.send_due(time.monotonic())
 
     def _run_chores(self, until: float) -> None:
         """Advance the chores, oldest first, until the time *until* (monotonic)."""
@@ -484,6 +490,9 @@ class Daemon:
             kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in self.mping.sockets)
             if kernel_drops:
                 text += f", kernel drops {kernel_drops}"
+        spread = self.delayed.status()
+        if spread:
+            text += f"; {spread}"
         if self.reload_problem:
             text += f" | {self.reload_problem}"
         return text

@@ -37,6 +37,16 @@ IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 MCAST_JOIN_SOURCE_GROUP = 46
 MCAST_LEAVE_SOURCE_GROUP = 47
+# asm/socket.h: the kernel's receive time of each datagram, a timespec of CLOCK_REALTIME.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+TIMESPEC_SIZE = _TIMESPEC.size
+
+
+def timespec_ns(data: object, offset: int = 0) -> int:
+    """An SO_TIMESTAMPNS timespec as ns since 1970."""
+    seconds, nanoseconds = _TIMESPEC.unpack_from(data, offset)  # type: ignore[arg-type]
+    return seconds * 1_000_000_000 + nanoseconds
 
 ROUTE_FIX = "add a multicast route (ip route add 224.0.0.0/4 dev IFACE)"
 ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
@@ -198,6 +208,8 @@ def open_socket(listener: Listener, scope: int = 0) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        # The kernel's receive time: a probe's residence time starts there (wire/probe.py).
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         apply_options(sock, listener)
         sock.bind((listener.group, listener.port, 0, scope) if ipv6
                   else (listener.group, listener.port))

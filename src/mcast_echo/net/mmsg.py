@@ -32,8 +32,12 @@ import sys
 from ctypes import c_int, c_size_t, c_uint, c_uint32, c_void_p, sizeof
 from typing import Optional
 
+from .mcast import SO_TIMESTAMPNS, TIMESPEC_SIZE, timespec_ns
+
 NAME_SIZE = 32  # room for a sockaddr_in6 (28 bytes): the same buffers serve IPv6 later
-CONTROL_SIZE = 64  # in_pktinfo and TTL need CMSG_SPACE(12) + CMSG_SPACE(4) = 56 on 64-bit
+# The kernel's receive time, in_pktinfo and TTL: CMSG_SPACE(16) + CMSG_SPACE(12) +
+# CMSG_SPACE(4) = 88 on 64-bit (a cmsg that does not fit is cut, MSG_CTRUNC).
+CONTROL_SIZE = 96
 PAYLOAD_STRIDE = 65536  # above any IPv4 UDP payload: a datagram is never cut unseen
 RETRY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 # A sockaddr_in's first word, sin_family then sin_port, for source port 0 (family_ports).
@@ -173,8 +177,9 @@ class Batch:
         port = self.names[base + 2] << 8 | self.names[base + 3]
         return socket.inet_ntoa(bytes(self.names[base + 4 : base + 8])), port
 
-    def ancillary(self, index: int) -> tuple[Optional[int], Optional[int]]:
-        """(arrival interface index, arrival TTL) from IP_PKTINFO / IP_TTL, None if absent."""
+    def ancillary(self, index: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
+        """(arrival interface index, arrival TTL, the kernel's receive time in ns) from
+        IP_PKTINFO / IP_TTL / SO_TIMESTAMPNS, None if absent. Read only for probes."""
         length = struct.unpack_from("@N", self.recv_hdrs,
                                     index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
         return parse_ip_cmsgs(self.control, index * CONTROL_SIZE, min(length, CONTROL_SIZE))
@@ -197,9 +202,9 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 
 def parse_ip_cmsgs(buffer: bytearray, start: int,
-                   length: int) -> tuple[Optional[int], Optional[int]]:
-    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl)."""
-    ifindex = ttl = None
+                   length: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
+    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl, received_ns)."""
+    ifindex = ttl = received_ns = None
     offset, end = start, start + length
     while offset + _CMSG_HEADER.size <= end:
         cmsg_len, level, kind = _CMSG_HEADER.unpack_from(buffer, offset)
@@ -211,5 +216,8 @@ def parse_ip_cmsgs(buffer: bytearray, start: int,
                 ifindex = struct.unpack_from("=i", buffer, data)[0]
             elif kind == socket.IP_TTL:
                 ttl = struct.unpack_from("=i", buffer, data)[0]
+        elif (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+              and cmsg_len - _CMSG_HEADER.size >= TIMESPEC_SIZE):
+            received_ns = timespec_ns(buffer, data)
         offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
-    return ifindex, ttl
+    return ifindex, ttl, received_ns

@@ -206,7 +206,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         timestamps=getattr(args, "timestamps", False), config=config,
         textfile=getattr(args, "prometheus_textfile", None),
         ttl_from=None if args.ttl is not None else (
-            f"{config}'s `ttl:`" if "ttl" in defaults else "the default"))
+            f"{config}'s `ttl:`" if "ttl" in defaults else "the default"),
+        spread=getattr(args, "spread", 0))
     return settings
 
 
@@ -280,7 +281,10 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         # Also after a network error: the file then says the probe failed (0 responders).
         if pinger is not None:
             settings = pinger.settings  # rfc6450: with the group its session got
-        return _write_textfile(settings, pinger, time.monotonic() - started, status)
+        duration_s = pinger.duration_s if pinger is not None else None
+        if duration_s is None:  # the run never got to its report
+            duration_s = time.monotonic() - started
+        return _write_textfile(settings, pinger, duration_s, status)
     return status
 
 

@@ -70,6 +70,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     if args.size is not None:
         raise UsageError(f"-s sets the size of mcast-echo probes; {protocol} requests have "
                          "their own: drop -s")
+    if getattr(args, "spread", 0):
+        raise UsageError(f"--spread is carried in mcast-echo probes; {protocol} requests "
+                         "cannot ask for it: drop --spread")
     try:
         host_text, port = parse_host(args.target)
     except argparse.ArgumentTypeError as err:
@@ -268,12 +271,12 @@ class HostPinger(Pinger):
         """Pinger.run, after RFC 6450's Init: -w counts from the start, Init included."""
         started = time.monotonic()
         if isinstance(self.dialect, Rfc6450) and not self._open_session(interrupts, started):
-            self.report(time.monotonic() - started)
+            self.report(self.elapsed(started), started)
             return
         if self.no_group:
             print(f"mcast-echo ping: {self.no_group}", file=sys.stderr, flush=True)
         self.loop(interrupts, started)
-        self.report(time.monotonic() - started)
+        self.report(self.elapsed(started), started)
 
     def _open_session(self, interrupts: Interrupts, started: float) -> bool:
         """RFC 6450 section 4: Init, then the Server Response's group and Session ID.

@@ -181,7 +181,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="WAIT", help="seconds to wait for echoes after the last probe "
                                              "(default: 1)")
     parser.add_argument("-w", dest="deadline", type=bounded(float, 0.0), metavar="DEADLINE",
-                        help="stop after DEADLINE seconds, however many probes were sent")
+                        help="stop after DEADLINE seconds, however many probes were sent; "
+                             "without -c, a probe whose answer cannot come back by then is "
+                             "not sent")
+    parser.add_argument("--spread", type=bounded(int, 0, probe.MAX_SPREAD_MS), default=0,
+                        metavar="MS",
+                        help="ask each responder to delay each echo by 0..MS ms, drawn "
+                             "afresh per reply, so that many do not answer at once "
+                             f"(0..{probe.MAX_SPREAD_MS}; default: 0, no delay); RTTs stay "
+                             "the network's, and the wait after the last probe covers it")
     parser.add_argument("--loopback", action=argparse.BooleanOptionalAction, default=None,
                         help="let responders on this host hear the probes "
                              "(default: the config file's, else on)")

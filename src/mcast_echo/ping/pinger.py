@@ -37,10 +37,31 @@ from .sockets import (
 )
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
+SCHEDULE_SLACK = 1e-6  # seconds: a probe due exactly at its last chance is still sent
 RECEIVE_BATCH = 256  # echoes read per wakeup before the loop looks at the clock again
 
 # Send errors worth counting and carrying on after (a full queue, a stray ICMP error).
 _TRANSIENT_SEND = {errno.ENOBUFS, errno.EAGAIN, errno.ECONNREFUSED, errno.EINTR}
+
+
+def _timeout(seconds: float) -> float:
+    """A select() timeout that wakes *by* the end of the run: epoll rounds up to whole
+    milliseconds, so round down (the end's last part of a millisecond polls)."""
+    return max(0.0, int(seconds * 1000) / 1000)
+
+
+def network_rtt(round_trip_ns: int, echo: probe.Echo) -> tuple[int, Optional[int]]:
+    """The RTT to show: (T4 - T1) - (T3 - T2), the round trip less the time the responder
+    held the probe (its residence time, from the echo's trailer), and the residence time
+    when it cannot be true (longer than the round trip: forged, or a broken clock), else
+    None. Such an echo, and one without a residence time (a plain echo server), keeps the
+    raw round trip: an RTT is never negative."""
+    trailer = echo.trailer
+    if trailer is None or trailer.residence_ns is None:
+        return round_trip_ns, None
+    if trailer.residence_ns > round_trip_ns:
+        return round_trip_ns, trailer.residence_ns
+    return round_trip_ns - trailer.residence_ns, None
 
 
 class OutputError(PingError):
@@ -134,6 +155,8 @@ class Pinger:
         self.send_times = SendTimes()
         self.names = Names(settings.numeric or settings.json)
         self._reported_errnos: set[int] = set()
+        self.slowest_ns = 0  # the longest a probe's answer took this run (T4 - T1, raw)
+        self.duration_s: Optional[float] = None  # the run's, once it has reported
 
     def _print(self, text: str, to: Optional[TextIO] = None) -> None:
         """Write a line; a failing standard output ends the run (exit 2), once, no traceback."""
@@ -157,7 +180,7 @@ class Pinger:
     def request(self, seq: int, sent_ns: int) -> bytes:
         """The datagram to send as probe *seq* (subclasses speak other dialects)."""
         return probe.build_probe(self.session, seq, sent_ns, self.settings.size,
-                                 sent_ttl=self.settings.ttl)
+                                 sent_ttl=self.settings.ttl, spread_ms=self.settings.spread)
 
     def send(self) -> None:
         seq = self.next_seq
@@ -202,10 +225,16 @@ class Pinger:
         found = self.responder(echo.header.seq if echo is not None else None, arrival, source)
         if echo is None or found is None:
             return
-        stats, rtt_ns, rx_ns = found
+        stats, round_trip_ns, rx_ns = found
+        rtt_ns, impossible = network_rtt(round_trip_ns, echo)
+        if impossible is not None and echo.intact:
+            stats.impossible_residence += 1
         outcome = stats.record(echo, rtt_ns, arrival.ttl, self.settings.ttl, via)
-        self._say(pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
-                                        rx_ns if self.settings.timestamps else None))
+        line = pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
+                                     rx_ns if self.settings.timestamps else None)
+        if impossible is not None:
+            line += f" (IMPOSSIBLE residence time {impossible / 1e6:.3f} ms: RTT not corrected)"
+        self._say(line)
 
     def responder(self, seq: Optional[int], arrival: Arrival,
                   source: tuple) -> Optional[tuple[pingreport.ResponderStats, int, int]]:
@@ -222,7 +251,9 @@ class Pinger:
         if stats.dns_name is None:
             stats.dns_name = self.names.name(source[0], FIRST_WAIT)
         rx_ns = arrival.rx_ns or time.time_ns()
-        return stats, max(0, rx_ns - sent_ns), rx_ns  # a clock step back: never negative
+        round_trip_ns = max(0, rx_ns - sent_ns)  # a clock step back: never negative
+        self.slowest_ns = max(self.slowest_ns, round_trip_ns)
+        return stats, round_trip_ns, rx_ns
 
     def _send_time(self, seq: Optional[int]) -> Optional[int]:
         """Our send time of probe *seq*; None (and counted) when there is none."""
@@ -245,7 +276,26 @@ class Pinger:
         if self.no_group:
             print(f"mcast-echo ping: {self.no_group}", file=sys.stderr, flush=True)
         self.loop(interrupts, started)
-        self.report(time.monotonic() - started)
+        self.report(self.elapsed(started), started)
+
+    def elapsed(self, started: float) -> float:
+        """The run's duration: the loop stops at -w, so a deadline run lasts -w at most
+        (the few microseconds of the last wakeup past it are not probing time)."""
+        duration = time.monotonic() - started
+        deadline = self.settings.deadline
+        return min(duration, deadline) if deadline is not None else duration
+
+    def answer_reserve(self) -> float:
+        """Seconds a probe needs for its answer, which -w keeps free before the deadline:
+        an interval (the wait a probe gets within the run), or twice the slowest answer
+        so far when that is longer (as ping(8) waits two RTTs), plus the --spread delay."""
+        return max(self.settings.interval, 2 * self.slowest_ns / 1e9) + self.settings.spread_s
+
+    def last_chance(self, due: float, now: float, hard_end: float) -> bool:
+        """May a probe due at *due* (sent *now*) go out before -w? Only when its answer can
+        come back by then: the final probe is held back, never sent to be counted lost."""
+        return (due + self.answer_reserve() <= hard_end + SCHEDULE_SLACK
+                and now + 2 * self.slowest_ns / 1e9 + self.settings.spread_s < hard_end)
 
     def loop(self, interrupts: Interrupts, started: Optional[float] = None) -> None:
         settings = self.settings
@@ -260,6 +310,11 @@ class Pinger:
             sending = True
             while not interrupts.requested:
                 now = time.monotonic()
+                if (sending and now >= next_send and settings.count is None
+                        and hard_end is not None and self.next_seq > 0
+                        and not self.last_chance(next_send, now, hard_end)):
+                    sending = False  # -w: no probe that cannot get its answer in time
+                    # (the first always goes, as ping(8)'s: -w shorter than -i is one probe)
                 if sending and now >= next_send:
                     self.send()
                     if self.next_seq == 1 and not settings.json:  # after the first send,
@@ -271,12 +326,17 @@ class Pinger:
                         next_send = now
                     if settings.count is not None and self.next_seq >= settings.count:
                         sending = False
-                        end_at = min(now + settings.wait, hard_end or float("inf"))
+                        # the wait covers the responders' --spread delay too
+                        end_at = min(now + settings.wait + settings.spread_s,
+                                     hard_end or float("inf"))
                 if end_at is not None and now >= end_at:
                     return
-                deadline = min(next_send if sending else float("inf"),
-                               end_at if end_at is not None else float("inf"))
-                for key, _events in selector.select(max(0.0, deadline - time.monotonic())):
+                now = time.monotonic()
+                timeout = max(0.0, next_send - now) if sending else None
+                if end_at is not None:  # the end comes on time, not a millisecond late
+                    timeout = min(_timeout(end_at - now), timeout if timeout is not None
+                                  else float("inf"))
+                for key, _events in selector.select(timeout):
                     if key.fileobj is self.sock:
                         self.receive()
                     else:
@@ -302,6 +362,10 @@ class Pinger:
             line += (f"\n(at {s.size} bytes a responder's names may be cut to fit: an echo is "
                      f"never larger than its probe; -s {probe.WHOLE_NAMES_PROBE} or more "
                      f"fits any)")
+        if s.size < probe.RESIDENCE_PROBE:
+            line += (f"\n(at {s.size} bytes a probe has no room for the responder's residence "
+                     f"time: RTTs include the responder's own time; -s {probe.RESIDENCE_PROBE} "
+                     "or more takes it off)")
         return line
 
     def _settle_names(self, wait: float) -> None:
@@ -325,9 +389,13 @@ class Pinger:
     def hints(self) -> list[str]:
         return summary.hints(self.settings, self.path.text(), self.responders, self.counts)
 
-    def report(self, duration_s: float) -> None:
+    def report(self, duration_s: float, started: Optional[float] = None) -> None:
         s = self.settings
-        self._settle_names(0 if s.numeric else 1.0)
+        settle = 0.0 if s.numeric else 1.0
+        if s.deadline is not None and started is not None:  # -w bounds the lookups too
+            settle = max(0.0, min(settle, started + s.deadline - time.monotonic()))
+        self._settle_names(settle)
+        self.duration_s = duration_s
         notes, found_hints = self.notes(), self.hints()
         if s.json:
             document = summary.json_document(s, self.session, self.responders, self.counts,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import array
 import enum
 import ipaddress
 import math
+import random
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -46,14 +49,17 @@ def _ms(ns: float) -> float:
 
 
 class RttStats:
-    """min/avg/max/mdev of RTTs in ns.
+    """min/avg/max/mdev and the median (p50) of RTTs in ns.
 
     Welford's update: the textbook sum-of-squares formula cancels catastrophically
     when the spread is small next to the mean (mdev 0.000 or seconds off for real
-    ~100 ms RTTs measured against a large value); this one does not.
+    ~100 ms RTTs measured against a large value); this one does not. The median is
+    exact over the first P50_SAMPLES RTTs, then that of a uniform sample of them all
+    (reservoir sampling), so a long run's memory stays bounded.
     """
 
-    __slots__ = ("count", "mean_ns", "_squares", "min_ns", "max_ns")
+    __slots__ = ("count", "mean_ns", "_squares", "min_ns", "max_ns", "_sample", "_random")
+    P50_SAMPLES = 1024
 
     def __init__(self) -> None:
         self.count = 0
@@ -61,8 +67,17 @@ class RttStats:
         self._squares = 0.0  # sum of squared differences from the running mean
         self.min_ns = 0
         self.max_ns = 0
+        self._sample: array.array = array.array("q")
+        self._random: Optional[random.Random] = None
 
     def add(self, rtt_ns: int) -> None:
+        if len(self._sample) < self.P50_SAMPLES:
+            self._sample.append(rtt_ns)
+        else:  # Algorithm R: every RTT so far stays in the sample with equal chance
+            self._random = self._random or random.Random(self.P50_SAMPLES)
+            slot = self._random.randrange(self.count + 1)
+            if slot < self.P50_SAMPLES:
+                self._sample[slot] = rtt_ns
         self.count += 1
         delta = rtt_ns - self.mean_ns
         self.mean_ns += delta / self.count
@@ -72,16 +87,21 @@ class RttStats:
         self.max_ns = max(self.max_ns, rtt_ns)
 
     @property
+    def p50_ns(self) -> float:
+        """The median RTT (0 before any)."""
+        return statistics.median(self._sample) if self._sample else 0.0
+
+    @property
     def mdev_ns(self) -> float:
         """The population standard deviation, as ping's mdev."""
         return math.sqrt(max(0.0, self._squares) / self.count) if self.count else 0.0
 
     def as_ms(self) -> Optional[dict[str, float]]:
-        """min/avg/max/mdev in ms, None before any sample."""
+        """min/avg/max/mdev/p50 in ms, None before any sample."""
         if self.count == 0:
             return None
         return {"min": _ms(self.min_ns), "avg": _ms(self.mean_ns), "max": _ms(self.max_ns),
-                "mdev": _ms(self.mdev_ns)}
+                "mdev": _ms(self.mdev_ns), "p50": _ms(self.p50_ns)}
 
 
 class SeqWindow:
@@ -190,6 +210,7 @@ class ResponderStats:
     local: bool = False  # one of this host's addresses (local.py): never counted
     group_path: bool = False  # it echoes to the group (its trailer says so, or one came)
     hears_group: bool = True  # False: ping cannot hear group echoes, so cannot judge them
+    impossible_residence: int = 0  # echoes whose residence time exceeds the round trip
     rtt: RttStats = field(default_factory=RttStats, repr=False)
     seen: SeqWindow = field(default_factory=SeqWindow, repr=False)  # either path
     first_path: Optional[str] = field(default=None, repr=False)
@@ -317,7 +338,7 @@ class ResponderStats:
         return round(100.0 * (transmitted - min(self.received, transmitted)) / transmitted, 1)
 
     def rtt_ms(self) -> Optional[dict[str, float]]:
-        """min/avg/max/mdev in ms (mdev as ping computes it), None before any intact echo."""
+        """min/avg/max/mdev/p50 in ms (mdev as ping computes it), None before any intact echo."""
         return self.rtt.as_ms()
 
     def summary_line(self, transmitted: int) -> str:
@@ -357,6 +378,7 @@ class ResponderStats:
             "duplicates": self.duplicates, "truncated": self.truncated,
             "corrupted": self.corrupted, "without_trailer": self.no_trailer,
             "group_echoes": self.group_echoes, "copies": self.copies,
+            "impossible_residence": self.impossible_residence,
             "loss_percent": self.loss_percent(transmitted), "rtt_ms": self.rtt_ms(),
             "local": self.local, "group_path": self.group_path,
             "group_loss_percent": self.group_loss_percent(transmitted),

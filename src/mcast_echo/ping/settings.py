@@ -44,8 +44,14 @@ class Settings:
     host: Optional[str] = None  # ssmping / rfc6450: the responder's address
     host_name: Optional[str] = None  # ... and its name, when HOST was given as one
     ttl_from: Optional[str] = None  # where the TTL came from if not -t: "FILE's `ttl:`", ...
+    spread: int = 0  # --spread: responders delay each echo by 0..spread ms
     # group (ssmping / rfc6450): where the multicast replies come; "" for rfc6450 until the
     # responder's Server Response names it
+
+    @property
+    def spread_s(self) -> float:
+        """The longest delay --spread lets a responder add, in seconds."""
+        return self.spread / 1000
 
     @property
     def ipv6(self) -> bool:
@@ -71,4 +77,5 @@ class Settings:
                 "source": self.source, "count": self.count, "interval": self.interval,
                 "size": self.size, "ttl": self.ttl, "loopback": self.loopback,
                 "wait": self.wait, "deadline": self.deadline, "expect": self.expect,
-                "config": self.config, "protocol": self.protocol, "host": self.host}
+                "config": self.config, "protocol": self.protocol, "host": self.host,
+                "spread": self.spread}

@@ -34,17 +34,18 @@ from ..net.mcast import (
     MCAST_JOIN_SOURCE_GROUP,
     ROUTE_FIX,
     ROUTE_FIX_IPV6,
+    SO_TIMESTAMPNS,
+    TIMESPEC_SIZE,
     group_source_req,
     interface_name,
     set_hops,
+    timespec_ns,
 )
 from ..schema import needs_zone
 from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
-# Linux's value (asm/socket.h); Python's socket module does not export it.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 # a timespec, an int TTL, the larger of in_pktinfo (12 bytes) and in6_pktinfo (20)
 ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
 
@@ -281,9 +282,9 @@ class Arrival:
         self.ttl: Optional[int] = None  # its IP TTL or IPv6 hop limit
         self.to_group = False  # sent to a multicast address (the group), not to us
         for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-                seconds, nanoseconds = struct.unpack_from("@qq", data)
-                self.rx_ns = seconds * 1_000_000_000 + nanoseconds
+            if (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+                    and len(data) >= TIMESPEC_SIZE):
+                self.rx_ns = timespec_ns(data)
             elif level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
                 (self.ttl,) = struct.unpack_from("@i", data)
             elif level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(data) >= 4:

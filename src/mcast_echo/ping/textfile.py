@@ -131,7 +131,7 @@ class ProbeRun:
                                             f"The {doc} round-trip time of this run.",
                                             labels=RESPONDER_LABELS)
                     for stat, doc in (("min", "shortest"), ("avg", "mean"),
-                                      ("max", "longest"))}
+                                      ("max", "longest"), ("p50", "median"))}
         for stats in shown_responders:
             labels = [s.group, str(s.port), responder_label(stats), name_label(stats.name)]
             counted = stats.counted
@@ -147,7 +147,8 @@ class ProbeRun:
             if measured.rtt.count:
                 for stat, value_ns in (("min", measured.rtt.min_ns),
                                        ("avg", measured.rtt.mean_ns),
-                                       ("max", measured.rtt.max_ns)):
+                                       ("max", measured.rtt.max_ns),
+                                       ("p50", measured.rtt.p50_ns)):
                     extremes[stat].add_metric(labels, value_ns / 1e9)
         yield from (up, loss, hops, rtt, *extremes.values())
 
