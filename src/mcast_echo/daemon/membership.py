@@ -118,6 +118,7 @@ class Memberships:
         """Wait for *reason* to pass (logged when the reason changes): with *backoff*, a
         refused join is retried after RETRY_DELAYS; without, a missing interface at the
         next round of checks."""
+        self.pending = False  # tried: it waits now, for a reason STATUS shows
         if self.waiting != reason:
             if listener.interface == ALL_INTERFACES:
                 self._interface_log.log(f"waiting {reason}", logging.WARNING,
