@@ -33,13 +33,7 @@ import time
 from typing import Any, Callable, Iterable, Optional, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    PlatformCollector,
-    ProcessCollector,
-    make_wsgi_app,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -48,6 +42,7 @@ from ..net.udpstats import socket_drops
 from ..schema import Metrics
 from ..wire import mping as wire_mping
 from .echosink import DROP_REASONS
+from .exposition import Exposition, Style, label_text, label_value, number
 from .mping import MpingListener
 from .prober import Prober, Refused
 from .ratelimit import RateLimitedLog
@@ -93,50 +88,92 @@ GAUGES: tuple[tuple[str, str, Callable[[GroupResponder], int]], ...] = (
 )
 
 
+DROPPED = ("mcast_echo_dropped_datagrams_total",
+           f"Datagrams received and not echoed, by reason ({', '.join(DROP_REASONS)}).")
+KERNEL_DROPS = ("mcast_echo_kernel_drops_total",
+                "Datagrams the kernel dropped for the listener's socket before the daemon read "
+                "them: its receive buffer was full (raise recv_buffer).")
+
 SSMPING_UNANSWERED = ("malformed", "ignored")  # requests mping.py counts and cannot answer
 
 
-class DaemonCollector(Collector):
-    """The daemon's series, built from its counters at each scrape. A labelled series the
-    daemon knows of is there from the start, at 0 (every drop reason, every dialect), as
-    client_python advises: a counter that appears at its first event hides that event
-    from `increase()`."""
+class ListenerCollector(Collector):
+    """The series of every listener, built from its counters at each scrape: the families
+    that grow with the listeners. render() writes them itself (exposition.py: ~20 times
+    cheaper than prometheus_client's Metric objects, which collect() still yields, for
+    ``?name[]=`` queries). A labelled series the daemon knows of is there from the start,
+    at 0 (every drop reason), as client_python advises: a counter that appears at its
+    first event hides that event from `increase()`."""
 
-    def __init__(self, responders: Callable[[], Sequence[GroupResponder]],
-                 reloads: ReloadHistory,
-                 ssmping: Callable[[], Optional[MpingListener]]) -> None:
+    def __init__(self, responders: Callable[[], Sequence[GroupResponder]]) -> None:
         self._responders = responders
-        self._reloads = reloads
-        self._ssmping = ssmping
+        # Each listener's label string, built once: {(group, port, interface): text}
+        self._labels: dict[tuple[str, str, str], str] = {}
+
+    def _listeners(self) -> list[tuple[GroupResponder, tuple[str, str, str]]]:
+        # One list: a reload may replace it meanwhile.
+        return [(r, (r.listener.group, str(r.listener.port), r.listener.interface or "route"))
+                for r in list(self._responders())]
 
     def collect(self) -> Iterable[Metric]:
-        # One list (a reload may replace it meanwhile), and one family at a time: with a
-        # thousand listeners, all of them at once would hold ~3 MiB more at each scrape.
-        listeners = [(r, [r.listener.group, str(r.listener.port), r.listener.interface or "route"])
-                     for r in list(self._responders())]
+        # One family at a time: with a thousand listeners, all of them at once would hold
+        # ~3 MiB more at each scrape.
+        listeners = self._listeners()
         for kind, table in ((CounterMetricFamily, COUNTERS), (GaugeMetricFamily, GAUGES)):
             for name, text, read in table:
                 family = kind(name, text, labels=LISTENER_LABELS)
                 for responder, labels in listeners:
                     family.add_metric(labels, read(responder))
                 yield family
-        dropped = CounterMetricFamily(
-            "mcast_echo_dropped_datagrams_total",
-            f"Datagrams received and not echoed, by reason ({', '.join(DROP_REASONS)}).",
-            labels=(*LISTENER_LABELS, "reason"))
+        dropped = CounterMetricFamily(*DROPPED, labels=(*LISTENER_LABELS, "reason"))
         for responder, labels in listeners:
             for reason, count in by_reason(dict(responder.dropped)):  # dict(): one C copy
                 dropped.add_metric([*labels, reason], count)
         yield dropped
-        kernel = CounterMetricFamily(
-            "mcast_echo_kernel_drops_total",
-            "Datagrams the kernel dropped for the listener's socket before the daemon read "
-            "them: its receive buffer was full (raise recv_buffer).", labels=LISTENER_LABELS)
+        kernel = CounterMetricFamily(*KERNEL_DROPS, labels=LISTENER_LABELS)
         for responder, labels in listeners:
             count = responder.kernel_drops()
             if count is not None:
                 kernel.add_metric(labels, count)
         yield kernel
+
+    def render(self, style: Style) -> str:
+        """The families collect() yields, written as prometheus_client would write them
+        in *style*: one f-string per sample."""
+        known, self._labels = self._labels, {}  # keeps the labels of today's listeners only
+        listeners = []
+        for responder, labels in self._listeners():
+            text = known.get(labels) or label_text(zip(LISTENER_LABELS, labels))
+            self._labels[labels] = text
+            listeners.append((responder, text))
+        out: list[str] = []
+        for kind, table in (("counter", COUNTERS), ("gauge", GAUGES)):
+            for name, help_text, read in table:
+                sample = style.begin(out, name, help_text, kind)
+                out += [f"{sample}{{{labels}}} {number(read(responder))}\n"
+                        for responder, labels in listeners]
+        sample = style.begin(out, *DROPPED, "counter")
+        for responder, labels in listeners:
+            out += [f'{sample}{{{labels},reason="{label_value(reason)}"}} {number(count)}\n'
+                    for reason, count in by_reason(dict(responder.dropped))]
+        sample = style.begin(out, *KERNEL_DROPS, "counter")
+        for responder, labels in listeners:
+            count = responder.kernel_drops()
+            if count is not None:
+                out.append(f"{sample}{{{labels}}} {number(count)}\n")
+        return "".join(out)
+
+
+class DaemonCollector(Collector):
+    """The daemon's own series, and the ssmping listener's: a few dozen, whatever the
+    listeners. Labelled ones are there from the start, at 0 (every reason, every dialect)."""
+
+    def __init__(self, reloads: ReloadHistory,
+                 ssmping: Callable[[], Optional[MpingListener]]) -> None:
+        self._reloads = reloads
+        self._ssmping = ssmping
+
+    def collect(self) -> Iterable[Metric]:
         ssmping = self._ssmping()
         if ssmping is not None:
             yield from _ssmping_families(ssmping)
@@ -210,14 +247,12 @@ def _ssmping_families(listener: MpingListener) -> Iterable[Metric]:
 
 def build_registry(responders: Callable[[], Sequence[GroupResponder]],
                    reloads: ReloadHistory,
-                   ssmping: Callable[[], Optional[MpingListener]]) -> CollectorRegistry:
-    """A registry of our own (not prometheus_client's global one): the daemon's series, the
-    process' (CPU, memory, open files) and the platform's (python_info)."""
-    registry = CollectorRegistry()
-    registry.register(DaemonCollector(responders, reloads, ssmping))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
+                   ssmping: Callable[[], Optional[MpingListener]]) -> Exposition:
+    """Our own collectors (not prometheus_client's global registry): the listeners' series,
+    the daemon's, the process' (CPU, memory, open files) and the platform's (python_info)."""
+    return Exposition(ListenerCollector(responders),
+                      [DaemonCollector(reloads, ssmping), ProcessCollector(registry=None),
+                       PlatformCollector(registry=None)])
 
 
 # ----------------------------------------------------------------- the HTTP endpoint
@@ -385,11 +420,17 @@ def _cut(conn: socket.socket) -> None:
         pass
 
 
-def _app(registry: CollectorRegistry, endpoint: MetricsEndpoint) -> Callable:
-    """prometheus_client's WSGI app on GET /metrics, GET /probe when the settings allow it
-    (prober.py); every other request answered here. Nothing raises out of it: wsgiref
-    would print a traceback for each."""
-    metrics_app = make_wsgi_app(registry)
+def _app(exposition: Exposition, endpoint: MetricsEndpoint) -> Callable:
+    """GET /metrics (exposition.py: what prometheus_client's WSGI app would answer), GET
+    /probe when the settings allow it (prober.py); every other request answered here.
+    Nothing raises out of it: wsgiref would print a traceback for each."""
+
+    def metrics_app(environ: dict, start_response: Callable) -> list[bytes]:
+        headers, body = exposition.body(environ.get("HTTP_ACCEPT", ""),
+                                        environ.get("HTTP_ACCEPT_ENCODING", ""),
+                                        environ.get("QUERY_STRING", ""))
+        start_response("200 OK", headers)
+        return [body]
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         if environ.get("REQUEST_METHOD") != "GET":
@@ -439,14 +480,14 @@ def _answer(start_response: Callable, status: str, text: str,
 class MetricsEndpoint:
     """One listening socket and the thread that serves it; owns both (close())."""
 
-    def __init__(self, settings: Metrics, registry: CollectorRegistry,
+    def __init__(self, settings: Metrics, exposition: Exposition,
                  prober: Optional[Prober] = None) -> None:
         """Bind and listen (OSError, with a message naming the fix, if it cannot); serving
         starts with start(), so ``serve --detach`` binds before its fork."""
         self.settings = settings
         self.prober = prober
         try:
-            self._server = _Server((settings.host, settings.port), _app(registry, self))
+            self._server = _Server((settings.host, settings.port), _app(exposition, self))
         except OSError as e:
             raise OSError(e.errno, listen_error_text(settings, e)) from None
         self._thread: Optional[threading.Thread] = None
@@ -478,7 +519,7 @@ class MetricsEndpoint:
 
 
 def endpoint_for(settings: Optional[Metrics], running: Optional[MetricsEndpoint],
-                 registry: CollectorRegistry,
+                 exposition: Exposition,
                  prober: Optional[Prober] = None) -> Optional[MetricsEndpoint]:
     """The endpoint *settings* ask for: None (off), *running* if it listens there already,
     or a new one, bound but not started (OSError if it cannot bind; *running* untouched)."""
@@ -491,7 +532,7 @@ def endpoint_for(settings: Optional[Metrics], running: Optional[MetricsEndpoint]
         running.settings = settings
         return running
     try:
-        return MetricsEndpoint(settings, registry, prober)
+        return MetricsEndpoint(settings, exposition, prober)
     except OSError as e:
         if e.errno == errno.EADDRINUSE and running is not None \
                 and running.address[1] == settings.port:
