@@ -9,12 +9,20 @@ write the rest (a few dozen series). Both are written in the format and escaping
 request negotiated (choose_encoder: Prometheus text 0.0.4, or OpenMetrics), by
 prometheus_client's rules; tests/test_metrics.py checks the two renderings byte for byte.
 The same collector still yields its Metric objects, for ``?name[]=`` queries.
+
+Scrapes back to back (several Prometheus servers, or a client in a loop) would still keep
+the metrics thread busy, and the GIL with it: a body is served again, unchanged, while it
+is younger than REUSE_FACTOR times the CPU its rendering took (at most MAX_REUSE_AGE), so
+rendering takes at most ~1/REUSE_FACTOR of the time however often the endpoint is asked.
+A small config renders in ~0.2 ms and is never served stale by more than ~2 ms.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import threading
+import time
 from typing import Callable, Iterable, Protocol
 from urllib.parse import parse_qs
 
@@ -25,6 +33,8 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
 OPENMETRICS = "application/openmetrics-text"
+REUSE_FACTOR = 10  # a body is served again while younger than this many times its cost
+MAX_REUSE_AGE = 1.0  # seconds: never older than this (Prometheus scrapes every 15 s or so)
 
 
 class Style:
@@ -94,19 +104,39 @@ class Exposition:
         for collector in others:
             self._others.register(collector)  # type: ignore[arg-type]
             self.registry.register(collector)  # type: ignore[arg-type]
+        # The last body of each kind: {(content type, gzipped): (reusable until, headers, body)}
+        self._recent: dict[tuple[str, bool], tuple[float, list[tuple[str, str]], bytes]] = {}
+        self._lock = threading.Lock()
 
     def body(self, accept: str, encoding: str, query: str) -> tuple[list[tuple[str, str]], bytes]:
         """The headers and body for a GET with these Accept and Accept-Encoding headers and
-        query string, as prometheus_client's make_wsgi_app would answer it."""
+        query string, as prometheus_client's make_wsgi_app would answer it (the same body
+        again while it is young: see the module's docstring)."""
         encoder: Callable[[CollectorRegistry], bytes]
         encoder, content_type = choose_encoder(accept)
+        zipped = gzip_accepted(encoding)
         names = parse_qs(query).get("name[]")
-        if names:
-            output = encoder(self.registry.restricted_registry(names))
-        else:  # the large families first: an OpenMetrics body ends with the others' # EOF
-            output = self.large.render(Style(content_type)).encode() + encoder(self._others)
+        if names:  # as make_wsgi_app answers it (a small body), never kept
+            return self._finish(content_type, zipped,
+                                encoder(self.registry.restricted_registry(names)))
+        with self._lock:
+            until, headers, output = self._recent.get((content_type, zipped), (0.0, [], b""))
+        if time.monotonic() < until:
+            return headers, output
+        cost = time.thread_time()
+        # The large families first: an OpenMetrics body ends with the others' # EOF.
+        output = self.large.render(Style(content_type)).encode() + encoder(self._others)
+        headers, output = self._finish(content_type, zipped, output)
+        age = min(MAX_REUSE_AGE, REUSE_FACTOR * (time.thread_time() - cost))
+        with self._lock:
+            self._recent[content_type, zipped] = (time.monotonic() + age, headers, output)
+        return headers, output
+
+    @staticmethod
+    def _finish(content_type: str, zipped: bool,
+                output: bytes) -> tuple[list[tuple[str, str]], bytes]:
         headers = [("Content-Type", content_type)]
-        if gzip_accepted(encoding):
+        if zipped:
             # The fastest level, as Prometheus' own Go client compresses: ~20 ms and 420 KB
             # for a 7 MB body where make_wsgi_app's level 9 takes ~180 ms for 340 KB.
             output = gzip.compress(output, compresslevel=1)

@@ -54,6 +54,8 @@ peer_log = RateLimitedLog(log)  # what a client can cause: one line per reason p
 
 IO_TIMEOUT = 5.0  # seconds a connection may send nothing (or read nothing) before it is dropped
 REQUEST_TIMEOUT = 3.0  # seconds from accept to the end of the headers (a scraper needs ~1 ms)
+REQUEST_GRACE = 0.5  # seconds a new connection is not yet counted as idle (its request may
+#                      not have been read yet: the answers are quick, so they cycle fast)
 CONNECTION_DEADLINE = 10.0  # seconds a connection may last in all (Prometheus' scrape timeout)
 SLOW_ANSWER = 3.0  # seconds after which an answer still being sent may give way to a new client
 MAX_REQUEST_BYTES = 8192  # request line and headers; a Prometheus scrape sends ~300
@@ -364,23 +366,24 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
     def _slowest(self) -> Optional[socket.socket]:
         """The connection a new one takes the place of, oldest first: one still sending its
-        request, of the client address that has the most of them; else one being answered,
+        request for over REQUEST_GRACE (a scraper's request is read by then), of the client
+        address that has the most of them; else one being answered,
         of the address that holds the most connections if it holds two or more; else one
         being answered for longer than SLOW_ANSWER. A client that holds many connections
         loses its own first, and one scraper's single connection is the last to go (it is
         never cut in its first SLOW_ANSWER). None if there is none of these."""
         waiting: dict[str, list[socket.socket]] = {}
         held: dict[str, list[socket.socket]] = {}
+        now = time.monotonic()
         for conn, state in self._connections.items():  # oldest first
             held.setdefault(state.peer, []).append(conn)
-            if not state.answering:
+            if not state.answering and now - state.opened > REQUEST_GRACE:
                 waiting.setdefault(state.peer, []).append(conn)
         if waiting:
             return max(waiting.values(), key=len)[0]
         most = max(held.values(), key=len, default=[])
         if len(most) >= 2:
             return most[0]
-        now = time.monotonic()
         return next((conn for conn, state in self._connections.items()
                      if now - state.opened > SLOW_ANSWER), None)
 
