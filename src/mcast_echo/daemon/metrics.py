@@ -5,14 +5,17 @@ Nothing here runs per datagram: the echo paths keep plain integer counters on ea
 responder (responder.py) and a scrape reads them, with each socket's kernel drop counter
 (one getsockopt per socket: net/udpstats.py). Reading an int another thread writes
 is safe under the GIL; the responder list is copied first, since a reload replaces it.
+The series that grow with the listeners (ListenerCollector) are written by our own
+formatter, the others by prometheus_client (exposition.py: a scrape at 4,096 listeners
+costs ~60 ms of CPU, not ~0.6 s).
 
 The endpoint can never stall the echo, and idle or slow clients can never keep the scrapes
 out: it serves from its own threads, at most MAX_CONNECTIONS at once. A connection has
 REQUEST_TIMEOUT to send its request line and headers (at most MAX_REQUEST_BYTES), then
 CONNECTION_DEADLINE in all, each read or write IO_TIMEOUT; the server thread shuts down
 any connection past its deadline. When all MAX_CONNECTIONS are taken, a new connection
-takes the place of the oldest one still sending its request (an idle or trickling
-client; a scraper sends its request at once), taken from the client address that holds
+takes the place of the oldest one still sending its request after REQUEST_GRACE (an idle
+or trickling client; a scraper sends its request at once), taken from the client address that holds
 the most such connections; failing that, of the oldest one being answered from the
 address that holds the most connections (two or more: a client reading its answers
 slowly), or else of one being answered for longer than SLOW_ANSWER. Only when none
