@@ -1,6 +1,8 @@
 """Scale measurements (#18.7, #18.8): the longest gap in the echo a steady client sees, and a
 many-listener config. Also a script: `unshare --net -- .venv/bin/python tests/scalelab.py`
-prints the worst stall at 4,096 listeners during membership checks, a reload and scrapes.
+prints the worst stall at 4,096 listeners during membership checks, a reload and scrapes,
+the daemon's CPU per scrape, and the share of a flood echoed with and without scrapes back
+to back (#18.8).
 
 A StallMeter pings one group at a steady rate from the test's namespace (another host) and
 records when each echo comes back; the worst stall in a window is the longest time between
