@@ -1,6 +1,8 @@
 """Scale measurements (#18.7, #18.8): the longest gap in the echo a steady client sees, and a
 many-listener config. Also a script: `unshare --net -- .venv/bin/python tests/scalelab.py`
-prints the worst stall at 4,096 listeners during membership checks, a reload and scrapes.
+prints the worst stall at 4,096 listeners during membership checks, a reload and scrapes,
+the daemon's CPU per scrape, and the share of a flood echoed with and without scrapes back
+to back (#18.8).
 
 A StallMeter pings one group at a steady rate from the test's namespace (another host) and
 records when each echo comes back; the worst stall in a window is the longest time between
@@ -9,11 +11,12 @@ two echoes in it. Everything is bounded by a count and a deadline.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 PING_INTERVAL = 0.002  # seconds between probes: 500 a second, inside the default rate limit
 
@@ -126,18 +129,26 @@ def main() -> None:
             time.sleep(0.5)
             print(f"reload: {b - a:.2f} s, worst gap "
                   f"{meter.worst_gap(a, time.monotonic()) * 1000:.0f} ms")
-            a = time.monotonic()
-            sent, echoed = meter.sent, len(meter.echoes)
-            sizes = []
-            for _ in range(5):
-                with host_urlopen(host, "http://127.0.0.1:9111/metrics") as size:
-                    sizes.append(size)
-            b = time.monotonic()
-            time.sleep(0.2)  # the last echoes in flight
-            print(f"5 scrapes of {sizes[0]} bytes: {b - a:.2f} s, worst gap "
-                  f"{meter.worst_gap(a, b) * 1000:.0f} ms, "
-                  f"{len(meter.echoes) - echoed} of {meter.sent - sent} echoed meanwhile")
+            for how, flags in (("plain", []), ("gzip", ["--compressed"])):
+                a = time.monotonic()
+                sent, echoed = meter.sent, len(meter.echoes)
+                cpu = daemon_cpu(daemon.pid)
+                sizes = []
+                for _ in range(5):
+                    with host_urlopen(host, "http://127.0.0.1:9111/metrics", flags) as size:
+                        sizes.append(size)
+                b = time.monotonic()
+                cpu = daemon_cpu(daemon.pid) - cpu
+                time.sleep(0.2)  # the last echoes in flight
+                print(f"5 {how} scrapes of {sizes[0]} bytes: {b - a:.2f} s, daemon CPU "
+                      f"{cpu / 5 * 1000:.0f} ms a scrape, worst gap "
+                      f"{meter.worst_gap(a, b) * 1000:.0f} ms, "
+                      f"{len(meter.echoes) - echoed} of {meter.sent - sent} echoed meanwhile")
             meter.close()
+            for scraping in (False, True, False, True):
+                sent, echoed, scrapes = flood(host, "10.95.0.1", ("239.20.0.1", port), scraping)
+                print(f"flood for 2 s{' with scrapes back to back' if scraping else ''}: "
+                      f"{echoed} of {sent} echoed ({echoed / sent:.0%}), {scrapes} scrapes")
             for away in (0.0, 3.0):  # the interface deleted, then re-created
                 subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
                 time.sleep(away)
@@ -160,15 +171,72 @@ def main() -> None:
     del urllib
 
 
-class host_urlopen:
-    """GET *url* from inside *host* (curl); the body's size."""
+def flood(host, local: str, group: tuple[str, int], scraping: bool,
+          seconds: float = 2.0) -> tuple[int, int, int]:
+    """Send to *group* as fast as one thread can for *seconds* (at most 1,000,000), and
+    count the echoes; with *scraping*, /metrics is scraped back to back meanwhile. The
+    datagrams sent, the echoes, the scrapes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((local, 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+    echoes = [0]
+    scrapes = [0]
 
-    def __init__(self, host, url: str) -> None:
-        self.host, self.url = host, url
+    def receive() -> None:
+        while True:
+            try:
+                sock.recv(64)
+                echoes[0] += 1
+            except socket.timeout:
+                if stop.is_set():
+                    return
+            except OSError:
+                return
+
+    def scrape() -> None:
+        while not stop.is_set():
+            with host_urlopen(host, "http://127.0.0.1:9111/metrics"):
+                scrapes[0] += 1
+
+    threads = [threading.Thread(target=receive)]
+    if scraping:
+        threads.append(threading.Thread(target=scrape))
+    for thread in threads:
+        thread.start()
+    sent, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline and sent < 1_000_000:
+        for _ in range(100):
+            try:
+                sock.sendto(b"flood", group)
+                sent += 1
+            except OSError:  # ENOBUFS: the device queue is full
+                time.sleep(0.0005)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    sock.close()
+    return sent, echoes[0], scrapes[0]
+
+
+def daemon_cpu(pid: int) -> float:
+    """Seconds of CPU process *pid* has used (user and system, all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class host_urlopen:
+    """GET *url* from inside *host* (curl, with *flags*); the body's size as sent."""
+
+    def __init__(self, host, url: str, flags: Sequence[str] = ()) -> None:
+        self.host, self.url, self.flags = host, url, list(flags)
 
     def __enter__(self) -> int:
-        done = self.host.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
-                              self.url], timeout=60)
+        done = self.host.run(["curl", "-s", *self.flags, "-o", "/dev/null", "-w",
+                              "%{size_download}", self.url], timeout=60)
         return int(done.stdout)
 
     def __exit__(self, *exc) -> None:

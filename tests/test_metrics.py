@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from typing import Optional
 
 import pytest
@@ -596,3 +597,160 @@ def test_slowloris_clients_never_keep_the_scrapes_out(write_config, mode, listen
                 assert daemon.stop() == 0
         finally:
             subprocess.run(["ip", "link", "del", "vslow"], capture_output=True)
+
+
+# ------------------------------------------------------------------ the body at scale (#18.8)
+
+ACCEPTS = [  # what Prometheus and others send; choose_encoder picks the format and escaping
+    "",
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0; escaping=dots",
+    "application/openmetrics-text; version=2.0.0; escaping=allow-utf-8",
+    "text/plain; version=1.0.0; escaping=dots",
+    "text/plain; version=1.0.0; escaping=values",
+]
+
+
+def fake_responders(count: int) -> list:
+    """*count* responders with what the collector reads: counts below and above 10^6 (the
+    text format writes those with an exponent), odd label values, waiting ones, sockets
+    whose kernel drops are unknown, and a drop reason no table lists."""
+    from types import SimpleNamespace
+
+    responders = []
+    for n in range(count):
+        listener = SimpleNamespace(group=f"239.20.{n // 250}.{n % 250 + 1}", port=5000 + n % 3,
+                                   interface=[None, "eth0", 'we"ird\\if\n'][n % 3])
+        memberships = SimpleNamespace(join_failures=n % 4, joined={1: None} if n % 5 else {},
+                                      waiting=None if n % 5 else "eth9")
+        dropped = Counter({"rate": n * 1000, "size": 3} if n % 2 else {})
+        if n == 7:
+            dropped["future-reason"] = 2
+        drops = None if n % 6 == 0 else n * 99_991
+        responders.append(SimpleNamespace(
+            listener=listener, memberships=memberships, dropped=dropped,
+            received=n * 12_345, received_bytes=n * 7_654_321 + 2**53 * (n == 9),
+            echoed=n * 12_000, echoed_bytes=10**17 * (n == 3) + n,
+            kernel_drops=lambda drops=drops: drops))
+    return responders
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_listener_families_render_as_prometheus_client_does(accept):
+    """The per-listener families written by our renderer are byte for byte what
+    prometheus_client writes from the same values, in every format and escaping it
+    negotiates; and the whole body parses, with the same series and values."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    from mcast_echo.daemon.exposition import Style
+    from mcast_echo.daemon.metrics import ListenerCollector, build_registry
+    from mcast_echo.daemon.reloads import ReloadHistory
+
+    responders = fake_responders(60)
+    listeners = ListenerCollector(lambda: responders)
+    only = CollectorRegistry(auto_describe=False)
+    only.register(listeners)
+    encoder, content_type = choose_encoder(accept)
+    ours = listeners.render(Style(content_type)).encode()
+    theirs = encoder(only)
+    if content_type.startswith("application/openmetrics-text"):
+        ours += b"# EOF\n"
+    assert ours == theirs
+    assert listeners.render(Style(content_type)).encode() == ours.removesuffix(b"# EOF\n")
+
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    headers, body = exposition.body(accept, "", "")
+    assert headers == [("Content-Type", content_type)]
+    reference = encoder(exposition.registry)
+    assert parsed(body, content_type) == parsed(reference, content_type)
+
+
+def parsed(body: bytes, content_type: str) -> dict:
+    """{(name, labels): value} of the daemon's series in *body* (the process' move)."""
+    if content_type.startswith("application/openmetrics-text"):
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+    else:
+        parse = text_string_to_metric_families
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in parse(body.decode()) for sample in family.samples
+            if "echo" in sample.name}
+
+
+def test_a_body_at_many_listeners_parses_and_costs_a_fraction(tmp_path):
+    """At 4,096 listeners the body parses (prometheus_client; promtool too, if installed),
+    every listener has every series, gzip and ?name[]= are answered as before, and the body costs a
+    small fraction of the CPU prometheus_client's rendering of it takes (measured: see
+    README, "Metrics")."""
+    import gzip
+    import shutil
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+    from mcast_echo.daemon.echosink import DROP_REASONS
+    from mcast_echo.daemon.exposition import Style
+    from mcast_echo.daemon.metrics import build_registry
+    from mcast_echo.daemon.reloads import ReloadHistory
+
+    count = 4096
+    responders = fake_responders(count)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    _, body = exposition.body("", "", "")
+    series = parsed(body, "text/plain")
+    assert sum(name == "mcast_echo_echoed_datagrams_total" for name, _ in series) == count
+    assert sum(name == "mcast_echo_dropped_datagrams_total" for name, _ in series) \
+        == count * len(DROP_REASONS) + 1  # and the one reason no table lists
+    assert value(series, "mcast_echo_received_bytes_total", group="239.20.0.10", port="5000",
+                 interface="route") == float(9 * 7_654_321 + 2**53)  # as a float
+    if shutil.which("promtool"):
+        done = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+    headers, zipped = exposition.body("", "gzip", "")
+    assert ("Content-Encoding", "gzip") in headers
+    assert parsed(gzip.decompress(zipped), "text/plain") == series
+    names = ["mcast_echo_kernel_drops_total", "mcast_echo_build_info"]  # as make_wsgi_app does
+    assert exposition.body("", "", "name[]=" + "&name[]=".join(names))[1] == \
+        generate_latest(exposition.registry.restricted_registry(names))
+
+    def cpu(render) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            render()
+            best = min(best, time.process_time() - start)
+        return best
+
+    listeners = CollectorRegistry(auto_describe=False)
+    listeners.register(exposition.large)
+    ours = cpu(lambda: exposition.large.render(Style(CONTENT_TYPE_PLAIN_0_0_4)))
+    theirs = cpu(lambda: generate_latest(listeners))
+    print(f"{count} listeners, {len(body)} bytes: {ours * 1000:.0f} ms of CPU, "
+          f"prometheus_client {theirs * 1000:.0f} ms")
+    assert ours * 3 < theirs, (ours, theirs)
+
+
+def test_scrapes_back_to_back_reuse_a_young_body():
+    """A body is served again while it is younger than REUSE_FACTOR times its cost (at
+    4,096 listeners, ~0.6 s): scrapes back to back render once; then a new one is rendered,
+    with the counts as they are now."""
+    from mcast_echo.daemon.exposition import MAX_REUSE_AGE
+    from mcast_echo.daemon.metrics import build_registry
+    from mcast_echo.daemon.reloads import ReloadHistory
+
+    responders = fake_responders(4096)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    first = exposition.body("", "", "")[1]
+    start = time.process_time()
+    again = [exposition.body("", "", "")[1] for _ in range(20)]
+    reused = time.process_time() - start
+    responders[0].echoed += 1
+    assert all(body is first for body in again), "rendered again"
+    assert reused < 0.05, reused  # 20 scrapes: no rendering at all
+    time.sleep(MAX_REUSE_AGE)
+    fresh = parsed(exposition.body("", "", "")[1], "text/plain")
+    assert value(fresh, "mcast_echo_echoed_datagrams_total", group="239.20.0.1",
+                 port="5000", interface="route") == 1

@@ -44,8 +44,7 @@ from .reloads import ReloadHistory
 from .responder import GroupResponder
 
 if TYPE_CHECKING:  # imported when metrics are on (_metrics_for): prometheus_client takes ~70 ms
-    from prometheus_client import CollectorRegistry
-
+    from .exposition import Exposition
     from .metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class Daemon:
         self.reloads = ReloadHistory()
         self.metrics: Optional[MetricsEndpoint] = None  # the Prometheus endpoint, if on
         self.mping: Optional[MpingListener] = None  # the ssmping / RFC 6450 listener, if on
-        self._metrics_registry: Optional[CollectorRegistry] = None
+        self._metrics_registry: Optional[Exposition] = None
         self._stop_signal: Optional[int] = None  # SIGTERM/SIGINT received: leave and exit
         self._reload_pending = False  # SIGHUP(s) received since the last reload began
         self._poller: Optional[Poller] = None
