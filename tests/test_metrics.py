@@ -616,8 +616,11 @@ ACCEPTS = [  # what Prometheus and others send; choose_encoder picks the format 
 def fake_responders(count: int) -> list:
     """*count* responders with what the collector reads: counts below and above 10^6 (the
     text format writes those with an exponent), odd label values, waiting ones, sockets
-    whose kernel drops are unknown, and a drop reason no table lists."""
+    whose kernel drops are unknown, a drop reason no table lists, and residence times
+    in every bucket."""
     from types import SimpleNamespace
+
+    from mcast_echo.daemon.residence import ResidenceHistogram
 
     responders = []
     for n in range(count):
@@ -629,7 +632,10 @@ def fake_responders(count: int) -> list:
         if n == 7:
             dropped["future-reason"] = 2
         drops = None if n % 6 == 0 else n * 99_991
-        responders.append(SimpleNamespace(
+        residence = ResidenceHistogram()
+        for k in range(n % 4 * 7):
+            residence.observe(k * 37_123_457 % 2_000_000_000)
+        responders.append(SimpleNamespace(residence=residence,
             listener=listener, memberships=memberships, dropped=dropped,
             received=n * 12_345, received_bytes=n * 7_654_321 + 2**53 * (n == 9),
             echoed=n * 12_000, echoed_bytes=10**17 * (n == 3) + n,
@@ -668,8 +674,17 @@ def test_listener_families_render_as_prometheus_client_does(accept):
     assert parsed(body, content_type) == parsed(reference, content_type)
 
 
-def parsed(body: bytes, content_type: str) -> dict:
-    """{(name, labels): value} of the daemon's series in *body* (the process' move)."""
+def parsed(body: bytes, content_type: str) -> object:
+    """{(name, labels): value} of the daemon's series in *body* (the process' move); where
+    prometheus_client's parser cannot read its own writing (a histogram's escaped sample
+    names under escaping=dots), the set of those series' lines."""
+    try:
+        return _parsed(body, content_type)
+    except ValueError:
+        return {line for line in body.decode().splitlines() if "echo" in line}
+
+
+def _parsed(body: bytes, content_type: str) -> dict:
     if content_type.startswith("application/openmetrics-text"):
         from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
     else:

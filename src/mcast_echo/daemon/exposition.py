@@ -66,6 +66,11 @@ class Style:
         return sample
 
 
+    def sample_name(self, name: str) -> str:
+        """A sample's name (e.g. a histogram's NAME_bucket) in the negotiated escaping."""
+        return openmetrics.escape_metric_name(name, self.escaping)
+
+
 @functools.lru_cache(maxsize=256)
 def label_value(text: str) -> str:
     """*text* escaped as a label value (or OpenMetrics HELP) is: backslash, newline, quote."""

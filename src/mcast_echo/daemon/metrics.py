@@ -37,8 +37,12 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, PlatformCollector, ProcessCollector
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -184,12 +188,14 @@ class ListenerCollector(Collector):
             count = responder.kernel_drops()
             if count is not None:
                 out.append(f"{sample}{{{labels}}} {number(count)}\n")
-        sample = style.begin(out, *RESIDENCE, "histogram")
+        style.begin(out, *RESIDENCE, "histogram")
+        bucket, total, summed = (style.sample_name(f"{RESIDENCE[0]}_{suffix}")
+                                 for suffix in ("bucket", "count", "sum"))
         for histogram, labels, before, after in histograms:
-            out += [f"{sample}_bucket{{{before}{bound}{after}}} {number(count)}\n"
+            out += [f"{bucket}{{{before}{bound}{after}}} {number(count)}\n"
                     for bound, count in histogram.cumulative()]
-            out.append(f"{sample}_count{{{labels}}} {number(histogram.count)}\n"
-                       f"{sample}_sum{{{labels}}} {floatToGoString(histogram.sum_ns / 1e9)}\n")
+            out.append(f"{total}{{{labels}}} {number(histogram.count)}\n"
+                       f"{summed}{{{labels}}} {floatToGoString(histogram.sum_ns / 1e9)}\n")
         return "".join(out)
 
 
