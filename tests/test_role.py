@@ -87,7 +87,7 @@ def test_ordinary_values_pass_and_render_one_line_each(target, options):
     lines = [line for line in render_probe_defaults(
         mcast_echo_probe_target=target, mcast_echo_probe_options=options).splitlines()
         if not line.startswith("#")]
-    assert lines == [f"PROBE_TARGET={target}", "PROBE_COUNT=5", "PROBE_EXPECT=1",
+    assert lines == [f"PROBE_TARGET={target}", "PROBE_COUNT=5", "PROBE_EXPECT=1", "PROBE_SPREAD=0",
                      f"PROBE_OPTIONS={options}"]
 
 
@@ -148,3 +148,18 @@ def test_the_documented_deb_path_is_the_one_make_deb_writes(document):
         path = path.replace("{{ playbook_dir }}", str(playbook_dir))
         resolved = (playbook_dir / path).resolve()
         assert resolved == (ROOT / deb_file()).resolve(), (document, path)
+
+
+def test_every_setting_of_the_probe_unit_has_a_role_variable():
+    """The probe unit's Environment= defaults (PROBE_COUNT, PROBE_EXPECT, PROBE_SPREAD ...) are
+    each written by the role's template, so none is out of the role's reach (#19.3's
+    --spread among them), and each written count has a default."""
+    unit = (ROOT / "systemd" / "mcast-echo-probe.service").read_text()
+    [environment] = re.findall(r"^Environment=(.*)$", unit, re.M)
+    settings = {item.split("=")[0] for item in environment.split()}
+    template = PROBE_TEMPLATE.read_text()
+    written = set(re.findall(r"^(PROBE_\w+)=", template, re.M))
+    assert settings <= written, settings - written
+    rendered = render_probe_defaults()
+    assert "PROBE_SPREAD=0\n" in rendered
+    assert "PROBE_SPREAD=200\n" in render_probe_defaults(mcast_echo_probe_spread="200")
