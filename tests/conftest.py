@@ -2,6 +2,7 @@ import subprocess
 
 import pytest
 
+from loadlab import NotifySink
 from netlab import Host, in_fresh_netns, veth
 
 
@@ -45,3 +46,11 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def sink(tmp_path):
+    """A NOTIFY_SOCKET for the daemon under test: READY=1, STATUS=..., as systemd sees them."""
+    notify = NotifySink(tmp_path / "notify.sock")
+    yield notify
+    notify.close()

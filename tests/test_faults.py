@@ -28,13 +28,6 @@ _lab = itertools.count(1)
 
 
 @pytest.fixture
-def sink(tmp_path):
-    notify = NotifySink(tmp_path / "notify.sock")
-    yield notify
-    notify.close()
-
-
-@pytest.fixture
 def lab():
     """A host with no interface but lo, and a way to cable it: cable(name) -> (local, remote)."""
     n = next(_lab)

@@ -22,7 +22,6 @@ from clients import echo, sender
 from daemonproc import DaemonProcess
 from loadlab import (
     ForgedSender,
-    NotifySink,
     add_address,
     counters,
     ifname_of,
@@ -39,13 +38,6 @@ FUZZ_COUNT = 100_000
 FUZZ_SECONDS = 90  # the whole run, a hard stop; it takes ~5 s here
 WINDOW = 64  # datagrams in flight: enough to keep the daemon busy, never enough to overflow
 WINDOW_BYTES = 512 * 1024
-
-
-@pytest.fixture
-def sink(tmp_path):
-    notify = NotifySink(tmp_path / "notify.sock")
-    yield notify
-    notify.close()
 
 
 def start(host, write_config, sink, text: str) -> DaemonProcess:

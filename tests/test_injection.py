@@ -59,13 +59,6 @@ print(len(got), ",".join(got), flush=True)
 """
 
 
-@pytest.fixture
-def sink(tmp_path):
-    notify = NotifySink(tmp_path / "notify.sock")
-    yield notify
-    notify.close()
-
-
 def multicast_mac(group: str) -> bytes:
     low = socket.inet_aton(group)[1:]
     return bytes([0x01, 0x00, 0x5E, low[0] & 0x7F, low[1], low[2]])

@@ -30,13 +30,6 @@ _labs = 0
 
 
 @pytest.fixture
-def sink(tmp_path):
-    notify = NotifySink(tmp_path / "notify.sock")
-    yield notify
-    notify.close()
-
-
-@pytest.fixture
 def lab():
     """The server host on a veth: 10.70.N.2 (and .3) / fd70:N::2 there, .1 / ::1 here."""
     global _labs

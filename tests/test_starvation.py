@@ -83,13 +83,6 @@ print(sent, flush=True)
 
 
 @pytest.fixture
-def sink(tmp_path):
-    notify = NotifySink(tmp_path / "notify.sock")
-    yield notify
-    notify.close()
-
-
-@pytest.fixture
 def lab():
     """The responder host on a cable: IPv4 10.69.N.1 (here) <-> .2, IPv6 fd69:N::1 <-> ::2."""
     global _labs
