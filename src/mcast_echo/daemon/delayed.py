@@ -23,10 +23,7 @@ import time
 from typing import Optional
 
 from ..wire.probe import MAX_SPREAD_MS
-from .echosink import EchoSink, send_echo
-
-# Where an echo goes: (address, interface index for a group echo, else None), one or two.
-Destinations = tuple[tuple[tuple, Optional[int]], ...]
+from .echosink import Destinations, EchoSink, send_echo
 
 MAX_HELD = 4096  # replies waiting at once, all listeners together
 MAX_HELD_BYTES = 8 << 20  # ... and their bytes (a probe may be 64 KiB)

@@ -22,7 +22,7 @@ import errno
 import logging
 import socket
 import struct
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import Optional, Protocol
 
 from ..net import mcast
 from ..schema import Listener
@@ -30,9 +30,6 @@ from ..wire import probe
 from .policy import Policy
 from .residence import ResidenceHistogram
 from .sendguard import SendWatch
-
-if TYPE_CHECKING:
-    from .delayed import DelayedReplies
 
 log = logging.getLogger("mcast_echo.responder")
 
@@ -71,6 +68,17 @@ DROP_TEXT = {
 }
 
 
+# Where an echo goes: (address, interface index for a group echo, else None), one or two.
+Destinations = tuple[tuple[tuple, Optional[int]], ...]
+
+
+class Delays(Protocol):
+    """Where a path hands an echo that a probe's --spread delays (delayed.DelayedReplies)."""
+
+    def hold(self, spread_ms: int, sock: socket.socket, responder: EchoSink, data: bytes,
+             destinations: Destinations, received_ns: Optional[int]) -> bool: ...
+
+
 class EchoSink(Protocol):
     """What a path needs from the responder whose socket it serves."""
 
@@ -82,7 +90,7 @@ class EchoSink(Protocol):
     echoed_bytes: int
     send_watch: SendWatch  # when the send guard looks at the socket's send queue next
     residence: ResidenceHistogram
-    delayed: DelayedReplies  # echoes held for a probe's --spread (delayed.py)
+    delayed: Delays  # echoes held for a probe's --spread (delayed.DelayedReplies)
     sock: Optional[socket.socket]
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...

@@ -15,7 +15,7 @@ from typing import Optional
 from ..net import mcast, mmsg
 from ..schema import Listener
 from ..wire import probe
-from .echosink import DROP_TEXT, MSG_TRUNC, EchoSink, log, send_echo
+from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_echo
 from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
@@ -105,7 +105,7 @@ class PlainPath:
 
 
 def _destinations(listener: Listener, source: tuple,
-                  ifindex: Optional[int]) -> tuple[tuple[tuple, Optional[int]], ...]:
+                  ifindex: Optional[int]) -> Destinations:
     """Where a probe's held echo goes (delayed.py), in the order the path sends them."""
     to_sender = ((source, None),) if listener.reply != "group" else ()
     if listener.reply == "unicast":
