@@ -332,8 +332,9 @@ def test_sigquit_prints_the_statistics_so_far_and_goes_on(plain_echo):
             proc.wait()
     assert proc.returncode == 0, err
     interim = err.splitlines()
-    assert re.match(r"10\.77\.0\.9: \d+ transmitted, \d+ received, ", interim[0]), err
-    assert re.match(r"\d+ probes transmitted, 1 responder$", interim[1]), err
+    assert re.match(r"--- \S+ mcast-echo ping statistics so far ---$", interim[0]), err
+    assert re.match(r"10\.77\.0\.9: \d+ transmitted, \d+ received, ", interim[1]), err
+    assert re.match(r"\d+ probes transmitted, 1 responder$", interim[2]), err
     assert out.rstrip().endswith("1 responder") and "mcast-echo ping statistics" in out
 
 

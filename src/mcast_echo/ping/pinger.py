@@ -374,9 +374,12 @@ class Pinger:
             stats.dns_name = self.names.name(stats.address.split("%")[0]) or stats.dns_name
 
     def interim(self) -> None:
-        """SIGQUIT: the statistics so far, on standard error, as ping does; the run goes on."""
+        """SIGQUIT: the statistics so far, on standard error, as ping does, under a header
+        that says they are interim (#20.13); the run goes on."""
         self._settle_names(0)
-        for line in self.statistics()[1:]:
+        header, *lines = self.statistics()
+        self._print(header.replace(" statistics ---", " statistics so far ---"), sys.stderr)
+        for line in lines:
             self._print(line, sys.stderr)
 
     def statistics(self) -> list[str]:
