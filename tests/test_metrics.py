@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -769,3 +770,54 @@ def test_scrapes_back_to_back_reuse_a_young_body():
     fresh = parsed(exposition.body("", "", "")[1], "text/plain")
     assert value(fresh, "mcast_echo_echoed_datagrams_total", group="239.20.0.1",
                  port="5000", interface="route") == 1
+
+
+DEB_PYTHON = "/usr/bin/python3"  # the .deb's Python, with Debian's python3-prometheus-client
+DEB_RENDERING = textwrap.dedent("""
+    import sys
+    from collections import Counter
+    from types import SimpleNamespace
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+    from mcast_echo.daemon.exposition import Style
+    from mcast_echo.daemon.metrics import ListenerCollector, build_registry
+    from mcast_echo.daemon.reloads import ReloadHistory
+    from mcast_echo.daemon.residence import ResidenceHistogram
+
+    responders = []
+    for n in range(5):
+        residence = ResidenceHistogram()
+        residence.observe(n * 40_000)
+        responders.append(SimpleNamespace(
+            listener=SimpleNamespace(group=f"239.1.1.{n}", port=5000, interface=None),
+            memberships=SimpleNamespace(join_failures=n, joined={1: None}, waiting=None),
+            dropped=Counter({"rate": n}), received=n * 1_234_567, received_bytes=n,
+            echoed=n, echoed_bytes=n, residence=residence, kernel_drops=lambda: 3))
+    listeners = ListenerCollector(lambda: responders)
+    only = CollectorRegistry(auto_describe=False)
+    only.register(listeners)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
+        encoder, content_type = choose_encoder(accept)
+        ours = listeners.render(Style(content_type)).encode()
+        if content_type.startswith("application/openmetrics-text"):
+            ours += b"# EOF\\n"
+        assert ours == encoder(only), (accept, ours, encoder(only))
+        headers, body = exposition.body(accept, "gzip", "")
+        assert headers[0] == ("Content-Type", content_type) and body, headers
+    print("ok")
+""")
+
+
+def test_the_debs_prometheus_client_renders_the_same():
+    """The .deb runs on Debian's python3-prometheus-client (0.16 on bookworm), which has no
+    name escaping: /metrics must render there too, byte for byte as that version does
+    (a scrape of the installed daemon failed with AttributeError before)."""
+    check = subprocess.run([DEB_PYTHON, "-c", "import prometheus_client"], capture_output=True)
+    if check.returncode != 0:
+        pytest.skip(f"{DEB_PYTHON} has no prometheus_client "
+                    "(apt install python3-prometheus-client)")
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run([DEB_PYTHON, "-c", DEB_RENDERING], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": src}, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

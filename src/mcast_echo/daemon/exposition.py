@@ -33,6 +33,11 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
 OPENMETRICS = "application/openmetrics-text"
+# Name escaping came with prometheus_client 0.21 (UTF-8 names); Debian 12's 0.16, which the
+# .deb depends on, negotiates no escaping and writes every name as it is.
+_ESCAPING_TAG = getattr(openmetrics, "ESCAPING_HEADER_TAG", "escaping")
+_UNDERSCORES = getattr(openmetrics, "UNDERSCORES", "underscores")
+_escape_name = getattr(openmetrics, "escape_metric_name", lambda name, escaping: name)
 REUSE_FACTOR = 10  # a body is served again while younger than this many times its cost
 MAX_REUSE_AGE = 1.0  # seconds: never older than this (Prometheus scrapes every 15 s or so)
 
@@ -48,16 +53,16 @@ class Style:
         """*content_type*: what choose_encoder answered for the request's Accept header."""
         params = dict(part.strip().partition("=")[::2] for part in content_type.split(";")[1:])
         self.openmetrics = content_type.startswith(OPENMETRICS)
-        self.escaping = params.get(openmetrics.ESCAPING_HEADER_TAG, openmetrics.UNDERSCORES)
+        self.escaping = params.get(_ESCAPING_TAG, _UNDERSCORES)
 
     def begin(self, out: list[str], name: str, documentation: str, kind: str) -> str:
         """Append the HELP and TYPE lines of family *name* (a counter's with its _total,
         as CounterMetricFamily takes it) to *out*; the name its samples carry."""
         base = name.removesuffix("_total") if kind == "counter" else name
-        sample = openmetrics.escape_metric_name(f"{base}_total" if kind == "counter" else base,
+        sample = _escape_name(f"{base}_total" if kind == "counter" else base,
                                                 self.escaping)
         if self.openmetrics:
-            family = openmetrics.escape_metric_name(base, self.escaping)
+            family = _escape_name(base, self.escaping)
             documentation = label_value(documentation)
         else:  # the text format names a counter with its _total, and leaves '"' in HELP
             family = sample
@@ -68,7 +73,7 @@ class Style:
 
     def sample_name(self, name: str) -> str:
         """A sample's name (e.g. a histogram's NAME_bucket) in the negotiated escaping."""
-        return openmetrics.escape_metric_name(name, self.escaping)
+        return _escape_name(name, self.escaping)
 
 
 @functools.lru_cache(maxsize=256)
