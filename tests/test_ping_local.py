@@ -93,6 +93,10 @@ def test_a_local_responder_is_shown_marked_and_never_counted(lan, tmp_path):
                     "responder (this host's own: not counted)\n") in done.stdout
             assert "hint: local: only this host's own responder answered (10.77.0.2)" in \
                 done.stdout
+            # --expect 0 (the README's way to look at the local daemon alone): no hints
+            done = ping(lonely, "-c", "2", *FAST, "--expect", "0")
+            assert done.returncode == 0 and " (local)\n" in done.stdout, done.stdout
+            assert "hint:" not in done.stdout, done.stdout
 
             textfile = tmp_path / "lonely.prom"
             done = ping(lonely, "-q", "-c", "2", *FAST, "--json", "--prometheus-textfile",

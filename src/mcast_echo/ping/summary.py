@@ -67,8 +67,9 @@ def rate_note(settings: Settings, table: ResponderTable, transmitted: int) -> li
 def hints(settings: Settings, path_text: str, table: ResponderTable,
           counts: RunCounts) -> list[str]:
     """What to check when probes went out and no responder counted: only this host's own
-    answered, group echoes were lost, or nobody answered at all."""
-    if counts.transmitted == 0 or table.answered() > 0:
+    answered, group echoes were lost, or nobody answered at all. None with --expect 0: the
+    run asked for no responder (e.g. to look at the local one alone)."""
+    if counts.transmitted == 0 or table.answered() > 0 or settings.expect == 0:
         return []
     s = settings
     found = []
