@@ -155,16 +155,22 @@ def fake_ping(*args: str) -> tuple[str, dict]:
     return out, json.loads(json_out)["responders"][0]
 
 
+def stamped_client() -> socket.socket:
+    """A probing socket on the timing link whose echoes carry the kernel's receive time."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
+    sock.settimeout(5)
+    return sock
+
+
 def reply_times(out: str) -> list[float]:
     return [float(ms) for ms in re.findall(r"seq=\d+ time=([0-9.]+) ms", out)]
 
 
 def test_the_daemon_states_its_residence_time_and_it_is_less_than_the_round_trip(responder):
     """Each path's echo carries T3 - T2: never negative, less than T4 - T1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
-        sock.settimeout(5)
+    with stamped_client() as sock:
         for seq in range(5):
             sent_ns = time.time_ns()
             sock.sendto(probe.build_probe(7, seq, sent_ns, 192), (GROUP, PORT))
@@ -219,10 +225,7 @@ def test_replies_are_spread_and_their_rtt_stays_true(responder):
     """Probes asking for a 200 ms spread: the raw round trips spread over tens of ms, the
     residence time holds the delay, and the RTT less it is the network's."""
     raw, true = [], []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
-        sock.settimeout(5)
+    with stamped_client() as sock:
         for seq in range(10):
             sent_ns = time.time_ns()
             sock.sendto(probe.build_probe(9, seq, sent_ns, 192, spread_ms=200), (GROUP, PORT))
