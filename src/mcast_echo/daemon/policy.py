@@ -134,32 +134,32 @@ class OwnAddresses:
     """
 
     def __init__(self) -> None:
-        self._ipv6: frozenset[int] = frozenset()
-        self._ipv4: Optional[frozenset[int]] = None
+        self.ipv6_keys: frozenset[int] = frozenset()
+        self.ipv4_keys: Optional[frozenset[int]] = None
         self._table: Optional[str] = None  # /proc/net/if_inet6 as last parsed
-        self._due = float("-inf")
+        self.due = float("-inf")  # refresh() when now reaches it (Policy.verdict reads it)
 
     def ipv6(self, now: float) -> frozenset[int]:
-        if now >= self._due:
+        if now >= self.due:
             self.refresh(now)
-        return self._ipv6
+        return self.ipv6_keys
 
     def ipv4(self, now: float) -> Optional[frozenset[int]]:
-        if now >= self._due:
+        if now >= self.due:
             self.refresh(now)
-        return self._ipv4
+        return self.ipv4_keys
 
     def refresh(self, now: float) -> None:
         started = time.monotonic()
         table = ifaddr.ipv6_table()
         if table != self._table:
             self._table = table
-            self._ipv6 = frozenset(ipv6_key(value, index if _link_local(value) else 0)
-                                   for index, value in ifaddr.ipv6_address_values(table))
-        self._ipv4 = (frozenset(raw_address(address) for _, address in ifaddr.ipv4_addresses())
+            self.ipv6_keys = frozenset(ipv6_key(value, index if _link_local(value) else 0)
+                                       for index, value in ifaddr.ipv6_address_values(table))
+        self.ipv4_keys = (frozenset(raw_address(address) for _, address in ifaddr.ipv4_addresses())
                       if ifaddr.ipv4_accepts_local() else None)
         cost = time.monotonic() - started
-        self._due = now + max(OWN_ADDRESSES_REFRESH, cost * OWN_ADDRESSES_SHARE)
+        self.due = now + max(OWN_ADDRESSES_REFRESH, cost * OWN_ADDRESSES_SHARE)
 
 
 OWN_ADDRESSES = OwnAddresses()  # one per process: the host's addresses are the same for all
@@ -256,18 +256,23 @@ class Policy:
         address = source[0]
         if source[1] == 0:
             return "source"
+        # own_address(), written out: this runs for every datagram of the plain path
+        own = self.own_addresses
+        if now >= own.due:
+            own.refresh(now)
         if self.ipv6:
             key = _ipv6_int(address)
             if _impossible_ipv6(key, self.loopback_peers):
                 return "source"
-            if self.own_address(ipv6_key(key, source[3] if _link_local(key) else 0),
-                                arrival, now):
+            if arrival != LOOPBACK_IFINDEX and (
+                    ipv6_key(key, source[3]) if _link_local(key) else key) in own.ipv6_keys:
                 return "own-address"
         else:
             if int(address.partition(".")[0]) in self.refused_octets:
                 return "source"
             key = raw_address(address)
-            if self.own_address(key, arrival, now):
+            mine = own.ipv4_keys
+            if mine is not None and key in mine and arrival != LOOPBACK_IFINDEX:
                 return "own-address"
         if not self.admitted_by_acl(key):
             return self.refusal(key)
