@@ -7,15 +7,18 @@ the choice is the one asked for, and the recvmmsg/sendmmsg buffers on their own.
 from __future__ import annotations
 
 import itertools
+import select
 import socket
 import struct
 import time
+from typing import Optional
 
 import pytest
 
 from clients import sender
 from daemonproc import DaemonProcess
-from mcast_echo.daemon import echopath
+from loadlab import wait_until
+from mcast_echo.daemon import echopath, receivetimes
 from mcast_echo.net import mcast, mmsg
 
 GROUP = "224.3.29.71"
@@ -46,7 +49,8 @@ def group_socket() -> socket.socket:
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_MULTICAST_ALL, 0)
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_PKTINFO, 1)
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_RECVTTL, 1)
-    sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+    mcast.enable_receive_stamps(sock)
+    mcast.stamp_each_datagram(sock, True)
     sock.bind((GROUP, 9998))
     mreq = struct.pack("=4s4si", socket.inet_aton(GROUP), socket.inet_aton("0.0.0.0"),
                        socket.if_nametoindex("lo"))
@@ -66,12 +70,15 @@ def test_a_batch_receives_lengths_peers_and_ancillary_data_and_echoes_them():
         assert count == len(payloads)
         assert list(batch.lengths[:count]) == [len(p) for p in payloads]
         port = client.getsockname()[1]
+        times = []
         for i, payload in enumerate(payloads):
             assert batch.payload(i, len(payload)) == payload
             assert batch.peer(i) == ("127.0.0.1", port)
             ifindex, ttl, received_ns = batch.ancillary(i)
             assert (ifindex, ttl) == (socket.if_nametoindex("lo"), 7)
-            assert received_ns is not None and abs(time.time_ns() - received_ns) < 60e9
+            times.append(received_ns)
+        # each datagram's own kernel receive time
+        assert None not in times and times == sorted(times) and times[-1] <= time.time_ns()
         assert set(batch.first_octets[:count]) == {127}
         batch.send_lengths[:count] = batch.lengths[:count]
         assert batch.send(server.fileno(), 0, count) == (count, 0)
@@ -134,3 +141,64 @@ def test_the_route_hint_works_on_lo(write_config):
             assert "ip route replace 224.0.0.0/4 dev lo src 127.0.0.1" in line, line
             ip("route", "replace", "224.0.0.0/4", "dev", "lo", "src", "127.0.0.1", host=host)
             daemon.wait_for("joined 239.9.9.9 on lo after waiting", timeout=5)
+
+
+def test_the_receive_stamp_is_the_last_datagrams_kernel_time():
+    """mcast.last_receive_ns (a lone probe's T2 on the fast path): None before anything
+    was read, then the kernel's receive time of the datagram read last."""
+    with _bare_group_socket() as server, sender("127.0.0.1", ttl=1, timeout=2) as client:
+        assert mcast.last_receive_ns(server.fileno()) is None
+        client.sendto(b"first", (GROUP, 9998))
+        wait_until(lambda: _readable(server), 2)
+        sent_first_by = time.time_ns()
+        assert server.recv(100) == b"first"
+        first = mcast.last_receive_ns(server.fileno())
+        assert first is not None and first <= sent_first_by
+        client.sendto(b"second", (GROUP, 9998))
+        wait_until(lambda: _readable(server), 2)
+        assert server.recv(100) == b"second"
+        second = mcast.last_receive_ns(server.fileno())
+        assert second is not None and first < second <= time.time_ns()
+
+
+def test_datagrams_carry_their_own_time_while_probes_come():
+    """receivetimes.py: off until a probe comes (no control message per datagram), on
+    from then for STAMP_HOLD, off again after it; a socket closed meanwhile is let go."""
+    times = receivetimes.ReceiveTimes()
+    with _bare_group_socket() as server, sender("127.0.0.1", ttl=1, timeout=2) as client:
+        assert _own_time(server, client) is None
+        times.keep(server, now=100.0)
+        assert times.due == 100.0 + receivetimes.STAMP_HOLD
+        assert _own_time(server, client) is not None
+        assert times.of_batch(server) is None  # the kernel keeps no batch time meanwhile
+        times.keep(server, now=110.0)  # a later probe moves the end
+        times.expire(100.0 + receivetimes.STAMP_HOLD)
+        assert _own_time(server, client) is not None and server in times.until
+        times.expire(110.0 + receivetimes.STAMP_HOLD)
+        assert _own_time(server, client) is None and times.due == float("inf")
+        assert times.of_batch(server) is not None  # the batch's time is back
+        times.keep(server, now=200.0)
+    times.expire(200.0 + receivetimes.STAMP_HOLD)  # closed: no error, forgotten
+    assert not times.until
+
+
+def _bare_group_socket() -> socket.socket:
+    """group_socket() without per-datagram times, as the fast path's sockets start."""
+    sock = group_socket()
+    mcast.stamp_each_datagram(sock, False)
+    return sock
+
+
+def _own_time(server: socket.socket, client: socket.socket) -> Optional[int]:
+    """Send one datagram to *server* and read it: its SO_TIMESTAMPNS time, None if none."""
+    client.sendto(b"t", (GROUP, 9998))
+    wait_until(lambda: _readable(server), 2)
+    _, ancdata, _, _ = server.recvmsg(16, 256)
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == mcast.SO_TIMESTAMPNS:
+            return mcast.timespec_ns(data)
+    return None
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])

@@ -16,6 +16,7 @@ from ..net import mmsg
 from ..wire import probe
 from .echosink import DROP_TEXT, MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
 from .policy import SourceRateLimiter
+from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
 
 FAST_BATCH = 64  # datagrams per recvmmsg
@@ -30,6 +31,7 @@ class BatchPath:
         self.batch = mmsg.Batch(FAST_BATCH)
         self.guard = guard
         self.unresolved = guard.unresolved(False)  # IPv4 only: the same dict, kept current
+        self.receive_times = ReceiveTimes()  # a probe's T2 (receivetimes.py)
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
@@ -53,6 +55,8 @@ class BatchPath:
                 break
         if now >= watch.check_at:  # one float compare per wake-up (sendguard.py)
             self.guard.check(sock, watch, False, now)
+        if now >= self.receive_times.due:
+            self.receive_times.expire(now)
         return taken
 
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
@@ -185,7 +189,7 @@ class BatchPath:
             for i in passed:
                 if sources[i] in unresolved and i not in drops:
                     drops[i] = "unresolved"
-        stamps = self._trailers(asking, drops, responder) if asking else None
+        stamps = self._trailers(asking, drops, responder, now) if asking else None
         if drops:
             self._log_drops(drops, responder)
         unsent: Optional[dict[int, str]] = drops
@@ -194,12 +198,16 @@ class BatchPath:
         self._send(fd, count, unsent, responder, stamps)
 
     def _trailers(self, asking: list[int], drops: Optional[dict[int, str]],
-                  responder: EchoSink) -> Optional[dict[int, Any]]:
+                  responder: EchoSink, now: float) -> Optional[dict[int, Any]]:
         """Write the trailer of each probe that asks; {index: kernel receive time} of those
         whose residence time _send stamps, HELD for those handed to delayed.py for their
-        --spread (None when there are neither)."""
+        --spread (None when there are neither). A probe's receive time is its own, or its
+        batch's while its socket's datagrams do not carry theirs (receivetimes.py)."""
         batch = self.batch
+        sock = responder.sock
         stamps: Optional[dict[int, Any]] = None
+        batch_ns: Optional[int] = None
+        probed = False
         for i in asking:
             if drops and i in drops:
                 continue
@@ -207,14 +215,19 @@ class BatchPath:
             data = batch.payload(i, length)
             if probe.wants_trailer(data):
                 ifindex, ttl, received_ns = batch.ancillary(i)
-                if received_ns is None:  # no kernel timestamp: the residence starts now
-                    received_ns = time.time_ns()
+                if received_ns is None:
+                    if batch_ns is None:
+                        batch_ns = self.receive_times.of_batch(sock) if sock else None
+                        # without the kernel's time, the residence starts now
+                        batch_ns = batch_ns or time.time_ns()
+                    received_ns = batch_ns
                 echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, received_ns))
                 if echo is not data and len(echo) == length:
+                    probed = True
                     residence = length >= probe.RESIDENCE_PROBE
                     spread = probe.spread_of(data)
-                    if spread and responder.sock is not None and responder.delayed.hold(
-                            spread, responder.sock, responder, echo,
+                    if spread and sock is not None and responder.delayed.hold(
+                            spread, sock, responder, echo,
                             ((batch.peer(i), None),), received_ns if residence else None):
                         stamps = stamps if stamps is not None else {}
                         stamps[i] = HELD  # sent when due, and counted then
@@ -223,6 +236,8 @@ class BatchPath:
                     if residence:
                         stamps = stamps if stamps is not None else {}
                         stamps[i] = received_ns
+        if probed and sock is not None:  # probes come: the next ones get their own time
+            self.receive_times.keep(sock, now)
         return stamps
 
     def _stamp(self, stamps: dict[int, Any], start: int, end: int) -> list[int]:

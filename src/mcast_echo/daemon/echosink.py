@@ -11,9 +11,9 @@ network, then 'allow' (and an SSM listener's 'sources'), then a datagram the ker
 cut or that is over max_datagram, then the rate limit, then an address the send guard
 holds back (sendguard.py: it does not resolve); then a probe that asks gets its
 identity trailer (probe.py), never making the echo larger, and its residence time:
-the kernel's receive time (SO_TIMESTAMPNS, read only for probes that ask) to the clock
-read just before the send that carries the echo. Nothing a peer sends can raise out of
-a path.
+the kernel's receive time (SIOCGSTAMPNS on the plain path; on the fast path
+receivetimes.py) to the clock read just before the send that carries the echo.
+Nothing a peer sends can raise out of a path.
 """
 
 from __future__ import annotations

@@ -19,9 +19,8 @@ from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_ec
 from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
-# in_pktinfo + TTL, or in6_pktinfo + hop limit; and the kernel's receive time
-ANCILLARY_SPACE = (socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
-                   + socket.CMSG_SPACE(mcast.TIMESPEC_SIZE))
+# in_pktinfo + TTL, or in6_pktinfo + hop limit
+ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 PLAIN_BATCH = 256  # datagrams per wake-up, so signals and timers are seen under a flood
 
 
@@ -71,7 +70,8 @@ class PlainPath:
             received_ns = None  # set: the echo's residence time is stamped at each send
             spread = 0
             if probe.wants_trailer(data):
-                kernel_ns = _received_ns(ancdata)
+                # the kernel's receive time of the datagram just read (now, if none)
+                kernel_ns = mcast.last_receive_ns(sock.fileno()) or time.time_ns()
                 echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, kernel_ns))
                 if echo is not data:  # a valid probe
                     spread = probe.spread_of(data)
@@ -127,15 +127,6 @@ def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
                        "(%d); dropped", size, *source[:2], responder.listener.max_datagram)
     else:
         responder.drop(reason, 1, DROP_TEXT[reason], *source[:2])
-
-
-def _received_ns(ancdata: list) -> int:
-    """The kernel's receive time (SO_TIMESTAMPNS); now when it is missing. Probes only."""
-    for level, kind, payload in ancdata:
-        if (level == socket.SOL_SOCKET and kind == mcast.SO_TIMESTAMPNS
-                and len(payload) >= mcast.TIMESPEC_SIZE):
-            return mcast.timespec_ns(payload)
-    return time.time_ns()
 
 
 def _ancillary(ancdata: list) -> tuple[Optional[int], Optional[int]]:

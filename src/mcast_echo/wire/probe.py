@@ -77,7 +77,7 @@ class Arrival(NamedTuple):
     ifname: str  # interface the datagram arrived on ("" if unknown)
     group: str  # the group address it was sent to
     ttl: Optional[int]  # IP TTL it arrived with (IP_RECVTTL), None if unknown
-    recv_time_ns: int  # the kernel's receive time (SO_TIMESTAMPNS), else time.time_ns()
+    recv_time_ns: int  # kernel's receive time (daemon/receivetimes.py), else now
     group_echoes: bool = False  # the echo also goes to the group (reply: group or both)
 
 
