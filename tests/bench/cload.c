@@ -2,6 +2,7 @@
  *
  *   cload --mode closed|rtt|oneway [--group G] [--port P] [--source ADDR] [--size BYTES]
  *         [--window N] [--seconds S] [--warmup S] [--count N] [--timeout-ms MS] [--pid PID]
+ *         [--rate PPS]
  *
  * closed  keep --window datagrams in flight: every echo sends the next one, a datagram not
  *         back within --timeout-ms is counted lost and sent again. Reports echoes/s and loss
@@ -9,7 +10,9 @@
  *         per echo than a responder that answers one datagram at a time.
  * rtt     one datagram in flight; round trips from CLOCK_MONOTONIC, p50/p90/p99/max (µs).
  * oneway  send as fast as it can in batches, to a sink that only reads: the ceiling of this
- *         generator, to show it is not what limits the closed loop.
+ *         generator, to show it is not what limits the closed loop. With --rate, PPS datagrams
+ *         a second instead, sent every ~50 µs as they fall due: a steady load on a responder
+ *         (its echoes are never read) while something else measures it.
  *
  * With --pid, the utime+stime of that process (from /proc/PID/stat) over the measured
  * window is reported too, as "responder_cpu_s". Every loop is bounded by --seconds and
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -43,7 +47,7 @@
 struct options {
 	const char *mode, *group, *source;
 	int port, size, window, timeout_ms, pid, gso;
-	double seconds, warmup;
+	double seconds, warmup, rate;
 	long count;
 };
 
@@ -470,6 +474,9 @@ static int one_way(const struct options *o)
 	uint64_t deadline = window_start + (uint64_t)(o->seconds * 1e9);
 	int measuring = 0;
 	double self0 = 0;
+	unsigned long long paced = 0; /* --rate: datagrams sent since start */
+	if (o->rate > 0)
+		prctl(PR_SET_TIMERSLACK, 1000UL); /* wake within ~1 µs of the 50 µs asked */
 	for (;;) {
 		uint64_t now = now_ns();
 		if (now >= deadline || (o->count > 0 && (long)sent >= o->count))
@@ -480,14 +487,26 @@ static int one_way(const struct options *o)
 			self0 = self_cpu_s();
 			window_start = now;
 		}
-		sent += send_batch(&sender, iov, BATCH);
+		int n = BATCH;
+		if (o->rate > 0) {
+			unsigned long long due = (unsigned long long)((double)(now - start) / 1e9 * o->rate);
+			if (due <= paced) {
+				struct timespec pause = {.tv_sec = 0, .tv_nsec = 50000};
+				nanosleep(&pause, NULL);
+				continue;
+			}
+			n = due - paced < BATCH ? (int)(due - paced) : BATCH;
+		}
+		int done = send_batch(&sender, iov, n);
+		sent += done;
+		paced += n; /* what failed to send is not sent again: the rate stays the rate */
 	}
 	double elapsed = (double)(now_ns() - window_start) / 1e9;
 	printf("{\"mode\": \"oneway\", \"size\": %d, \"seconds\": %.4f, \"sent\": %llu, "
 	       "\"sent_per_s\": %.1f, \"send_errors\": %llu, \"gso\": %d, "
-	       "\"self_cpu_s\": %.3f}\n",
+	       "\"self_cpu_s\": %.3f, \"rate\": %.0f}\n",
 	       o->size, elapsed, sent, (double)sent / elapsed, sender.errors, sender.gso,
-	       self_cpu_s() - self0);
+	       self_cpu_s() - self0, o->rate);
 	close(fd);
 	return 0;
 }
@@ -504,7 +523,7 @@ int main(int argc, char **argv)
 		{"seconds", required_argument, 0, 't'}, {"warmup", required_argument, 0, 'u'},
 		{"count", required_argument, 0, 'n'},	{"timeout-ms", required_argument, 0, 'o'},
 		{"pid", required_argument, 0, 'P'},	{"no-gso", no_argument, 0, 'G'},
-		{0, 0, 0, 0},
+		{"rate", required_argument, 0, 'r'},	{0, 0, 0, 0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -521,13 +540,15 @@ int main(int argc, char **argv)
 		case 'o': o.timeout_ms = atoi(optarg); break;
 		case 'P': o.pid = atoi(optarg); break;
 		case 'G': o.gso = 0; break;
+		case 'r': o.rate = atof(optarg); break;
 		default: return 2;
 		}
 	}
 	if (o.size < HEADER || o.size > MAX_SIZE || o.window < 1 || o.window > MAX_WINDOW ||
-	    o.seconds <= 0 || o.seconds > 600 || o.warmup < 0 || o.timeout_ms < 1) {
+	    o.seconds <= 0 || o.seconds > 600 || o.warmup < 0 || o.timeout_ms < 1 ||
+	    o.rate < 0 || o.rate > 1e8) {
 		fprintf(stderr, "cload: size %d..%d, window 1..%d, 0 < seconds <= 600, "
-			"timeout-ms >= 1\n", HEADER, MAX_SIZE, MAX_WINDOW);
+			"timeout-ms >= 1, 0 <= rate <= 1e8\n", HEADER, MAX_SIZE, MAX_WINDOW);
 		return 2;
 	}
 	if (strcmp(o.mode, "closed") == 0)

@@ -4,10 +4,12 @@ Runs in the private network namespace the make target made, everything on `lo`.
 Builds the C echo (cecho.c) and load generator (cload.c) with the system compiler into
 build/bench/, then, one responder at a time (the daemon refuses to share its port), for
 BENCH_RUNS runs in alternating order: echoes/s with 64 datagrams in flight at 64 B and
-1,400 B, the responder's CPU per echo, RTT with one in flight, loss. The generator runs
-on one CPU, the responder on another. Also exec -> READY=1 and the daemon's RSS idle,
-under load and through a flood, and the generator's one-way ceiling. Every loop is
-bounded by a count and a deadline; with the defaults the whole run takes 2-3 minutes.
+1,400 B, the responder's CPU per echo, RTT with one in flight, loss, and the RTT that
+`mcast-echo ping` shows, idle and with the responder at half its capacity (the 64 B rate it
+reached, halved). The generator runs on one CPU, the responder on another. Also exec ->
+READY=1 and the daemon's RSS idle, under load and through a flood, and the generator's
+one-way ceiling. Every loop is bounded by a count and a deadline; with the defaults the
+whole run takes 3-4 minutes.
 
 Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS (3, per measurement), BENCH_STARTS (7),
 BENCH_NICE (-10: the generator and every responder alike, so that other jobs on a shared
@@ -55,6 +57,7 @@ RSS_POLL = 0.1
 # reports, so that the daemon's residence time is seen to come off.
 PING_PROBES = ("-c", "150", "-i", "0.01", "-W", "0.5", "-n")
 _REPLY_TIME = re.compile(r"time=([0-9.]+) ms")
+LOADED_PING_S = 3.0  # the half load's length: ping's 150 probes (1.5 s) and its last wait
 # The daemon through its real config and code path, policy on: nothing is refused. It
 # has BENCH_GROUPS groups joined (issue 9: the figures must hold with 1,000), the measured
 # one first; the others are idle; and its Prometheus endpoint on (issue 11: the figures
@@ -247,6 +250,29 @@ class Bench:
                                f"{done.stderr.strip()[-200:]}")
         return {"p50_us": rtts[len(rtts) // 2], "replies": len(rtts)}
 
+    def ping_loaded(self, rate: float) -> dict:
+        """ping() while the generator sends *rate* 64 B datagrams/s to the responder (their
+        echoes are never read): the RTT ping shows with the responder half busy, and the
+        load the generator kept up meanwhile."""
+        cmd = [str(self.binaries["cload"]), "--mode", "oneway", "--group", GROUP,
+               "--port", str(PORT), "--source", SOURCE, "--size", "64", "--rate",
+               f"{rate:.0f}", "--seconds", str(LOADED_PING_S), "--warmup", str(WARMUP)]
+        load = subprocess.Popen(pinned(cmd, self.load_cpu), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(WARMUP)  # the load is steady before the first probe
+            figures = self.ping()
+        finally:
+            try:
+                stdout, stderr = load.communicate(timeout=WARMUP + LOADED_PING_S + 15)
+            except subprocess.TimeoutExpired:
+                load.kill()
+                stdout, stderr = load.communicate()
+        if load.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"cload --rate failed ({load.returncode}): {stderr.strip()}")
+        figures["load_per_s"] = json.loads(stdout.strip().splitlines()[-1])["sent_per_s"]
+        return figures
+
     def one_run(self, spec: Spec, flood: bool) -> dict:
         """Start *spec*, measure it, stop it; one run's figures."""
         responder = Responder(self.command(spec), spec.env, self.responder_cpu)
@@ -262,6 +288,7 @@ class Bench:
                 peak = max(peak, seen)
             result["rtt64"], _ = self.cload("rtt", 64, responder.pid)
             result["ping"] = self.ping()
+            result["ping_half_load"] = self.ping_loaded(result["closed64"]["echoes_per_s"] / 2)
             if flood:  # as fast as the generator can send, echoes never read
                 result["flood64"], seen = self.cload("oneway", 64, responder.pid,
                                                      responder.pid)
