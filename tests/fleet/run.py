@@ -98,7 +98,8 @@ timeout = 30
 pipelining = True
 """)
 
-    def playbook(self, *extra: str, timeout: float = 900) -> dict[str, dict[str, int]]:
+    def playbook(self, *extra: str, timeout: float = 0) -> dict[str, dict[str, int]]:
+        timeout = timeout or 900 * max(1.0, self.count / 50)  # 50 hosts: ~200 s a rollout
         env = {**os.environ, "ANSIBLE_CONFIG": str(self.state / "ansible.cfg"),
                "ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
         argv = [str(VENV / "bin" / "ansible-playbook"), str(ANSIBLE_DIR / "site.yml"), *extra]
