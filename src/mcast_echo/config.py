@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
+from .addresses import is_never_routed_group
 from .schema import (
     ALL_KEYS,
     DAEMON_KEYS,
@@ -34,7 +35,6 @@ from .schema import (
     Listener,
     RateLimit,
     check_key,
-    is_never_routed_group,
     listener_problems,
     show,
     spell,

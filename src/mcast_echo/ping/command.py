@@ -19,9 +19,10 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
+from ..addresses import is_ssm_group
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..net.ifaddr import index_of_address
-from ..schema import ALL_INTERFACES, Listener, is_ssm_group
+from ..schema import ALL_INTERFACES, Listener
 from . import hostping, textfile
 from . import report as pingreport
 from .options import (

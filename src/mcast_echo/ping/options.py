@@ -7,8 +7,9 @@ import ipaddress
 import os
 from typing import NamedTuple, Optional
 
+from ..addresses import is_multicast, not_a_group
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
-from ..schema import Listener, is_multicast, not_a_group
+from ..schema import Listener
 from ..wire import probe, ssmping
 from .settings import MCAST_ECHO, PROTOCOLS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..schema import is_link_scope_group, is_ssm_group
+from ..addresses import is_link_scope_group, is_ssm_group
 
 # --protocol: mcast-echo's own probes to a group, or a multicast ping dialect to one HOST
 MCAST_ECHO, SSMPING, RFC6450 = "mcast-echo", "ssmping", "rfc6450"
