@@ -1,6 +1,6 @@
 """Facts about addresses, each written once: which are multicast groups, which groups are
-source-specific, link-scope, never routed or refused, the groups ssmping and asmping use by
-default, and how an address and a port are written together.
+source-specific, link-scope, never routed or refused, the groups ssmping uses and asmping can
+ask for, and how an address and a port are written together.
 
 Every answer comes from ``ipaddress`` and the ranges below; nothing here imports the rest of
 the package, so the config checks (schema.py), ping/, daemon/ and wire/ all ask here.
@@ -128,3 +128,19 @@ def is_never_routed_group(group: AnyAddress) -> bool:
     if group.version == 4:
         return group in LOCAL_NETWORK_CONTROL
     return is_link_scope_group(group)
+
+
+# ssmping's group when given none, and ssmpingd's when a request names none: one of each
+# family, both source-specific. mcast-echo's `ssmping: groups:` defaults to them.
+SSMPING_GROUP_V4 = "232.43.211.234"
+SSMPING_GROUP_V6 = "ff3e::4321:1234"
+SSMPING_GROUPS = (SSMPING_GROUP_V4, SSMPING_GROUP_V6)
+ASMPING_GROUPS = "a group ending in .234 (IPv4) or ::4321:1234 (IPv6)"
+
+
+def asmping_can_ask(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    """Whether Debian's asmping can ask for *group*: it takes only a group ending in .234
+    (IPv4) or ::4321:1234 (IPv6), as ssmpingd answers only those."""
+    if group.version == 4:
+        return group.packed[-1] == 234
+    return group.packed[-4:] == bytes.fromhex("43211234")

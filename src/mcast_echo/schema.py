@@ -17,6 +17,7 @@ from .addresses import (
     PRIVATE_GROUPS,
     PRIVATE_GROUPS_V6,
     SSM_RANGES,
+    SSMPING_GROUPS,
     is_link_scope_group,
     is_multicast,
     is_ssm_group,
@@ -106,7 +107,6 @@ class Metrics:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-SSMPING_GROUPS = ("232.43.211.234", "ff3e::4321:1234")  # ssmping's and asmping's defaults
 SSMPING_PORT = 4321
 MAX_SSMPING_GROUPS = 4096  # as many as listeners (MAX_LISTENERS); wire/tlv.py indexes them
 

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from typing import NamedTuple, Optional
 
-from ..addresses import is_multicast, not_a_group
+from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6, is_multicast, not_a_group
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..schema import Listener
 from ..wire import probe, ssmping
@@ -141,9 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rfc6450, the responder to ping: a name or an address")
     parser.add_argument("group", nargs="?", metavar="GROUP",
                         help="with --protocol ssmping, the group the multicast replies are "
-                             "asked to (as asmping's; default: ssmping's 232.43.211.234 or "
-                             "ff3e::4321:1234); with rfc6450, the group the Init asks for "
-                             "(default: any the responder offers)")
+                             "asked to (as asmping's; default: ssmping's "
+                             f"{SSMPING_GROUP_V4} or {SSMPING_GROUP_V6}); with rfc6450, the "
+                             "group the Init asks for (default: any the responder offers)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default=MCAST_ECHO,
                         help="mcast-echo probes a group (the default); ssmping (ssmping 0.9.1, "
                              "as Debian's ssmpingd answers) and rfc6450 (RFC 6450) ping one "
