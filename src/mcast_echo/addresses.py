@@ -144,3 +144,9 @@ def asmping_can_ask(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) 
     if group.version == 4:
         return group.packed[-1] == 234
     return group.packed[-4:] == bytes.fromhex("43211234")
+
+
+def host_port(address: str, port: int) -> str:
+    """*address* and *port* as one text, an IPv6 address in brackets so that its colons are
+    not read as the port's: 224.3.29.71:9999, [ff15::1]:9999, [fe80::1%eth0]:4321."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

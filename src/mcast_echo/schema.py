@@ -18,6 +18,7 @@ from .addresses import (
     PRIVATE_GROUPS_V6,
     SSM_RANGES,
     SSMPING_GROUPS,
+    host_port,
     is_link_scope_group,
     is_multicast,
     is_ssm_group,
@@ -78,7 +79,7 @@ class Listener:
     @property
     def where(self) -> str:
         """group:port as log lines and STATUS show it: [ff15::1]:5000 for IPv6."""
-        return f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+        return host_port(self.group, self.port)
 
     @property
     def link_scope(self) -> bool:
@@ -104,7 +105,7 @@ class Metrics:
     @property
     def listen(self) -> str:
         """As the config writes it: 127.0.0.1:9101, [::1]:9101."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 SSMPING_PORT = 4321
