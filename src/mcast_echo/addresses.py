@@ -54,8 +54,12 @@ REFUSED_GROUPS: dict[str, str] = {  # group or network -> what it is, after "...
     "ff02::1:ff00:0/104": "a solicited-node group (IPv6 neighbor discovery)",
 }
 _REFUSED_NETWORKS = tuple((ipaddress.ip_network(net), what) for net, what in REFUSED_GROUPS.items())
-PRIVATE_GROUPS = "239.0.0.0/8, e.g. 239.255.10.1"  # administratively scoped (RFC 2365)
-PRIVATE_GROUPS_V6 = "ff15::/16, e.g. ff15::1234"  # transient, site scope (RFC 4291)
+MULTICAST_RANGES = {4: "224.0.0.0/4", 6: "ff00::/8"}  # IP version -> every group of it
+# IP version -> where a private group is taken from: IPv4's administratively scoped groups
+# (RFC 2365), IPv6's transient groups of site scope (RFC 4291); and one example of each.
+PRIVATE_RANGES = {4: "239.0.0.0/8", 6: "ff15::/16"}
+PRIVATE_GROUPS = {4: f"{PRIVATE_RANGES[4]}, e.g. 239.255.10.1",
+                  6: f"{PRIVATE_RANGES[6]}, e.g. ff15::1234"}
 # Source-specific multicast (RFC 4607 section 1): 232.0.0.0/8, and FF3x::/32 for every scope x
 # (RFC 3306 section 6: flags P=1 T=1 with a prefix length of 0). Other ff3x: groups carry a
 # unicast prefix (ff3e:40:2001:db8::...) and are any-source.
@@ -114,11 +118,17 @@ def is_ssm_group(group: AnyAddress) -> bool:
     return int(group) >> 116 == 0xFF3 and (int(group) >> 96) & 0xFFFF == 0
 
 
+def ipv6_scope(group: ipaddress.IPv6Address) -> int:
+    """The scope field of an IPv6 group, the low four bits of its second byte (RFC 4291
+    section 2.7, RFC 7346): 1 interface, 2 link, 5 site, 0xe global; 0 and 0xf reserved."""
+    return (int(group) >> 112) & 0xF
+
+
 def is_link_scope_group(group: AnyAddress) -> bool:
     """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
     flagged forms such as ff12:: or ff32::); *group* is an address or its text."""
     group = ipaddress.ip_address(group)
-    return group.version == 6 and is_multicast(group) and (int(group) >> 112) & 0xF in (1, 2)
+    return group.version == 6 and is_multicast(group) and ipv6_scope(group) in (1, 2)
 
 
 def is_never_routed_group(group: AnyAddress) -> bool:

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from .addresses import (
+    MULTICAST_RANGES,
     PRIVATE_GROUPS,
-    PRIVATE_GROUPS_V6,
+    PRIVATE_RANGES,
     SSM_RANGES,
     SSMPING_GROUPS,
     host_port,
+    ipv6_scope,
+    is_ipv4_mapped,
     is_link_scope_group,
     is_multicast,
     is_ssm_group,
@@ -280,23 +283,24 @@ def check_group(value: Any) -> str:
     addr = _address(value)
     if addr is None:
         raise Invalid(f"{show(value)} is not a multicast group address (allowed: IPv4 "
-                      "224.0.0.0/4 such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)")
+                      f"{MULTICAST_RANGES[4]} such as 224.3.29.71, or IPv6 "
+                      f"{MULTICAST_RANGES[6]} such as ff15::1234)")
     if addr.version == 6 and addr.scope_id:
         raise Invalid(f"{show(value)}: write the group without %{addr.scope_id} and the "
                       f"interface apart (interface: {addr.scope_id})")
     if not is_multicast(addr):
         if addr.version == 4:
-            raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
-                          "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
-        raise Invalid(f"{not_a_group(addr)} (allowed: ff00::/8, e.g. ff15::1234; use "
-                      "ff15::/16 for a private group)")
+            raise Invalid(f"{value} is not a multicast address (allowed: "
+                          f"{MULTICAST_RANGES[4]}, e.g. 224.3.29.71; use {PRIVATE_RANGES[4]} "
+                          "for a private group)")
+        raise Invalid(f"{not_a_group(addr)} (allowed: {MULTICAST_RANGES[6]}, e.g. ff15::1234; "
+                      f"use {PRIVATE_RANGES[6]} for a private group)")
     refused = refused_group(addr)
     if refused is not None:
-        private = PRIVATE_GROUPS if addr.version == 4 else PRIVATE_GROUPS_V6
         raise Invalid(f"{addr} is {refused}: not free for an echo responder; use an "
-                      f"administratively scoped group ({private})")
-    if addr.version == 6 and (int(addr) >> 112) & 0xF in (0, 0xF):
-        raise Invalid(f"{addr} has scope {(int(addr) >> 112) & 0xF:x}, which is reserved "
+                      f"administratively scoped group ({PRIVATE_GROUPS[addr.version]})")
+    if addr.version == 6 and ipv6_scope(addr) in (0, 0xF):
+        raise Invalid(f"{addr} has scope {ipv6_scope(addr):x}, which is reserved "
                       "(RFC 7346); use a scope from 1 to e, e.g. ff15::1234")
     return str(addr)
 
@@ -344,7 +348,7 @@ def check_interface(value: Any) -> Optional[str]:
 
 def _unicast_problem(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
     """Why *addr* cannot be the unicast address of a sender, or None."""
-    if addr.version == 6 and addr.ipv4_mapped is not None:  # before any is_* (is_ipv4_mapped)
+    if is_ipv4_mapped(addr):  # before any is_*
         return f"an IPv4-mapped address (write {addr.ipv4_mapped})"
     if addr.is_multicast:
         return "a multicast address"

@@ -7,7 +7,14 @@ import ipaddress
 import os
 from typing import NamedTuple, Optional
 
-from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6, is_multicast, not_a_group
+from ..addresses import (
+    MULTICAST_RANGES,
+    SSMPING_GROUP_V4,
+    SSMPING_GROUP_V6,
+    is_ipv4_mapped,
+    is_multicast,
+    not_a_group,
+)
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..schema import Listener
 from ..wire import probe, ssmping
@@ -98,10 +105,10 @@ def parse_target(text: str) -> Target:
             f"{host!r} is not an IPv4 or IPv6 address (e.g. 239.1.1.1:5000 or "
             "[ff15::1]:5000)") from None
     if not is_multicast(group):
-        if group.version == 6 and group.ipv4_mapped is not None:
+        if is_ipv4_mapped(group):
             raise argparse.ArgumentTypeError(not_a_group(group))
-        allowed = "224.0.0.0/4" if group.version == 4 else "ff00::/8"
-        raise argparse.ArgumentTypeError(f"{host} is not a multicast group ({allowed})")
+        raise argparse.ArgumentTypeError(f"{host} is not a multicast group "
+                                         f"({MULTICAST_RANGES[group.version]})")
     if zone and group.version == 4:
         raise argparse.ArgumentTypeError(f"{text}: only an IPv6 group takes %IFACE")
     port = bounded(int, 1, 65535)(port_text) if port_text is not None else None
