@@ -145,7 +145,7 @@ def is_never_routed_group(group: AnyAddress) -> bool:
 SSMPING_GROUP_V4 = "232.43.211.234"
 SSMPING_GROUP_V6 = "ff3e::4321:1234"
 SSMPING_GROUPS = (SSMPING_GROUP_V4, SSMPING_GROUP_V6)
-ASMPING_GROUPS = "a group ending in .234 (IPv4) or ::4321:1234 (IPv6)"
+ASMPING_GROUPS = "a group ending in .234 (IPv4) or ::4321:1234 (IPv6)"  # asmping_can_ask, said
 
 
 def asmping_can_ask(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
