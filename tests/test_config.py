@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from loadlab import AsUser, needs_another_user
+from mcast_echo.addresses import REFUSED_GROUPS, refused_group
 from mcast_echo.cli import main
 from mcast_echo.config import DAEMON_ADVICE, PING_ADVICE, ConfigError, describe, load_config
-from mcast_echo.schema import REFUSED_GROUPS, Config, Listener, parse_size, refused_group
+from mcast_echo.schema import Config, Listener, parse_size
 from netlab import Host
 
 REPO = Path(__file__).resolve().parent.parent

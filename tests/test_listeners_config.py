@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mcast_echo.addresses import is_link_scope_group, is_ssm_group
 from mcast_echo.config import ConfigError, describe, load_config
-from mcast_echo.schema import (
-    MAX_LISTENERS,
-    Listener,
-    RateLimit,
-    is_link_scope_group,
-    is_ssm_group,
-)
+from mcast_echo.schema import MAX_LISTENERS, Listener, RateLimit
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "etc" / "mcast-echo.yaml"

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from mcast_echo import schema
+from mcast_echo import addresses
 from mcast_echo.config import ConfigError, load_config
 from mcast_echo.ping import options as ping_options
 from mcast_echo.wire import tlv
@@ -40,14 +40,14 @@ def python(request, monkeypatch):
 
 def test_the_helpers(python):
     mapped = ipaddress.ip_address(MAPPED_GROUP)
-    assert schema.is_ipv4_mapped(mapped) and not schema.is_multicast(mapped)
-    assert schema.is_multicast(ipaddress.ip_address("ff15::1"))
-    assert schema.is_multicast(ipaddress.ip_address("239.1.1.1"))
-    assert not schema.is_link_scope_group(mapped)
-    assert not schema.is_never_routed_group("::ffff:224.0.0.1")
-    assert not schema.needs_zone("::ffff:169.254.1.1") and schema.needs_zone("fe80::1")
-    assert schema.not_a_group(mapped) == ("::ffff:239.1.1.1 is an IPv4-mapped IPv6 address, "
-                                          "not a multicast group (write 239.1.1.1)")
+    assert addresses.is_ipv4_mapped(mapped) and not addresses.is_multicast(mapped)
+    assert addresses.is_multicast(ipaddress.ip_address("ff15::1"))
+    assert addresses.is_multicast(ipaddress.ip_address("239.1.1.1"))
+    assert not addresses.is_link_scope_group(mapped)
+    assert not addresses.is_never_routed_group("::ffff:224.0.0.1")
+    assert not addresses.needs_zone("::ffff:169.254.1.1") and addresses.needs_zone("fe80::1")
+    assert addresses.not_a_group(mapped) == ("::ffff:239.1.1.1 is an IPv4-mapped IPv6 "
+                                             "address, not a multicast group (write 239.1.1.1)")
 
 
 def test_a_mapped_group_in_the_config_is_not_a_multicast_address(tmp_path, python):

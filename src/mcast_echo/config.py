@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
+from .addresses import ASMPING_GROUPS, asmping_can_ask, is_never_routed_group
 from .schema import (
     ALL_KEYS,
     DAEMON_KEYS,
@@ -34,12 +35,10 @@ from .schema import (
     Listener,
     RateLimit,
     check_key,
-    is_never_routed_group,
     listener_problems,
     show,
     spell,
 )
-from .wire import ssmping
 from .yamlsafe import (
     DAEMON_ADVICE,
     PING_ADVICE,
@@ -283,12 +282,11 @@ def asmping_warnings(config: Config) -> list[str]:
     if config.ssmping is None:
         return []
     odd = [group for group in config.ssmping.groups
-           if not ssmping.asmping_can_ask(ipaddress.ip_address(group))]
+           if not asmping_can_ask(ipaddress.ip_address(group))]
     if not odd:
         return []
-    return [f"ssmping: groups: {', '.join(odd)}: asmping can ask only for a group ending in "
-            ".234 (IPv4) or ::4321:1234 (IPv6), so only RFC 6450 clients (mcast-echo ping "
-            "--protocol rfc6450) get replies to "
+    return [f"ssmping: groups: {', '.join(odd)}: asmping can ask only for {ASMPING_GROUPS}, "
+            "so only RFC 6450 clients (mcast-echo ping --protocol rfc6450) get replies to "
             + ("it" if len(odd) == 1 else "them")]
 
 

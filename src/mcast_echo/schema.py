@@ -13,6 +13,22 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
+from .addresses import (
+    MULTICAST_RANGES,
+    PRIVATE_GROUPS,
+    PRIVATE_RANGES,
+    SSM_RANGES,
+    SSMPING_GROUPS,
+    host_port,
+    ipv6_scope,
+    is_ipv4_mapped,
+    is_link_scope_group,
+    is_multicast,
+    is_ssm_group,
+    not_a_group,
+    refused_group,
+)
+
 MAX_SHOWN = 60  # characters of a bad value quoted back in a message
 MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
 MAX_UDP6_PAYLOAD = 65527  # 65535 - 8 (UDP header): IPv6's payload length excludes its header
@@ -66,7 +82,7 @@ class Listener:
     @property
     def where(self) -> str:
         """group:port as log lines and STATUS show it: [ff15::1]:5000 for IPv6."""
-        return f"[{self.group}]:{self.port}" if self.ipv6 else f"{self.group}:{self.port}"
+        return host_port(self.group, self.port)
 
     @property
     def link_scope(self) -> bool:
@@ -92,10 +108,9 @@ class Metrics:
     @property
     def listen(self) -> str:
         """As the config writes it: 127.0.0.1:9101, [::1]:9101."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
-SSMPING_GROUPS = ("232.43.211.234", "ff3e::4321:1234")  # ssmping's and asmping's defaults
 SSMPING_PORT = 4321
 MAX_SSMPING_GROUPS = 4096  # as many as listeners (MAX_LISTENERS); wire/tlv.py indexes them
 
@@ -254,125 +269,6 @@ def _integer(value: Any, low: int, high: int) -> int:
     return value
 
 
-# Groups that a protocol on the local link (or, for 224.0.1.129 and ff0e::181, PTP across it)
-# already uses (IANA "IPv4 Multicast Address Space Registry", "IPv6 Multicast Address Space
-# Registry"). Joining one would echo that protocol's packets back at its speakers, so the config
-# refuses them. Keys are addresses or networks of either family.
-REFUSED_GROUPS: dict[str, str] = {  # group or network -> what it is, after "... is "
-    "224.0.0.0": "the reserved base address of 224.0.0.0/4",
-    "224.0.0.1": "the all-hosts group of the link (IGMP queries)",
-    "224.0.0.2": "the all-routers group of the link",
-    "224.0.0.4": "the DVMRP routers' group",
-    "224.0.0.5": "the OSPF all-routers group (AllSPFRouters)",
-    "224.0.0.6": "the OSPF designated-routers group (AllDRouters)",
-    "224.0.0.9": "the RIPv2 routers' group",
-    "224.0.0.10": "the EIGRP routers' group",
-    "224.0.0.13": "the PIM routers' group",
-    "224.0.0.18": "the VRRP group",
-    "224.0.0.22": "the IGMPv3 membership reports group",
-    "224.0.0.102": "the HSRPv2 and GLBP group",
-    "224.0.0.107": "the PTP peer-delay group (IEEE 1588)",
-    "224.0.0.251": "the mDNS group",
-    "224.0.0.252": "the LLMNR group",
-    "224.0.1.129": "the PTP group (IEEE 1588, default domain)",
-    "ff01::1": "the all-nodes group of the interface",
-    "ff01::2": "the all-routers group of the interface",
-    "ff02::1": "the all-nodes group of the link",
-    "ff02::2": "the all-routers group of the link",
-    "ff05::2": "the all-routers group of the site",
-    "ff02::5": "the OSPFv3 all-routers group (AllSPFRouters)",
-    "ff02::6": "the OSPFv3 designated-routers group (AllDRouters)",
-    "ff02::9": "the RIPng routers' group",
-    "ff02::a": "the EIGRP routers' group",
-    "ff02::d": "the PIM routers' group",
-    "ff02::12": "the VRRP group",
-    "ff02::16": "the MLDv2 membership reports group",
-    "ff02::6b": "the PTP peer-delay group (IEEE 1588)",
-    "ff02::fb": "the mDNS group",
-    "ff02::1:2": "the DHCPv6 servers and relay agents group",
-    "ff02::1:3": "the LLMNR group",
-    "ff05::1:3": "the DHCPv6 servers group of the site",
-    "ff02::181": "the PTP group of the link (IEEE 1588)",
-    "ff0e::181": "the PTP group (IEEE 1588, global scope)",
-    "ff02::1:ff00:0/104": "a solicited-node group (IPv6 neighbor discovery)",
-}
-_REFUSED_NETWORKS = tuple((ipaddress.ip_network(net), what) for net, what in REFUSED_GROUPS.items())
-PRIVATE_GROUPS = "239.0.0.0/8, e.g. 239.255.10.1"  # administratively scoped (RFC 2365)
-PRIVATE_GROUPS_V6 = "ff15::/16, e.g. ff15::1234"  # transient, site scope (RFC 4291)
-# Source-specific multicast (RFC 4607 section 1): 232.0.0.0/8, and FF3x::/32 for every scope x
-# (RFC 3306 section 6: flags P=1 T=1 with a prefix length of 0). Other ff3x: groups carry a
-# unicast prefix (ff3e:40:2001:db8::...) and are any-source.
-SSM_V4 = ipaddress.IPv4Network("232.0.0.0/8")
-LOCAL_NETWORK_CONTROL = ipaddress.IPv4Network("224.0.0.0/24")  # never forwarded
-SSM_RANGES = "232.0.0.0/8, ff3x::/32"
-
-
-def refused_group(group: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
-    """What *group* is, if it is one the config refuses (IPv4 or IPv6); else None."""
-    for network, what in _REFUSED_NETWORKS:
-        if group in network:
-            return what
-    return None
-
-
-AnyAddress = Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]
-
-
-# An IPv4-mapped IPv6 address (::ffff:239.1.1.1) is asked about before any is_* test: from
-# Python 3.13 ipaddress answers is_multicast, is_loopback, ... for the IPv4 address inside
-# it, while the kernel takes it for an IPv6 address that is never a group. The answers
-# below are the same on every Python.
-def is_ipv4_mapped(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
-    """::ffff:a.b.c.d."""
-    return addr.version == 6 and addr.ipv4_mapped is not None
-
-
-def is_multicast(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
-    """A multicast group (224.0.0.0/4, ff00::/8); an IPv4-mapped address never is."""
-    return not is_ipv4_mapped(addr) and addr.is_multicast
-
-
-def needs_zone(address: str) -> bool:
-    """An IPv6 link-local unicast address (fe80::/10), which a socket binds with its
-    interface; an IPv4-mapped address never is one."""
-    addr = ipaddress.IPv6Address(address.split("%", 1)[0])
-    return not is_ipv4_mapped(addr) and addr.is_link_local
-
-
-def not_a_group(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> str:
-    """What to say of an address that is not a group, with the IPv4 one a mapped address holds."""
-    if is_ipv4_mapped(addr):
-        assert isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None
-        inside = addr.ipv4_mapped
-        return (f"::ffff:{inside} is an IPv4-mapped IPv6 address, not a multicast group"
-                + (f" (write {inside})" if inside.is_multicast else ""))
-    return f"{addr} is not a multicast address"
-
-
-def is_ssm_group(group: AnyAddress) -> bool:
-    """In 232.0.0.0/8 or in ff3x::/32 (any scope x); *group* is an address or its text."""
-    group = ipaddress.ip_address(group)
-    if group.version == 4:
-        return group in SSM_V4
-    return int(group) >> 116 == 0xFF3 and (int(group) >> 96) & 0xFFFF == 0
-
-
-def is_link_scope_group(group: AnyAddress) -> bool:
-    """An IPv6 group of interface- or link-local scope (ff01::/16, ff02::/16 and the
-    flagged forms such as ff12:: or ff32::); *group* is an address or its text."""
-    group = ipaddress.ip_address(group)
-    return group.version == 6 and is_multicast(group) and (int(group) >> 112) & 0xF in (1, 2)
-
-
-def is_never_routed_group(group: AnyAddress) -> bool:
-    """A group no router forwards, whatever the TTL: IPv4's Local Network Control Block
-    224.0.0.0/24 (RFC 5771) or an IPv6 link-scope group (is_link_scope_group)."""
-    group = ipaddress.ip_address(group)
-    if group.version == 4:
-        return group in LOCAL_NETWORK_CONTROL
-    return is_link_scope_group(group)
-
-
 def _address(value: Any) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address, None]:
     """An address from its text (of either family), else None."""
     if not isinstance(value, str):
@@ -387,23 +283,24 @@ def check_group(value: Any) -> str:
     addr = _address(value)
     if addr is None:
         raise Invalid(f"{show(value)} is not a multicast group address (allowed: IPv4 "
-                      "224.0.0.0/4 such as 224.3.29.71, or IPv6 ff00::/8 such as ff15::1234)")
+                      f"{MULTICAST_RANGES[4]} such as 224.3.29.71, or IPv6 "
+                      f"{MULTICAST_RANGES[6]} such as ff15::1234)")
     if addr.version == 6 and addr.scope_id:
         raise Invalid(f"{show(value)}: write the group without %{addr.scope_id} and the "
                       f"interface apart (interface: {addr.scope_id})")
     if not is_multicast(addr):
         if addr.version == 4:
-            raise Invalid(f"{value} is not a multicast address (allowed: 224.0.0.0/4, "
-                          "e.g. 224.3.29.71; use 239.0.0.0/8 for a private group)")
-        raise Invalid(f"{not_a_group(addr)} (allowed: ff00::/8, e.g. ff15::1234; use "
-                      "ff15::/16 for a private group)")
+            raise Invalid(f"{value} is not a multicast address (allowed: "
+                          f"{MULTICAST_RANGES[4]}, e.g. 224.3.29.71; use {PRIVATE_RANGES[4]} "
+                          "for a private group)")
+        raise Invalid(f"{not_a_group(addr)} (allowed: {MULTICAST_RANGES[6]}, e.g. ff15::1234; "
+                      f"use {PRIVATE_RANGES[6]} for a private group)")
     refused = refused_group(addr)
     if refused is not None:
-        private = PRIVATE_GROUPS if addr.version == 4 else PRIVATE_GROUPS_V6
         raise Invalid(f"{addr} is {refused}: not free for an echo responder; use an "
-                      f"administratively scoped group ({private})")
-    if addr.version == 6 and (int(addr) >> 112) & 0xF in (0, 0xF):
-        raise Invalid(f"{addr} has scope {(int(addr) >> 112) & 0xF:x}, which is reserved "
+                      f"administratively scoped group ({PRIVATE_GROUPS[addr.version]})")
+    if addr.version == 6 and ipv6_scope(addr) in (0, 0xF):
+        raise Invalid(f"{addr} has scope {ipv6_scope(addr):x}, which is reserved "
                       "(RFC 7346); use a scope from 1 to e, e.g. ff15::1234")
     return str(addr)
 
@@ -451,7 +348,7 @@ def check_interface(value: Any) -> Optional[str]:
 
 def _unicast_problem(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[str]:
     """Why *addr* cannot be the unicast address of a sender, or None."""
-    if addr.version == 6 and addr.ipv4_mapped is not None:  # before any is_* (is_ipv4_mapped)
+    if is_ipv4_mapped(addr):  # before any is_*
         return f"an IPv4-mapped address (write {addr.ipv4_mapped})"
     if addr.is_multicast:
         return "a multicast address"

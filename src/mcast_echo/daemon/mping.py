@@ -27,6 +27,7 @@ from collections import Counter
 from typing import Optional
 
 from .. import __version__
+from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6
 from ..net import mcast
 from ..schema import Listener, Ssmping
 from ..wire import mping
@@ -71,8 +72,8 @@ class MpingListener:
         self.counts: Counter[str] = Counter()
         self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),
                                    TTL, f"mcast-echo {__version__}", SESSION_KEY)
-        self.policies = {ipv6: Policy(Listener(group="ff3e::4321:1234" if ipv6 else
-                                               "232.43.211.234", allow=settings.allow,
+        self.policies = {ipv6: Policy(Listener(group=SSMPING_GROUP_V6 if ipv6 else
+                                               SSMPING_GROUP_V4, allow=settings.allow,
                                                rate_limit=settings.rate_limit,
                                                sources=None, port=settings.port))
                          for ipv6 in (False, True)}

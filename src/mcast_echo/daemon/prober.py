@@ -34,6 +34,7 @@ import time
 from typing import Callable, NamedTuple, Optional, Sequence
 from urllib.parse import parse_qs
 
+from ..addresses import host_port
 from ..net import ifaddr
 from ..schema import Listener
 from ..wire.probe import MAX_SPREAD_MS
@@ -183,8 +184,7 @@ class Prober:
             f"probe_duration_seconds {duration:.6f}\n").encode()
 
     def _ping(self, request: ProbeRequest, path: str) -> Optional[int]:
-        target = (f"[{request.group}]:{request.port}" if ":" in request.group
-                  else f"{request.group}:{request.port}")
+        target = host_port(request.group, request.port)
         command = [sys.executable, "-m", "mcast_echo", "ping", target,
                    "-c", str(request.count), "-i", str(INTERVAL), "-W", str(WAIT),
                    "-w", f"{request.deadline:g}", "-q", "-n", "--expect", str(request.expect),

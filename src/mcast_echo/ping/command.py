@@ -19,9 +19,10 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
+from ..addresses import SSM_RANGES, is_ssm_group
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
 from ..net.ifaddr import index_of_address
-from ..schema import ALL_INTERFACES, Listener, is_ssm_group
+from ..schema import ALL_INTERFACES, Listener
 from . import hostping, textfile
 from . import report as pingreport
 from .options import (
@@ -216,7 +217,7 @@ def _source(option: Optional[str], group: str, listener: Optional[Listener]) -> 
         return _local_source(listener) if is_ssm_group(group) else None
     if not is_ssm_group(group):
         raise UsageError(f"-S {option}: {group} is an any-source group; -S is for "
-                         "source-specific groups (232.0.0.0/8, ff3x::/32): drop -S")
+                         f"source-specific groups ({SSM_RANGES}): drop -S")
     try:
         address = ipaddress.ip_address(option)
     except ValueError:

@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from ..addresses import is_multicast, is_ssm_group, needs_zone
 from ..net.ifaddr import index_of_address
 from ..net.mcast import interface_name
-from ..schema import is_multicast, is_ssm_group, needs_zone
 from ..wire import ssmping
 from . import report as pingreport
 from .dialects import Rfc6450, Ssmping

@@ -7,8 +7,16 @@ import ipaddress
 import os
 from typing import NamedTuple, Optional
 
+from ..addresses import (
+    MULTICAST_RANGES,
+    SSMPING_GROUP_V4,
+    SSMPING_GROUP_V6,
+    is_ipv4_mapped,
+    is_multicast,
+    not_a_group,
+)
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
-from ..schema import Listener, is_multicast, not_a_group
+from ..schema import Listener
 from ..wire import probe, ssmping
 from .settings import MCAST_ECHO, PROTOCOLS
 
@@ -97,10 +105,10 @@ def parse_target(text: str) -> Target:
             f"{host!r} is not an IPv4 or IPv6 address (e.g. 239.1.1.1:5000 or "
             "[ff15::1]:5000)") from None
     if not is_multicast(group):
-        if group.version == 6 and group.ipv4_mapped is not None:
+        if is_ipv4_mapped(group):
             raise argparse.ArgumentTypeError(not_a_group(group))
-        allowed = "224.0.0.0/4" if group.version == 4 else "ff00::/8"
-        raise argparse.ArgumentTypeError(f"{host} is not a multicast group ({allowed})")
+        raise argparse.ArgumentTypeError(f"{host} is not a multicast group "
+                                         f"({MULTICAST_RANGES[group.version]})")
     if zone and group.version == 4:
         raise argparse.ArgumentTypeError(f"{text}: only an IPv6 group takes %IFACE")
     port = bounded(int, 1, 65535)(port_text) if port_text is not None else None
@@ -140,9 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rfc6450, the responder to ping: a name or an address")
     parser.add_argument("group", nargs="?", metavar="GROUP",
                         help="with --protocol ssmping, the group the multicast replies are "
-                             "asked to (as asmping's; default: ssmping's 232.43.211.234 or "
-                             "ff3e::4321:1234); with rfc6450, the group the Init asks for "
-                             "(default: any the responder offers)")
+                             "asked to (as asmping's; default: ssmping's "
+                             f"{SSMPING_GROUP_V4} or {SSMPING_GROUP_V6}); with rfc6450, the "
+                             "group the Init asks for (default: any the responder offers)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default=MCAST_ECHO,
                         help="mcast-echo probes a group (the default); ssmping (ssmping 0.9.1, "
                              "as Debian's ssmpingd answers) and rfc6450 (RFC 6450) ping one "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ..schema import is_link_scope_group, is_ssm_group
+from ..addresses import host_port, is_link_scope_group, is_ssm_group
 
 # --protocol: mcast-echo's own probes to a group, or a multicast ping dialect to one HOST
 MCAST_ECHO, SSMPING, RFC6450 = "mcast-echo", "ssmping", "rfc6450"
@@ -68,8 +68,7 @@ class Settings:
     @property
     def target(self) -> str:
         """What is pinged, as GROUP:PORT (or HOST:PORT), IPv6 in brackets."""
-        address = self.host or self.group
-        return f"[{address}]:{self.port}" if self.ipv6 else f"{address}:{self.port}"
+        return host_port(self.host or self.group, self.port)
 
     def for_json(self) -> dict:
         """The settings a JSON document repeats: what was probed, how (not how it was shown)."""

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
+from ..addresses import needs_zone
 from ..net import ifaddr
 from ..net.ifaddr import index_of_address
 from ..net.mcast import (
@@ -41,7 +42,6 @@ from ..net.mcast import (
     set_hops,
     timespec_ns,
 )
-from ..schema import needs_zone
 from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ..schema import RateLimit, is_never_routed_group, refused_group
+from ..addresses import is_never_routed_group, refused_group
+from ..schema import RateLimit
 from .report import ResponderTable, RunCounts, plural
 from .settings import Settings
 

@@ -29,6 +29,7 @@ import secrets
 import stat
 from typing import Iterator, Optional
 
+from ..addresses import host_port
 from .report import ResponderStats, ResponderTable, RunCounts, shown
 from .settings import PingError, Settings
 
@@ -49,8 +50,7 @@ def responder_label(stats: ResponderStats) -> str:
     the group's (one host answering from two ports is two series, never a duplicate)."""
     if not stats.wrong_port:
         return stats.address
-    return f"[{stats.address}]:{stats.port}" if ":" in stats.address else \
-        f"{stats.address}:{stats.port}"
+    return host_port(stats.address, stats.port)
 
 
 def name_label(name: Optional[str]) -> str:

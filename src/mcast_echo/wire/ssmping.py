@@ -33,6 +33,7 @@ import ipaddress
 import struct
 from typing import NamedTuple, Optional
 
+from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6
 from .tlv import (
     MAX_TEXT,
     IPAddress,
@@ -69,8 +70,8 @@ PAD = 8
 
 PORT = 4321  # ssmpingd's port, and the clients' default
 # ssmping's groups when none is given, and ssmpingd's when a request names none.
-DEFAULT_GROUPS = {4: ipaddress.IPv4Address("232.43.211.234"),
-                  6: ipaddress.IPv6Address("ff3e::4321:1234")}
+DEFAULT_GROUPS = {4: ipaddress.IPv4Address(SSMPING_GROUP_V4),
+                  6: ipaddress.IPv6Address(SSMPING_GROUP_V6)}
 
 _U32 = struct.Struct("!I")
 _U16 = struct.Struct("!H")
@@ -130,14 +131,6 @@ def build_reply(request: bytes, message: Message, server_version: str,
     if len(reply) + 4 <= asked <= size_limit and fits(asked):
         reply += encode_option(PAD, bytes(asked - len(reply) - 4))
     return reply
-
-
-def asmping_can_ask(group: IPAddress) -> bool:
-    """Whether Debian's asmping can ask for *group*: it takes only a group ending in .234
-    (IPv4) or ::4321:1234 (IPv6), as ssmpingd answers only those."""
-    if group.version == 4:
-        return group.packed[-1] == 234
-    return group.packed[-4:] == bytes.fromhex("43211234")
 
 
 def answer(data: bytes, client: str, responder: Responder) -> tuple:
