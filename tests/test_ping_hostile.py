@@ -281,6 +281,16 @@ def test_source_ports_of_one_host_do_not_count_as_responders():
     assert wrong == {PORT: False, 40001: True, 40002: True, 40003: True}
 
 
+def test_an_echo_from_another_port_names_it_bracketed_for_ipv6():
+    """The port is shown when the echo came from another one; an IPv6 address in brackets,
+    so that its colons are not read as the port's."""
+    assert (pingreport.ResponderStats("2001:db8::2", 40001, wrong_port=True).identity()
+            == "[2001:db8::2]:40001")
+    assert pingreport.ResponderStats("10.0.0.2", 40001, wrong_port=True).identity() \
+        == "10.0.0.2:40001"
+    assert pingreport.ResponderStats("2001:db8::2", PORT).identity() == "2001:db8::2"
+
+
 def test_sequence_tracking_is_a_fixed_window():
     stats = pingreport.ResponderStats("10.0.0.2", PORT)
     tracemalloc.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..addresses import host_port
 from ..wire import probe
 from .dialects import Reply
 from .report import (
@@ -88,7 +89,7 @@ class HostStats(ResponderStats):
         return self.paths[GROUP]
 
     def _label(self, hops: Optional[int], path: str = "", server: bool = True) -> str:
-        text = f"{self.address}:{self.port}" if self.wrong_port else self.address
+        text = host_port(self.address, self.port) if self.wrong_port else self.address
         if self.dns_name is not None:
             text = f"{shown(self.dns_name)} ({text})"
         if server and self.server:

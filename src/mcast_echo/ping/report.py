@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional
 
+from ..addresses import host_port
 from ..wire.probe import Echo
 
 MAX_RESPONDERS = 4096  # sources tracked per run: any group member can answer from many more
@@ -278,9 +279,9 @@ class ResponderStats:
 
     def identity(self) -> str:
         """`10.0.0.2 (host-b, eth1) hops=1`, the address alone for a plain echo server,
-        `address:port` when the echo came from another port than the group's, and
-        `name (address)` first when a reverse lookup found a name."""
-        text = f"{self.address}:{self.port}" if self.wrong_port else self.address
+        `address:port` (`[address]:port` for IPv6) when the echo came from another port
+        than the group's, and `name (address)` first when a reverse lookup found a name."""
+        text = host_port(self.address, self.port) if self.wrong_port else self.address
         if self.dns_name is not None:
             text = f"{shown(self.dns_name)} ({text})"
         if self.name is not None:
