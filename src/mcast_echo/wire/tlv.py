@@ -18,7 +18,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple, Optional, Union
 
-from ..schema import MAX_UDP_PAYLOAD, is_multicast
+from ..schema import is_multicast
+from .udp import MAX_UDP_PAYLOAD
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
