@@ -22,36 +22,28 @@ from typing import Callable, Optional, Union
 
 from ..schema import ALL_INTERFACES, Listener
 from . import ifaddr
+from .ancillary import (
+    IP_PKTINFO,
+    IP_RECVTTL,
+    IPV6_RECVHOPLIMIT,
+    IPV6_RECVPKTINFO,
+    SO_TIMESTAMPNS,
+    TIMESPEC_SIZE,
+    timespec_ns,
+)
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
 # bound to a port receives only the groups *it* joined, never another group
 # some other process joined on the same port.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
-# Also missing before Python 3.12 (linux/in.h): the arrival interface and TTL.
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
-# linux/in6.h and linux/in.h: the IPv6 twins, and the family-independent group calls.
+# linux/in6.h and linux/in.h: the IPv6 twin, and the family-independent group calls.
 IPV6_MULTICAST_ALL = 29
-IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
-IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
-IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
-IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 MCAST_JOIN_SOURCE_GROUP = 46
 MCAST_LEAVE_SOURCE_GROUP = 47
-# asm/socket.h: the kernel's receive time of each datagram, a timespec of CLOCK_REALTIME.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMESPEC = struct.Struct("@qq")
-TIMESPEC_SIZE = _TIMESPEC.size
 
 
 # The kernel's receive time of the last datagram read from a socket (sock_ioctl: a timespec).
 SIOCGSTAMPNS = 0x8907
-
-
-def timespec_ns(data: object, offset: int = 0) -> int:
-    """A timespec (SO_TIMESTAMPNS, SIOCGSTAMPNS) as ns since 1970."""
-    seconds, nanoseconds = _TIMESPEC.unpack_from(data, offset)  # type: ignore[arg-type]
-    return seconds * 1_000_000_000 + nanoseconds
 
 
 def enable_receive_stamps(sock: socket.socket) -> None:

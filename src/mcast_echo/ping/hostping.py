@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from ..net.ancillary import Received
 from ..net.ifaddr import index_of_address
 from ..net.mcast import interface_name
 from ..schema import is_multicast, is_ssm_group, needs_zone
@@ -34,7 +35,7 @@ from .options import PING_PORT, REQUEST_TTL, parse_host
 from .pathstats import HostStats, as_echo
 from .pinger import Interrupts, Pinger
 from .settings import RFC6450, SSMPING, PingError, Settings, UsageError
-from .sockets import Arrival, Path, interface_index, join_group, set_receive_options
+from .sockets import Path, interface_index, join_group, set_receive_options
 
 INIT_TRIES = 3  # RFC 6450 Inits sent before giving up on a responder
 INIT_WAIT = 1.0  # seconds each Init waits for its Server Response (less under -i or -w)
@@ -250,7 +251,7 @@ class HostPinger(Pinger):
     def request(self, seq: int, sent_ns: int) -> bytes:
         return self.dialect.request(seq, sent_ns)
 
-    def handle(self, data: bytes, arrival: Arrival, source: tuple) -> None:
+    def handle(self, data: bytes, arrival: Received, source: tuple) -> None:
         via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
         reply = self.dialect.reply(data)  # SessionRefused ends the run: exit 2
         if reply is None:

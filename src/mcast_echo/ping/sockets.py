@@ -6,7 +6,8 @@ timestamps) and says where probes leave from. Echoes come back by unicast, and,
 from responders with ``reply: group`` or ``both``, to the group *on our port*
 (as ssmping does, so that responders on the group's port never hear them): the
 socket joins the group on the probes' interface for those, and IP_PKTINFO /
-IPV6_PKTINFO tell the two apart. -S is the source of each probe (``Sender``).
+IPV6_PKTINFO tell the two apart (``net.ancillary.Received``). -S is the source of each
+probe (``source_pktinfo``).
 Errors a user can act on become ``PingError``; the errno -> advice table is the
 only place those words live.
 """
@@ -20,34 +21,29 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from ..net import ifaddr
+from ..net import ancillary, ifaddr
+from ..net.ancillary import (
+    IP_PKTINFO,
+    IP_RECVTTL,
+    IPV6_RECVHOPLIMIT,
+    IPV6_RECVPKTINFO,
+    SO_TIMESTAMPNS,
+)
 from ..net.ifaddr import index_of_address
 from ..net.mcast import (
     IP_MULTICAST_ALL,
-    IP_PKTINFO,
-    IP_RECVTTL,
-    IPV6_HOPLIMIT,
     IPV6_MULTICAST_ALL,
-    IPV6_PKTINFO,
-    IPV6_RECVHOPLIMIT,
-    IPV6_RECVPKTINFO,
     MCAST_JOIN_SOURCE_GROUP,
     ROUTE_FIX,
     ROUTE_FIX_IPV6,
-    SO_TIMESTAMPNS,
-    TIMESPEC_SIZE,
     group_source_req,
     interface_name,
     set_hops,
-    timespec_ns,
 )
 from ..schema import needs_zone
 from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
-
-# a timespec, an int TTL, the larger of in_pktinfo (12 bytes) and in6_pktinfo (20)
-ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
 
 # errno of a failed setsockopt, bind, connect or send -> what to tell the user.
 _ERRNO_ADVICE = {
@@ -175,12 +171,9 @@ def source_pktinfo(settings: Settings, index: int) -> list[tuple[int, int, bytes
     """
     if not settings.source:
         return []
-    address = settings.source.split("%")[0]
-    if settings.ipv6:
-        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO,
-                 socket.inet_pton(socket.AF_INET6, address) + struct.pack("@I", index))]
-    return [(socket.IPPROTO_IP, IP_PKTINFO,
-             struct.pack("@i4s4s", index, socket.inet_aton(address), bytes(4)))]
+    family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
+    return ancillary.source_pktinfo(socket.inet_pton(family, settings.source.split("%")[0]),
+                                    index)
 
 
 def _path(settings: Settings, index: int) -> Path:
@@ -270,26 +263,3 @@ def join_group(sock: socket.socket, group: str, index: int, source: Optional[str
         return (f"cannot join {joined} for echoes sent to the group "
                 f"({err.strerror or err}): unicast echoes only")
     return ""
-
-
-class Arrival:
-    """What recvmsg's ancillary data says about one echo."""
-
-    __slots__ = ("rx_ns", "ttl", "to_group")
-
-    def __init__(self, ancdata: list[tuple[int, int, bytes]]) -> None:
-        self.rx_ns: Optional[int] = None  # the kernel's receive time, ns since 1970
-        self.ttl: Optional[int] = None  # its IP TTL or IPv6 hop limit
-        self.to_group = False  # sent to a multicast address (the group), not to us
-        for level, kind, data in ancdata:
-            if (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
-                    and len(data) >= TIMESPEC_SIZE):
-                self.rx_ns = timespec_ns(data)
-            elif level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
-                (self.ttl,) = struct.unpack_from("@i", data)
-            elif level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(data) >= 4:
-                (self.ttl,) = struct.unpack_from("@i", data)
-            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-                self.to_group = data[8] >> 4 == 0xE  # ipi_addr: the header's destination
-            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
-                self.to_group = data[0] == 0xFF
