@@ -4,10 +4,11 @@ One function per step, as python-zeroconf does: open a socket bound to the
 group, resolve the interface(s), add and drop a membership. IPv4 and IPv6,
 any-source (ASM) and source-specific (SSM) groups: an SSM membership is one
 (source, group) join per listed source (MCAST_JOIN_SOURCE_GROUP, both
-families). Expected errnos map to a line that names the fix (the JOIN_ERRORS
-table is the only place those words live); any other errno is shown in the
-kernel's words. Either way the responder waits and retries: a join error is
-never fatal.
+families). ``add_membership`` / ``drop_membership`` take a group and an interface
+index (the client joins with them); ``join`` / ``leave`` take a configured Listener.
+Expected errnos map to a line that names the fix (the JOIN_ERRORS table is the only
+place those words live); any other errno is shown in the kernel's words. Either way
+the responder waits and retries: a join error is never fatal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import fcntl
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from ..schema import ALL_INTERFACES, Listener
 from . import ifaddr
@@ -69,6 +70,7 @@ def last_receive_ns(fd: int) -> Optional[int]:
     except OSError:
         return None
 
+
 ROUTE_FIX = "add a multicast route (ip route add 224.0.0.0/4 dev IFACE)"
 ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
 
@@ -98,9 +100,6 @@ class Interface:
     address: str  # "0.0.0.0" unless the config named the interface by an IPv4 address
     name: str  # what the operator calls it, for log lines
 
-    def mreqn(self, group: str) -> bytes:
-        return struct.pack("=4s4si", socket.inet_aton(group),
-                           socket.inet_aton(self.address), self.index)
 
 
 def family(listener: Listener) -> int:
@@ -298,55 +297,73 @@ def _ipv6_mreq(group: str, index: int) -> bytes:
     return socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index)
 
 
-def join(sock: socket.socket, listener: Listener, interface: Interface) -> None:
-    """Add the membership (for SSM, one per source); OSError carries the errno (see
-    join_error_text). A failure part-way through an SSM join undoes what was joined."""
-    group = listener.group
-    level = socket.IPPROTO_IPV6 if listener.ipv6 else socket.IPPROTO_IP
-    if listener.sources is None:
-        if listener.ipv6:
-            sock.setsockopt(level, socket.IPV6_JOIN_GROUP, _ipv6_mreq(group, interface.index))
+def ip_mreqn(group: str, address: str, index: int) -> bytes:
+    """struct ip_mreqn: a group (0.0.0.0 for IP_MULTICAST_IF), a local address, an
+    interface index."""
+    return struct.pack("=4s4si", socket.inet_aton(group), socket.inet_aton(address), index)
+
+
+def add_membership(sock: socket.socket, group: str, index: int,
+                   sources: Optional[Sequence[str]] = None, address: str = "0.0.0.0") -> None:
+    """Join *group* on interface *index* (IPv4: or the one that holds *address*), from
+    any source, or for SSM one (source, group) join per source. OSError carries the
+    errno (see join_error_text); a failure part-way through an SSM join
+    undoes what was joined."""
+    level = socket.IPPROTO_IPV6 if ":" in group else socket.IPPROTO_IP
+    if sources is None:
+        if level == socket.IPPROTO_IPV6:
+            sock.setsockopt(level, socket.IPV6_JOIN_GROUP, _ipv6_mreq(group, index))
         else:
-            sock.setsockopt(level, socket.IP_ADD_MEMBERSHIP, interface.mreqn(group))
+            sock.setsockopt(level, socket.IP_ADD_MEMBERSHIP, ip_mreqn(group, address, index))
         return
     joined: list[str] = []
     try:
-        for source in listener.sources:
+        for source in sources:
             sock.setsockopt(level, MCAST_JOIN_SOURCE_GROUP,
-                            group_source_req(group, source, interface.index))
+                            group_source_req(group, source, index))
             joined.append(source)
     except OSError:
         for source in joined:
-            _leave_source(sock, level, group, source, interface)
+            _leave_source(sock, level, group, source, index)
         raise
 
 
-def leave(sock: socket.socket, listener: Listener, interface: Interface) -> None:
-    """Drop the membership, every (source, group) of an SSM one; a membership already
-    gone with its interface is not an error."""
-    group = listener.group
-    level = socket.IPPROTO_IPV6 if listener.ipv6 else socket.IPPROTO_IP
+def drop_membership(sock: socket.socket, group: str, index: int,
+                    sources: Optional[Sequence[str]] = None, address: str = "0.0.0.0") -> None:
+    """Drop what add_membership joined, every (source, group) of an SSM one; a
+    membership already gone with its interface is not an error."""
+    level = socket.IPPROTO_IPV6 if ":" in group else socket.IPPROTO_IP
     try:
-        if listener.sources is not None:
-            for source in listener.sources:
-                _leave_source(sock, level, group, source, interface)
-        elif listener.ipv6:
-            sock.setsockopt(level, socket.IPV6_LEAVE_GROUP, _ipv6_mreq(group, interface.index))
+        if sources is not None:
+            for source in sources:
+                _leave_source(sock, level, group, source, index)
+        elif level == socket.IPPROTO_IPV6:
+            sock.setsockopt(level, socket.IPV6_LEAVE_GROUP, _ipv6_mreq(group, index))
         else:
-            sock.setsockopt(level, socket.IP_DROP_MEMBERSHIP, interface.mreqn(group))
+            sock.setsockopt(level, socket.IP_DROP_MEMBERSHIP, ip_mreqn(group, address, index))
     except OSError as e:
         if e.errno not in BENIGN_LEAVE_ERRORS:
             raise
 
 
 def _leave_source(sock: socket.socket, level: int, group: str, source: str,
-                  interface: Interface) -> None:
+                  index: int) -> None:
     try:
-        sock.setsockopt(level, MCAST_LEAVE_SOURCE_GROUP,
-                        group_source_req(group, source, interface.index))
+        sock.setsockopt(level, MCAST_LEAVE_SOURCE_GROUP, group_source_req(group, source, index))
     except OSError as e:
         if e.errno not in BENIGN_LEAVE_ERRORS:
             raise
+
+
+def join(sock: socket.socket, listener: Listener, interface: Interface) -> None:
+    """add_membership for a configured listener on one of its interfaces."""
+    add_membership(sock, listener.group, interface.index, listener.sources, interface.address)
+
+
+def leave(sock: socket.socket, listener: Listener, interface: Interface) -> None:
+    """drop_membership for a configured listener on one of its interfaces."""
+    drop_membership(sock, listener.group, interface.index, listener.sources,
+                    interface.address)
 
 
 def join_error_text(error: OSError) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,11 +32,11 @@ from ..net.ifaddr import index_of_address
 from ..net.mcast import (
     IP_MULTICAST_ALL,
     IPV6_MULTICAST_ALL,
-    MCAST_JOIN_SOURCE_GROUP,
     ROUTE_FIX,
     ROUTE_FIX_IPV6,
-    group_source_req,
+    add_membership,
     interface_name,
+    ip_mreqn,
     set_hops,
 )
 from ..schema import needs_zone
@@ -136,8 +135,7 @@ def _multicast_if(sock: socket.socket, settings: Settings, index: int) -> None:
     except ValueError:
         address = ifaddr.primary_address(sock, interface_name(index)) or "0.0.0.0"
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                    struct.pack("4s4si", socket.inet_aton("0.0.0.0"),
-                                socket.inet_aton(address), index))
+                    ip_mreqn("0.0.0.0", address, index))
 
 
 def destination(settings: Settings, index: int) -> tuple:
@@ -246,18 +244,9 @@ def _join(sock: socket.socket, settings: Settings, index: int) -> str:
 def join_group(sock: socket.socket, group: str, index: int, source: Optional[str] = None) -> str:
     """Join *group* on interface *index* (any source, or only *source*: SSM, ssmping's
     (S,G)); "" when joined, else why not (ping goes on with unicast replies)."""
-    ipv6 = ":" in group
     try:
-        if source is not None:
-            sock.setsockopt(socket.IPPROTO_IPV6 if ipv6 else socket.IPPROTO_IP,
-                            MCAST_JOIN_SOURCE_GROUP,
-                            group_source_req(group, source.split("%")[0], index))
-        elif ipv6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
-                            socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index))
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            struct.pack("4s4si", socket.inet_aton(group), bytes(4), index))
+        add_membership(sock, group, index,
+                       None if source is None else (source.split("%")[0],))
     except OSError as err:
         joined = f"({source}, {group})" if source is not None else group
         return (f"cannot join {joined} for echoes sent to the group "
