@@ -1,4 +1,4 @@
-"""Multicast sockets: create, join, leave — and one table of what each errno means.
+"""Multicast sockets: create, join, leave.
 
 One function per step, as python-zeroconf does: open a socket bound to the
 group, resolve the interface(s), add and drop a membership. IPv4 and IPv6,
@@ -6,9 +6,8 @@ any-source (ASM) and source-specific (SSM) groups: an SSM membership is one
 (source, group) join per listed source (MCAST_JOIN_SOURCE_GROUP, both
 families). ``add_membership`` / ``drop_membership`` take a group and an interface
 index (the client joins with them); ``join`` / ``leave`` take a configured Listener.
-Expected errnos map to a line that names the fix (the JOIN_ERRORS table is the only
-place those words live); any other errno is shown in the kernel's words. Either way
-the responder waits and retries: a join error is never fatal.
+What a join's errno means to the operator is net/errnoadvice.py's; the responder
+waits and retries: a join error is never fatal.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from .ancillary import (
     TIMESPEC_SIZE,
     timespec_ns,
 )
+from .errnoadvice import ROUTE_FIX, ROUTE_FIX_IPV6
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
 # bound to a port receives only the groups *it* joined, never another group
@@ -71,20 +71,6 @@ def last_receive_ns(fd: int) -> Optional[int]:
         return None
 
 
-ROUTE_FIX = "add a multicast route (ip route add 224.0.0.0/4 dev IFACE)"
-ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
-
-JOIN_ERRORS: dict[int, str] = {
-    errno.ENODEV: f"no such device, or no route to the group: {ROUTE_FIX} or set 'interface'",
-    errno.EADDRNOTAVAIL: "the interface has no such address: set 'interface' to a name or "
-                         "to an address of this host",
-    errno.ENOBUFS: "too many memberships or sources: raise net.ipv4.igmp_max_memberships "
-                   "(IPv4) or net.core.optmem_max, and for SSM net.ipv4.igmp_max_msf / "
-                   "net.ipv6.mld_max_msf (sysctl -w NAME=...)",
-    errno.EADDRINUSE: "this socket is already a member of the group",
-    errno.EINVAL: "the kernel refused the membership (is the address a multicast group?)",
-    errno.ENETDOWN: "the interface is down",
-}
 BENIGN_LEAVE_ERRORS = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.EINVAL})
 
 
@@ -307,7 +293,7 @@ def add_membership(sock: socket.socket, group: str, index: int,
                    sources: Optional[Sequence[str]] = None, address: str = "0.0.0.0") -> None:
     """Join *group* on interface *index* (IPv4: or the one that holds *address*), from
     any source, or for SSM one (source, group) join per source. OSError carries the
-    errno (see join_error_text); a failure part-way through an SSM join
+    errno (see errnoadvice.join_error_text); a failure part-way through an SSM join
     undoes what was joined."""
     level = socket.IPPROTO_IPV6 if ":" in group else socket.IPPROTO_IP
     if sources is None:
@@ -364,9 +350,3 @@ def leave(sock: socket.socket, listener: Listener, interface: Interface) -> None
     """drop_membership for a configured listener on one of its interfaces."""
     drop_membership(sock, listener.group, interface.index, listener.sources,
                     interface.address)
-
-
-def join_error_text(error: OSError) -> str:
-    """The operator's line for a failed join: the table's fix, or the kernel's words."""
-    name = errno.errorcode.get(error.errno or 0, str(error.errno))
-    return f"{name}: {JOIN_ERRORS.get(error.errno or 0, error.strerror or str(error))}"

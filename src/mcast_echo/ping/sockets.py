@@ -7,9 +7,8 @@ from responders with ``reply: group`` or ``both``, to the group *on our port*
 (as ssmping does, so that responders on the group's port never hear them): the
 socket joins the group on the probes' interface for those, and IP_PKTINFO /
 IPV6_PKTINFO tell the two apart (``net.ancillary.Received``). -S is the source of each
-probe (``source_pktinfo``).
-Errors a user can act on become ``PingError``; the errno -> advice table is the
-only place those words live.
+probe (``source_pktinfo``). Errors a user can act on become ``PingError``, in the words
+of net/errnoadvice.py.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from ..net.ancillary import (
     IPV6_RECVPKTINFO,
     SO_TIMESTAMPNS,
 )
+from ..net.errnoadvice import ping_error_text
 from ..net.ifaddr import index_of_address
 from ..net.mcast import (
     IP_MULTICAST_ALL,
     IPV6_MULTICAST_ALL,
-    ROUTE_FIX,
-    ROUTE_FIX_IPV6,
     add_membership,
     interface_name,
     ip_mreqn,
@@ -44,36 +42,12 @@ from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
-# errno of a failed setsockopt, bind, connect or send -> what to tell the user.
-_ERRNO_ADVICE = {
-    errno.ENETUNREACH: "no route to {group}: {route_fix} or pass -I IFACE",
-    errno.ENODEV: "no usable interface for {group}{via}: it is missing or down; "
-                  "pass -I with an interface that is up, or add a multicast route",
-    errno.EADDRNOTAVAIL: "{address_option} is not an {family} address of this host: "
-                         "pass one of its addresses{or_name}",
-    errno.EPERM: "sending to {group} was refused: is a firewall rule dropping it?",
-    errno.EACCES: "sending to {group} was refused: is a firewall rule dropping it?",
-    errno.EMSGSIZE: "{size}-byte probes are too large for this path: lower -s",
-    errno.EHOSTUNREACH: "{group} is unreachable{via}: check the interface and its routes",
-    errno.EINVAL: "{group}{via}: the kernel refused it (a link-scope group needs -I IFACE)",
-}
-
 
 def explain(err: OSError, settings: Settings) -> str:
-    """One line for an OSError of ours: what failed, and the fix."""
-    template = _ERRNO_ADVICE.get(err.errno or 0)
-    name = errno.errorcode.get(err.errno or 0, "error")
-    if template is None:
-        return f"{settings.target}: {err.strerror or err} ({name})"
-    via = f" via {settings.interface}" if settings.interface else ""
-    if settings.source:
-        address_option, or_name = f"-S {settings.source}", ""
-    else:
-        address_option, or_name = f"-I {settings.interface}", " or an interface name"
-    return template.format(
-        group=settings.group, via=via, size=settings.size, address_option=address_option,
-        or_name=or_name, family="IPv6" if settings.ipv6 else "IPv4",
-        route_fix=ROUTE_FIX_IPV6 if settings.ipv6 else ROUTE_FIX) + f" ({name})"
+    """One line for an OSError of ours, pinging a group: what failed, and the fix."""
+    return ping_error_text(err, of_host=False, target=settings.group, shown=settings.target,
+                           ipv6=settings.ipv6, interface=settings.interface,
+                           source=settings.source, size=settings.size)
 
 
 # --- addresses and interfaces ------------------------------------------------------------------
@@ -170,8 +144,7 @@ def source_pktinfo(settings: Settings, index: int) -> list[tuple[int, int, bytes
     if not settings.source:
         return []
     family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
-    return ancillary.source_pktinfo(socket.inet_pton(family, settings.source.split("%")[0]),
-                                    index)
+    return ancillary.source_pktinfo(socket.inet_pton(family, settings.source.split("%")[0]), index)
 
 
 def _path(settings: Settings, index: int) -> Path:
