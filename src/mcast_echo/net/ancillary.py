@@ -4,7 +4,8 @@ to read them and how to build the one we send.
 Received: IP_PKTINFO / IPV6_PKTINFO (the arrival interface and the datagram's
 destination address), IP_TTL / IPV6_HOPLIMIT, and SO_TIMESTAMPNS (the kernel's receive
 time). recvmsg hands them over as a list of (level, type, data); recvmmsg leaves them
-in a raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks. Sent: an IP_PKTINFO /
+in a raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks; ``ask_for_arrival``
+turns the first two on. Sent: an IP_PKTINFO /
 IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``).
 
 ``ip_arrival`` runs once per datagram on the plain echo path: it reads only the two
@@ -38,6 +39,17 @@ _INT = struct.Struct("=i")
 _UINT = struct.Struct("=I")
 _CMSG_HEADER = struct.Struct("@Nii")  # cmsg_len, cmsg_level, cmsg_type
 _ALIGN = struct.calcsize("@N")  # a cmsg starts on a size_t boundary (CMSG_ALIGN)
+
+
+def ask_for_arrival(sock: socket.socket, ipv6: bool) -> None:
+    """Have each datagram *sock* reads carry its arrival interface and destination
+    (IP_PKTINFO / IPV6_PKTINFO) and its TTL or hop limit."""
+    if ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
 
 
 def timespec_ns(data: object, offset: int = 0) -> int:

@@ -22,15 +22,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from ..schema import ALL_INTERFACES, Listener
 from . import ifaddr
-from .ancillary import (
-    IP_PKTINFO,
-    IP_RECVTTL,
-    IPV6_RECVHOPLIMIT,
-    IPV6_RECVPKTINFO,
-    SO_TIMESTAMPNS,
-    TIMESPEC_SIZE,
-    timespec_ns,
-)
+from .ancillary import SO_TIMESTAMPNS, TIMESPEC_SIZE, ask_for_arrival, timespec_ns
 from .errnoadvice import ROUTE_FIX, ROUTE_FIX_IPV6
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
@@ -207,13 +199,10 @@ def open_socket(listener: Listener, scope: int = 0) -> socket.socket:
         if ipv6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            # Ancillary data for the probe trailer: arrival interface and hop limit.
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        # Ancillary data for the probe trailer: arrival interface and TTL / hop limit.
+        ask_for_arrival(sock, ipv6)
         # The kernel's receive time: a probe's residence time starts there (wire/probe.py).
         enable_receive_stamps(sock)
         apply_options(sock, listener)

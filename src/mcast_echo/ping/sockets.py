@@ -20,13 +20,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..net import ancillary, ifaddr
-from ..net.ancillary import (
-    IP_PKTINFO,
-    IP_RECVTTL,
-    IPV6_RECVHOPLIMIT,
-    IPV6_RECVPKTINFO,
-    SO_TIMESTAMPNS,
-)
+from ..net.ancillary import SO_TIMESTAMPNS
 from ..net.errnoadvice import ping_error_text
 from ..net.ifaddr import index_of_address
 from ..net.mcast import (
@@ -196,13 +190,10 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
 def set_receive_options(sock: socket.socket, ipv6: bool) -> None:
     """What each echo's ancillary data carries (arrival TTL, destination, kernel time),
     only the groups this socket joined, and room for many echoes at once."""
+    ancillary.ask_for_arrival(sock, ipv6)
     if ipv6:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
     else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
