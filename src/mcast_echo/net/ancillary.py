@@ -2,10 +2,10 @@
 to read them and how to build the one we send.
 
 Received: IP_PKTINFO / IPV6_PKTINFO (the arrival interface and the datagram's
-destination address), IP_TTL / IPV6_HOPLIMIT, and SO_TIMESTAMPNS (the kernel's receive
-time). recvmsg hands them over as a list of (level, type, data); recvmmsg leaves them
-in a raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks; ``ask_for_arrival``
-turns the first two on. Sent: an IP_PKTINFO /
+destination address) and IP_TTL / IPV6_HOPLIMIT, which ``ask_for_arrival`` turns on,
+and SO_TIMESTAMPNS (the kernel's receive time). recvmsg hands them over as a list of
+(level, type, data), read by ``ip_arrival`` and ``Received``; recvmmsg leaves them in a
+raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks. Sent: an IP_PKTINFO /
 IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``).
 
 ``ip_arrival`` runs once per datagram on the plain echo path: it reads only the two
