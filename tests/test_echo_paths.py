@@ -19,7 +19,7 @@ from clients import sender
 from daemonproc import DaemonProcess
 from loadlab import wait_until
 from mcast_echo.daemon import echopath, receivetimes
-from mcast_echo.net import mcast, mmsg
+from mcast_echo.net import ancillary, mcast, mmsg
 
 GROUP = "224.3.29.71"
 
@@ -47,8 +47,8 @@ def test_choose_honours_the_preference():
 def group_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IP, mcast.IP_MULTICAST_ALL, 0)
-    sock.setsockopt(socket.IPPROTO_IP, mcast.IP_PKTINFO, 1)
-    sock.setsockopt(socket.IPPROTO_IP, mcast.IP_RECVTTL, 1)
+    sock.setsockopt(socket.IPPROTO_IP, ancillary.IP_PKTINFO, 1)
+    sock.setsockopt(socket.IPPROTO_IP, ancillary.IP_RECVTTL, 1)
     mcast.enable_receive_stamps(sock)
     mcast.stamp_each_datagram(sock, True)
     sock.bind((GROUP, 9998))
@@ -106,10 +106,10 @@ def test_the_port_views_find_every_datagram_from_port_0():
 
 def test_cmsg_walk_stops_at_a_bad_length():
     buffer = bytearray(64)
-    struct.pack_into("@Nii", buffer, 0, 3, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too short
-    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None, None)
-    struct.pack_into("@Nii", buffer, 0, 1000, socket.IPPROTO_IP, mmsg.IP_PKTINFO)  # too long
-    assert mmsg.parse_ip_cmsgs(buffer, 0, 64) == (None, None, None)
+    struct.pack_into("@Nii", buffer, 0, 3, socket.IPPROTO_IP, ancillary.IP_PKTINFO)  # too short
+    assert ancillary.parse_ip_cmsgs(buffer, 0, 64) == (None, None, None)
+    struct.pack_into("@Nii", buffer, 0, 1000, socket.IPPROTO_IP, ancillary.IP_PKTINFO)  # too long
+    assert ancillary.parse_ip_cmsgs(buffer, 0, 64) == (None, None, None)
 
 
 def test_the_counters_are_logged_in_the_foreground_and_at_stop(write_config):
@@ -195,8 +195,8 @@ def _own_time(server: socket.socket, client: socket.socket) -> Optional[int]:
     wait_until(lambda: _readable(server), 2)
     _, ancdata, _, _ = server.recvmsg(16, 256)
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == mcast.SO_TIMESTAMPNS:
-            return mcast.timespec_ns(data)
+        if level == socket.SOL_SOCKET and kind == ancillary.SO_TIMESTAMPNS:
+            return ancillary.timespec_ns(data)
     return None
 
 

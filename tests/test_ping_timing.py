@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemonproc import DaemonProcess
-from mcast_echo.net import mcast
-from mcast_echo.ping.sockets import ANCILLARY_SPACE, Arrival
+from mcast_echo.net import ancillary
+from mcast_echo.net.ancillary import STAMPED_ARRIVAL_SPACE, Received
 from mcast_echo.wire import probe
 
 GROUP, PORT = "224.3.29.71", 9999
@@ -102,18 +102,18 @@ def test_a_count_with_a_deadline_keeps_sending_every_probe(responder):
 # than any round trip ("forge"), or none at all, byte for byte ("plain": the seed's server).
 FAKE_RESPONDER = """
 import socket, struct, sys, time
-from mcast_echo.net import mcast
+from mcast_echo.net import ancillary
 from mcast_echo.wire import probe
 group, port, mode, hold = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+sock.setsockopt(socket.SOL_SOCKET, ancillary.SO_TIMESTAMPNS, 1)
 sock.bind((group, port))
 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                 struct.pack("4s4si", socket.inet_aton(group), bytes(4), 0))
 print("ready", flush=True)
 while True:
     data, ancdata, _flags, source = sock.recvmsg(65535, 64)
-    received_ns = mcast.timespec_ns(ancdata[0][2])
+    received_ns = ancillary.timespec_ns(ancdata[0][2])
     if mode != "plain":
         arrival = probe.Arrival("fake", "eth0", group, None, received_ns)
         data = probe.with_trailer(data, arrival)
@@ -158,7 +158,7 @@ def fake_ping(*args: str) -> tuple[str, dict]:
 def stamped_client() -> socket.socket:
     """A probing socket on the timing link whose echoes carry the kernel's receive time."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, mcast.SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, ancillary.SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.67.0.1"))
     sock.settimeout(5)
     return sock
@@ -174,8 +174,8 @@ def test_the_daemon_states_its_residence_time_and_it_is_less_than_the_round_trip
         for seq in range(5):
             sent_ns = time.time_ns()
             sock.sendto(probe.build_probe(7, seq, sent_ns, 192), (GROUP, PORT))
-            data, ancdata, _flags, _source = sock.recvmsg(65535, ANCILLARY_SPACE)
-            round_trip_ns = Arrival(ancdata).rx_ns - sent_ns
+            data, ancdata, _flags, _source = sock.recvmsg(65535, STAMPED_ARRIVAL_SPACE)
+            round_trip_ns = Received(ancdata).received_ns - sent_ns
             echo = probe.check_echo(data, 7)
             assert echo is not None and echo.intact and len(data) == 192
             assert echo.trailer.hostname == "timing"
@@ -229,10 +229,10 @@ def test_replies_are_spread_and_their_rtt_stays_true(responder):
         for seq in range(10):
             sent_ns = time.time_ns()
             sock.sendto(probe.build_probe(9, seq, sent_ns, 192, spread_ms=200), (GROUP, PORT))
-            data, ancdata, _flags, _source = sock.recvmsg(65535, ANCILLARY_SPACE)
+            data, ancdata, _flags, _source = sock.recvmsg(65535, STAMPED_ARRIVAL_SPACE)
             echo = probe.check_echo(data, 9)
             assert echo is not None and echo.intact and echo.header.spread_ms == 200
-            round_trip_ns = Arrival(ancdata).rx_ns - sent_ns
+            round_trip_ns = Received(ancdata).received_ns - sent_ns
             residence_ns = echo.trailer.residence_ns
             assert 0 <= residence_ns < round_trip_ns
             assert residence_ns < 300e6  # the delay is at most 200 ms (cap 255)

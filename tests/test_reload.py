@@ -87,7 +87,7 @@ def test_buffer_back_to_null_on_reload_is_the_kernel_default_again(write_config)
 def test_any_join_errno_becomes_a_wait_reason_not_a_crash():
     import errno
 
-    from mcast_echo.net.mcast import join_error_text
+    from mcast_echo.net.errnoadvice import join_error_text
     assert join_error_text(OSError(errno.ENODEV, "x")).startswith("ENODEV: no such device")
     assert join_error_text(OSError(errno.ENOMEM, "Cannot allocate memory")) \
         == "ENOMEM: Cannot allocate memory"

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from mcast_echo.schema import MAX_UDP_PAYLOAD
 from mcast_echo.wire import ssmping, tlv
 from mcast_echo.wire.tlv import Malformed, Reply, Responder
+from mcast_echo.wire.udp import MAX_UDP_PAYLOAD
 
 V4_GROUP = ipaddress.IPv4Address("232.43.211.234")
 V6_GROUP = ipaddress.IPv6Address("ff3e::4321:1234")

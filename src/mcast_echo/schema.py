@@ -28,10 +28,9 @@ from .addresses import (
     not_a_group,
     refused_group,
 )
+from .wire.udp import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD
 
 MAX_SHOWN = 60  # characters of a bad value quoted back in a message
-MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
-MAX_UDP6_PAYLOAD = 65527  # 65535 - 8 (UDP header): IPv6's payload length excludes its header
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -24,7 +24,7 @@ import socket
 import struct
 from typing import Optional, Protocol
 
-from ..net import mcast
+from ..net import ancillary
 from ..schema import Listener
 from ..wire import probe
 from .policy import Policy
@@ -110,7 +110,7 @@ def send_echo(sock: socket.socket, data: bytes, address: tuple, ifindex: Optiona
         data, residence_ns = probe.stamp_residence(data, received_ns)
     try:
         if ifindex and len(address) == 2:
-            sock.sendmsg([data], [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
+            sock.sendmsg([data], [(socket.IPPROTO_IP, ancillary.IP_PKTINFO,
                                    struct.pack("=i4s4s", ifindex, bytes(4), bytes(4)))],
                           0, address)
         else:

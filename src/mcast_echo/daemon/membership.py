@@ -20,6 +20,7 @@ import socket
 from typing import Optional
 
 from ..net import mcast
+from ..net.errnoadvice import join_error_text
 from ..schema import ALL_INTERFACES, Listener
 from .ratelimit import RateLimitedLog
 
@@ -93,8 +94,8 @@ class Memberships:
                 mcast.join(sock, listener, interface)
             except OSError as e:
                 self.join_failures += 1
-                problem = problem or (f"{mcast.join_error_text(e)}" if len(wanted) == 1
-                                      else f"{interface.name}: {mcast.join_error_text(e)}")
+                problem = problem or (f"{join_error_text(e)}" if len(wanted) == 1
+                                      else f"{interface.name}: {join_error_text(e)}")
                 continue
             self.joined[index] = interface
             changed = True

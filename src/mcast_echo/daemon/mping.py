@@ -21,7 +21,6 @@ import ipaddress
 import logging
 import os
 import socket
-import struct
 import time
 from collections import Counter
 from typing import Optional
@@ -29,6 +28,13 @@ from typing import Optional
 from .. import __version__
 from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6
 from ..net import mcast
+from ..net.ancillary import (
+    ARRIVAL_SPACE,
+    IP_PKTINFO,
+    IPV6_RECVPKTINFO,
+    Received,
+    source_pktinfo,
+)
 from ..schema import Listener, Ssmping
 from ..wire import mping
 from ..wire.tlv import Responder
@@ -40,7 +46,6 @@ log = logging.getLogger(__name__)
 
 TTL = 64
 RECV_BUFFER = 65535
-ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 BATCH = 16  # requests per wake-up per socket: the costliest (an Init of 62 prefixes, ~0.3 ms)
 #            keep one wake-up to a few ms, then the echo sockets get their turn
 SESSION_KEY = os.urandom(16)  # RFC 6450 Session IDs: one key per process, kept across reloads
@@ -127,15 +132,15 @@ class MpingListener:
         unresolved = self.guard.unresolved(ipv6)
         for _ in range(BATCH):
             try:
-                data, ancdata, _flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
+                data, ancdata, _flags, source = sock.recvmsg(RECV_BUFFER, ARRIVAL_SPACE)
             except BlockingIOError:
                 return
             except OSError as e:
                 self._drop("recv-error", "ssmping: receive failed: %s", e)
                 return
             counts["received"] += 1
-            destination, arrival = _pktinfo(ancdata, ipv6)
-            refused = policy.verdict(source, arrival, now)
+            received = Received(ancdata)
+            refused = policy.verdict(source, received.ifindex, now)
             if refused is not None:
                 self._drop(refused, "ssmping: request from %s:%d dropped (%s)", *source[:2],
                            refused)
@@ -148,6 +153,10 @@ class MpingListener:
                 counts["ignored"] += 1
                 continue
             counts[answer.dialect] += 1
+            # each reply leaves from the address the request was sent to, the interface
+            # left to routing (ifindex 0, as ssmpingd does)
+            from_destination = (source_pktinfo(received.destination)
+                                if received.destination is not None else [])
             for reply in answer.replies:
                 if reply.group is None and unresolved and source_key(source[0]) in unresolved:
                     self._drop("unresolved", "ssmping: reply to %s:%d held back: the address "
@@ -157,8 +166,7 @@ class MpingListener:
                     (str(reply.group), source[1], 0, source[3]) if ipv6
                     else (str(reply.group), source[1]))
                 try:
-                    sock.sendmsg([reply.payload], _source_pktinfo(destination, ipv6), 0,
-                                 address)
+                    sock.sendmsg([reply.payload], from_destination, 0, address)
                 except OSError as e:
                     handler.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the queue
                     self._drop("send-error", "ssmping: reply to %s:%d failed: %s",
@@ -189,12 +197,12 @@ def _open(family: int, port: int) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, mcast.IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, TTL)
             sock.bind(("::", port))
         else:
             sock.setsockopt(socket.IPPROTO_IP, mcast.IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, mcast.IP_PKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
             sock.bind(("0.0.0.0", port))
         mcast.set_hops(sock, family == socket.AF_INET6, TTL, True)
@@ -203,27 +211,3 @@ def _open(family: int, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _pktinfo(ancdata: list, ipv6: bool) -> tuple[Optional[bytes], Optional[int]]:
-    """The request's destination address (packed) and arrival interface index, from
-    IP_PKTINFO / IPV6_PKTINFO; (None, None) without them."""
-    for level, kind, payload in ancdata:
-        if ipv6 and level == socket.IPPROTO_IPV6 and kind == mcast.IPV6_PKTINFO \
-                and len(payload) >= 20:
-            return payload[:16], struct.unpack_from("=I", payload, 16)[0]
-        if not ipv6 and level == socket.IPPROTO_IP and kind == mcast.IP_PKTINFO \
-                and len(payload) >= 12:  # ipi_ifindex, ipi_spec_dst, ipi_addr (the destination)
-            return payload[8:12], struct.unpack_from("=i", payload)[0]
-    return None, None
-
-
-def _source_pktinfo(destination: Optional[bytes], ipv6: bool) -> list:
-    """Ancillary data that sends a reply from *destination*, the interface left to routing
-    (ifindex 0, as ssmpingd does)."""
-    if destination is None:
-        return []
-    if ipv6:
-        return [(socket.IPPROTO_IPV6, mcast.IPV6_PKTINFO, destination + struct.pack("=I", 0))]
-    return [(socket.IPPROTO_IP, mcast.IP_PKTINFO,
-             struct.pack("=i4s4s", 0, destination, bytes(4)))]

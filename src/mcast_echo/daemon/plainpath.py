@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import time
 from typing import Optional
 
-from ..net import mcast, mmsg
+from ..net import mcast
+from ..net.ancillary import ARRIVAL_SPACE, ip_arrival
 from ..schema import Listener
 from ..wire import probe
 from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_echo
 from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
-# in_pktinfo + TTL, or in6_pktinfo + hop limit
-ANCILLARY_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 PLAIN_BATCH = 256  # datagrams per wake-up, so signals and timers are seen under a flood
 
 
@@ -49,7 +47,7 @@ class PlainPath:
         debug = log.isEnabledFor(logging.DEBUG)
         for count in range(PLAIN_BATCH):
             try:
-                data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ANCILLARY_SPACE)
+                data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ARRIVAL_SPACE)
             except BlockingIOError:
                 return count
             except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
@@ -57,7 +55,7 @@ class PlainPath:
                 return count
             responder.received += 1
             responder.received_bytes += len(data)
-            ifindex, ttl = _ancillary(ancdata)
+            ifindex, ttl = ip_arrival(ancdata)
             refused = verdict(source, ifindex, now) if not flags & MSG_TRUNC else "truncated"
             if refused is None and len(data) > max_datagram:
                 refused = "size"
@@ -127,20 +125,3 @@ def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:
                        "(%d); dropped", size, *source[:2], responder.listener.max_datagram)
     else:
         responder.drop(reason, 1, DROP_TEXT[reason], *source[:2])
-
-
-def _ancillary(ancdata: list) -> tuple[Optional[int], Optional[int]]:
-    """(arrival interface index, arrival TTL or hop limit) from IPv4 or IPv6 ancillary data."""
-    ifindex = ttl = None
-    for level, kind, payload in ancdata:
-        if level == socket.IPPROTO_IP and len(payload) >= 4:
-            if kind == mmsg.IP_PKTINFO:
-                ifindex = struct.unpack_from("=i", payload)[0]
-            elif kind == socket.IP_TTL:
-                ttl = struct.unpack_from("=i", payload)[0]
-        elif level == socket.IPPROTO_IPV6:
-            if kind == mcast.IPV6_PKTINFO and len(payload) >= 20:
-                ifindex = struct.unpack_from("=I", payload, 16)[0]
-            elif kind == mcast.IPV6_HOPLIMIT and len(payload) >= 4:
-                ttl = struct.unpack_from("=i", payload)[0]
-    return ifindex, ttl

@@ -1,13 +1,13 @@
-"""Multicast sockets: create, join, leave — and one table of what each errno means.
+"""Multicast sockets: create, join, leave.
 
 One function per step, as python-zeroconf does: open a socket bound to the
 group, resolve the interface(s), add and drop a membership. IPv4 and IPv6,
 any-source (ASM) and source-specific (SSM) groups: an SSM membership is one
 (source, group) join per listed source (MCAST_JOIN_SOURCE_GROUP, both
-families). Expected errnos map to a line that names the fix (the JOIN_ERRORS
-table is the only place those words live); any other errno is shown in the
-kernel's words. Either way the responder waits and retries: a join error is
-never fatal.
+families). ``add_membership`` / ``drop_membership`` take a group and an interface
+index (the client joins with them); ``join`` / ``leave`` take a configured Listener.
+What a join's errno means to the operator is net/errnoadvice.py's; the responder
+waits and retries: a join error is never fatal.
 """
 
 from __future__ import annotations
@@ -18,40 +18,25 @@ import fcntl
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from ..schema import ALL_INTERFACES, Listener
 from . import ifaddr
+from .ancillary import SO_TIMESTAMPNS, TIMESPEC_SIZE, ask_for_arrival, timespec_ns
+from .errnoadvice import ROUTE_FIX, ROUTE_FIX_IPV6
 
 # Python 3.11 lacks the constant; it is 49 in linux/in.h. With it off, a socket
 # bound to a port receives only the groups *it* joined, never another group
 # some other process joined on the same port.
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
-# Also missing before Python 3.12 (linux/in.h): the arrival interface and TTL.
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
-# linux/in6.h and linux/in.h: the IPv6 twins, and the family-independent group calls.
+# linux/in6.h and linux/in.h: the IPv6 twin, and the family-independent group calls.
 IPV6_MULTICAST_ALL = 29
-IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
-IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
-IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
-IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 MCAST_JOIN_SOURCE_GROUP = 46
 MCAST_LEAVE_SOURCE_GROUP = 47
-# asm/socket.h: the kernel's receive time of each datagram, a timespec of CLOCK_REALTIME.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMESPEC = struct.Struct("@qq")
-TIMESPEC_SIZE = _TIMESPEC.size
 
 
 # The kernel's receive time of the last datagram read from a socket (sock_ioctl: a timespec).
 SIOCGSTAMPNS = 0x8907
-
-
-def timespec_ns(data: object, offset: int = 0) -> int:
-    """A timespec (SO_TIMESTAMPNS, SIOCGSTAMPNS) as ns since 1970."""
-    seconds, nanoseconds = _TIMESPEC.unpack_from(data, offset)  # type: ignore[arg-type]
-    return seconds * 1_000_000_000 + nanoseconds
 
 
 def enable_receive_stamps(sock: socket.socket) -> None:
@@ -77,20 +62,7 @@ def last_receive_ns(fd: int) -> Optional[int]:
     except OSError:
         return None
 
-ROUTE_FIX = "add a multicast route (ip route add 224.0.0.0/4 dev IFACE)"
-ROUTE_FIX_IPV6 = "add a multicast route (ip -6 route add ff00::/8 dev IFACE table local)"
 
-JOIN_ERRORS: dict[int, str] = {
-    errno.ENODEV: f"no such device, or no route to the group: {ROUTE_FIX} or set 'interface'",
-    errno.EADDRNOTAVAIL: "the interface has no such address: set 'interface' to a name or "
-                         "to an address of this host",
-    errno.ENOBUFS: "too many memberships or sources: raise net.ipv4.igmp_max_memberships "
-                   "(IPv4) or net.core.optmem_max, and for SSM net.ipv4.igmp_max_msf / "
-                   "net.ipv6.mld_max_msf (sysctl -w NAME=...)",
-    errno.EADDRINUSE: "this socket is already a member of the group",
-    errno.EINVAL: "the kernel refused the membership (is the address a multicast group?)",
-    errno.ENETDOWN: "the interface is down",
-}
 BENIGN_LEAVE_ERRORS = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.EINVAL})
 
 
@@ -106,9 +78,6 @@ class Interface:
     address: str  # "0.0.0.0" unless the config named the interface by an IPv4 address
     name: str  # what the operator calls it, for log lines
 
-    def mreqn(self, group: str) -> bytes:
-        return struct.pack("=4s4si", socket.inet_aton(group),
-                           socket.inet_aton(self.address), self.index)
 
 
 def family(listener: Listener) -> int:
@@ -230,13 +199,10 @@ def open_socket(listener: Listener, scope: int = 0) -> socket.socket:
         if ipv6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            # Ancillary data for the probe trailer: arrival interface and hop limit.
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        # Ancillary data for the probe trailer: arrival interface and TTL / hop limit.
+        ask_for_arrival(sock, ipv6)
         # The kernel's receive time: a probe's residence time starts there (wire/probe.py).
         enable_receive_stamps(sock)
         apply_options(sock, listener)
@@ -306,58 +272,70 @@ def _ipv6_mreq(group: str, index: int) -> bytes:
     return socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index)
 
 
-def join(sock: socket.socket, listener: Listener, interface: Interface) -> None:
-    """Add the membership (for SSM, one per source); OSError carries the errno (see
-    join_error_text). A failure part-way through an SSM join undoes what was joined."""
-    group = listener.group
-    level = socket.IPPROTO_IPV6 if listener.ipv6 else socket.IPPROTO_IP
-    if listener.sources is None:
-        if listener.ipv6:
-            sock.setsockopt(level, socket.IPV6_JOIN_GROUP, _ipv6_mreq(group, interface.index))
+def ip_mreqn(group: str, address: str, index: int) -> bytes:
+    """struct ip_mreqn: a group (0.0.0.0 for IP_MULTICAST_IF), a local address, an
+    interface index."""
+    return struct.pack("=4s4si", socket.inet_aton(group), socket.inet_aton(address), index)
+
+
+def add_membership(sock: socket.socket, group: str, index: int,
+                   sources: Optional[Sequence[str]] = None, address: str = "0.0.0.0") -> None:
+    """Join *group* on interface *index* (IPv4: or the one that holds *address*), from
+    any source, or for SSM one (source, group) join per source. OSError carries the
+    errno (see errnoadvice.join_error_text); a failure part-way through an SSM join
+    undoes what was joined."""
+    level = socket.IPPROTO_IPV6 if ":" in group else socket.IPPROTO_IP
+    if sources is None:
+        if level == socket.IPPROTO_IPV6:
+            sock.setsockopt(level, socket.IPV6_JOIN_GROUP, _ipv6_mreq(group, index))
         else:
-            sock.setsockopt(level, socket.IP_ADD_MEMBERSHIP, interface.mreqn(group))
+            sock.setsockopt(level, socket.IP_ADD_MEMBERSHIP, ip_mreqn(group, address, index))
         return
     joined: list[str] = []
     try:
-        for source in listener.sources:
+        for source in sources:
             sock.setsockopt(level, MCAST_JOIN_SOURCE_GROUP,
-                            group_source_req(group, source, interface.index))
+                            group_source_req(group, source, index))
             joined.append(source)
     except OSError:
         for source in joined:
-            _leave_source(sock, level, group, source, interface)
+            _leave_source(sock, level, group, source, index)
         raise
 
 
-def leave(sock: socket.socket, listener: Listener, interface: Interface) -> None:
-    """Drop the membership, every (source, group) of an SSM one; a membership already
-    gone with its interface is not an error."""
-    group = listener.group
-    level = socket.IPPROTO_IPV6 if listener.ipv6 else socket.IPPROTO_IP
+def drop_membership(sock: socket.socket, group: str, index: int,
+                    sources: Optional[Sequence[str]] = None, address: str = "0.0.0.0") -> None:
+    """Drop what add_membership joined, every (source, group) of an SSM one; a
+    membership already gone with its interface is not an error."""
+    level = socket.IPPROTO_IPV6 if ":" in group else socket.IPPROTO_IP
     try:
-        if listener.sources is not None:
-            for source in listener.sources:
-                _leave_source(sock, level, group, source, interface)
-        elif listener.ipv6:
-            sock.setsockopt(level, socket.IPV6_LEAVE_GROUP, _ipv6_mreq(group, interface.index))
+        if sources is not None:
+            for source in sources:
+                _leave_source(sock, level, group, source, index)
+        elif level == socket.IPPROTO_IPV6:
+            sock.setsockopt(level, socket.IPV6_LEAVE_GROUP, _ipv6_mreq(group, index))
         else:
-            sock.setsockopt(level, socket.IP_DROP_MEMBERSHIP, interface.mreqn(group))
+            sock.setsockopt(level, socket.IP_DROP_MEMBERSHIP, ip_mreqn(group, address, index))
     except OSError as e:
         if e.errno not in BENIGN_LEAVE_ERRORS:
             raise
 
 
 def _leave_source(sock: socket.socket, level: int, group: str, source: str,
-                  interface: Interface) -> None:
+                  index: int) -> None:
     try:
-        sock.setsockopt(level, MCAST_LEAVE_SOURCE_GROUP,
-                        group_source_req(group, source, interface.index))
+        sock.setsockopt(level, MCAST_LEAVE_SOURCE_GROUP, group_source_req(group, source, index))
     except OSError as e:
         if e.errno not in BENIGN_LEAVE_ERRORS:
             raise
 
 
-def join_error_text(error: OSError) -> str:
-    """The operator's line for a failed join: the table's fix, or the kernel's words."""
-    name = errno.errorcode.get(error.errno or 0, str(error.errno))
-    return f"{name}: {JOIN_ERRORS.get(error.errno or 0, error.strerror or str(error))}"
+def join(sock: socket.socket, listener: Listener, interface: Interface) -> None:
+    """add_membership for a configured listener on one of its interfaces."""
+    add_membership(sock, listener.group, interface.index, listener.sources, interface.address)
+
+
+def leave(sock: socket.socket, listener: Listener, interface: Interface) -> None:
+    """drop_membership for a configured listener on one of its interfaces."""
+    drop_membership(sock, listener.group, interface.index, listener.sources,
+                    interface.address)

@@ -32,7 +32,7 @@ import sys
 from ctypes import c_int, c_size_t, c_uint, c_uint32, c_void_p, sizeof
 from typing import Optional
 
-from .mcast import SO_TIMESTAMPNS, TIMESPEC_SIZE, timespec_ns
+from .ancillary import parse_ip_cmsgs
 
 NAME_SIZE = 32  # room for a sockaddr_in6 (28 bytes): the same buffers serve IPv6 later
 # The kernel's receive time, in_pktinfo and TTL: CMSG_SPACE(16) + CMSG_SPACE(12) +
@@ -179,7 +179,8 @@ class Batch:
 
     def ancillary(self, index: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
         """(arrival interface index, arrival TTL, the kernel's receive time in ns) from
-        IP_PKTINFO / IP_TTL / SO_TIMESTAMPNS, None if absent. Read only for probes."""
+        IP_PKTINFO / IP_TTL / SO_TIMESTAMPNS, None if absent (net/ancillary.py walks the
+        control buffer). Read only for probes."""
         length = struct.unpack_from("@N", self.recv_hdrs,
                                     index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
         return parse_ip_cmsgs(self.control, index * CONTROL_SIZE, min(length, CONTROL_SIZE))
@@ -194,30 +195,3 @@ def _pack_header(buffer: bytearray, index: int, name: int, namelen: int, iov: in
     struct.pack_into("@N", buffer, base + MsgHdr.msg_iovlen.offset, 1)
     struct.pack_into("@P", buffer, base + MsgHdr.msg_control.offset, control)
     struct.pack_into("@N", buffer, base + MsgHdr.msg_controllen.offset, controllen)
-
-
-_CMSG_HEADER = struct.Struct("@Nii")  # cmsg_len, cmsg_level, cmsg_type
-_ALIGN = sizeof(c_size_t)
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-
-
-def parse_ip_cmsgs(buffer: bytearray, start: int,
-                   length: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
-    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl, received_ns)."""
-    ifindex = ttl = received_ns = None
-    offset, end = start, start + length
-    while offset + _CMSG_HEADER.size <= end:
-        cmsg_len, level, kind = _CMSG_HEADER.unpack_from(buffer, offset)
-        if cmsg_len < _CMSG_HEADER.size or offset + cmsg_len > end:
-            break
-        data = offset + _CMSG_HEADER.size
-        if level == socket.IPPROTO_IP and cmsg_len - _CMSG_HEADER.size >= 4:
-            if kind == IP_PKTINFO:
-                ifindex = struct.unpack_from("=i", buffer, data)[0]
-            elif kind == socket.IP_TTL:
-                ttl = struct.unpack_from("=i", buffer, data)[0]
-        elif (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
-              and cmsg_len - _CMSG_HEADER.size >= TIMESPEC_SIZE):
-            received_ns = timespec_ns(buffer, data)
-        offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
-    return ifindex, ttl, received_ns

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import ipaddress
 import selectors
 import socket
@@ -25,6 +24,8 @@ import time
 from typing import Optional, TextIO
 
 from ..addresses import is_multicast, is_ssm_group, needs_zone
+from ..net.ancillary import Received
+from ..net.errnoadvice import ping_error_text
 from ..net.ifaddr import index_of_address
 from ..net.mcast import interface_name
 from ..wire import ssmping
@@ -34,29 +35,17 @@ from .options import PING_PORT, REQUEST_TTL, parse_host
 from .pathstats import HostStats, as_echo
 from .pinger import Interrupts, Pinger
 from .settings import RFC6450, SSMPING, PingError, Settings, UsageError
-from .sockets import Arrival, Path, interface_index, join_group, set_receive_options
+from .sockets import Path, interface_index, join_group, set_receive_options
 
 INIT_TRIES = 3  # RFC 6450 Inits sent before giving up on a responder
 INIT_WAIT = 1.0  # seconds each Init waits for its Server Response (less under -i or -w)
 
-# errno of a failed connect, bind or send to HOST -> what to tell the user.
-_HOST_ADVICE = {
-    errno.ENETUNREACH: "no route to {host}: add a route, or check the address",
-    errno.EHOSTUNREACH: "{host} is unreachable: check the address and the route",
-    errno.EADDRNOTAVAIL: "-S {source} is not an address of this host: pass one of its "
-                         "addresses",
-    errno.EACCES: "sending to {host} was refused: is a firewall rule dropping it?",
-    errno.EPERM: "sending to {host} was refused: is a firewall rule dropping it?",
-    errno.EINVAL: "{host}: the kernel refused it (a link-local address needs %IFACE or -I)",
-}
-
 
 def explain(err: OSError, settings: Settings) -> str:
-    template = _HOST_ADVICE.get(err.errno or 0)
-    name = errno.errorcode.get(err.errno or 0, "error")
-    if template is None:
-        return f"{settings.target}: {err.strerror or err} ({name})"
-    return template.format(host=settings.host, source=settings.source) + f" ({name})"
+    """One line for a failed connect, bind or send to HOST: what failed, and the fix."""
+    return ping_error_text(err, of_host=True, target=settings.host or "", shown=settings.target,
+                           ipv6=settings.ipv6, interface=settings.interface,
+                           source=settings.source)
 
 
 # --- options -> Settings -------------------------------------------------------------------
@@ -250,7 +239,7 @@ class HostPinger(Pinger):
     def request(self, seq: int, sent_ns: int) -> bytes:
         return self.dialect.request(seq, sent_ns)
 
-    def handle(self, data: bytes, arrival: Arrival, source: tuple) -> None:
+    def handle(self, data: bytes, arrival: Received, source: tuple) -> None:
         via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
         reply = self.dialect.reply(data)  # SessionRefused ends the run: exit 2
         if reply is None:

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Optional, TextIO
 
+from ..net.ancillary import STAMPED_ARRIVAL_SPACE, Received
 from ..wire import probe
 from . import report as pingreport
 from . import summary
@@ -27,8 +28,6 @@ from .local import ThisHost
 from .names import FIRST_WAIT, Names
 from .settings import PingError, Settings
 from .sockets import (
-    ANCILLARY_SPACE,
-    Arrival,
     Path,
     destination,
     explain,
@@ -209,14 +208,14 @@ class Pinger:
         for _ in range(RECEIVE_BATCH):
             try:
                 data, ancdata, _flags, source = self.sock.recvmsg(
-                    probe.MAX_UDP_PAYLOAD + 1, ANCILLARY_SPACE, socket.MSG_DONTWAIT)
+                    probe.MAX_UDP_PAYLOAD + 1, STAMPED_ARRIVAL_SPACE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error queued on the socket; the probe counts as lost
                 return
-            self.handle(data, Arrival(ancdata), source)
+            self.handle(data, Received(ancdata), source)
 
-    def handle(self, data: bytes, arrival: Arrival, source: tuple) -> None:
+    def handle(self, data: bytes, arrival: Received, source: tuple) -> None:
         """Match one datagram to the probe it echoes, count it and show it."""
         via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
         echo = probe.check_echo(data, self.session)
@@ -236,7 +235,7 @@ class Pinger:
             line += f" (IMPOSSIBLE residence time {impossible / 1e6:.3f} ms: RTT not corrected)"
         self._say(line)
 
-    def responder(self, seq: Optional[int], arrival: Arrival,
+    def responder(self, seq: Optional[int], arrival: Received,
                   source: tuple) -> Optional[tuple[pingreport.ResponderStats, int, int]]:
         """The stats of the source of an echo of probe *seq*, its RTT and receive time;
         None (and counted) when it answers no probe of this run or the table is full."""
@@ -250,7 +249,7 @@ class Pinger:
             return None
         if stats.dns_name is None:
             stats.dns_name = self.names.name(source[0], FIRST_WAIT)
-        rx_ns = arrival.rx_ns or time.time_ns()
+        rx_ns = arrival.received_ns or time.time_ns()
         round_trip_ns = max(0, rx_ns - sent_ns)  # a clock step back: never negative
         self.slowest_ns = max(self.slowest_ns, round_trip_ns)
         return stats, round_trip_ns, rx_ns

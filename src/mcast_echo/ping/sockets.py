@@ -6,9 +6,9 @@ timestamps) and says where probes leave from. Echoes come back by unicast, and,
 from responders with ``reply: group`` or ``both``, to the group *on our port*
 (as ssmping does, so that responders on the group's port never hear them): the
 socket joins the group on the probes' interface for those, and IP_PKTINFO /
-IPV6_PKTINFO tell the two apart. -S is the source of each probe (``Sender``).
-Errors a user can act on become ``PingError``; the errno -> advice table is the
-only place those words live.
+IPV6_PKTINFO tell the two apart (``net.ancillary.Received``). -S is the source of each
+probe (``source_pktinfo``). Errors a user can act on become ``PingError``, in the words
+of net/errnoadvice.py.
 """
 
 from __future__ import annotations
@@ -16,69 +16,32 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Optional
 
 from ..addresses import needs_zone
-from ..net import ifaddr
+from ..net import ancillary, ifaddr
+from ..net.ancillary import SO_TIMESTAMPNS
+from ..net.errnoadvice import ping_error_text
 from ..net.ifaddr import index_of_address
 from ..net.mcast import (
     IP_MULTICAST_ALL,
-    IP_PKTINFO,
-    IP_RECVTTL,
-    IPV6_HOPLIMIT,
     IPV6_MULTICAST_ALL,
-    IPV6_PKTINFO,
-    IPV6_RECVHOPLIMIT,
-    IPV6_RECVPKTINFO,
-    MCAST_JOIN_SOURCE_GROUP,
-    ROUTE_FIX,
-    ROUTE_FIX_IPV6,
-    SO_TIMESTAMPNS,
-    TIMESPEC_SIZE,
-    group_source_req,
+    add_membership,
     interface_name,
+    ip_mreqn,
     set_hops,
-    timespec_ns,
 )
 from .settings import PingError, Settings, UsageError
 
 WANTED_RCVBUF = 4 << 20  # echoes from many responders at once; the kernel caps it at rmem_max
 
-# a timespec, an int TTL, the larger of in_pktinfo (12 bytes) and in6_pktinfo (20)
-ANCILLARY_SPACE = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
-
-# errno of a failed setsockopt, bind, connect or send -> what to tell the user.
-_ERRNO_ADVICE = {
-    errno.ENETUNREACH: "no route to {group}: {route_fix} or pass -I IFACE",
-    errno.ENODEV: "no usable interface for {group}{via}: it is missing or down; "
-                  "pass -I with an interface that is up, or add a multicast route",
-    errno.EADDRNOTAVAIL: "{address_option} is not an {family} address of this host: "
-                         "pass one of its addresses{or_name}",
-    errno.EPERM: "sending to {group} was refused: is a firewall rule dropping it?",
-    errno.EACCES: "sending to {group} was refused: is a firewall rule dropping it?",
-    errno.EMSGSIZE: "{size}-byte probes are too large for this path: lower -s",
-    errno.EHOSTUNREACH: "{group} is unreachable{via}: check the interface and its routes",
-    errno.EINVAL: "{group}{via}: the kernel refused it (a link-scope group needs -I IFACE)",
-}
-
 
 def explain(err: OSError, settings: Settings) -> str:
-    """One line for an OSError of ours: what failed, and the fix."""
-    template = _ERRNO_ADVICE.get(err.errno or 0)
-    name = errno.errorcode.get(err.errno or 0, "error")
-    if template is None:
-        return f"{settings.target}: {err.strerror or err} ({name})"
-    via = f" via {settings.interface}" if settings.interface else ""
-    if settings.source:
-        address_option, or_name = f"-S {settings.source}", ""
-    else:
-        address_option, or_name = f"-I {settings.interface}", " or an interface name"
-    return template.format(
-        group=settings.group, via=via, size=settings.size, address_option=address_option,
-        or_name=or_name, family="IPv6" if settings.ipv6 else "IPv4",
-        route_fix=ROUTE_FIX_IPV6 if settings.ipv6 else ROUTE_FIX) + f" ({name})"
+    """One line for an OSError of ours, pinging a group: what failed, and the fix."""
+    return ping_error_text(err, of_host=False, target=settings.group, shown=settings.target,
+                           ipv6=settings.ipv6, interface=settings.interface,
+                           source=settings.source, size=settings.size)
 
 
 # --- addresses and interfaces ------------------------------------------------------------------
@@ -140,8 +103,7 @@ def _multicast_if(sock: socket.socket, settings: Settings, index: int) -> None:
     except ValueError:
         address = ifaddr.primary_address(sock, interface_name(index)) or "0.0.0.0"
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                    struct.pack("4s4si", socket.inet_aton("0.0.0.0"),
-                                socket.inet_aton(address), index))
+                    ip_mreqn("0.0.0.0", address, index))
 
 
 def destination(settings: Settings, index: int) -> tuple:
@@ -175,12 +137,8 @@ def source_pktinfo(settings: Settings, index: int) -> list[tuple[int, int, bytes
     """
     if not settings.source:
         return []
-    address = settings.source.split("%")[0]
-    if settings.ipv6:
-        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO,
-                 socket.inet_pton(socket.AF_INET6, address) + struct.pack("@I", index))]
-    return [(socket.IPPROTO_IP, IP_PKTINFO,
-             struct.pack("@i4s4s", index, socket.inet_aton(address), bytes(4)))]
+    family = socket.AF_INET6 if settings.ipv6 else socket.AF_INET
+    return ancillary.source_pktinfo(socket.inet_pton(family, settings.source.split("%")[0]), index)
 
 
 def _path(settings: Settings, index: int) -> Path:
@@ -232,13 +190,10 @@ def open_probe_socket(settings: Settings) -> tuple[socket.socket, Path, str]:
 def set_receive_options(sock: socket.socket, ipv6: bool) -> None:
     """What each echo's ancillary data carries (arrival TTL, destination, kernel time),
     only the groups this socket joined, and room for many echoes at once."""
+    ancillary.ask_for_arrival(sock, ipv6)
     if ipv6:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
     else:
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WANTED_RCVBUF)
@@ -253,43 +208,11 @@ def _join(sock: socket.socket, settings: Settings, index: int) -> str:
 def join_group(sock: socket.socket, group: str, index: int, source: Optional[str] = None) -> str:
     """Join *group* on interface *index* (any source, or only *source*: SSM, ssmping's
     (S,G)); "" when joined, else why not (ping goes on with unicast replies)."""
-    ipv6 = ":" in group
     try:
-        if source is not None:
-            sock.setsockopt(socket.IPPROTO_IPV6 if ipv6 else socket.IPPROTO_IP,
-                            MCAST_JOIN_SOURCE_GROUP,
-                            group_source_req(group, source.split("%")[0], index))
-        elif ipv6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
-                            socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", index))
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            struct.pack("4s4si", socket.inet_aton(group), bytes(4), index))
+        add_membership(sock, group, index,
+                       None if source is None else (source.split("%")[0],))
     except OSError as err:
         joined = f"({source}, {group})" if source is not None else group
         return (f"cannot join {joined} for echoes sent to the group "
                 f"({err.strerror or err}): unicast echoes only")
     return ""
-
-
-class Arrival:
-    """What recvmsg's ancillary data says about one echo."""
-
-    __slots__ = ("rx_ns", "ttl", "to_group")
-
-    def __init__(self, ancdata: list[tuple[int, int, bytes]]) -> None:
-        self.rx_ns: Optional[int] = None  # the kernel's receive time, ns since 1970
-        self.ttl: Optional[int] = None  # its IP TTL or IPv6 hop limit
-        self.to_group = False  # sent to a multicast address (the group), not to us
-        for level, kind, data in ancdata:
-            if (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
-                    and len(data) >= TIMESPEC_SIZE):
-                self.rx_ns = timespec_ns(data)
-            elif level == socket.IPPROTO_IP and kind == socket.IP_TTL and len(data) >= 4:
-                (self.ttl,) = struct.unpack_from("@i", data)
-            elif level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(data) >= 4:
-                (self.ttl,) = struct.unpack_from("@i", data)
-            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-                self.to_group = data[8] >> 4 == 0xE  # ipi_addr: the header's destination
-            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
-                self.to_group = data[0] == 0xFF

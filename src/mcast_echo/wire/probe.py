@@ -27,7 +27,7 @@ import time
 import zlib
 from typing import NamedTuple, Optional
 
-from ..schema import MAX_UDP_PAYLOAD
+from .udp import MAX_UDP_PAYLOAD
 
 PROBE_MAGIC = b"MCEP"
 PROBE_VERSION = 1

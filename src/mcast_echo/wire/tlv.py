@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple, Optional, Union
 
 from ..addresses import is_multicast
-from ..schema import MAX_UDP_PAYLOAD
+from .udp import MAX_UDP_PAYLOAD
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 

@@ -1,0 +1,138 @@
+"""Ancillary data (control messages): the kinds we ask for, the room they take, how
+to read them and how to build the one we send.
+
+Received: IP_PKTINFO / IPV6_PKTINFO (the arrival interface and the datagram's
+destination address) and IP_TTL / IPV6_HOPLIMIT, which ``ask_for_arrival`` turns on,
+and SO_TIMESTAMPNS (the kernel's receive time). recvmsg hands them over as a list of
+(level, type, data), read by ``ip_arrival`` and ``Received``; recvmmsg leaves them in a
+raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks. Sent: an IP_PKTINFO /
+IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``).
+
+``ip_arrival`` runs once per datagram on the plain echo path: it reads only the two
+values that path needs, and nothing else is added to it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Optional
+
+# Missing before Python 3.12 (linux/in.h, linux/in6.h): the arrival interface and TTL.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+# asm/socket.h: the kernel's receive time of each datagram, a timespec of CLOCK_REALTIME.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+TIMESPEC_SIZE = _TIMESPEC.size
+
+# Room for in6_pktinfo (20 bytes, in_pktinfo's 12 fit) and a TTL or hop limit ...
+ARRIVAL_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
+# ... and for the kernel's receive time too.
+STAMPED_ARRIVAL_SPACE = socket.CMSG_SPACE(TIMESPEC_SIZE) + ARRIVAL_SPACE
+
+_INT = struct.Struct("=i")
+_UINT = struct.Struct("=I")
+_CMSG_HEADER = struct.Struct("@Nii")  # cmsg_len, cmsg_level, cmsg_type
+_ALIGN = struct.calcsize("@N")  # a cmsg starts on a size_t boundary (CMSG_ALIGN)
+
+
+def ask_for_arrival(sock: socket.socket, ipv6: bool) -> None:
+    """Have each datagram *sock* reads carry its arrival interface and destination
+    (IP_PKTINFO / IPV6_PKTINFO) and its TTL or hop limit."""
+    if ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+
+
+def timespec_ns(data: object, offset: int = 0) -> int:
+    """A timespec (SO_TIMESTAMPNS, SIOCGSTAMPNS) as ns since 1970."""
+    seconds, nanoseconds = _TIMESPEC.unpack_from(data, offset)  # type: ignore[arg-type]
+    return seconds * 1_000_000_000 + nanoseconds
+
+
+def ip_arrival(ancdata: list) -> tuple[Optional[int], Optional[int]]:
+    """(arrival interface index, arrival TTL or hop limit) from recvmsg's IPv4 or IPv6
+    ancillary data."""
+    ifindex = ttl = None
+    for level, kind, payload in ancdata:
+        if level == socket.IPPROTO_IP and len(payload) >= 4:
+            if kind == IP_PKTINFO:
+                ifindex = struct.unpack_from("=i", payload)[0]
+            elif kind == socket.IP_TTL:
+                ttl = struct.unpack_from("=i", payload)[0]
+        elif level == socket.IPPROTO_IPV6:
+            if kind == IPV6_PKTINFO and len(payload) >= 20:
+                ifindex = struct.unpack_from("=I", payload, 16)[0]
+            elif kind == IPV6_HOPLIMIT and len(payload) >= 4:
+                ttl = struct.unpack_from("=i", payload)[0]
+    return ifindex, ttl
+
+
+class Received:
+    """All that recvmsg's ancillary data says about one datagram; None where absent."""
+
+    __slots__ = ("ifindex", "destination", "to_group", "ttl", "received_ns")
+
+    def __init__(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        self.ifindex: Optional[int] = None  # the interface it came in on
+        self.destination: Optional[bytes] = None  # its destination address, packed
+        self.to_group = False  # sent to a multicast address (224.0.0.0/4, ff00::/8), not to us
+        self.ttl: Optional[int] = None  # its IP TTL or IPv6 hop limit
+        self.received_ns: Optional[int] = None  # the kernel's receive time, ns since 1970
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET:
+                if kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC_SIZE:
+                    self.received_ns = timespec_ns(data)
+            elif level == socket.IPPROTO_IP:
+                if kind == socket.IP_TTL and len(data) >= 4:
+                    (self.ttl,) = _INT.unpack_from(data)
+                elif kind == IP_PKTINFO and len(data) >= 12:
+                    # ipi_ifindex, ipi_spec_dst, ipi_addr (the header's destination)
+                    (self.ifindex,) = _INT.unpack_from(data)
+                    self.destination = data[8:12]
+                    self.to_group = data[8] >> 4 == 0xE
+            elif level == socket.IPPROTO_IPV6:
+                if kind == IPV6_HOPLIMIT and len(data) >= 4:
+                    (self.ttl,) = _INT.unpack_from(data)
+                elif kind == IPV6_PKTINFO and len(data) >= 20:  # ipi6_addr, ipi6_ifindex
+                    (self.ifindex,) = _UINT.unpack_from(data, 16)
+                    self.destination = data[:16]
+                    self.to_group = data[0] == 0xFF
+
+
+def source_pktinfo(address: bytes, ifindex: int = 0) -> list[tuple[int, int, bytes]]:
+    """sendmsg() ancillary data that sends a datagram from *address* (packed: 4 bytes
+    IPv4, 16 IPv6), out of interface *ifindex* (0: routing decides)."""
+    if len(address) == 16:
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, address + struct.pack("=I", ifindex))]
+    return [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=i4s4s", ifindex, address, bytes(4)))]
+
+
+def parse_ip_cmsgs(buffer: bytearray, start: int,
+                   length: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
+    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl, received_ns)."""
+    ifindex = ttl = received_ns = None
+    offset, end = start, start + length
+    while offset + _CMSG_HEADER.size <= end:
+        cmsg_len, level, kind = _CMSG_HEADER.unpack_from(buffer, offset)
+        if cmsg_len < _CMSG_HEADER.size or offset + cmsg_len > end:
+            break
+        data = offset + _CMSG_HEADER.size
+        if level == socket.IPPROTO_IP and cmsg_len - _CMSG_HEADER.size >= 4:
+            if kind == IP_PKTINFO:
+                ifindex = struct.unpack_from("=i", buffer, data)[0]
+            elif kind == socket.IP_TTL:
+                ttl = struct.unpack_from("=i", buffer, data)[0]
+        elif (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+              and cmsg_len - _CMSG_HEADER.size >= TIMESPEC_SIZE):
+            received_ns = timespec_ns(buffer, data)
+        offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
+    return ifindex, ttl, received_ns
