@@ -68,10 +68,13 @@ class BatchPath:
         length = batch.lengths[0]
         source = batch.sources[0]
         limiter = policy.limiter
-        own_ipv4 = policy.own_addresses.ipv4(now)
+        own = policy.own_addresses
+        if now >= own.due:  # OwnAddresses.ipv4(), written out: this runs per round trip
+            own.refresh(now)
+        own_ipv4 = own.ipv4_keys
         unresolved = self.unresolved
         if (batch.first_octets[0] in policy.refused_octets
-                or batch.family_ports[0] == mmsg.NO_PORT_WORD
+                or not batch.port_high_bytes[0]  # a port below 256 (0 among them): to _echo
                 or (own_ipv4 is not None and source in own_ipv4)
                 or length > responder.listener.max_datagram
                 or batch.first_payload_words[0] == PROBE_MAGIC_WORD
@@ -117,7 +120,10 @@ class BatchPath:
                 and max(lengths) <= responder.listener.max_datagram):
             sources = batch.sources[:count]
             distinct = set(sources)
-            own_ipv4 = policy.own_addresses.ipv4(now)
+            own = policy.own_addresses
+            if now >= own.due:  # OwnAddresses.ipv4(), written out (one call fewer per batch)
+                own.refresh(now)
+            own_ipv4 = own.ipv4_keys
             unresolved = self.unresolved
             if ((own_ipv4 is None or own_ipv4.isdisjoint(distinct))
                     and (not policy.filters_sources

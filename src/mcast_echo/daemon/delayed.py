@@ -33,8 +33,11 @@ class DelayedReplies:
     """The daemon's held echoes, ordered by due time (monotonic seconds)."""
 
     def __init__(self, max_held: int = MAX_HELD, max_bytes: int = MAX_HELD_BYTES) -> None:
-        self._heap: list[tuple[float, int, socket.socket, EchoSink, bytes, Destinations,
-                               Optional[int]]] = []
+        # The heap itself, one list for the object's life (forget() edits it in place): the
+        # daemon's loop tests its truth on every wake-up, a C-level look where len(self)
+        # would be a Python call.
+        self.waiting: list[tuple[float, int, socket.socket, EchoSink, bytes, Destinations,
+                                 Optional[int]]] = []
         self._order = itertools.count()  # ties in due time leave in arrival order
         self._random = random.Random()
         self.max_held, self.max_bytes = max_held, max_bytes
@@ -43,11 +46,11 @@ class DelayedReplies:
         self.overflowed = 0  # echoes sent at once: the heap was full
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.waiting)
 
     @property
     def next_due(self) -> float:
-        return self._heap[0][0] if self._heap else float("inf")
+        return self.waiting[0][0] if self.waiting else float("inf")
 
     def delay(self, spread_ms: int) -> float:
         """A fresh delay in seconds, uniform in 0..min(spread_ms, MAX_SPREAD_MS) ms."""
@@ -57,18 +60,18 @@ class DelayedReplies:
              destinations: Destinations, received_ns: Optional[int]) -> bool:
         """Keep an echo to send to *destinations* ((address, ifindex) each) after a delay
         drawn from *spread_ms*; False (nothing kept: send it now) when the heap is full."""
-        if len(self._heap) >= self.max_held or self.held_bytes + len(data) > self.max_bytes:
+        if len(self.waiting) >= self.max_held or self.held_bytes + len(data) > self.max_bytes:
             self.overflowed += 1
             return False
         due = time.monotonic() + self.delay(spread_ms)
-        heapq.heappush(self._heap, (due, next(self._order), sock, responder, data,
+        heapq.heappush(self.waiting, (due, next(self._order), sock, responder, data,
                                     destinations, received_ns))
         self.held_bytes += len(data)
         return True
 
     def send_due(self, now: float) -> None:
         """Send every echo due by *now*."""
-        heap = self._heap
+        heap = self.waiting
         while heap and heap[0][0] <= now:
             _due, _order, sock, responder, data, destinations, received_ns = heapq.heappop(heap)
             self.held_bytes -= len(data)
@@ -80,15 +83,15 @@ class DelayedReplies:
 
     def forget(self, responder: EchoSink) -> None:
         """Drop the echoes of a responder that closes (a reload removed its listener)."""
-        kept = [entry for entry in self._heap if entry[3] is not responder]
-        if len(kept) != len(self._heap):
-            self._heap = kept
+        kept = [entry for entry in self.waiting if entry[3] is not responder]
+        if len(kept) != len(self.waiting):
             heapq.heapify(kept)
+            self.waiting[:] = kept
             self.held_bytes = sum(len(entry[4]) for entry in kept)
 
     def status(self) -> str:
         """`spread: 3 held, 120 delayed, 0 over the cap`; "" when none was ever held."""
-        if not (self._heap or self.delayed or self.overflowed):
+        if not (self.waiting or self.delayed or self.overflowed):
             return ""
-        return (f"spread: {len(self._heap)} held, {self.delayed} delayed, "
+        return (f"spread: {len(self.waiting)} held, {self.delayed} delayed, "
                 f"{self.overflowed} over the cap")

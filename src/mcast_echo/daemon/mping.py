@@ -63,8 +63,8 @@ class MpingSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def on_readable(self) -> None:
-        self.listener.serve(self)
+    def on_readable(self, now: float) -> None:
+        self.listener.serve(self, now)
 
 
 class MpingListener:
@@ -117,10 +117,10 @@ class MpingListener:
 
     # ---------------------------------------------------------------- answering
 
-    def serve(self, handler: MpingSocket) -> None:
-        """Answer up to BATCH requests queued on one socket; nothing a peer sends raises.
-        A client whose address does not resolve is not answered by unicast (sendguard.py)."""
-        now = time.monotonic()
+    def serve(self, handler: MpingSocket, now: float) -> None:
+        """Answer up to BATCH requests queued on one socket, the loop having woken at *now*
+        (monotonic); nothing a peer sends raises. A client whose address does not resolve
+        is not answered by unicast (sendguard.py)."""
         self._serve(handler, now)
         if now >= handler.send_watch.check_at:
             self.guard.check(handler.sock, handler.send_watch, handler.ipv6, now)

@@ -29,30 +29,29 @@ class PlainPath:
 
     def __init__(self, guard: SendGuard) -> None:
         self.guard = guard
+        # the guard's two tables (the same dicts, kept current), indexed by listener.ipv6
+        self.unresolved = (guard.unresolved(False), guard.unresolved(True))
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
-        taken = self._run(sock, responder, now)
-        if now >= responder.send_watch.check_at:  # a float compare per wake-up (sendguard.py)
-            self.guard.check(sock, responder.send_watch, responder.listener.ipv6, now)
-        return taken
-
-    def _run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         listener = responder.listener
-        unresolved = self.guard.unresolved(listener.ipv6)
+        unresolved = self.unresolved[listener.ipv6]
         watch = responder.send_watch
         verdict = responder.policy.verdict
         max_datagram = listener.max_datagram
         to_sender = listener.reply != "group"
         to_group = listener.reply != "unicast"
         debug = log.isEnabledFor(logging.DEBUG)
+        taken = PLAIN_BATCH
         for count in range(PLAIN_BATCH):
             try:
                 data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ARRIVAL_SPACE)
             except BlockingIOError:
-                return count
+                taken = count
+                break
             except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
                 responder.drop("recv-error", 1, "receive failed: %s", e)
-                return count
+                taken = count
+                break
             responder.received += 1
             responder.received_bytes += len(data)
             ifindex, ttl = ip_arrival(ancdata)
@@ -99,7 +98,9 @@ class PlainPath:
             if debug:
                 log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
                           " and the group" if to_group else "")
-        return PLAIN_BATCH
+        if now >= watch.check_at:  # a float compare per wake-up (sendguard.py)
+            self.guard.check(sock, watch, listener.ipv6, now)
+        return taken
 
 
 def _destinations(listener: Listener, source: tuple,

@@ -205,6 +205,10 @@ class Policy:
         self.refused_octets = _IMPOSSIBLE_FIRST_OCTETS
         self.loopback_peers = False
         self.own_addresses = OWN_ADDRESSES
+        # Whether admitted_by_acl can refuse anything ('allow' or SSM 'sources' set): an
+        # attribute, not a property, as the fast path reads it per batch (a Policy is
+        # built anew when either changes).
+        self.filters_sources = self.networks is not None or self.sources is not None
 
     @property
     def loopback_peers(self) -> bool:
@@ -217,11 +221,6 @@ class Policy:
     def loopback_peers(self, value: bool) -> None:
         self.refused_octets = (_IMPOSSIBLE_FIRST_OCTETS - {LOOPBACK_OCTET} if value
                                else _IMPOSSIBLE_FIRST_OCTETS)
-
-    @property
-    def filters_sources(self) -> bool:
-        """Whether admitted_by_acl can refuse anything ('allow' or SSM 'sources' set)."""
-        return self.networks is not None or self.sources is not None
 
     def admitted_by_acl(self, source: int) -> bool:
         """Whether *source* is inside 'allow' (always, when 'allow' is null) and, for an

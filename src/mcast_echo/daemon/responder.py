@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections import Counter
 from typing import Optional
 
@@ -173,10 +172,11 @@ class GroupResponder:
         assert self.sock is not None
         return self.sock.fileno()
 
-    def on_readable(self) -> None:
-        """Echo what is queued, up to one batch per wake-up (echopath.py)."""
+    def on_readable(self, now: float) -> None:
+        """Echo what is queued, up to one batch per wake-up (echopath.py); *now*: when the
+        loop woke (monotonic)."""
         if self.sock is not None:
-            self.path.run(self.sock, self, time.monotonic())
+            self.path.run(self.sock, self, now)
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None:
         """Count *count* datagrams dropped for *reason*; log one line (rate-limited)."""

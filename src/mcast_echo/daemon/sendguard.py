@@ -47,6 +47,7 @@ log = logging.getLogger("mcast_echo.responder")
 
 SIOCOUTQ = 0x5411  # = TIOCOUTQ: bytes not yet freed by the stack (queued or in flight)
 CHECK_INTERVAL = 0.02  # seconds between two looks at one busy socket's send queue
+SIZE_INTERVAL = 1.0  # seconds between two reads of its size (set at start and by a reload)
 CHECK_EVERY = 32  # echoes between two looks, for a burst (the fast path looks per batch)
 PRESSURE = 16  # a send queue above 1/16 of the send buffer: find out who waits
 INVESTIGATE_INTERVAL = 0.01  # seconds between two neighbour-table reads, per family
@@ -56,18 +57,21 @@ PENALTY = 10.0  # seconds an unresolved address stays held back, unless seen so 
 MAX_TRACKED = 1024  # addresses held back per family
 NO_NETLINK = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EPERM, errno.EACCES})
 _DEFAULT_SNDBUF = 212992  # net.core.wmem_default's usual value, until the socket is read
+_INT = struct.Struct("=i")  # SIOCOUTQ's answer
+_INT_ROOM = bytes(_INT.size)  # its buffer (immutable: ioctl returns a new bytes)
 
 
 class SendWatch:
     """The guard's state for one socket, kept by the socket's owner (a responder, an ssmping
     socket): when to look at its send queue next, and how full is too full."""
 
-    __slots__ = ("check_at", "check_echoed", "pressure")
+    __slots__ = ("check_at", "check_echoed", "pressure", "size_at")
 
     def __init__(self) -> None:
         self.check_at = 0.0  # time of the next look; 0 after a failed send: look now
         self.check_echoed = CHECK_EVERY  # or when the owner's echo count reaches this
         self.pressure = _DEFAULT_SNDBUF // PRESSURE  # queued bytes that start an investigation
+        self.size_at = 0.0  # time of the next read of the send buffer's size
 
 
 class SendGuard:
@@ -84,15 +88,18 @@ class SendGuard:
         return self._unresolved[ipv6]
 
     def check(self, sock: socket.socket, watch: SendWatch, ipv6: bool, now: float) -> None:
-        """The periodic look (the caller's when ``now >= watch.check_at``): the send buffer's
-        size, expired holds, then as look()."""
+        """The periodic look (the caller's when ``now >= watch.check_at``): expired holds,
+        the send buffer's size (every SIZE_INTERVAL: only a reload changes it), then as
+        look()."""
         watch.check_at = now + CHECK_INTERVAL
         if now >= self._next_expiry:
             self._expire(now)
-        try:
-            watch.pressure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // PRESSURE
-        except OSError:  # a socket closed under us; nothing to guard
-            return
+        if now >= watch.size_at:
+            try:
+                watch.pressure = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // PRESSURE
+            except OSError:  # a socket closed under us; nothing to guard
+                return
+            watch.size_at = now + SIZE_INTERVAL
         self._look(sock, watch.pressure, ipv6, now)
 
     def look(self, sock: socket.socket, watch: SendWatch, echoed: int, ipv6: bool,
@@ -104,8 +111,8 @@ class SendGuard:
 
     def _look(self, sock: socket.socket, pressure: int, ipv6: bool, now: float) -> None:
         try:
-            queued = struct.unpack("=i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, bytes(4)))[0]
-        except OSError:
+            queued = _INT.unpack(fcntl.ioctl(sock.fileno(), SIOCOUTQ, _INT_ROOM))[0]
+        except OSError:  # a socket closed under us
             return
         if (queued >= pressure and now - self._investigated[ipv6] >= INVESTIGATE_INTERVAL
                 and not self._unreadable):

@@ -184,6 +184,8 @@ class Daemon:
         next_due = now  # the earliest of the three: one comparison per wake-up
         wait = self._poller.wait
         chores = self._chores
+        delayed = self.delayed
+        held = delayed.waiting  # its heap: a list's truth per wake-up, not a len() call
         while True:
             if self._stop_signal is not None:  # before any pending reload
                 log.info("%s: stopping", signal.Signals(self._stop_signal).name)
@@ -198,7 +200,8 @@ class Daemon:
                 self._finish_reload(job.plan, job.failure)
                 next_status = time.monotonic() + self.config.status_interval  # READY has it
                 next_due = 0.0  # and the other timers as they were (a new round is due)
-            now = time.monotonic()
+            # `now` was read as the last wait returned: one clock read per wake-up serves the
+            # datagrams' arrival and these timers (late by at most that wake-up's echoes)
             if now >= next_due:
                 if now >= next_watchdog:
                     self.notifier.watchdog()
@@ -213,15 +216,16 @@ class Daemon:
                     next_status = now + self.config.status_interval
                 next_due = min(next_watchdog, self._next_check, next_status)
             if chores:
-                self._run_chores(now + CHORE_SLICE)
-            delayed = self.delayed
-            due = min(next_due, delayed.next_due) if delayed else next_due
-            for ready in wait(0 if chores else due - now):
+                self._run_chores(time.monotonic() + CHORE_SLICE)
+            due = min(next_due, delayed.next_due) if held else next_due
+            readable = wait(0 if chores else due - now)
+            now = time.monotonic()
+            for ready in readable:
                 if ready is None:
                     _drain(self._wakeup[0])
                 else:
-                    ready.on_readable()
-            if delayed:  # --spread echoes that are due (none held: one len() per wake-up)
+                    ready.on_readable(now)
+            if held:  # --spread echoes that are due
                 delayed.send_due(time.monotonic())
 
     def _run_chores(self, until: float) -> None:
