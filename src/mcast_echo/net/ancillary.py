@@ -39,6 +39,8 @@ _INT = struct.Struct("=i")
 _UINT = struct.Struct("=I")
 _CMSG_HEADER = struct.Struct("@Nii")  # cmsg_len, cmsg_level, cmsg_type
 _ALIGN = struct.calcsize("@N")  # a cmsg starts on a size_t boundary (CMSG_ALIGN)
+_IPPROTO_IP, _IPPROTO_IPV6 = int(socket.IPPROTO_IP), int(socket.IPPROTO_IPV6)
+_IP_TTL = int(socket.IP_TTL)
 
 
 def ask_for_arrival(sock: socket.socket, ipv6: bool) -> None:
@@ -61,18 +63,20 @@ def timespec_ns(data: object, offset: int = 0) -> int:
 def ip_arrival(ancdata: list) -> tuple[Optional[int], Optional[int]]:
     """(arrival interface index, arrival TTL or hop limit) from recvmsg's IPv4 or IPv6
     ancillary data."""
+    # Per datagram: the levels as plain int globals and compiled structs (socket.X and
+    # struct's format cache cost a look-up each).
     ifindex = ttl = None
     for level, kind, payload in ancdata:
-        if level == socket.IPPROTO_IP and len(payload) >= 4:
+        if level == _IPPROTO_IP and len(payload) >= 4:
             if kind == IP_PKTINFO:
-                ifindex = struct.unpack_from("=i", payload)[0]
-            elif kind == socket.IP_TTL:
-                ttl = struct.unpack_from("=i", payload)[0]
-        elif level == socket.IPPROTO_IPV6:
+                ifindex = _INT.unpack_from(payload)[0]
+            elif kind == _IP_TTL:
+                ttl = _INT.unpack_from(payload)[0]
+        elif level == _IPPROTO_IPV6:
             if kind == IPV6_PKTINFO and len(payload) >= 20:
-                ifindex = struct.unpack_from("=I", payload, 16)[0]
+                ifindex = _UINT.unpack_from(payload, 16)[0]
             elif kind == IPV6_HOPLIMIT and len(payload) >= 4:
-                ttl = struct.unpack_from("=i", payload)[0]
+                ttl = _INT.unpack_from(payload)[0]
     return ifindex, ttl
 
 
