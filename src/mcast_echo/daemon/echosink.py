@@ -116,10 +116,15 @@ def send_echo(sock: socket.socket, data: bytes, address: tuple, ifindex: Optiona
         else:
             sock.sendto(data, address)
     except OSError as e:
-        responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
-        responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
-                       errno.errorcode.get(e.errno or 0, e))
+        send_failed(responder, address, e)
         return False
     if residence_ns is not None:
         responder.residence.observe(residence_ns)
     return True
+
+
+def send_failed(responder: EchoSink, address: tuple, error: OSError) -> None:
+    """Count an echo that could not be sent (send_echo's, and the plain path's own sendto)."""
+    responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
+    responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
+                   errno.errorcode.get(error.errno or 0, error))

@@ -15,7 +15,8 @@ from ..net import mcast
 from ..net.ancillary import ARRIVAL_SPACE, ip_arrival
 from ..schema import Listener
 from ..wire import probe
-from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_echo
+from ..wire.probe import PROBE_MAGIC
+from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_echo, send_failed
 from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
@@ -37,14 +38,20 @@ class PlainPath:
         unresolved = self.unresolved[listener.ipv6]
         watch = responder.send_watch
         verdict = responder.policy.verdict
+        recvmsg, sendto = sock.recvmsg, sock.sendto
         max_datagram = listener.max_datagram
         to_sender = listener.reply != "group"
         to_group = listener.reply != "unicast"
         debug = log.isEnabledFor(logging.DEBUG)
+        # The counters are kept in locals and stored once, after the loop (nothing in it
+        # raises; delayed.py, the only other writer, counts its echoes outside run()).
+        received_bytes = echoed_bytes = 0
+        echoed = responder.echoed
+        check_echoed = watch.check_echoed
         taken = PLAIN_BATCH
         for count in range(PLAIN_BATCH):
             try:
-                data, ancdata, flags, source = sock.recvmsg(RECV_BUFFER, ARRIVAL_SPACE)
+                data, ancdata, flags, source = recvmsg(RECV_BUFFER, ARRIVAL_SPACE)
             except BlockingIOError:
                 taken = count
                 break
@@ -52,21 +59,20 @@ class PlainPath:
                 responder.drop("recv-error", 1, "receive failed: %s", e)
                 taken = count
                 break
-            responder.received += 1
-            responder.received_bytes += len(data)
+            size = len(data)
+            received_bytes += size
             ifindex, ttl = ip_arrival(ancdata)
             refused = verdict(source, ifindex, now) if not flags & MSG_TRUNC else "truncated"
-            if refused is None and len(data) > max_datagram:
+            if refused is None and size > max_datagram:
                 refused = "size"
             if refused is not None:
-                _drop(responder, refused, source, len(data))
+                _drop(responder, refused, source, size)
                 continue
-            if to_sender and unresolved and source_key(source[0]) in unresolved:
-                _drop(responder, "unresolved", source, len(data))  # sendguard.py
+            if unresolved and to_sender and source_key(source[0]) in unresolved:
+                _drop(responder, "unresolved", source, size)  # sendguard.py
                 continue
             received_ns = None  # set: the echo's residence time is stamped at each send
-            spread = 0
-            if probe.wants_trailer(data):
+            if data[:4] == PROBE_MAGIC and probe.wants_trailer(data):  # (no call if not)
                 # the kernel's receive time of the datagram just read (now, if none)
                 kernel_ns = mcast.last_receive_ns(sock.fileno()) or time.time_ns()
                 echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, kernel_ns))
@@ -74,14 +80,22 @@ class PlainPath:
                     spread = probe.spread_of(data)
                     if len(echo) >= probe.RESIDENCE_PROBE:
                         received_ns = kernel_ns
-                data = echo
-            if spread and not (to_group and source[1] == listener.port) \
-                    and responder.delayed.hold(spread, sock, responder, data,
-                                               _destinations(listener, source, ifindex),
-                                               received_ns):
-                continue  # sent when due (delayed.py), and counted then
-            if to_sender and not send_echo(sock, data, source, None, responder, received_ns):
-                continue
+                    data = echo
+                    if spread and not (to_group and source[1] == listener.port) \
+                            and responder.delayed.hold(
+                                spread, sock, responder, data,
+                                _destinations(listener, source, ifindex), received_ns):
+                        continue  # sent when due (delayed.py), and counted then
+            if to_sender:
+                if received_ns is None:
+                    # send_echo(), written out for the common echo: no residence stamp
+                    try:
+                        sendto(data, source)
+                    except OSError as e:
+                        send_failed(responder, source, e)
+                        continue
+                elif not send_echo(sock, data, source, None, responder, received_ns):
+                    continue
             if to_group:
                 if source[1] == listener.port:  # another responder's echo: never loop
                     responder.drop("loop", 1, "datagram from %s:%d came from the group's "
@@ -91,13 +105,18 @@ class PlainPath:
                 elif not send_echo(sock, data, _group_address(listener, source, ifindex),
                                    ifindex, responder, received_ns):
                     continue
-            responder.echoed += 1
-            responder.echoed_bytes += len(data)
-            if responder.echoed >= watch.check_echoed:  # a burst (sendguard.py)
-                self.guard.look(sock, watch, responder.echoed, listener.ipv6, now)
+            echoed += 1
+            echoed_bytes += len(data)
+            if echoed >= check_echoed:  # a burst (sendguard.py)
+                self.guard.look(sock, watch, echoed, listener.ipv6, now)
+                check_echoed = watch.check_echoed
             if debug:
                 log.debug("echoed %d bytes to %s:%d%s", len(data), *source[:2],
                           " and the group" if to_group else "")
+        responder.received += taken
+        responder.received_bytes += received_bytes
+        responder.echoed = echoed
+        responder.echoed_bytes += echoed_bytes
         if now >= watch.check_at:  # a float compare per wake-up (sendguard.py)
             self.guard.check(sock, watch, listener.ipv6, now)
         return taken
