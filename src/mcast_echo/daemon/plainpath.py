@@ -61,8 +61,8 @@ class PlainPath:
                 break
             size = len(data)
             received_bytes += size
-            ifindex, ttl = ip_arrival(ancdata)
-            refused = verdict(source, ifindex, now) if not flags & MSG_TRUNC else "truncated"
+            # ancdata, not the arrival index: verdict reads it only if it needs it (rarely)
+            refused = verdict(source, ancdata, now) if not flags & MSG_TRUNC else "truncated"
             if refused is None and size > max_datagram:
                 refused = "size"
             if refused is not None:
@@ -71,8 +71,11 @@ class PlainPath:
             if unresolved and to_sender and source_key(source[0]) in unresolved:
                 _drop(responder, "unresolved", source, size)  # sendguard.py
                 continue
+            if to_group:  # a group echo leaves by the interface the datagram came in on
+                ifindex, ttl = ip_arrival(ancdata)
             received_ns = None  # set: the echo's residence time is stamped at each send
             if data[:4] == PROBE_MAGIC and probe.wants_trailer(data):  # (no call if not)
+                ifindex, ttl = ip_arrival(ancdata)  # (again, for a group one: probes are rare)
                 # the kernel's receive time of the datagram just read (now, if none)
                 kernel_ns = mcast.last_receive_ns(sock.fileno()) or time.time_ns()
                 echo = probe.with_trailer(data, responder.arrival(ifindex, ttl, kernel_ns))

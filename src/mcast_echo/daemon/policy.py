@@ -38,9 +38,10 @@ import itertools
 import socket
 import struct
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 from ..net import ifaddr
+from ..net.ancillary import ip_arrival
 from ..schema import Listener
 
 MAX_TRACKED_SOURCES = 65536  # rate-limited sources tracked by the whole daemon (~7 MiB)
@@ -246,12 +247,16 @@ class Policy:
         own = self.own_addresses.ipv6(now) if self.ipv6 else self.own_addresses.ipv4(now)
         return own is not None and key in own and arrival != LOOPBACK_IFINDEX
 
-    def verdict(self, source: tuple, arrival: Optional[int], now: float) -> Optional[str]:
+    def verdict(self, source: tuple, arrival: Union[Optional[int], list],
+                now: float) -> Optional[str]:
         """None to echo, or the drop reason ("source", "own-address", "ssm", "acl", "rate").
 
         *source* is the sender's socket address as recvmsg gives it ((address, port), or
         (address, port, flowinfo, scope) for IPv6); *arrival* the index of the interface
-        the datagram came in on (IP_PKTINFO / IPV6_PKTINFO), None if unknown."""
+        the datagram came in on (IP_PKTINFO / IPV6_PKTINFO), None if unknown -- or
+        recvmsg's ancillary data, read (ancillary.ip_arrival) only when the own-address
+        rule needs the index: the same verdict, and the plain path's common echo skips
+        the read."""
         address = source[0]
         if source[1] == 0:
             return "source"
@@ -263,15 +268,15 @@ class Policy:
             key = _ipv6_int(address)
             if _impossible_ipv6(key, self.loopback_peers):
                 return "source"
-            if arrival != LOOPBACK_IFINDEX and (
-                    ipv6_key(key, source[3]) if _link_local(key) else key) in own.ipv6_keys:
+            if (ipv6_key(key, source[3]) if _link_local(key) else key) in own.ipv6_keys \
+                    and _arrival(arrival) != LOOPBACK_IFINDEX:
                 return "own-address"
         else:
             if int(address.partition(".")[0]) in self.refused_octets:
                 return "source"
             key = raw_address(address)
             mine = own.ipv4_keys
-            if mine is not None and key in mine and arrival != LOOPBACK_IFINDEX:
+            if mine is not None and key in mine and _arrival(arrival) != LOOPBACK_IFINDEX:
                 return "own-address"
         if not self.admitted_by_acl(key):
             return self.refusal(key)
@@ -281,6 +286,11 @@ class Policy:
 
 
 _IPV4_MAPPED = 0xFFFF << 32  # ::ffff:0:0/96
+
+
+def _arrival(arrival: Union[Optional[int], list]) -> Optional[int]:
+    """verdict()'s *arrival* as an interface index (see there)."""
+    return ip_arrival(arrival)[0] if isinstance(arrival, list) else arrival
 
 
 def _ipv6_int(address: str) -> int:
