@@ -8,6 +8,7 @@ Every loop is bounded by a count and a deadline.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import random
@@ -22,6 +23,7 @@ import tracemalloc
 
 import pytest
 
+from mcast_echo.net import errnoadvice
 from mcast_echo.ping import report as pingreport
 from netlab import Host, Lan
 
@@ -364,3 +366,17 @@ def test_one_sample_has_no_deviation():
     assert rtt.as_ms() is None
     rtt.add(123_456)
     assert rtt.as_ms() == {"min": 0.123, "avg": 0.123, "max": 0.123, "mdev": 0.0, "p50": 0.123}
+
+
+def test_address_advice_names_the_option_given_and_none_when_none_was():
+    """EADDRNOTAVAIL: the -S or -I the user gave is named; with neither, the kernel's words
+    (it said "-I None is not an IPv4 address of this host")."""
+    err = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+    common = {"of_host": False, "target": "224.3.29.71", "shown": "224.3.29.71",
+              "ipv6": False}
+    assert errnoadvice.ping_error_text(err, interface=None, source="10.9.9.9", **common) \
+        .startswith("-S 10.9.9.9 is not an IPv4 address of this host")
+    assert errnoadvice.ping_error_text(err, interface="eth9", source=None, **common) \
+        .startswith("-I eth9 is not an IPv4 address of this host")
+    text = errnoadvice.ping_error_text(err, interface=None, source=None, **common)
+    assert text == "224.3.29.71: Cannot assign requested address (EADDRNOTAVAIL)"

@@ -63,8 +63,8 @@ def ping_error_text(err: OSError, *, of_host: bool, target: str, shown: str, ipv
     *interface* and *source* are -I and -S."""
     template = PING_ERRORS.get(err.errno or 0, (None, None))[of_host]
     name = errno.errorcode.get(err.errno or 0, "error")
-    if template is None:
-        return f"{shown}: {err.strerror or err} ({name})"
+    if template is None or (template is _NOT_LOCAL and not source and not interface):
+        return f"{shown}: {err.strerror or err} ({name})"  # no -S or -I to name: the kernel's
     if source:
         address_option, or_name = f"-S {source}", ""
     else:
