@@ -2,6 +2,8 @@
 
 import resource
 
+import pytest
+
 from clients import echo, sender
 from daemonproc import DaemonProcess
 from mcast_echo.daemon.policy import Policy, SourceRateLimiter
@@ -15,6 +17,19 @@ def test_token_bucket_allows_burst_then_rate():
     assert not limiter.allow("10.0.0.1", 0.05)  # half a token refilled
     assert limiter.allow("10.0.0.1", 0.15)  # 1.5 tokens now
     assert [limiter.allow("10.0.0.1", 10.0) for _ in range(6)] == [True] * 5 + [False]
+
+
+@pytest.mark.parametrize("uptime", [0.137, 86_400.0137, 100_000.137, 2_592_000.0137,
+                                    31_536_000.0137])
+def test_a_whole_burst_passes_however_long_the_host_has_been_up(uptime):
+    # now is time.monotonic(): the host's uptime. In seconds, 1/rate added once per datagram
+    # rounded the 20th of a burst of 20 away on a host up for a day (CI saw it).
+    for rate, burst in [(10, 20), (3, 7), (1000, 2000), (0.5, 3)]:
+        limiter = SourceRateLimiter(rate=rate, burst=burst)
+        passed = [limiter.allow("10.0.0.1", uptime) for _ in range(burst + 1)]
+        assert passed == [True] * burst + [False], (rate, burst, passed.count(True))
+        assert limiter.allow("10.0.0.1", uptime + 1 / rate)  # one token refilled, exactly
+        assert not limiter.allow("10.0.0.1", uptime + 1 / rate)
 
 
 def test_table_is_capped_for_100000_sources():

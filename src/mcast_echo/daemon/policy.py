@@ -75,14 +75,19 @@ class SourceRateLimiter:
     full again. A datagram may pass while that time is less than a burst ahead of now;
     each one that passes moves it on by 1/rate. One float per source keeps the table
     small (about 100 bytes a source) and the update cheap.
+
+    The time is kept in tokens (seconds x rate), not in seconds, so that a datagram that
+    passes adds exactly 1 to it. Seconds would add 1/rate, which a float cannot hold
+    exactly: the error of a burst's additions grows with the clock (a monotonic clock
+    counts the host's uptime), and at 10^5 s it made the last datagram of a burst of 20
+    at 10/s fail -- a host up for a day refused what its configuration allows. What
+    rounding is left (now x rate is rarely a whole number) is a tiny fraction of a token.
     """
 
     def __init__(self, rate: float, burst: int, capacity: int = MAX_TRACKED_SOURCES) -> None:
         self.rate = rate
         self.burst = burst
-        self._interval = 1.0 / rate
-        self._tolerance = burst / rate  # how far ahead of now the arrival time may run
-        self._current: dict[int, float] = {}  # raw source -> theoretical arrival time
+        self._current: dict[int, float] = {}  # raw source -> theoretical arrival, in tokens
         self._old: dict[int, float] = {}
         self.resize(capacity)
 
@@ -102,16 +107,17 @@ class SourceRateLimiter:
 
     def admit(self, source: int, count: int, now: float) -> int:
         """How many of *count* datagrams from *source* (raw) arriving at *now* may pass."""
+        now_tokens = now * self.rate
         arrival = self._current.get(source)
         if arrival is None:
-            arrival = self._old.pop(source, now)
+            arrival = self._old.pop(source, now_tokens)
             if len(self._current) >= self._generation:
                 self._old, self._current = self._current, {}
-        if arrival < now:
-            arrival = now
-        room = int((now + self._tolerance - arrival) * self.rate + 1e-9)
+        if arrival < now_tokens:
+            arrival = now_tokens
+        room = int(now_tokens - arrival + self.burst + 0.001)  # 0.001: rounding, not a token
         allowed = count if room >= count else max(room, 0)
-        self._current[source] = arrival + allowed * self._interval
+        self._current[source] = arrival + allowed
         return allowed
 
     def allow(self, source: str, now: float) -> bool:
