@@ -183,7 +183,7 @@ def test_a_first_release_trailer_without_a_residence_time_still_parses():
 
 
 def test_the_rtt_is_the_round_trip_less_the_residence_time_never_negative():
-    from mcast_echo.ping.pinger import network_rtt
+    from mcast_echo.ping.dialect_mcast import network_rtt
 
     def echo(residence):
         trailer = probe.Trailer("h", "", "", None, 0, residence)

@@ -2,9 +2,10 @@
 
 cli.py adds the options of options.py to its `ping` subcommand and calls ``run``.
 Data flows one way: options and the config file become ``Settings`` (here);
-sockets.py opens the socket, pinger.py sends probes on a schedule and matches
-the echoes, report.py says what was learnt. Probe format: wire/probe.py and
-docs/protocol.md.
+sockets.py (hostping.py for --protocol ssmping|rfc6450) opens the socket, pinger.py
+sends probes on a schedule and matches the echoes, in the dialect --protocol chose
+(dialect_mcast.py, dialect_host.py), report.py says what was learnt. Probe format:
+wire/probe.py and docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import errno
 import ipaddress
 import json
 import os
+import secrets
 import stat
 import sys
 import time
@@ -25,6 +27,10 @@ from ..net.ifaddr import index_of_address
 from ..schema import ALL_INTERFACES, Listener
 from . import hostping, textfile
 from . import report as pingreport
+from .dialect import Dialect
+from .dialect_host import HostDialect
+from .dialect_mcast import McastEchoDialect
+from .interrupts import Interrupts
 from .options import (
     DEFAULT_GROUP,
     DEFAULT_PORT,
@@ -38,7 +44,7 @@ from .options import (
     add_arguments,
     parse_target,
 )
-from .pinger import Interrupts, OutputError, Pinger
+from .pinger import OutputError, Pinger
 from .report import ResponderTable, RunCounts
 from .settings import MCAST_ECHO, PingError, Settings, UsageError
 from .sockets import open_probe_socket
@@ -256,14 +262,16 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     started = time.monotonic()
     try:
         settings = resolve_settings(args)
+        session = secrets.randbits(32)  # tells this run's replies from any other's
+        dialect: Dialect
         if settings.protocol == MCAST_ECHO:
             sock, path, no_group = open_probe_socket(settings)
-            kind = Pinger
+            dialect = McastEchoDialect(settings, session)
         else:
             sock, path, no_group = hostping.open_host_socket(settings)
-            kind = hostping.HostPinger
+            dialect = HostDialect(settings, session)
         with sock, Interrupts() as interrupts:
-            pinger = kind(settings, sock, path, out, no_group)
+            pinger = Pinger(settings, dialect, sock, path, out, no_group)
             pinger.run(interrupts)
     except UsageError as err:
         return fail(str(err), EXIT_USAGE, args.json, out, settings)

@@ -1,7 +1,8 @@
 """The requests `mcast-echo ping --protocol ssmping|rfc6450` sends, and the replies it takes.
 
-Pure functions over wire/ssmping.py and wire/rfc6450.py, no sockets: hostping.py sends
-what ``request`` builds and hands every datagram it receives to ``reply``. A reply is
+Pure functions over wire/ssmping.py and wire/rfc6450.py, no sockets: pinger.py sends
+what ``request`` builds and hands every datagram it receives to ``reply``, through
+dialect_host.py's ``HostDialect``. A reply is
 ours when it carries our PID (ssmping) or Client ID (RFC 6450): that is the run's random
 session number, so two pings on one host never count each other's replies.
 """

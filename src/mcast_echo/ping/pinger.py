@@ -1,9 +1,14 @@
 """The probe loop of `mcast-echo ping`: send on a schedule, match every echo, report.
 
 ``Pinger`` sends a probe every interval and reads the echoes, unicast and sent to
-the group, from the one socket sockets.py opens, until the count and the wait,
-the -w deadline, or Ctrl-C. Ctrl-\\ (SIGQUIT) prints the
+the group, from the one socket sockets.py or hostping.py opens, until the count and
+the wait, the -w deadline, or Ctrl-C. Ctrl-\\ (SIGQUIT) prints the
 statistics so far, as ping does. Signal handlers only record; the loop acts.
+
+What differs between the protocols is a ``Dialect`` object the loop asks: mcast-echo's
+own (dialect_mcast.py), or ssmping's or RFC 6450's (dialect_host.py). The loop keeps
+the schedule, the send times, the responder table and the counts; the dialect builds
+each request, reads each datagram, counts a reply, and words the banner, notes and hints.
 """
 
 from __future__ import annotations
@@ -11,12 +16,9 @@ from __future__ import annotations
 import array
 import errno
 import json
-import secrets
 import selectors
-import signal
 import socket
 import sys
-import threading
 import time
 from typing import Optional, TextIO
 
@@ -24,16 +26,12 @@ from ..net.ancillary import STAMPED_ARRIVAL_SPACE, Received
 from ..wire import probe
 from . import report as pingreport
 from . import summary
-from .local import ThisHost
+from .dialect import Dialect
+from .interrupts import Interrupts
 from .names import FIRST_WAIT, Names
+from .session import open_session
 from .settings import PingError, Settings
-from .sockets import (
-    Path,
-    destination,
-    explain,
-    shown_address,
-    source_pktinfo,
-)
+from .sockets import Path, join_for_replies, shown_address, source_pktinfo
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 SCHEDULE_SLACK = 1e-6  # seconds: a probe due exactly at its last chance is still sent
@@ -49,63 +47,8 @@ def _timeout(seconds: float) -> float:
     return max(0.0, int(seconds * 1000) / 1000)
 
 
-def network_rtt(round_trip_ns: int, echo: probe.Echo) -> tuple[int, Optional[int]]:
-    """The RTT to show: (T4 - T1) - (T3 - T2), the round trip less the time the responder
-    held the probe (its residence time, from the echo's trailer), and the residence time
-    when it cannot be true (longer than the round trip: forged, or a broken clock), else
-    None. Such an echo, and one without a residence time (a plain echo server), keeps the
-    raw round trip: an RTT is never negative."""
-    trailer = echo.trailer
-    if trailer is None or trailer.residence_ns is None:
-        return round_trip_ns, None
-    if trailer.residence_ns > round_trip_ns:
-        return round_trip_ns, trailer.residence_ns
-    return round_trip_ns - trailer.residence_ns, None
-
-
 class OutputError(PingError):
     """Standard output cannot be written (a full disk, /dev/full). Exit status 2."""
-
-
-class Interrupts:
-    """Ctrl-C and Ctrl-\\ only record the request; the wakeup fd wakes the loop, which acts."""
-
-    def __init__(self) -> None:
-        self.requested = False  # SIGINT: stop and print the summary
-        self.interim = False  # SIGQUIT: print the statistics so far, go on
-        self.wakeup: Optional[socket.socket] = None
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signals go to the main thread only; nothing to arrange
-        self.wakeup, self._writer = socket.socketpair()
-        for end in (self.wakeup, self._writer):
-            end.setblocking(False)
-        self._old_fd = signal.set_wakeup_fd(self._writer.fileno())
-        self._old_handlers = {signum: signal.signal(signum, self._record)
-                              for signum in (signal.SIGINT, signal.SIGQUIT)}
-        return self
-
-    def _record(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGQUIT:
-            self.interim = True
-        else:
-            self.requested = True
-
-    def drain(self) -> None:
-        try:
-            while self.wakeup is not None and self.wakeup.recv(64):
-                pass
-        except BlockingIOError:
-            pass
-
-    def __exit__(self, *exc: object) -> None:
-        if self.wakeup is not None:
-            for signum, handler in self._old_handlers.items():
-                signal.signal(signum, handler)
-            signal.set_wakeup_fd(self._old_fd)
-            self.wakeup.close()
-            self._writer.close()
 
 
 class SendTimes:
@@ -136,20 +79,21 @@ class SendTimes:
 
 
 class Pinger:
-    """One run: sends the probes, matches the echoes, keeps the per-responder stats."""
+    """One run of *dialect*: sends the probes, matches the echoes, keeps the per-responder
+    stats."""
 
-    def __init__(self, settings: Settings, sock: socket.socket, path: Path, out: TextIO,
-                 no_group: str = "") -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, dialect: Dialect, sock: socket.socket, path: Path,
+                 out: TextIO, no_group: str = "") -> None:
+        self.dialect = dialect
+        self.settings = dialect.settled(settings)
         self.sock = sock
         self.path = path
         self.out = out
         self.no_group = no_group  # why echoes to the group are not heard, if they are not
-        self.destination = destination(settings, path.index)
+        self.destination = dialect.destination(settings, path.index)
         self.source_pktinfo = source_pktinfo(settings, path.index)  # -S
-        self.session = secrets.randbits(32)
-        self.responders = pingreport.ResponderTable(settings.port, is_local=ThisHost(),
-                                                    hears_group=not no_group)
+        self.session = dialect.session
+        self.responders = dialect.responder_table(settings, hears_group=not no_group)
         self.counts = pingreport.RunCounts()
         self.send_times = SendTimes()
         self.names = Names(settings.numeric or settings.json)
@@ -174,17 +118,10 @@ class Pinger:
     def next_seq(self) -> int:
         return self.send_times.next_seq
 
-    title = "MCAST-ECHO PING"  # the banner's first word; the summary's is "mcast-echo ping"
-
-    def request(self, seq: int, sent_ns: int) -> bytes:
-        """The datagram to send as probe *seq* (subclasses speak other dialects)."""
-        return probe.build_probe(self.session, seq, sent_ns, self.settings.size,
-                                 sent_ttl=self.settings.ttl, spread_ms=self.settings.spread)
-
     def send(self) -> None:
         seq = self.next_seq
         sent_ns = time.time_ns()  # the realtime clock, as the kernel's receive timestamps
-        datagram = self.request(seq, sent_ns)
+        datagram = self.dialect.request(seq, sent_ns)
         try:
             if self.source_pktinfo:
                 self.sock.sendmsg([datagram], self.source_pktinfo, 0, self.destination)
@@ -193,11 +130,11 @@ class Pinger:
         except OSError as err:
             self.send_times.record(0)
             if self.counts.transmitted == 0 and err.errno not in _TRANSIENT_SEND:
-                raise PingError(explain(err, self.settings)) from None
+                raise PingError(self.dialect.explain(err, self.settings)) from None
             self.counts.send_errors += 1
             if err.errno not in self._reported_errnos:  # once per errno, not per probe
                 self._reported_errnos.add(err.errno or 0)
-                print(f"mcast-echo ping: seq={seq}: {explain(err, self.settings)}",
+                print(f"mcast-echo ping: seq={seq}: {self.dialect.explain(err, self.settings)}",
                       file=sys.stderr, flush=True)
             return
         self.send_times.record(sent_ns)
@@ -216,31 +153,26 @@ class Pinger:
             self.handle(data, Received(ancdata), source)
 
     def handle(self, data: bytes, arrival: Received, source: tuple) -> None:
-        """Match one datagram to the probe it echoes, count it and show it."""
+        """Match one datagram to the probe it answers, count it and show it."""
         via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
-        echo = probe.check_echo(data, self.session)
-        if echo is None and via == pingreport.GROUP:
+        reply = self.dialect.reply(data)
+        if reply is None:
+            if via == pingreport.UNICAST:
+                self.counts.stray += 1  # no answer to a probe of this run
             return  # others' datagrams to the group on our port are not ours to count
-        found = self.responder(echo.header.seq if echo is not None else None, arrival, source)
-        if echo is None or found is None:
+        found = self.responder(reply.seq, arrival, source)
+        if found is None:
             return
         stats, round_trip_ns, rx_ns = found
-        rtt_ns, impossible = network_rtt(round_trip_ns, echo)
-        if impossible is not None and echo.intact:
-            stats.impossible_residence += 1
-        outcome = stats.record(echo, rtt_ns, arrival.ttl, self.settings.ttl, via)
-        line = pingreport.reply_line(stats, echo, len(data), rtt_ns, outcome, via,
-                                     rx_ns if self.settings.timestamps else None)
-        if impossible is not None:
-            line += f" (IMPOSSIBLE residence time {impossible / 1e6:.3f} ms: RTT not corrected)"
-        self._say(line)
+        self._say(self.dialect.count(stats, reply, len(data), round_trip_ns, arrival.ttl, via,
+                                     rx_ns if self.settings.timestamps else None))
 
-    def responder(self, seq: Optional[int], arrival: Received,
+    def responder(self, seq: int, arrival: Received,
                   source: tuple) -> Optional[tuple[pingreport.ResponderStats, int, int]]:
-        """The stats of the source of an echo of probe *seq*, its RTT and receive time;
+        """The stats of the source of an answer to probe *seq*, its RTT and receive time;
         None (and counted) when it answers no probe of this run or the table is full."""
         sent_ns = self._send_time(seq)
-        if seq is None or sent_ns is None:
+        if sent_ns is None:
             return None
         address = shown_address(source[0], source[3] if len(source) > 3 else 0)
         stats = self.responders.lookup(address, source[1])
@@ -254,11 +186,11 @@ class Pinger:
         self.slowest_ns = max(self.slowest_ns, round_trip_ns)
         return stats, round_trip_ns, rx_ns
 
-    def _send_time(self, seq: Optional[int]) -> Optional[int]:
+    def _send_time(self, seq: int) -> Optional[int]:
         """Our send time of probe *seq*; None (and counted) when there is none."""
-        sent_ns = self.send_times.lookup(seq) if seq is not None else None
+        sent_ns = self.send_times.lookup(seq)
         if sent_ns is None:
-            if seq is not None and self.send_times.too_old(seq):
+            if self.send_times.too_old(seq):
                 self.counts.late += 1
             else:
                 self.counts.stray += 1  # no echo of a probe this run sent
@@ -270,8 +202,16 @@ class Pinger:
                   "from further sources are counted, not shown", file=sys.stderr, flush=True)
 
     def run(self, interrupts: Interrupts) -> None:
-        """The whole run: the probes and echoes, then the report."""
+        """The whole run: the dialect's session, the probes and echoes, then the report.
+        -w counts from the start, the session's requests included."""
         started = time.monotonic()
+        if self.dialect.opens_session:
+            if not open_session(self.sock, self.dialect, self.settings, self.source_pktinfo,
+                                self.destination, interrupts, started):
+                self.report(self.elapsed(started), started)
+                return  # the responder never answered: the report's hints say so
+            self.settings = self.dialect.settled(self.settings)  # the group it named
+            self.no_group = join_for_replies(self.sock, self.settings, self.path.index)
         if self.no_group:
             print(f"mcast-echo ping: {self.no_group}", file=sys.stderr, flush=True)
         self.loop(interrupts, started)
@@ -316,8 +256,9 @@ class Pinger:
                     # (the first always goes, as ping(8)'s: -w shorter than -i is one probe)
                 if sending and now >= next_send:
                     self.send()
-                    if self.next_seq == 1 and not settings.json:  # after the first send,
-                        self._print(self.banner())  # so errors come alone
+                    if self.next_seq == 1 and not settings.json:
+                        self._print(self.dialect.banner(self.settings, self.path.text()))
+                        # (after the first send, so errors come alone)
                     # Keep the average rate even when a wakeup comes late (epoll counts
                     # whole ms), but after a real stall start afresh instead of bursting.
                     next_send += settings.interval
@@ -344,29 +285,6 @@ class Pinger:
                     interrupts.interim = False
                     self.interim()
 
-    def banner(self) -> str:
-        s = self.settings
-        line = (f"{self.title} {s.target} via {self.path.text()}: {s.size}-byte probes, "
-                f"{'hop limit' if s.ipv6 else 'ttl'} {s.ttl}, "
-                f"loopback {'on' if s.loopback else 'off'}")
-        if s.ssm and not s.source:
-            line += (f"\n({s.group} is a source-specific group and no -S was given: responders "
-                     "answer only the sources in their `sources:`; pass -S with the address "
-                     "of this host they list)")
-        if s.size < probe.MIN_TRAILER_PROBE:
-            line += (f"\n(at {s.size} bytes a probe has no room for the responder's identity, "
-                     f"which it writes into the probe: responders show as addresses only; "
-                     f"-s {probe.MIN_TRAILER_PROBE} or more gives names)")
-        elif s.size < probe.WHOLE_NAMES_PROBE:
-            line += (f"\n(at {s.size} bytes a responder's names may be cut to fit: an echo is "
-                     f"never larger than its probe; -s {probe.WHOLE_NAMES_PROBE} or more "
-                     f"fits any)")
-        if s.size < probe.RESIDENCE_PROBE:
-            line += (f"\n(at {s.size} bytes a probe has no room for the responder's residence "
-                     f"time: RTTs include the responder's own time; -s {probe.RESIDENCE_PROBE} "
-                     "or more takes it off)")
-        return line
-
     def _settle_names(self, wait: float) -> None:
         self.names.settle(wait)
         for stats in self.responders:
@@ -383,13 +301,7 @@ class Pinger:
 
     def statistics(self) -> list[str]:
         return summary.statistics(self.settings.target, self.responders, self.counts,
-                                  self.settings.expect, self.title.lower())
-
-    def notes(self) -> list[str]:
-        return summary.rate_note(self.settings, self.responders, self.counts.transmitted)
-
-    def hints(self) -> list[str]:
-        return summary.hints(self.settings, self.path.text(), self.responders, self.counts)
+                                  self.settings.expect, self.dialect.title.lower())
 
     def report(self, duration_s: float, started: Optional[float] = None) -> None:
         s = self.settings
@@ -398,7 +310,9 @@ class Pinger:
             settle = max(0.0, min(settle, started + s.deadline - time.monotonic()))
         self._settle_names(settle)
         self.duration_s = duration_s
-        notes, found_hints = self.notes(), self.hints()
+        notes = self.dialect.notes(s, self.responders, self.counts)
+        found_hints = self.dialect.hints(s, self.path.text(), self.responders, self.counts,
+                                         self.no_group)
         if s.json:
             document = summary.json_document(s, self.session, self.responders, self.counts,
                                              duration_s, self.path.text(),

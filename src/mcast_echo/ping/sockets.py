@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-from ..addresses import needs_zone
+from ..addresses import is_ssm_group, needs_zone
 from ..net import ancillary, ifaddr
 from ..net.ancillary import SO_TIMESTAMPNS
 from ..net.errnoadvice import ping_error_text
@@ -216,3 +216,10 @@ def join_group(sock: socket.socket, group: str, index: int, source: Optional[str
         return (f"cannot join {joined} for echoes sent to the group "
                 f"({err.strerror or err}): unicast echoes only")
     return ""
+
+
+def join_for_replies(sock: socket.socket, settings: Settings, index: int) -> str:
+    """Join the group ssmping's and RFC 6450's replies come to: (HOST, group) for SSM,
+    else any source (asmping's way); "" when joined, else why not."""
+    source = settings.host if is_ssm_group(settings.group) else None
+    return join_group(sock, settings.group, index, source)

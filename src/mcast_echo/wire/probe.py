@@ -273,6 +273,11 @@ class Echo(NamedTuple):
     def intact(self) -> bool:
         return not (self.truncated or self.corrupted)
 
+    @property
+    def seq(self) -> int:
+        """The sequence number of the probe it answers."""
+        return self.header.seq
+
 
 def check_echo(data: bytes, session: int) -> Optional[Echo]:
     """Match an echo to a probe of *session*; None if it is not an echo of ours.
