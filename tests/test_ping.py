@@ -375,14 +375,13 @@ def test_any_config_problem_is_one_line_and_exit_2(tmp_path, text):
 def test_a_config_loader_that_raises_anything_is_one_line_and_exit_2(monkeypatch, capsys,
                                                                     tmp_path):
     """Whatever config.py raises (it should be ConfigError), ping says it in one line."""
-    from mcast_echo import config
     path = tmp_path / "odd.yaml"
     path.write_text("group: 224.3.29.71\n")
 
-    def broken_loader(_path):
+    def broken_loader(_path, **_advice):
         raise RuntimeError("a loader bug\nwith a second line")
 
-    monkeypatch.setattr(config, "load_config", broken_loader)
+    monkeypatch.setattr(ping_command, "load_config", broken_loader)
     parser = argparse.ArgumentParser()
     ping_command.add_arguments(parser)
     assert ping_command.run(parser.parse_args(["--config", str(path), "-c", "1"])) == 2

@@ -21,7 +21,6 @@ import textwrap
 import pytest
 
 from daemonproc import DaemonProcess
-from mcast_echo import config as config_module
 from mcast_echo.ping import command as ping_command
 from mcast_echo.ping import options as ping_options
 from mcast_echo.schema import Config, Listener
@@ -335,8 +334,8 @@ def test_dash_4_and_dash_6_take_the_first_listener_of_their_family(monkeypatch, 
                                                                    argv, expected):
     path = tmp_path / "listeners.yaml"
     path.write_text("{}\n")
-    monkeypatch.setattr(config_module, "load_config",
-                        lambda _path: Config(path=str(path), listeners=LISTENERS))
+    monkeypatch.setattr(ping_command, "load_config",
+                        lambda _path, **_advice: Config(path=str(path), listeners=LISTENERS))
     parser = argparse.ArgumentParser()
     ping_options.add_arguments(parser)
     settings = ping_command.resolve_settings(parser.parse_args(["--config", str(path), *argv]))

@@ -3,7 +3,7 @@ source-specific, link-scope, never routed or refused, the groups ssmping uses an
 ask for, and how an address and a port are written together.
 
 Every answer comes from ``ipaddress`` and the ranges below; nothing here imports the rest of
-the package, so the config checks (schema.py), ping/, daemon/ and wire/ all ask here.
+the package, so the config checks (schema/), ping/, daemon/ and wire/ all ask here.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ PRIVATE_GROUPS = {4: f"{PRIVATE_RANGES[4]}, e.g. 239.255.10.1",
 # unicast prefix (ff3e:40:2001:db8::...) and are any-source.
 SSM_V4 = ipaddress.IPv4Network("232.0.0.0/8")
 LOCAL_NETWORK_CONTROL = ipaddress.IPv4Network("224.0.0.0/24")  # never forwarded
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")  # never a sender, nor a place to listen
 SSM_RANGES = "232.0.0.0/8, ff3x::/32"
 
 

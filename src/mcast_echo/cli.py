@@ -13,7 +13,9 @@ from . import __version__
 from .config import DEFAULT_PATH, ConfigError, config_warnings, describe, load_config
 from .hostcheck import interface_warnings
 from .net.limits import KernelLimits, limits_table, predicted_reports, read_limits
-from .schema import Config, Invalid, check_interface
+from .schema.keys import Config
+from .schema.listener import check_interface
+from .schema.values import Invalid
 
 log = logging.getLogger("mcast_echo")
 

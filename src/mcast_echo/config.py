@@ -1,17 +1,21 @@
 """The configuration file: reading it, and errors that name file, line and fix.
 
-The keys and their checks live in schema.py; yamlsafe.py turns the file into
-nodes with line numbers, refusing what a config never needs; this module runs the
-checks on those nodes, so every problem is reported as ``file:line: key: ...``.
+This is the one reader: the daemon (serve, check-config, limits, a reload) and
+`mcast-echo ping --config` both call load_config, each with its own words for a
+file it cannot open (yamlsafe.FileAdvice). The keys and their checks live in
+schema/; yamlsafe.py turns the file into nodes with line numbers, refusing what a
+config never needs; this module runs the checks on those nodes, so every problem is
+reported as ``file:line: key: ...``.
 
 Data flows one way: the YAML file becomes a frozen :class:`Config`, validated
 once, before the network is touched. A reload builds a new ``Config`` and the
 daemon applies the difference; nothing downstream reads the file again.
 
-Today's file is a flat mapping (``group: ...``, ``port: ...``) that describes
-one listener. It becomes ``Config.listeners[0]``, so a later ``listeners:``
-list can add groups, ports, IPv6 or SSM without changing what a file written
-today means.
+A file without ``listeners:`` is a flat mapping (``group: ...``, ``port: ...``)
+that describes one listener, ``Config.listeners[0]``. With a ``listeners:`` list,
+each item is a listener and the top-level listener keys are the defaults of every
+item; the daemon's own keys (log_level, status_interval, metrics, ssmping) stand
+at the top level only.
 """
 
 from __future__ import annotations
@@ -24,21 +28,18 @@ from typing import Any, Iterable, Mapping, Optional
 import yaml
 
 from .addresses import ASMPING_GROUPS, asmping_can_ask, is_never_routed_group
-from .schema import (
+from .schema.keys import (
     ALL_KEYS,
     DAEMON_KEYS,
     LISTENER_KEYS,
     LISTENERS,
     MAX_LISTENERS,
     Config,
-    Invalid,
-    Listener,
-    RateLimit,
     check_key,
-    listener_problems,
-    show,
-    spell,
 )
+from .schema.listener import Listener, listener_problems
+from .schema.policy import RateLimit
+from .schema.values import Invalid, show, spell
 from .yamlsafe import (
     DAEMON_ADVICE,
     PING_ADVICE,

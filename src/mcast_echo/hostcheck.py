@@ -15,7 +15,8 @@ from typing import Iterable
 
 from .net import ifaddr
 from .net.mcast import InterfaceUnavailable, resolve_interface
-from .schema import ALL_INTERFACES, Config, Listener
+from .schema.keys import Config
+from .schema.listener import ALL_INTERFACES, Listener
 
 MAX_NAMED = 3  # listeners named in one warning; more are counted
 MAX_ADDRESSES = 8  # addresses offered in one warning; more are counted

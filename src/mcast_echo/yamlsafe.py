@@ -1,10 +1,12 @@
 """Reading a YAML config file safely: text, then nodes with line numbers, then values.
 
-config.py asks this module for the file's node tree and for the value of each node;
-everything a config never needs is refused here, before anything could expand or
-build it: anchors and aliases (a "billion laughs"), a second document, tags other
-than the plain types, nesting deeper than MAX_DEPTH, huge files and integers, binary
-and non-UTF-8 text. Every refusal is a ConfigError line that names file and line.
+config.py asks this module for the file's text (read_text, which says why a file
+cannot be opened in the words of the command asking: FileAdvice), its node tree and
+the value of each node; everything a config never needs is refused here, before
+anything could expand or build it: anchors and aliases (a "billion laughs"), a second
+document, tags other than the plain types, nesting deeper than MAX_DEPTH, huge files
+and integers, binary and non-UTF-8 text. Every refusal is a ConfigError line that
+names the file, and the line where there is one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Optional
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .schema import Quoted, clip, show
+from .schema.values import Quoted, clip, show
 
 # The largest config: MAX_LISTENERS (4,096) listeners of up to 1 KiB each (an 'allow' list,
 # SSM 'sources', comments); it parses in seconds, off the echo loop. Past it: not a config.
@@ -60,7 +62,8 @@ class Unreadable(Exception):
 class FileAdvice:
     """What a command tells the operator when it cannot read the config file: each is the
     text after "PATH: ". The daemon's names -c and the daemon's user; ping's --config and
-    the user running it."""
+    the user running it. read_text picks one by what the open found (ENOENT, EISDIR, a
+    file that is not regular, EACCES or EPERM); any other error is "cannot read: ..."."""
 
     missing: str
     directory: str

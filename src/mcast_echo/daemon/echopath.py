@@ -10,7 +10,7 @@ import os
 from typing import Optional, Union
 
 from ..net import mmsg
-from ..schema import Listener
+from ..schema.listener import Listener
 from .batchpath import BatchPath
 from .plainpath import PlainPath
 from .sendguard import SendGuard

@@ -25,7 +25,7 @@ import struct
 from typing import Optional, Protocol
 
 from ..net import ancillary
-from ..schema import Listener
+from ..schema.listener import Listener
 from ..wire import probe
 from .policy import Policy
 from .residence import ResidenceHistogram

@@ -21,7 +21,7 @@ from typing import Optional
 
 from ..net import mcast
 from ..net.errnoadvice import join_error_text
-from ..schema import ALL_INTERFACES, Listener
+from ..schema.listener import ALL_INTERFACES, Listener
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)

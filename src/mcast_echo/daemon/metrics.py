@@ -48,7 +48,7 @@ from prometheus_client.utils import floatToGoString
 
 from .. import __version__
 from ..net.udpstats import socket_drops
-from ..schema import Metrics
+from ..schema.endpoints import Metrics
 from ..wire import mping as wire_mping
 from .echosink import DROP_REASONS
 from .exposition import Exposition, Style, label_text, label_value, number

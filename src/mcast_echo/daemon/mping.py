@@ -35,7 +35,8 @@ from ..net.ancillary import (
     Received,
     source_pktinfo,
 )
-from ..schema import Listener, Ssmping
+from ..schema.endpoints import Ssmping
+from ..schema.listener import Listener
 from ..wire import mping
 from ..wire.tlv import Responder
 from .policy import Policy

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..net import mcast
 from ..net.ancillary import ARRIVAL_SPACE, ip_arrival
-from ..schema import Listener
+from ..schema.listener import Listener
 from ..wire import probe
 from ..wire.probe import PROBE_MAGIC
 from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_echo, send_failed

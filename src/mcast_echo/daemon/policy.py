@@ -42,7 +42,7 @@ from typing import Iterable, Optional, Union
 
 from ..net import ifaddr
 from ..net.ancillary import ip_arrival
-from ..schema import Listener
+from ..schema.listener import Listener
 
 MAX_TRACKED_SOURCES = 65536  # rate-limited sources tracked by the whole daemon (~7 MiB)
 MIN_TRACKED_SOURCES = 2  # a listener's share is never below one source per generation

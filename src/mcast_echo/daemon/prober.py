@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 
 from ..addresses import host_port
 from ..net import ifaddr
-from ..schema import Listener
+from ..schema.listener import Listener
 from ..wire.probe import MAX_SPREAD_MS
 from .ratelimit import RateLimitedLog
 

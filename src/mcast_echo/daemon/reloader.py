@@ -19,7 +19,8 @@ from typing import Callable, Optional, Sequence
 
 from ..config import ConfigError, load_config
 from ..net.limits import KernelLimits, read_limits
-from ..schema import Config, Listener
+from ..schema.keys import Config
+from ..schema.listener import Listener
 from .responder import GroupResponder, socket_key
 
 log = logging.getLogger(__name__)

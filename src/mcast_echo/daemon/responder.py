@@ -16,7 +16,7 @@ from typing import Optional
 from ..net import mcast
 from ..net.limits import KernelLimits, buffer_reports
 from ..net.udpstats import socket_drops
-from ..schema import Listener
+from ..schema.listener import Listener
 from ..wire import probe
 from . import echopath
 from .delayed import DelayedReplies

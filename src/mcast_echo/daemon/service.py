@@ -31,7 +31,9 @@ from ..net import ifaddr, mcast, portowner
 from ..net.limits import KernelLimits, membership_reports, read_limits, unprivileged_port_start
 from ..net.poller import Poller
 from ..net.udpstats import socket_drops
-from ..schema import Config, Listener, Metrics
+from ..schema.endpoints import Metrics
+from ..schema.keys import Config
+from ..schema.listener import Listener
 from . import echopath, reloader
 from .delayed import DelayedReplies
 from .logsetup import set_level

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from ..schema import ALL_INTERFACES, Config, Listener
+from ..schema.keys import Config
+from ..schema.listener import ALL_INTERFACES, Listener
 
 SOCK_MIN_RCVBUF = 2304  # the kernel's floor, roughly; only matters for tiny requests
 SOCK_MIN_SNDBUF = 4608

@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
-from ..schema import ALL_INTERFACES, Listener
+from ..schema.listener import ALL_INTERFACES, Listener
 from . import ifaddr
 from .ancillary import SO_TIMESTAMPNS, TIMESPEC_SIZE, ask_for_arrival, timespec_ns
 from .errnoadvice import ROUTE_FIX, ROUTE_FIX_IPV6

@@ -11,20 +11,19 @@ wire/probe.py and docs/protocol.md.
 from __future__ import annotations
 
 import argparse
-import errno
 import ipaddress
 import json
 import os
 import secrets
-import stat
 import sys
 import time
 from typing import Any, Optional, TextIO
 
 from ..addresses import SSM_RANGES, is_ssm_group
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
+from ..config import PING_ADVICE, load_config
 from ..net.ifaddr import index_of_address
-from ..schema import ALL_INTERFACES, Listener
+from ..schema.listener import ALL_INTERFACES, Listener
 from . import hostping, textfile
 from . import report as pingreport
 from .dialect import Dialect
@@ -51,53 +50,22 @@ from .sockets import open_probe_socket
 
 __all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
 
-# Why ping cannot read a config file, in ping's words (the daemon's name -c and its user).
-_UNREADABLE = {
-    errno.ENOENT: "no such file (pass --config PATH, or name the group: "
-                  "mcast-echo ping GROUP[:PORT])",
-    errno.EACCES: "permission denied: ping reads it as you (make it readable, "
-                  "pass --config PATH to a copy, or name the group: mcast-echo ping GROUP)",
-    errno.EISDIR: "is a directory (pass --config PATH to a YAML file)",
-    errno.ENODEV: "not a regular file (a FIFO, socket or device): pass --config PATH to a "
-                  "YAML file",
-}
-
-
-def _check_readable(path: str) -> None:
-    """A file ping cannot open, said in ping's words before the loader says it in the daemon's."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        advice = _UNREADABLE.get(err.errno or 0)
-        raise PingError(pingreport.shown(f"{path}: {advice or err.strerror}")) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            advice = _UNREADABLE[errno.EISDIR if stat.S_ISDIR(mode) else errno.ENODEV]
-            raise PingError(pingreport.shown(f"{path}: {advice}"))
-    finally:
-        os.close(fd)
-
 
 def _load_listeners(args: argparse.Namespace) -> tuple[Optional[str], tuple[Listener, ...]]:
     """The config file's listeners, if there is a file to read.
 
     A file named with --config or $MCAST_ECHO_CONFIG must load; the default path
-    is optional, and only warned about when it exists but is invalid.
+    is optional, and only warned about when it exists but is invalid. config.py
+    reads it, in ping's words (PING_ADVICE) where it cannot.
     """
     explicit = args.config or os.environ.get("MCAST_ECHO_CONFIG")
     path = explicit or DEFAULT_CONFIG
     if not explicit and not os.access(path, os.R_OK):
         return None, ()
     try:
-        from ..config import load_config
-    except ImportError:  # a build without the daemon's config module
-        return None, ()
-    try:
-        _check_readable(path)
-        listeners = tuple(load_config(path).listeners)
+        listeners = tuple(load_config(path, advice=PING_ADVICE).listeners)
     except Exception as err:  # whatever the loader raises: a message, never a traceback
-        problem = str(err) if isinstance(err, PingError) else config_problem(path, err)
+        problem = config_problem(path, err)
         if explicit:
             raise PingError(problem) from None
         print(f"mcast-echo ping: ignoring {path}: {problem}", file=sys.stderr)

@@ -16,7 +16,7 @@ from ..addresses import (
     not_a_group,
 )
 from ..config import DEFAULT_PATH as DEFAULT_CONFIG
-from ..schema import Listener
+from ..schema.listener import Listener
 from ..wire import probe, ssmping
 from .settings import MCAST_ECHO, PROTOCOLS
 

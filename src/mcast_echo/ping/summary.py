@@ -10,7 +10,7 @@ import ipaddress
 from typing import Any
 
 from ..addresses import is_never_routed_group, refused_group
-from ..schema import RateLimit
+from ..schema.policy import RateLimit
 from .report import ResponderTable, RunCounts, plural
 from .settings import Settings
 
