@@ -26,7 +26,6 @@ from collections import Counter
 from typing import Optional
 
 from .. import __version__
-from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6
 from ..net import mcast
 from ..net.ancillary import (
     ARRIVAL_SPACE,
@@ -35,7 +34,7 @@ from ..net.ancillary import (
     Received,
     source_pktinfo,
 )
-from ..schema import Listener, Ssmping
+from ..schema import Ssmping
 from ..wire import mping
 from ..wire.tlv import Responder
 from .policy import Policy
@@ -77,10 +76,7 @@ class MpingListener:
         self.counts: Counter[str] = Counter()
         self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),
                                    TTL, f"mcast-echo {__version__}", SESSION_KEY)
-        self.policies = {ipv6: Policy(Listener(group=SSMPING_GROUP_V6 if ipv6 else
-                                               SSMPING_GROUP_V4, allow=settings.allow,
-                                               rate_limit=settings.rate_limit,
-                                               sources=None, port=settings.port))
+        self.policies = {ipv6: Policy(ipv6, settings.allow, settings.rate_limit)
                          for ipv6 in (False, True)}
 
     # ---------------------------------------------------------------- set-up

@@ -28,6 +28,14 @@ from .sendguard import SendWatch
 
 log = logging.getLogger(__name__)
 
+
+def listener_policy(listener: Listener, tracked_sources: int) -> Policy:
+    """The checks of *listener*'s datagrams (policy.py), with its share of the daemon's
+    bound on rate-limited sources."""
+    return Policy(listener.ipv6, listener.allow, listener.rate_limit, listener.sources,
+                  tracked_sources)
+
+
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
                  paths: Optional[echopath.Paths] = None,
@@ -41,7 +49,7 @@ class GroupResponder:
         self.paths = paths or echopath.Paths()
         self.path = self.paths.pick(listener)
         self.tracked_sources = tracked_sources
-        self.policy = Policy(listener, tracked_sources)
+        self.policy = listener_policy(listener, tracked_sources)
         self.hostname = hostname
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None  # None: closed, or waiting to bind (open())
@@ -116,7 +124,7 @@ class GroupResponder:
         self.path = self.paths.pick(listener)
         if (old.allow, old.rate_limit, old.sources) != (listener.allow, listener.rate_limit,
                                                        listener.sources):
-            self.policy = Policy(listener, self.tracked_sources)
+            self.policy = listener_policy(listener, self.tracked_sources)
             self._loopback_peers()
         socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer", "share_port")
         if self.sock is not None and any(getattr(old, name) != getattr(listener, name)
