@@ -186,8 +186,16 @@ def test_init_prefix_bits_past_the_length_are_ignored():
     init = (vector("49 | 0000 0001 02 | 0001 0004 636c6931")
             + vector("000a 0005 0001 10 e82b | 000a 0006 0001 11 e8 2b ff"))
     message = rfc6450.parse(init)
-    assert [str(prefix.network) for prefix in message.prefixes] == [
-        "232.43.0.0/16", "232.43.128.0/17"]
+    assert [prefix[:2] for prefix in message.prefixes] == [(rfc6450.FAMILY_IPV4, 16),
+                                                            (rfc6450.FAMILY_IPV4, 17)]
+    assert [prefix.span for prefix in message.prefixes] == [
+        span_of("232.43.0.0/16"), span_of("232.43.128.0/17")]
+
+
+def span_of(network: str) -> tuple[int, int]:
+    """A Prefix's span: the first and last address of *network*, as integers."""
+    net = ipaddress.ip_network(network)
+    return int(net.network_address), int(net.broadcast_address)
 
 
 def test_a_message_without_version_2_gets_only_version_2_back():
