@@ -23,7 +23,6 @@ import os
 import socket
 import time
 from collections import Counter
-from typing import Optional
 
 from .. import __version__
 from ..net import mcast
@@ -68,10 +67,10 @@ class MpingSocket:
 
 class MpingListener:
     def __init__(self, settings: Ssmping, drop_log: RateLimitedLog,
-                 guard: Optional[SendGuard] = None) -> None:
+                 guard: SendGuard) -> None:
         self.settings = settings
         self.drop_log = drop_log
-        self.guard = guard or SendGuard()  # the echo paths' one, from the daemon
+        self.guard = guard  # the echo paths' one, from the daemon
         self.sockets: list[MpingSocket] = []
         self.counts: Counter[str] = Counter()
         self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),

@@ -21,7 +21,7 @@ from ..wire import probe
 from . import echopath
 from .delayed import DelayedReplies
 from .membership import Memberships
-from .policy import MAX_TRACKED_SOURCES, Policy
+from .policy import Policy
 from .ratelimit import RateLimitedLog
 from .residence import ResidenceHistogram
 from .sendguard import SendWatch
@@ -38,15 +38,13 @@ def listener_policy(listener: Listener, tracked_sources: int) -> Policy:
 
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
-                 paths: Optional[echopath.Paths] = None,
-                 interface_log: Optional[RateLimitedLog] = None,
-                 tracked_sources: int = MAX_TRACKED_SOURCES,
-                 delayed: Optional[DelayedReplies] = None) -> None:
+                 paths: echopath.Paths, interface_log: RateLimitedLog, tracked_sources: int,
+                 delayed: DelayedReplies) -> None:
         """*tracked_sources*: this listener's share of the daemon's bound on rate-limited
         sources (policy.share_sources; the daemon sets it again when listeners change)."""
         self.listener = listener
         self.bound_to = socket_key(listener)  # what the socket is bound to: see socket_key
-        self.paths = paths or echopath.Paths()
+        self.paths = paths
         self.path = self.paths.pick(listener)
         self.tracked_sources = tracked_sources
         self.policy = listener_policy(listener, tracked_sources)
@@ -64,7 +62,7 @@ class GroupResponder:
         self.dropped: Counter[str] = Counter()
         self.residence = ResidenceHistogram()  # how long probes stayed (residence.py)
         # echoes held for a probe's --spread: the daemon's one heap, which its loop sends
-        self.delayed = delayed if delayed is not None else DelayedReplies()
+        self.delayed = delayed
 
     # ---------------------------------------------------------------- set-up
 
