@@ -111,13 +111,16 @@ def test_tracked_sources_are_bounded_for_the_whole_daemon(write_config):
         assert most <= MAX_TRACKED_SOURCES
         assert most >= MAX_TRACKED_SOURCES // 2  # two generations: at least the old one full
         write_config(config(40))
-        running.daemon.reload()
-        assert len(running.daemon.responders) == 40
-        assert tracked() <= MAX_TRACKED_SOURCES
-        for responder in running.daemon.responders:
-            for source in range(1, 10000):
-                responder.policy.limiter.admit(source, 1, 1.0)
+
+        def steps():
+            running.reload(lambda: len(running.daemon.responders) == 40)
             assert tracked() <= MAX_TRACKED_SOURCES
+            for responder in running.daemon.responders:
+                for source in range(1, 10000):
+                    responder.policy.limiter.admit(source, 1, 1.0)
+                assert tracked() <= MAX_TRACKED_SOURCES
+
+        running.serve_while(steps)
     finally:
         running.close()
 
