@@ -115,7 +115,7 @@ def test_without_a_session_key_session_ids_are_neither_issued_nor_checked(reques
 @pytest.mark.parametrize("group", ["232.1.2.3", "10.0.0.1", "ff3e::4321:1234"])
 def test_a_group_not_configured_for_the_clients_family_gets_a_stop(group):
     request = rfc6450.build_echo_request(b"c", 9, 0, ipaddress.ip_address(group))
-    responder = replace(OPEN, groups=(*OPEN.groups, ipaddress.ip_address("10.0.0.1")))
+    responder = replace(OPEN, groups=(*OPEN.groups.ordered, ipaddress.ip_address("10.0.0.1")))
     (stop,) = rfc6450.answer(request, CLIENT, NOW_NS, responder)
     assert stop.group is None and stop.payload == vector(
         "53 | 0000 0001 02 | 0001 0001 63 | 0002 0004 00000009")

@@ -88,9 +88,6 @@ class SourceRateLimiter:
         self._old: dict[int, float] = {}
         self.resize(capacity)
 
-    def __len__(self) -> int:
-        return len(self._current) + len(self._old)
-
     def resize(self, capacity: int) -> None:
         """Track at most *capacity* sources from now on (the daemon's share for this
         listener, see share_sources); a shrink keeps the most recently seen ones."""

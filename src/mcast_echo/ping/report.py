@@ -446,9 +446,6 @@ class ResponderTable:
             self._by_source[(address, port)] = stats
         return stats
 
-    def __len__(self) -> int:
-        return len(self._by_source)
-
     def in_order(self) -> list[ResponderStats]:
         return sorted(self._by_source.values(), key=_address_order)
 
