@@ -39,9 +39,11 @@ def test_the_daemon_says_which_echo_path_it_runs(write_config, wanted, shown):
             assert sock.recvfrom(100) == (b"data", ("127.0.0.1", 9999))
 
 
-def test_choose_honours_the_preference():
-    assert isinstance(echopath.choose("plain"), echopath.PlainPath)
-    assert isinstance(echopath.choose("fast"), echopath.BatchPath)
+@pytest.mark.parametrize("wanted, path", [("plain", echopath.PlainPath),
+                                          ("fast", echopath.BatchPath)])
+def test_choose_honours_the_preference(monkeypatch, wanted, path):
+    monkeypatch.setenv(echopath.ENV, wanted)
+    assert isinstance(echopath.Paths().fast, path)
 
 
 def group_socket() -> socket.socket:

@@ -474,16 +474,16 @@ def test_interface_all_writes_one_line_per_interface_event_not_one_per_listener(
 
 def test_status_says_which_joins_are_pending():
     """#18.11: a listener whose join is still to be tried is "pending", not "0 joined"."""
-    import logging
-
-    from mcast_echo.daemon.ratelimit import RateLimitedLog
+    from mcast_echo.daemon.policy import MAX_TRACKED_SOURCES
     from mcast_echo.daemon.responder import GroupResponder
     from mcast_echo.daemon.service import Daemon
     from mcast_echo.schema import Config, Listener
 
     listeners = [Listener(group=f"239.7.0.{n}", port=PORT) for n in range(1, 11)]
     daemon = Daemon(Config(path="-", listeners=tuple(listeners)))
-    daemon.responders = [GroupResponder(listener, "h", RateLimitedLog(logging.getLogger()))
+    daemon.responders = [GroupResponder(listener, "h", daemon.drop_log, daemon.paths,
+                                        daemon.interface_log, MAX_TRACKED_SOURCES,
+                                        daemon.delayed)
                          for listener in listeners]
     line = daemon.status_line()
     assert line.startswith("10 listeners, 0 joined, 10 joins pending"), line

@@ -1,5 +1,6 @@
 """sd_notify, against a real AF_UNIX datagram socket standing in for systemd."""
 
+import logging
 import os
 import signal
 import socket
@@ -166,12 +167,13 @@ def test_non_latin1_status_arrives_as_utf8(systemd, monkeypatch):
     assert systemd.receive()[0] == {"STATUS": "grüße 組 ✓"}
 
 
-def test_without_notify_socket_everything_is_a_no_op(monkeypatch):
+def test_without_notify_socket_everything_is_a_no_op(monkeypatch, caplog):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     notifier = Notifier()
-    assert not notifier.enabled
     notifier.ready("x")
+    notifier.status("y")
     notifier.stopping()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_send_failure_is_logged_once(systemd, monkeypatch, caplog):

@@ -278,11 +278,11 @@ def test_held_replies_leave_by_due_time_and_the_heap_is_bounded():
         assert held.hold(255, out, sink, b"first", to, None)
         assert held.hold(255, out, sink, b"second", to, None)
         assert not held.hold(255, out, sink, b"third", to, None)  # over the cap: send now
-        assert (len(held), held.overflowed, held.held_bytes) == (2, 1, 11)
+        assert (len(held.waiting), held.overflowed, held.held_bytes) == (2, 1, 11)
         assert time.monotonic() <= held.next_due <= time.monotonic() + 0.256
         held.send_due(time.monotonic())  # the delays are fresh: maybe one is due, maybe none
         held.send_due(time.monotonic() + 1)
-        assert len(held) == 0 and held.held_bytes == 0 and held.next_due == float("inf")
+        assert len(held.waiting) == 0 and held.held_bytes == 0 and held.next_due == float("inf")
         assert sorted(into.recv(100) for _ in range(2)) == [b"first", b"second"]
         assert (sink.echoed, sink.echoed_bytes, held.delayed) == (2, 11, 2)
     assert all(0 <= held.delay(1000) <= 0.255 for _ in range(100))  # capped at 255 ms

@@ -228,9 +228,9 @@ def echo_of(seq: int, arrival: Arrival = ARRIVAL, size: int = 128) -> probe.Echo
 
 def test_stats_count_duplicates_and_compute_rtt_like_ping():
     stats = pingreport.ResponderStats("10.0.0.2", 9999)
-    assert stats.record(echo_of(0), 1_000_000, 64, 64)
-    assert stats.record(echo_of(1), 3_000_000, 64, 64)
-    assert not stats.record(echo_of(1), 5_000_000, 64, 64)  # DUP!
+    assert stats.record(echo_of(0), 1_000_000, 64, 64) is pingreport.Outcome.NEW
+    assert stats.record(echo_of(1), 3_000_000, 64, 64) is pingreport.Outcome.NEW
+    assert stats.record(echo_of(1), 5_000_000, 64, 64) is pingreport.Outcome.DUP
     assert (stats.received, stats.duplicates) == (2, 1)
     assert stats.rtt_ms() == {"min": 1.0, "avg": 2.0, "max": 3.0, "mdev": 1.0, "p50": 2.0}
     assert stats.loss_percent(4) == 50.0
@@ -243,9 +243,10 @@ def test_stats_count_duplicates_and_compute_rtt_like_ping():
 def test_damaged_echoes_do_not_count_as_received():
     stats = pingreport.ResponderStats("10.0.0.2", 9999)
     cut = probe.check_echo(a_probe(300)[:100], SESSION)
-    stats.record(cut, 1000, None, 64)
+    outcome = stats.record(cut, 1000, None, 64)
+    assert outcome is pingreport.Outcome.DAMAGED
     assert (stats.received, stats.truncated) == (0, 1)
-    line = pingreport.reply_line(stats, cut, 100, 1000, True)
+    line = pingreport.reply_line(stats, cut, 100, 1000, outcome)
     assert line == "100 bytes from 10.0.0.2: seq=7 (TRUNCATED: 100 of 300 bytes)"
     assert stats.rtt_ms() is None
 
@@ -253,6 +254,6 @@ def test_damaged_echoes_do_not_count_as_received():
 def test_reply_line_of_a_plain_echo_server():
     echo = probe.check_echo(a_probe(1400, seq=3), SESSION)
     stats = pingreport.ResponderStats("10.0.0.2", 9999)
-    stats.record(echo, 412_000, 64, 64)
-    assert pingreport.reply_line(stats, echo, 1400, 412_000, True) == (
+    outcome = stats.record(echo, 412_000, 64, 64)
+    assert pingreport.reply_line(stats, echo, 1400, 412_000, outcome) == (
         "1400 bytes from 10.0.0.2: seq=3 time=0.412 ms")

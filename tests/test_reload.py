@@ -1,52 +1,94 @@
-"""Reload in-process: even an unexpected error while reading the file keeps the old config."""
+"""Reload in-process, through the daemon's own loop (SIGHUP, the reload thread): even an
+unexpected error while reading the file keeps the old config."""
 
+import os
 import signal
+import sys
+import threading
 
+from detached import wait_until
 from mcast_echo.config import load_config
 from mcast_echo.daemon import reloader
 from mcast_echo.daemon import service as daemon_module
 from mcast_echo.daemon.notify import Notifier
 
 
-def test_unexpected_error_during_reload_keeps_serving(write_config, monkeypatch):
-    config = load_config(str(write_config("interface: lo\ngroup: 224.3.29.77\n")))
-    daemon = daemon_module.Daemon(config, notifier=Notifier({}))
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
-                                                         signal.SIGHUP)}
-    daemon.open()
-    try:
-        def broken(*args, **kwargs):
-            raise RuntimeError("a bug in the loader")
-
-        monkeypatch.setattr(reloader, "load_config", broken)
-        daemon.reload()
-        assert daemon.reload_problem.startswith("reload failed (internal error")
-        assert [r.listener.group for r in daemon.responders] == ["224.3.29.77"]
-        assert daemon.responders[0].joined
-        monkeypatch.undo()
-        write_config("interface: lo\ngroup: 224.3.29.78\n")
-        daemon.reload()
-        assert daemon.reload_problem is None
-        assert [r.listener.group for r in daemon.responders] == ["224.3.29.78"]
-    finally:
-        daemon.close()
-        for sig, handler in handlers.items():  # the daemon keeps its own for life; pytest not
-            signal.signal(sig, handler)
-
-
 class InProcessDaemon:
-    """A Daemon in this (private-namespace) process, with pytest's signal handlers kept."""
+    """A Daemon in this (private-namespace) process, with pytest's signal handlers kept.
+
+    serve_while() runs its real loop (Daemon.run) while a test drives it from a thread,
+    as systemd would: reload() is a SIGHUP, and the test waits for what it expects."""
 
     def __init__(self, path):
         self.handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
                                                                   signal.SIGHUP)}
+        self.switch_interval = sys.getswitchinterval()  # run() shortens it for the process
         self.daemon = daemon_module.Daemon(load_config(str(path)), notifier=Notifier({}))
         self.daemon.open()
 
+    def serve_while(self, steps):
+        """Serve until *steps* (run in a thread) returns, then stop with SIGTERM; what
+        *steps* raised is raised here."""
+        raised = []
+
+        def drive():
+            try:
+                steps()
+            except BaseException as e:  # handed to the test's thread, raised there
+                raised.append(e)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        driver = threading.Thread(target=drive, name="test-steps")
+        driver.start()
+        try:
+            self.daemon.run()
+        finally:
+            driver.join()
+        if raised:
+            raise raised[0]
+
+    def reload(self, applied=lambda: True, timeout=10.0):
+        """SIGHUP; return once the reload has been answered (READY, success or not) and
+        *applied* holds (a reload's joins and closes go on after its READY)."""
+        attempts = self.daemon.reloads.attempts
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait_until(lambda: self.daemon.reloads.attempts > attempts and applied(), timeout,
+                   "reload")
+
     def close(self):
         self.daemon.close()
+        sys.setswitchinterval(self.switch_interval)
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
+
+
+def groups(daemon):
+    return [r.listener.group for r in daemon.responders]
+
+
+def test_unexpected_error_during_reload_keeps_serving(write_config, monkeypatch):
+    running = InProcessDaemon(write_config("interface: lo\ngroup: 224.3.29.77\n"))
+    daemon = running.daemon
+
+    def steps():
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug in the loader")
+
+        monkeypatch.setattr(reloader, "load_config", broken)
+        running.reload()
+        assert daemon.reload_problem.startswith("reload failed (internal error")
+        assert groups(daemon) == ["224.3.29.77"]
+        assert daemon.responders[0].joined
+        monkeypatch.undo()
+        write_config("interface: lo\ngroup: 224.3.29.78\n")
+        running.reload(lambda: groups(daemon) == ["224.3.29.78"] and daemon.responders[0].joined)
+        assert daemon.reload_problem is None
+
+    try:
+        running.serve_while(steps)
+    finally:
+        running.close()
 
 
 def test_reload_whose_new_socket_cannot_bind_changes_nothing(write_config):
@@ -57,12 +99,16 @@ def test_reload_whose_new_socket_cannot_bind_changes_nothing(write_config):
     try:
         squatter.bind(("224.3.29.72", 9999))
         write_config("interface: lo\ngroup: 224.3.29.72\n")
-        running.daemon.reload()
-        assert running.daemon.reload_problem.startswith(
-            "reload failed: cannot bind 224.3.29.72:9999: Address already in use")
-        assert [r.listener.group for r in running.daemon.responders] == ["224.3.29.71"]
-        assert running.daemon.responders[0].joined
-        assert running.daemon.config.listeners[0].group == "224.3.29.71"
+
+        def steps():
+            running.reload()
+            assert running.daemon.reload_problem.startswith(
+                "reload failed: cannot bind 224.3.29.72:9999: Address already in use")
+            assert groups(running.daemon) == ["224.3.29.71"]
+            assert running.daemon.responders[0].joined
+            assert running.daemon.config.listeners[0].group == "224.3.29.71"
+
+        running.serve_while(steps)
     finally:
         squatter.close()
         running.close()
@@ -77,9 +123,13 @@ def test_buffer_back_to_null_on_reload_is_the_kernel_default_again(write_config)
         sock = running.daemon.responders[0].sock
         assert granted_buffers(sock)[0] == 2 << 20
         write_config("interface: lo\n")
-        running.daemon.reload()
-        assert running.daemon.responders[0].sock is sock  # same socket, same membership
-        assert granted_buffers(sock)[0] == read_limits().rmem_default
+
+        def steps():
+            default = read_limits().rmem_default
+            running.reload(lambda: granted_buffers(sock)[0] == default)
+            assert running.daemon.responders[0].sock is sock  # same socket, same membership
+
+        running.serve_while(steps)
     finally:
         running.close()
 

@@ -115,7 +115,7 @@ def test_without_a_session_key_session_ids_are_neither_issued_nor_checked(reques
 @pytest.mark.parametrize("group", ["232.1.2.3", "10.0.0.1", "ff3e::4321:1234"])
 def test_a_group_not_configured_for_the_clients_family_gets_a_stop(group):
     request = rfc6450.build_echo_request(b"c", 9, 0, ipaddress.ip_address(group))
-    responder = replace(OPEN, groups=(*OPEN.groups, ipaddress.ip_address("10.0.0.1")))
+    responder = replace(OPEN, groups=(*OPEN.groups.ordered, ipaddress.ip_address("10.0.0.1")))
     (stop,) = rfc6450.answer(request, CLIENT, NOW_NS, responder)
     assert stop.group is None and stop.payload == vector(
         "53 | 0000 0001 02 | 0001 0001 63 | 0002 0004 00000009")
@@ -186,8 +186,16 @@ def test_init_prefix_bits_past_the_length_are_ignored():
     init = (vector("49 | 0000 0001 02 | 0001 0004 636c6931")
             + vector("000a 0005 0001 10 e82b | 000a 0006 0001 11 e8 2b ff"))
     message = rfc6450.parse(init)
-    assert [str(prefix.network) for prefix in message.prefixes] == [
-        "232.43.0.0/16", "232.43.128.0/17"]
+    assert [prefix[:2] for prefix in message.prefixes] == [(rfc6450.FAMILY_IPV4, 16),
+                                                            (rfc6450.FAMILY_IPV4, 17)]
+    assert [prefix.span for prefix in message.prefixes] == [
+        span_of("232.43.0.0/16"), span_of("232.43.128.0/17")]
+
+
+def span_of(network: str) -> tuple[int, int]:
+    """A Prefix's span: the first and last address of *network*, as integers."""
+    net = ipaddress.ip_network(network)
+    return int(net.network_address), int(net.broadcast_address)
 
 
 def test_a_message_without_version_2_gets_only_version_2_back():

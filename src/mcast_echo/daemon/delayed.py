@@ -45,9 +45,6 @@ class DelayedReplies:
         self.delayed = 0  # echoes sent after their delay
         self.overflowed = 0  # echoes sent at once: the heap was full
 
-    def __len__(self) -> int:
-        return len(self.waiting)
-
     @property
     def next_due(self) -> float:
         return self.waiting[0][0] if self.waiting else float("inf")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Union
+from typing import Union
 
 from ..net import mmsg
 from ..schema.listener import Listener
@@ -23,15 +23,13 @@ CHOICES = ("auto", "fast", "plain")
 EchoPath = Union[PlainPath, BatchPath]
 
 
-def choose(preference: Optional[str] = None, guard: Optional[SendGuard] = None) -> EchoPath:
-    """The echo path: *preference* or $MCAST_ECHO_ECHO_PATH (auto, fast, plain).
+def choose(guard: SendGuard) -> EchoPath:
+    """The echo path $MCAST_ECHO_ECHO_PATH asks for (auto, fast, plain; unset: auto).
 
     auto takes the fast path where recvmmsg/sendmmsg load; fast insists (OSError if
-    it cannot load); plain is the portable loop. *guard*: the daemon's send guard
-    (a new one if None).
+    it cannot load); plain is the portable loop. *guard*: the daemon's send guard.
     """
-    guard = guard or SendGuard()
-    wanted = (preference or os.environ.get(ENV) or "auto").strip().lower()
+    wanted = (os.environ.get(ENV) or "auto").strip().lower()
     if wanted not in CHOICES:
         log.warning("%s=%r is not one of %s; using auto", ENV, wanted[:20], ", ".join(CHOICES))
         wanted = "auto"
@@ -47,9 +45,9 @@ class Paths:
     plain one. Both hold back the same unresolved addresses (one SendGuard, which the
     ssmping listener shares too)."""
 
-    def __init__(self, preference: Optional[str] = None) -> None:
+    def __init__(self) -> None:
         self.guard = SendGuard()
-        self.fast = choose(preference, self.guard)
+        self.fast = choose(self.guard)
         self.plain = self.fast if isinstance(self.fast, PlainPath) else PlainPath(self.guard)
 
     @property

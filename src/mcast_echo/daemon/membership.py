@@ -32,7 +32,7 @@ NO_INTERFACE = "no interface is up and multicast-capable"
 
 
 class Memberships:
-    def __init__(self, interface_log: Optional[RateLimitedLog] = None) -> None:
+    def __init__(self, interface_log: RateLimitedLog) -> None:
         """*interface_log*: the daemon's throttle for the lines an interface coming or
         going writes for every ``interface: all`` listener (a host can make many)."""
         self.joined: dict[int, mcast.Interface] = {}  # interface index -> where
@@ -41,7 +41,7 @@ class Memberships:
         self.retry_at = 0.0
         self._retries = 0
         self.join_failures = 0  # failed join attempts, retries included (for the metrics)
-        self._interface_log = interface_log or RateLimitedLog(log)
+        self._interface_log = interface_log
 
     @staticmethod
     def awaited(listener: Listener) -> str:

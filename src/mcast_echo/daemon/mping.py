@@ -23,10 +23,8 @@ import os
 import socket
 import time
 from collections import Counter
-from typing import Optional
 
 from .. import __version__
-from ..addresses import SSMPING_GROUP_V4, SSMPING_GROUP_V6
 from ..net import mcast
 from ..net.ancillary import (
     ARRIVAL_SPACE,
@@ -36,7 +34,6 @@ from ..net.ancillary import (
     source_pktinfo,
 )
 from ..schema.endpoints import Ssmping
-from ..schema.listener import Listener
 from ..wire import mping
 from ..wire.tlv import Responder
 from .policy import Policy
@@ -70,18 +67,15 @@ class MpingSocket:
 
 class MpingListener:
     def __init__(self, settings: Ssmping, drop_log: RateLimitedLog,
-                 guard: Optional[SendGuard] = None) -> None:
+                 guard: SendGuard) -> None:
         self.settings = settings
         self.drop_log = drop_log
-        self.guard = guard or SendGuard()  # the echo paths' one, from the daemon
+        self.guard = guard  # the echo paths' one, from the daemon
         self.sockets: list[MpingSocket] = []
         self.counts: Counter[str] = Counter()
         self.responder = Responder(tuple(ipaddress.ip_address(g) for g in settings.groups),
                                    TTL, f"mcast-echo {__version__}", SESSION_KEY)
-        self.policies = {ipv6: Policy(Listener(group=SSMPING_GROUP_V6 if ipv6 else
-                                               SSMPING_GROUP_V4, allow=settings.allow,
-                                               rate_limit=settings.rate_limit,
-                                               sources=None, port=settings.port))
+        self.policies = {ipv6: Policy(ipv6, settings.allow, settings.rate_limit)
                          for ipv6 in (False, True)}
 
     # ---------------------------------------------------------------- set-up

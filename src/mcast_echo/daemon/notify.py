@@ -36,10 +36,6 @@ class Notifier:
                           environ["NOTIFY_SOCKET"], e)
         self.watchdog_interval = _watchdog_interval(environ)
 
-    @property
-    def enabled(self) -> bool:
-        return self._notifier is not None
-
     def _send(self, *fields: str) -> None:
         if self._notifier is None:
             return

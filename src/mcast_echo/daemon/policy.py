@@ -42,7 +42,9 @@ from typing import Iterable, Optional, Union
 
 from ..net import ifaddr
 from ..net.ancillary import ip_arrival
-from ..schema.listener import Listener
+from ..schema.policy import Network, RateLimit
+
+Networks = tuple[Network, ...]
 
 MAX_TRACKED_SOURCES = 65536  # rate-limited sources tracked by the whole daemon (~7 MiB)
 MIN_TRACKED_SOURCES = 2  # a listener's share is never below one source per generation
@@ -59,12 +61,6 @@ OWN_ADDRESSES_SHARE = 100  # re-reading them takes at most 1/100 of the loop's t
 def raw_address(address: str) -> int:
     """Dotted IPv4 text as the native integer of its four bytes (see the module doc)."""
     return struct.unpack("=I", socket.inet_aton(address))[0]
-
-
-def impossible_source(address: str) -> bool:
-    """True if *address* (dotted IPv4) cannot be the source of a real peer's datagram
-    arriving on a network interface (lo aside: see Policy.loopback_peers)."""
-    return int(address.partition(".")[0]) in _IMPOSSIBLE_FIRST_OCTETS
 
 
 class SourceRateLimiter:
@@ -91,9 +87,6 @@ class SourceRateLimiter:
         self._old: dict[int, float] = {}
         self.resize(capacity)
 
-    def __len__(self) -> int:
-        return len(self._current) + len(self._old)
-
     def resize(self, capacity: int) -> None:
         """Track at most *capacity* sources from now on (the daemon's share for this
         listener, see share_sources); a shrink keeps the most recently seen ones."""
@@ -119,9 +112,6 @@ class SourceRateLimiter:
         allowed = count if room >= count else max(room, 0)
         self._current[source] = arrival + allowed
         return allowed
-
-    def allow(self, source: str, now: float) -> bool:
-        return self.admit(raw_address(source), 1, now) == 1
 
 
 class OwnAddresses:
@@ -191,24 +181,29 @@ class Policy:
     """The checks of one listener, for its family: IPv4 sources are raw integers (see
     the module doc), IPv6 ones the integer of their 16 bytes."""
 
-    def __init__(self, listener: Listener, tracked_sources: int = MAX_TRACKED_SOURCES) -> None:
-        """*tracked_sources*: this listener's share of the daemon's bound (share_sources)."""
-        self.ipv6 = listener.ipv6
-        address = _ipv6_int if self.ipv6 else raw_address
+    def __init__(self, ipv6: bool, allow: Optional[Networks], rate_limit: Optional[RateLimit],
+                 sources: Optional[tuple[str, ...]] = None,
+                 tracked_sources: int = MAX_TRACKED_SOURCES) -> None:
+        """*allow*: the networks whose sources are answered (None: all; those of the other
+        family are ignored); *rate_limit*: per source (None: off); *sources*: an SSM
+        listener's senders (None: any source); *tracked_sources*: this listener's share
+        of the daemon's bound (share_sources). Whether lo is joined (loopback_peers)
+        changes with the memberships: the owner sets it."""
+        self.ipv6 = ipv6
+        address = _ipv6_int if ipv6 else raw_address
         self.networks: Optional[tuple[tuple[int, int], ...]] = None  # (network, mask)
-        if listener.allow is not None:
+        if allow is not None:
             self.networks = tuple(
                 (address(str(net.network_address)), address(str(net.netmask)))
-                for net in listener.allow if (net.version == 6) == self.ipv6)
+                for net in allow if (net.version == 6) == ipv6)
         # SSM: the kernel only delivers the joined (source, group) pairs; checked here too,
         # so that the rule holds whatever the kernel's filter does.
         self.sources: Optional[frozenset[int]] = None
-        if listener.sources is not None:
-            self.sources = frozenset(address(source) for source in listener.sources)
+        if sources is not None:
+            self.sources = frozenset(address(source) for source in sources)
         self.limiter: Optional[SourceRateLimiter] = None
-        if listener.rate_limit is not None:
-            self.limiter = SourceRateLimiter(listener.rate_limit.rate, listener.rate_limit.burst,
-                                             tracked_sources)
+        if rate_limit is not None:
+            self.limiter = SourceRateLimiter(rate_limit.rate, rate_limit.burst, tracked_sources)
         self.refused_octets = _IMPOSSIBLE_FIRST_OCTETS
         self.loopback_peers = False
         self.own_addresses = OWN_ADDRESSES

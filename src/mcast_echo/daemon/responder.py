@@ -21,27 +21,33 @@ from ..wire import probe
 from . import echopath
 from .delayed import DelayedReplies
 from .membership import Memberships
-from .policy import MAX_TRACKED_SOURCES, Policy
+from .policy import Policy
 from .ratelimit import RateLimitedLog
 from .residence import ResidenceHistogram
 from .sendguard import SendWatch
 
 log = logging.getLogger(__name__)
 
+
+def listener_policy(listener: Listener, tracked_sources: int) -> Policy:
+    """The checks of *listener*'s datagrams (policy.py), with its share of the daemon's
+    bound on rate-limited sources."""
+    return Policy(listener.ipv6, listener.allow, listener.rate_limit, listener.sources,
+                  tracked_sources)
+
+
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
-                 paths: Optional[echopath.Paths] = None,
-                 interface_log: Optional[RateLimitedLog] = None,
-                 tracked_sources: int = MAX_TRACKED_SOURCES,
-                 delayed: Optional[DelayedReplies] = None) -> None:
+                 paths: echopath.Paths, interface_log: RateLimitedLog, tracked_sources: int,
+                 delayed: DelayedReplies) -> None:
         """*tracked_sources*: this listener's share of the daemon's bound on rate-limited
         sources (policy.share_sources; the daemon sets it again when listeners change)."""
         self.listener = listener
         self.bound_to = socket_key(listener)  # what the socket is bound to: see socket_key
-        self.paths = paths or echopath.Paths()
+        self.paths = paths
         self.path = self.paths.pick(listener)
         self.tracked_sources = tracked_sources
-        self.policy = Policy(listener, tracked_sources)
+        self.policy = listener_policy(listener, tracked_sources)
         self.hostname = hostname
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None  # None: closed, or waiting to bind (open())
@@ -56,7 +62,7 @@ class GroupResponder:
         self.dropped: Counter[str] = Counter()
         self.residence = ResidenceHistogram()  # how long probes stayed (residence.py)
         # echoes held for a probe's --spread: the daemon's one heap, which its loop sends
-        self.delayed = delayed if delayed is not None else DelayedReplies()
+        self.delayed = delayed
 
     # ---------------------------------------------------------------- set-up
 
@@ -116,7 +122,7 @@ class GroupResponder:
         self.path = self.paths.pick(listener)
         if (old.allow, old.rate_limit, old.sources) != (listener.allow, listener.rate_limit,
                                                        listener.sources):
-            self.policy = Policy(listener, self.tracked_sources)
+            self.policy = listener_policy(listener, self.tracked_sources)
             self._loopback_peers()
         socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer", "share_port")
         if self.sock is not None and any(getattr(old, name) != getattr(listener, name)

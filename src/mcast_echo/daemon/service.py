@@ -261,17 +261,6 @@ class Daemon:
 
     # ---------------------------------------------------------------- reload
 
-    def reload(self) -> None:
-        """Re-read the file; apply it if valid, else keep serving the old config. All at
-        once: the loop runs the same steps, with the reading in a thread (ReloadJob)."""
-        work = self._begin_reload()
-        try:
-            plan, failure = work(), None
-        except reloader.Failed as e:
-            plan, failure = None, str(e)
-        self._finish_reload(plan, failure)
-        self._run_chores(float("inf"))
-
     def _begin_reload(self) -> Any:
         """RELOADING=1, and the work of reading the file (reloader.prepare), to run in a
         thread: what it needs of the running state is copied here, on the loop."""

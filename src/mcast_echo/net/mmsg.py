@@ -62,7 +62,6 @@ HDR_SIZE = sizeof(MMsgHdr)
 HDR_WORDS = HDR_SIZE // 4  # the header array read as 32-bit words
 LEN_WORD = MMsgHdr.msg_len.offset // 4
 FLAGS_WORD = MsgHdr.msg_flags.offset // 4
-NAMELEN_WORD = MsgHdr.msg_namelen.offset // 4
 IOV_SIZE = sizeof(IoVec)
 # An echo's length goes into the low 32 bits of its iov_len (the high ones stay 0: a
 # datagram is under 64 KiB), so that it is one 32-bit word, like the received msg_len.

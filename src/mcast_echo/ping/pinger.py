@@ -236,9 +236,8 @@ class Pinger:
         return (due + self.answer_reserve() <= hard_end + SCHEDULE_SLACK
                 and now + 2 * self.slowest_ns / 1e9 + self.settings.spread_s < hard_end)
 
-    def loop(self, interrupts: Interrupts, started: Optional[float] = None) -> None:
+    def loop(self, interrupts: Interrupts, started: float) -> None:
         settings = self.settings
-        started = time.monotonic() if started is None else started
         hard_end = started + settings.deadline if settings.deadline is not None else None
         with selectors.DefaultSelector() as selector:
             selector.register(self.sock, selectors.EVENT_READ)
@@ -303,10 +302,10 @@ class Pinger:
         return summary.statistics(self.settings.target, self.responders, self.counts,
                                   self.settings.expect, self.dialect.title.lower())
 
-    def report(self, duration_s: float, started: Optional[float] = None) -> None:
+    def report(self, duration_s: float, started: float) -> None:
         s = self.settings
         settle = 0.0 if s.numeric else 1.0
-        if s.deadline is not None and started is not None:  # -w bounds the lookups too
+        if s.deadline is not None:  # -w bounds the lookups too
             settle = max(0.0, min(settle, started + s.deadline - time.monotonic()))
         self._settle_names(settle)
         self.duration_s = duration_s

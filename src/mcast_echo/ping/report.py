@@ -162,17 +162,13 @@ class Measured(NamedTuple):
 
 
 class Outcome(enum.Enum):
-    """What one echo was to its responder's stats. True for those shown without a mark
-    other than their damage: a new echo and a damaged one (bool kept for callers)."""
+    """What one echo was to its responder's stats (reply_line marks a DUP)."""
 
     NEW = "new"  # the first intact echo of this sequence: received, RTT counted
     DAMAGED = "damaged"  # truncated or corrupted
     DUP = "dup"  # again on the same path: (DUP!)
     COPY = "copy"  # already received the other way (unicast and group): not a duplicate
     OLD = "old"  # older than the sequence window: cannot tell
-
-    def __bool__(self) -> bool:
-        return self in (Outcome.NEW, Outcome.DAMAGED)
 
 
 @dataclass
@@ -388,7 +384,7 @@ class ResponderStats:
 
 
 def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int,
-               fresh: Outcome | bool, via: str = UNICAST,
+               outcome: Outcome, via: str = UNICAST,
                received_ns: Optional[int] = None) -> str:
     """One ping-style line: `64 bytes from 10.0.0.2 (host-b, eth1) hops=1: seq=3 time=0.412 ms`.
 
@@ -406,7 +402,7 @@ def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int,
         line += f" (TRUNCATED: {length} of {echo.header.length} bytes)"
     elif echo.corrupted:
         line += " (CORRUPTED)"
-    elif fresh is Outcome.DUP or (fresh is False):
+    elif outcome is Outcome.DUP:
         line += " (DUP!)"
     if via == GROUP:
         line += " (group)"
@@ -449,13 +445,6 @@ class ResponderTable:
             stats.local = self.is_local is not None and self.is_local(address)
             self._by_source[(address, port)] = stats
         return stats
-
-    def __len__(self) -> int:
-        return len(self._by_source)
-
-    @property
-    def full(self) -> bool:
-        return len(self._by_source) >= self.limit
 
     def in_order(self) -> list[ResponderStats]:
         return sorted(self._by_source.values(), key=_address_order)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import struct
 from typing import NamedTuple, Optional
 
@@ -84,8 +83,7 @@ SESSION_ID_SIZE = 8  # section 3.2, Session ID: at least 4 bytes, hard to predic
 _NOT_ECHOED = frozenset({SESSION_ID, SERVER_INFORMATION, PREFIX, TTL, SERVER_TIMESTAMP})
 # Fixed lengths, section 3.2; a known option of another length makes the message malformed.
 _FIXED_LENGTHS = {VERSION: 1, SEQUENCE: 4, CLIENT_TIMESTAMP: 8, TTL: 1, SERVER_TIMESTAMP: 8}
-_PREFIX_BOUNDS = {FAMILY_IPV4: (4, 32, ipaddress.IPv4Network),
-                  FAMILY_IPV6: (8, 128, ipaddress.IPv6Network)}
+_PREFIX_BOUNDS = {FAMILY_IPV4: (4, 32), FAMILY_IPV6: (8, 128)}  # shortest, longest length
 _U32 = struct.Struct("!I")
 
 # The most each reply outgrows its request: what the server adds, less what the request
@@ -106,13 +104,6 @@ class Prefix(NamedTuple):
     family: int  # IANA address family
     length: int  # 0 = wildcard: any group of the family
     span: Optional[tuple[int, int]]  # first and last address; None: wildcard or other family
-
-    @property
-    def network(self) -> Optional[object]:
-        """The IPv4Network / IPv6Network it names; None for a wildcard or other family."""
-        if self.span is None:
-            return None
-        return _PREFIX_BOUNDS[self.family][2]((self.span[0], self.length))
 
 
 class Message(NamedTuple):
@@ -142,7 +133,7 @@ def _prefix(value: bytes) -> Prefix:
     bounds = _PREFIX_BOUNDS.get(family)
     if bounds is None or length == 0:
         return Prefix(family, length, None)
-    shortest, longest, _network = bounds
+    shortest, longest = bounds
     size = longest // 8
     if not shortest <= length <= longest or not (length + 7) // 8 <= len(value) - 3 <= size:
         raise Malformed(f"prefix option: family {family}, length {length}, "

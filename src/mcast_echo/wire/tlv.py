@@ -16,7 +16,7 @@ import ipaddress
 import struct
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Iterable, Iterator, NamedTuple, Optional, Union
+from typing import Iterable, NamedTuple, Optional, Union
 
 from ..addresses import is_multicast
 from .udp import MAX_UDP_PAYLOAD
@@ -65,12 +65,6 @@ class Groups:
 
     def __contains__(self, group: object) -> bool:
         return group in self._members
-
-    def __iter__(self) -> Iterator[IPAddress]:
-        return iter(self.ordered)
-
-    def __len__(self) -> int:
-        return len(self.ordered)
 
     def first_in(self, version: int, span: Optional[tuple[int, int]]) -> Optional[IPAddress]:
         """The first configured group of IP *version* whose address (as an integer) is in
