@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import pytest
 
 from netlab import Host, ip, veth
+from waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
 FLOOD = TESTS / "flood.py"
@@ -110,17 +111,28 @@ def parse_status(text: str) -> dict[str, int]:
     return counts
 
 
-def counters(daemon, sink: NotifySink, timeout: float = 5, settle: float = 0.0) -> dict[str, int]:
+def counters(daemon, sink: NotifySink, timeout: float = 5) -> dict[str, int]:
     """The daemon's counters right now: a SIGHUP with the same file makes it send READY=1 with
     a fresh STATUS (and logs 'reloaded:'), so we need not wait for the STATUS timer."""
     import signal
 
-    if settle:
-        time.sleep(settle)
     sink.drain()
     daemon.send_signal(signal.SIGHUP)
     fields = sink.wait(lambda f: "READY" in f, timeout, "READY=1 after SIGHUP")
     return parse_status(fields["STATUS"])
+
+
+def settled_counters(daemon, sink: NotifySink, timeout: float = 5) -> dict[str, int]:
+    """The daemon's counters once it has caught up with what was sent: two readings in a row
+    that agree (nothing was read or answered between them)."""
+    readings = [counters(daemon, sink, timeout)]
+
+    def agree() -> bool:
+        readings.append(counters(daemon, sink, timeout))
+        return readings[-1] == readings[-2]
+
+    wait_until(agree, timeout, "two equal readings of the counters")
+    return readings[-1]
 
 
 def ifname_of(address: str, host: Optional[Host] = None) -> str:
@@ -213,17 +225,6 @@ class ForgedSender:
 
 def nth_address(base: str, n: int) -> str:
     return socket.inet_ntoa(struct.pack("!I", struct.unpack("!I", socket.inet_aton(base))[0] + n))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> float:
-    """Seconds until *predicate* held; raises AssertionError after *timeout*."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
 
 
 @functools.cache

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from typing import Optional
+
+from waiting import wait_until
 
 # Every host gets a route for the whole multicast range on its LAN interface,
 # so "the kernel's route to the group" exists without a default route.
@@ -59,19 +60,22 @@ class Host:
             stdin=subprocess.DEVNULL,
         )
         self.pid = self._holder.pid
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                netns = os.readlink(f"/proc/{self.pid}/ns/net")
-                if netns != own_netns() and self._comm() == "sleep":
-                    return
-            except FileNotFoundError:
-                pass
-            if self._holder.poll() is not None:
-                raise RuntimeError(f"host {name}: unshare exited {self._holder.returncode}")
-            time.sleep(0.01)
-        self.close()
-        raise RuntimeError(f"host {name}: namespace not ready within 5 s")
+        try:
+            wait_until(self._ready, 5, f"namespace ready for host {name}")
+        except AssertionError as e:
+            self.close()
+            raise RuntimeError(f"host {name}: {e}") from None
+
+    def _ready(self) -> bool:
+        """The holder sleeps in a namespace of its own; RuntimeError if it exited instead."""
+        try:
+            if os.readlink(f"/proc/{self.pid}/ns/net") != own_netns() and self._comm() == "sleep":
+                return True
+        except FileNotFoundError:
+            pass
+        if self._holder.poll() is not None:
+            raise RuntimeError(f"host {self.name}: unshare exited {self._holder.returncode}")
+        return False
 
     def _comm(self) -> str:
         with open(f"/proc/{self.pid}/comm") as f:

@@ -28,16 +28,16 @@ from daemonproc import DaemonProcess
 from loadlab import (
     ForgedSender,
     NotifySink,
-    counters,
     ifname_of,
     parse_status,
+    settled_counters,
     udp_packet,
-    wait_until,
 )
 from mcast_echo.daemon.policy import Policy, impossible_source
 from mcast_echo.schema import Listener
 from mcast_echo.wire import ssmping
 from netlab import Host, dual_stack_veth, ip, no_dad
+from waiting import wait_until
 
 GROUP = "224.0.0.250"  # link-local, and no protocol's: an operator may mean it
 PORT = 9999
@@ -89,8 +89,7 @@ def test_a_frame_from_0_0_0_0_is_not_echoed_into_loopback(responder_host, write_
             assert reply is not None and reply[0] == b"data", daemon.log
         for _ in range(3):
             send_frame(ifname_of(local), "0.0.0.0", VICTIM_PORT, GROUP, PORT, b"inject")
-        time.sleep(0.3)
-        counts = counters(daemon, sink)
+        counts = settled_counters(daemon, sink)
         out, _ = victim.communicate(timeout=10)
         assert out.strip() == "0", f"the loopback service received {out.strip()!r}"
         assert counts["received"] == 4 and counts["echoed"] == 1, counts

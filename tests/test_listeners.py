@@ -17,8 +17,9 @@ import time
 import pytest
 
 from daemonproc import DaemonProcess
-from loadlab import NotifySink, counters, wait_until
+from loadlab import NotifySink, counters
 from netlab import Host, Lan, dual_stack_veth, ip, no_dad, veth
+from waiting import wait_until
 from yardstick import allowance
 
 PORT = 5000
@@ -331,13 +332,18 @@ def test_a_reload_that_adds_and_removes_listeners_loses_nothing_on_an_unchanged_
         sent = received = 0
         stop = threading.Event()
 
+        def reload_once(text: str) -> None:
+            """A reload once 100 more echoes came: each one happens under load."""
+            echoed = received
+            wait_until(lambda: received >= echoed + 100, 2, "100 echoes before a reload")
+            mark = daemon.mark()
+            write_config(text)
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("reloaded:", start=mark, timeout=2)
+
         def reload_twice() -> None:
-            time.sleep(0.5)
-            write_config(base + "  - group: 239.5.5.3\n  - group: 239.5.5.4\n")
-            daemon.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
-            write_config(base + "  - group: 239.5.5.2\n")
-            daemon.send_signal(signal.SIGHUP)
+            reload_once(base + "  - group: 239.5.5.3\n  - group: 239.5.5.4\n")
+            reload_once(base + "  - group: 239.5.5.2\n")
             stop.set()
 
         with v4_client(local, timeout=0.5) as sock:

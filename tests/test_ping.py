@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -211,9 +211,17 @@ def test_ctrl_c_prints_the_summary_and_the_status(site3):
     proc = subprocess.Popen([sys.executable, "-m", "mcast_echo", "ping", "-i", "0.05", "--expect",
                              "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("MCAST-ECHO PING")  # the handler is in place
-    time.sleep(0.5)
+    guard = threading.Timer(10, proc.kill)  # bounds the wait for the three responders
+    guard.start()
+    early, responders = [], set()
+    while len(responders) < 3:
+        early.append(proc.stdout.readline())
+        assert early[-1], f"not three responders within 10 s: {early}"
+        responders.update(re.findall(r"bytes from (\S+)", early[-1]))
+    guard.cancel()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=5)
+    out = "".join(early) + out
     assert proc.returncode == 0, err
     assert "mcast-echo ping statistics" in out and out.rstrip().endswith("3 responders")
     assert "Traceback" not in err

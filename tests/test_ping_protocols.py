@@ -19,6 +19,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.ping import dialects
 from mcast_echo.wire import rfc6450, ssmping
 from netlab import Host, dual_stack_veth, no_dad
+from waiting import wait_until
 
 FAST = ["-n", "-i", "0.2", "-W", "1"]
 _labs = 0
@@ -58,13 +59,11 @@ def ping(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 
 def wait_for_port(host: Host, port: int, proc: subprocess.Popen) -> None:
     """Until something in *host* holds UDP *port* (5 s at most)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if host.run(["ss", "-Hnul", f"sport = :{port}"]).stdout.strip():
-            return
+    def listening() -> bool:
         assert proc.poll() is None, "the responder exited"
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on UDP {port} in {host.name}")
+        return bool(host.run(["ss", "-Hnul", f"sport = :{port}"]).stdout.strip())
+
+    wait_until(listening, 5, f"listener on UDP {port} in {host.name}", step=0.05)
 
 
 @pytest.fixture
