@@ -3,7 +3,7 @@ import subprocess
 import pytest
 
 from loadlab import NotifySink
-from netlab import Host, in_fresh_netns, veth
+from netlab import cabled_host, in_fresh_netns
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,11 +29,8 @@ def responder_host():
     """
     global _links
     _links += 1
-    with Host(f"responder{_links}") as host:
-        local_if = f"veth{_links}"
-        veth(local_if, f"10.66.{_links}.1/24", host, "eth0", f"10.66.{_links}.2/24")
+    with cabled_host(f"responder{_links}", f"veth{_links}", f"10.66.{_links}") as host:
         yield host, f"10.66.{_links}.1", f"10.66.{_links}.2"
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 @pytest.fixture
@@ -54,3 +51,23 @@ def sink(tmp_path):
     notify = NotifySink(tmp_path / "notify.sock")
     yield notify
     notify.close()
+
+
+@pytest.fixture
+def no_config_file(monkeypatch, tmp_path):
+    """ping takes no defaults from an installed /etc/mcast-echo.yaml: MCAST_ECHO_CONFIG names
+    an empty file. (A module asks for it with pytestmark = usefixtures("no_config_file").)"""
+    path = tmp_path / "empty.yaml"
+    path.write_text("{}\n")
+    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+
+
+@pytest.fixture(scope="module")
+def client_config(tmp_path_factory):
+    """ping takes its defaults from a file of ours -- group 224.3.29.71, port 9999 -- not from
+    an installed /etc/mcast-echo.yaml; yields its path. One per module that asks for it."""
+    path = tmp_path_factory.mktemp("client") / "mcast-echo.yaml"
+    path.write_text("group: 224.3.29.71\nport: 9999\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MCAST_ECHO_CONFIG", str(path))
+        yield str(path)

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from netlab import Host, ip, veth
+from netlab import Host, ip, unplug, veth
 from waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
@@ -324,7 +324,7 @@ class EchoLab:
     def close(self) -> None:
         self.daemon.kill()
         self.sink.close()
-        subprocess.run(["ip", "link", "del", self.local_if], capture_output=True)
+        unplug(self.local_if)
         self.host.close()
         self._tmp.cleanup()
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from waiting import wait_until
 
@@ -173,8 +174,8 @@ class Lan:
 
     def close(self) -> None:
         for port in self._ports:
-            subprocess.run(["ip", "link", "del", port], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            unplug(port)
+        unplug(self.bridge)
 
     def __enter__(self) -> Lan:
         return self
@@ -199,3 +200,28 @@ def dual_stack_veth(local_if: str, peer: Host, v4: str, v6: str) -> None:
     veth(local_if, f"{v4}.1/24", peer, "eth0", f"{v4}.2/24")
     ip("-6", "addr", "add", f"{v6}::1/64", "dev", local_if, "nodad")
     ip("-6", "addr", "add", f"{v6}::2/64", "dev", "eth0", "nodad", host=peer)
+
+
+def unplug(ifname: str) -> None:
+    """Delete a link of the test's namespace, if it is still there (a veth's peer goes too)."""
+    subprocess.run(["ip", "link", "del", ifname], capture_output=True)
+
+
+@contextmanager
+def cabled_host(name: str, local_if: str, v4: str, v6: Optional[str] = None) -> Iterator[Host]:
+    """A Host cabled to the test's namespace, *local_if* here to eth0 there: IPv4 {v4}.1 here
+    and {v4}.2 there; with *v6*, IPv6 {v6}::1 / ::2 too, every address usable at once. The
+    cable is deleted when the block ends, the host closed."""
+    if v6 is not None:
+        no_dad()
+    try:
+        with Host(name) as host:
+            if v6 is None:
+                veth(local_if, f"{v4}.1/24", host, "eth0", f"{v4}.2/24")
+            else:
+                no_dad(host)
+                dual_stack_veth(local_if, host, v4, v6)
+            yield host
+    finally:
+        unplug(local_if)
+

@@ -84,7 +84,6 @@ class StallMeter:
 
 def main() -> None:
     import signal
-    import subprocess
     import sys
     import tempfile
     import urllib.request
@@ -93,7 +92,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from daemonproc import DaemonProcess
     from loadlab import NotifySink, require_private_netns
-    from netlab import Host, veth
+    from netlab import Host, unplug, veth
 
     require_private_netns()
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 4096
@@ -148,7 +147,7 @@ def main() -> None:
                 print(f"flood for 2 s{' with scrapes back to back' if scraping else ''}: "
                       f"{echoed} of {sent} echoed ({echoed / sent:.0%}), {scrapes} scrapes")
             for away in (0.0, 3.0):  # the interface deleted, then re-created
-                subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
+                unplug("vscale")
                 time.sleep(away)  # the stimulus: how long the interface stays gone
                 a = time.monotonic()
                 veth("vscale", "10.95.0.1/24", host, "eth0", "10.95.0.2/24")
@@ -165,7 +164,7 @@ def main() -> None:
         finally:
             daemon.kill()
             sink.close()
-            subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
+            unplug("vscale")
     del urllib
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import socket
-import subprocess
 import time
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from clients import drain, echo, sender
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters, flood, flood_result, settled_counters
-from netlab import Host, ip, veth
+from netlab import Host, ip, unplug, veth
 from waiting import wait_until
 
 GROUP = "224.3.29.71"
@@ -46,7 +45,7 @@ def lab():
 
         yield host, cable, uncable
         for name in made:
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
+            unplug(name)
 
 
 def joined_on(host: Host, ifname: str) -> bool:

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemonproc import DaemonProcess
 from mcast_echo.config import describe, load_config
 from mcast_echo.schema import Metrics
-from netlab import Host, ip, veth
+from netlab import Host, ip, unplug, veth
 from waiting import wait_until
 from yardstick import allowance
 
@@ -603,7 +603,7 @@ def test_slowloris_clients_never_keep_the_scrapes_out(write_config, mode, listen
                 assert report["closed"] >= (MAX_CONNECTIONS if mode == "slow" else 1)
                 assert daemon.stop() == 0
         finally:
-            subprocess.run(["ip", "link", "del", "vslow"], capture_output=True)
+            unplug("vslow")
 
 
 # ------------------------------------------------------------------ the body at scale (#18.8)

@@ -32,11 +32,7 @@ from test_ping import PLAIN_ECHO_SERVER
 GROUP, PORT = "224.3.29.71", 9999
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(monkeypatch, tmp_path):
-    path = tmp_path / "empty.yaml"
-    path.write_text("{}\n")
-    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+pytestmark = pytest.mark.usefixtures("no_config_file")
 
 
 def mcast_echo(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:

@@ -118,14 +118,7 @@ class FakeResponder:
         self.close()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def client_config(tmp_path_factory):
-    """ping takes its defaults from a file of ours, not from an installed /etc/mcast-echo.yaml."""
-    path = tmp_path_factory.mktemp("client") / "mcast-echo.yaml"
-    path.write_text(f"group: {GROUP}\nport: {PORT}\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MCAST_ECHO_CONFIG", str(path))
-        yield str(path)
+pytestmark = pytest.mark.usefixtures("client_config")
 
 
 def ping(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

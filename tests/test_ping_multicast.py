@@ -145,12 +145,7 @@ class Responder:
         self.close()
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(monkeypatch, tmp_path):
-    """ping takes no defaults from an installed /etc/mcast-echo.yaml here."""
-    path = tmp_path / "empty.yaml"
-    path.write_text("{}\n")
-    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+pytestmark = pytest.mark.usefixtures("no_config_file")
 
 
 def ping(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

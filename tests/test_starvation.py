@@ -30,7 +30,7 @@ from loadlab import NotifySink, counters
 from mcast_echo.daemon import sendguard
 from mcast_echo.net import neigh
 from mcast_echo.wire import ssmping
-from netlab import Host, dual_stack_veth, ip, no_dad
+from netlab import cabled_host, ip, no_dad, unplug
 from waiting import wait_until
 
 PORT = 5200
@@ -89,13 +89,9 @@ def lab():
     """The responder host on a cable: IPv4 10.69.N.1 (here) <-> .2, IPv6 fd69:N::1 <-> ::2."""
     global _labs
     _labs += 1
-    no_dad()
-    with Host(f"starve{_labs}") as host:
-        no_dad(host)
-        local_if = f"vs{_labs}"
-        dual_stack_veth(local_if, host, f"10.69.{_labs}", f"fd69:{_labs}")
+    local_if = f"vs{_labs}"
+    with cabled_host(f"starve{_labs}", local_if, f"10.69.{_labs}", f"fd69:{_labs}") as host:
         yield host, local_if, _labs
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def legit_client(ipv6: bool, local: str, ifname: str) -> socket.socket:
@@ -219,7 +215,7 @@ def cable():
     ip("link", "set", "vg0", "up")
     ip("link", "set", "vg1", "up")
     yield
-    subprocess.run(["ip", "link", "del", "vg0"], capture_output=True)
+    unplug("vg0")
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
