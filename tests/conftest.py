@@ -1,9 +1,14 @@
+"""Fixtures any test file may ask for: the private-network guard, a responder host on a
+cable, a config file, a notify sink, ping's config file (none, or the default group's),
+and the seed's plain echo server on a LAN."""
+
 import subprocess
 
 import pytest
 
+from clients import PLAIN_ECHO_SERVER
 from loadlab import NotifySink
-from netlab import cabled_host, in_fresh_netns
+from netlab import ScriptOnLan, cabled_host, in_fresh_netns
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,3 +76,12 @@ def client_config(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MCAST_ECHO_CONFIG", str(path))
         yield str(path)
+
+
+@pytest.fixture
+def plain_echo():
+    """A plain echo server (the seed's) at 10.77.0.9 on a bridge with the test (10.77.0.1),
+    on the default group and port; yields the Lan."""
+    with ScriptOnLan("plain", 9, PLAIN_ECHO_SERVER, "224.3.29.71", "9999") as server:
+        yield server.lan
+

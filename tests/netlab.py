@@ -184,6 +184,49 @@ class Lan:
         self.close()
 
 
+class ScriptOnLan:
+    """Host *name* on a LAN of its own (the test's namespace is .1 on the bridge, the host
+    .*octet* on eth0), running one Python script that prints "ready" once it serves. With
+    *v6* ("fd77:" say), IPv6 too: {v6}:1 here, {v6}:*octet* there, every address usable at
+    once. Closing kills the script, then the host and the LAN."""
+
+    def __init__(self, name: str, octet: int, script: str, *args: str,
+                 v6: Optional[str] = None) -> None:
+        if v6 is not None:
+            no_dad()
+        self.lan = Lan()
+        self.host: Optional[Host] = None
+        self.proc: Optional[subprocess.Popen] = None
+        try:
+            self.host = Host(name)
+            if v6 is not None:
+                no_dad(self.host)
+            self.lan.plug(self.host, octet)
+            if v6 is not None:
+                ip("-6", "addr", "add", f"{v6}:1/64", "dev", self.lan.bridge, "nodad")
+                ip("-6", "addr", "add", f"{v6}:{octet}/64", "dev", "eth0", "nodad", host=self.host)
+            self.proc = self.host.popen([sys.executable, "-c", script, *args],
+                                        stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout.readline().strip() == "ready", f"{name}: no 'ready'"
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.host is not None:
+            self.host.close()
+        self.lan.close()
+
+    def __enter__(self) -> ScriptOnLan:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def no_dad(host: Optional[Host] = None) -> None:
     """IPv6 addresses usable at once (no duplicate address detection) in a namespace."""
     for name in ("all", "default"):

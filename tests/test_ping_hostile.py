@@ -25,7 +25,7 @@ import pytest
 
 from mcast_echo.net import errnoadvice
 from mcast_echo.ping import report as pingreport
-from netlab import Host, Lan
+from netlab import ScriptOnLan
 
 GROUP, PORT = "224.3.29.71", 9999
 TARGET = f"{GROUP}:{PORT}"
@@ -87,35 +87,11 @@ def fake_plan(**changes) -> dict:
     return plan
 
 
-class FakeResponder:
+class FakeResponder(ScriptOnLan):
     """A host "fake" at 10.77.0.9 on a bridge with the test's namespace (10.77.0.1)."""
 
     def __init__(self, **plan) -> None:
-        self.lan = Lan()
-        self.host = Host("fake")
-        try:
-            self.lan.plug(self.host, FAKE_OCTET)
-            self.proc = self.host.popen([sys.executable, "-c", FAKE_RESPONDER,
-                                         json.dumps(fake_plan(**plan))],
-                                        stdout=subprocess.PIPE, text=True)
-            assert self.proc.stdout.readline().strip() == "ready"
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        proc = getattr(self, "proc", None)
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        self.host.close()
-        self.lan.close()
-
-    def __enter__(self) -> FakeResponder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__("fake", FAKE_OCTET, FAKE_RESPONDER, json.dumps(fake_plan(**plan)))
 
 
 pytestmark = pytest.mark.usefixtures("client_config")
