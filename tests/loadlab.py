@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from netlab import Host, ip, unplug, veth
+from netlab import ClosedOnExit, Host, ip, unplug, veth
 from waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
@@ -193,7 +193,7 @@ def udp_packet(source: str, sport: int, dest: str, dport: int, payload: bytes) -
     return header + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-class ForgedSender:
+class ForgedSender(ClosedOnExit):
     """Sends UDP datagrams with any source address (a raw socket, IP_HDRINCL).
 
     The multicast route of the namespace it runs in picks the interface, so the
@@ -216,11 +216,6 @@ class ForgedSender:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> ForgedSender:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def nth_address(base: str, n: int) -> str:
@@ -298,7 +293,7 @@ class AsUser:
         return subprocess.Popen(self.command(cmd), **kw)
 
 
-class EchoLab:
+class EchoLab(ClosedOnExit):
     """For the scripts (soak, bench): a responder host on a veth, *sources* local addresses to
     send from, a config, a notify sink and the daemon. A context manager; cleans up after."""
 
@@ -328,11 +323,6 @@ class EchoLab:
         self.host.close()
         self._tmp.cleanup()
 
-    def __enter__(self) -> EchoLab:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def require_private_netns() -> None:

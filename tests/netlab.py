@@ -4,7 +4,9 @@ The whole pytest run already lives in a private network namespace (``make test``
 wraps it in ``unshare --net``); this module adds further "hosts" — each a
 namespace held open by a sleeping ``unshare --net --uts`` process — and wires
 them with veth pairs, optionally onto a bridge in the test's own namespace.
-Nothing here touches the machine's real interfaces.
+Nothing here touches the machine's real interfaces. The shapes tests ask for most:
+``cabled_host`` (a host on a cable, IPv4 or dual stack) and ``ScriptOnLan`` (a host on
+a bridge running one script, a responder of the test's own).
 
 Works as root and inside ``unshare -rn`` (a user namespace): it needs only
 ``unshare``, ``nsenter`` and ``ip``.
@@ -16,13 +18,26 @@ import os
 import subprocess
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TypeVar
 
 from waiting import wait_until
 
 # Every host gets a route for the whole multicast range on its LAN interface,
 # so "the kernel's route to the group" exists without a default route.
 MULTICAST_RANGE = "224.0.0.0/4"
+
+
+Closable = TypeVar("Closable", bound="ClosedOnExit")
+
+
+class ClosedOnExit:
+    """A context manager for what has close(): the block's end closes it."""
+
+    def __enter__(self: Closable) -> Closable:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def own_netns() -> str:
@@ -50,7 +65,7 @@ def ip(*args: str, host: Optional[Host] = None) -> str:
     return done.stdout
 
 
-class Host:
+class Host(ClosedOnExit):
     """A network namespace (with its own host name) that stands for one machine."""
 
     def __init__(self, name: str) -> None:
@@ -106,11 +121,6 @@ class Host:
             self._holder.kill()
         self._holder.wait()
 
-    def __enter__(self) -> Host:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def parse_proc_net_igmp(text: str) -> list[tuple[str, str]]:
@@ -145,7 +155,7 @@ def veth(local_if: str, local_addr: str, peer: Host, peer_if: str, peer_addr: st
     configure(peer_if, peer_addr, host=peer)
 
 
-class Lan:
+class Lan(ClosedOnExit):
     """A bridge in the test's namespace: a switch that hosts plug into (IGMP snooping off)."""
 
     _count = 0
@@ -177,14 +187,9 @@ class Lan:
             unplug(port)
         unplug(self.bridge)
 
-    def __enter__(self) -> Lan:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
-class ScriptOnLan:
+class ScriptOnLan(ClosedOnExit):
     """Host *name* on a LAN of its own (the test's namespace is .1 on the bridge, the host
     .*octet* on eth0), running one Python script that prints "ready" once it serves. With
     *v6* ("fd77:" say), IPv6 too: {v6}:1 here, {v6}:*octet* there, every address usable at
@@ -220,11 +225,6 @@ class ScriptOnLan:
             self.host.close()
         self.lan.close()
 
-    def __enter__(self) -> ScriptOnLan:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def no_dad(host: Optional[Host] = None) -> None:
