@@ -29,8 +29,6 @@ from waiting import wait_until
 TESTS = Path(__file__).resolve().parent
 FLOOD = TESTS / "flood.py"
 
-SO_PASSCRED = getattr(socket, "SO_PASSCRED", 16)
-
 
 class NotifySink:
     """systemd's side of NOTIFY_SOCKET, on a *path*: reachable from every network namespace.
