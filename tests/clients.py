@@ -1,9 +1,26 @@
-"""Plain-socket clients, as the seed's client was: send to the group, read the echo."""
+"""Plain sockets, as the seed had them: a client that sends to the group and reads the echo,
+and the seed's echo server (PLAIN_ECHO_SERVER, a script to run on another host)."""
 
 from __future__ import annotations
 
 import socket
+import textwrap
 from typing import Optional
+
+# The seed's server: bind the port, join, echo each datagram back with recvfrom/sendto.
+PLAIN_ECHO_SERVER = textwrap.dedent("""
+    import socket, struct, sys
+    group, port = sys.argv[1], int(sys.argv[2])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", port))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                    struct.pack("4sl", socket.inet_aton(group), socket.INADDR_ANY))
+    print("ready", flush=True)
+    while True:
+        data, address = sock.recvfrom(65535)
+        sock.sendto(data, address)
+""")
 
 
 def sender(local_addr: str, ttl: int = 1, timeout: float = 2.0) -> socket.socket:

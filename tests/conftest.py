@@ -1,9 +1,14 @@
+"""Fixtures any test file may ask for: the private-network guard, a responder host on a
+cable, a config file, a notify sink, ping's config file (none, or the default group's),
+and the seed's plain echo server on a LAN."""
+
 import subprocess
 
 import pytest
 
+from clients import PLAIN_ECHO_SERVER
 from loadlab import NotifySink
-from netlab import Host, in_fresh_netns, veth
+from netlab import ScriptOnLan, cabled_host, in_fresh_netns
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,11 +34,8 @@ def responder_host():
     """
     global _links
     _links += 1
-    with Host(f"responder{_links}") as host:
-        local_if = f"veth{_links}"
-        veth(local_if, f"10.66.{_links}.1/24", host, "eth0", f"10.66.{_links}.2/24")
+    with cabled_host(f"responder{_links}", f"veth{_links}", f"10.66.{_links}") as host:
         yield host, f"10.66.{_links}.1", f"10.66.{_links}.2"
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 @pytest.fixture
@@ -54,3 +56,32 @@ def sink(tmp_path):
     notify = NotifySink(tmp_path / "notify.sock")
     yield notify
     notify.close()
+
+
+@pytest.fixture
+def no_config_file(monkeypatch, tmp_path):
+    """ping takes no defaults from an installed /etc/mcast-echo.yaml: MCAST_ECHO_CONFIG names
+    an empty file. (A module asks for it with pytestmark = usefixtures("no_config_file").)"""
+    path = tmp_path / "empty.yaml"
+    path.write_text("{}\n")
+    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+
+
+@pytest.fixture(scope="module")
+def client_config(tmp_path_factory):
+    """ping takes its defaults from a file of ours -- group 224.3.29.71, port 9999 -- not from
+    an installed /etc/mcast-echo.yaml; yields its path. One per module that asks for it."""
+    path = tmp_path_factory.mktemp("client") / "mcast-echo.yaml"
+    path.write_text("group: 224.3.29.71\nport: 9999\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MCAST_ECHO_CONFIG", str(path))
+        yield str(path)
+
+
+@pytest.fixture
+def plain_echo():
+    """A plain echo server (the seed's) at 10.77.0.9 on a bridge with the test (10.77.0.1),
+    on the default group and port; yields the Lan."""
+    with ScriptOnLan("plain", 9, PLAIN_ECHO_SERVER, "224.3.29.71", "9999") as server:
+        yield server.lan
+

@@ -4,10 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from waiting import wait_until
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -86,20 +87,7 @@ def exited(pid: int) -> bool:
 
 def wait_exited(pid, timeout=5.0) -> float:
     """Seconds until *pid* has exited; fails after *timeout*."""
-    start = time.monotonic()
-    while not exited(pid):
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"pid {pid} still running after {timeout} s")
-        time.sleep(0.002)
-    return time.monotonic() - start
-
-
-def wait_until(condition, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        time.sleep(0.02)
+    return wait_until(lambda: exited(pid), timeout, f"exit of pid {pid}", step=0.002)
 
 
 def running_pid(pidfile: Path) -> int:

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import select
 import socket
 import sys
 import time
@@ -81,12 +82,9 @@ def main() -> int:
             pass
     # a last look for echoes still on their way
     linger = time.monotonic() + (0 if args.no_read else 0.3)
-    while time.monotonic() < linger:
-        try:
-            data = sock.recv(65535)
-        except BlockingIOError:
-            time.sleep(0.005)
-            continue
+    while (time.monotonic() < linger
+           and select.select([sock], [], [], max(0.0, linger - time.monotonic()))[0]):
+        data = sock.recv(65535)
         echoes += 1
         echoed_bytes += len(data)
     seconds = min(time.monotonic(), deadline) - start

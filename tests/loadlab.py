@@ -23,12 +23,11 @@ from typing import Callable, Optional
 
 import pytest
 
-from netlab import Host, ip, veth
+from netlab import ClosedOnExit, Host, ip, unplug, veth
+from waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
 FLOOD = TESTS / "flood.py"
-
-SO_PASSCRED = getattr(socket, "SO_PASSCRED", 16)
 
 
 class NotifySink:
@@ -110,17 +109,28 @@ def parse_status(text: str) -> dict[str, int]:
     return counts
 
 
-def counters(daemon, sink: NotifySink, timeout: float = 5, settle: float = 0.0) -> dict[str, int]:
+def counters(daemon, sink: NotifySink, timeout: float = 5) -> dict[str, int]:
     """The daemon's counters right now: a SIGHUP with the same file makes it send READY=1 with
     a fresh STATUS (and logs 'reloaded:'), so we need not wait for the STATUS timer."""
     import signal
 
-    if settle:
-        time.sleep(settle)
     sink.drain()
     daemon.send_signal(signal.SIGHUP)
     fields = sink.wait(lambda f: "READY" in f, timeout, "READY=1 after SIGHUP")
     return parse_status(fields["STATUS"])
+
+
+def settled_counters(daemon, sink: NotifySink, timeout: float = 5) -> dict[str, int]:
+    """The daemon's counters once it has caught up with what was sent: two readings in a row
+    that agree (nothing was read or answered between them)."""
+    readings = [counters(daemon, sink, timeout)]
+
+    def agree() -> bool:
+        readings.append(counters(daemon, sink, timeout))
+        return readings[-1] == readings[-2]
+
+    wait_until(agree, timeout, "two equal readings of the counters")
+    return readings[-1]
 
 
 def ifname_of(address: str, host: Optional[Host] = None) -> str:
@@ -181,7 +191,7 @@ def udp_packet(source: str, sport: int, dest: str, dport: int, payload: bytes) -
     return header + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-class ForgedSender:
+class ForgedSender(ClosedOnExit):
     """Sends UDP datagrams with any source address (a raw socket, IP_HDRINCL).
 
     The multicast route of the namespace it runs in picks the interface, so the
@@ -204,26 +214,10 @@ class ForgedSender:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> ForgedSender:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def nth_address(base: str, n: int) -> str:
     return socket.inet_ntoa(struct.pack("!I", struct.unpack("!I", socket.inet_aton(base))[0] + n))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> float:
-    """Seconds until *predicate* held; raises AssertionError after *timeout*."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
 
 
 @functools.cache
@@ -297,7 +291,7 @@ class AsUser:
         return subprocess.Popen(self.command(cmd), **kw)
 
 
-class EchoLab:
+class EchoLab(ClosedOnExit):
     """For the scripts (soak, bench): a responder host on a veth, *sources* local addresses to
     send from, a config, a notify sink and the daemon. A context manager; cleans up after."""
 
@@ -323,15 +317,10 @@ class EchoLab:
     def close(self) -> None:
         self.daemon.kill()
         self.sink.close()
-        subprocess.run(["ip", "link", "del", self.local_if], capture_output=True)
+        unplug(self.local_if)
         self.host.close()
         self._tmp.cleanup()
 
-    def __enter__(self) -> EchoLab:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def require_private_netns() -> None:

@@ -4,7 +4,9 @@ The whole pytest run already lives in a private network namespace (``make test``
 wraps it in ``unshare --net``); this module adds further "hosts" — each a
 namespace held open by a sleeping ``unshare --net --uts`` process — and wires
 them with veth pairs, optionally onto a bridge in the test's own namespace.
-Nothing here touches the machine's real interfaces.
+Nothing here touches the machine's real interfaces. The shapes tests ask for most:
+``cabled_host`` (a host on a cable, IPv4 or dual stack) and ``ScriptOnLan`` (a host on
+a bridge running one script, a responder of the test's own).
 
 Works as root and inside ``unshare -rn`` (a user namespace): it needs only
 ``unshare``, ``nsenter`` and ``ip``.
@@ -15,12 +17,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional, TypeVar
+
+from waiting import wait_until
 
 # Every host gets a route for the whole multicast range on its LAN interface,
 # so "the kernel's route to the group" exists without a default route.
 MULTICAST_RANGE = "224.0.0.0/4"
+
+
+Closable = TypeVar("Closable", bound="ClosedOnExit")
+
+
+class ClosedOnExit:
+    """A context manager for what has close(): the block's end closes it."""
+
+    def __enter__(self: Closable) -> Closable:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def own_netns() -> str:
@@ -48,7 +65,7 @@ def ip(*args: str, host: Optional[Host] = None) -> str:
     return done.stdout
 
 
-class Host:
+class Host(ClosedOnExit):
     """A network namespace (with its own host name) that stands for one machine."""
 
     def __init__(self, name: str) -> None:
@@ -59,19 +76,22 @@ class Host:
             stdin=subprocess.DEVNULL,
         )
         self.pid = self._holder.pid
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                netns = os.readlink(f"/proc/{self.pid}/ns/net")
-                if netns != own_netns() and self._comm() == "sleep":
-                    return
-            except FileNotFoundError:
-                pass
-            if self._holder.poll() is not None:
-                raise RuntimeError(f"host {name}: unshare exited {self._holder.returncode}")
-            time.sleep(0.01)
-        self.close()
-        raise RuntimeError(f"host {name}: namespace not ready within 5 s")
+        try:
+            wait_until(self._ready, 5, f"namespace ready for host {name}")
+        except AssertionError as e:
+            self.close()
+            raise RuntimeError(f"host {name}: {e}") from None
+
+    def _ready(self) -> bool:
+        """The holder sleeps in a namespace of its own; RuntimeError if it exited instead."""
+        try:
+            if os.readlink(f"/proc/{self.pid}/ns/net") != own_netns() and self._comm() == "sleep":
+                return True
+        except FileNotFoundError:
+            pass
+        if self._holder.poll() is not None:
+            raise RuntimeError(f"host {self.name}: unshare exited {self._holder.returncode}")
+        return False
 
     def _comm(self) -> str:
         with open(f"/proc/{self.pid}/comm") as f:
@@ -101,11 +121,6 @@ class Host:
             self._holder.kill()
         self._holder.wait()
 
-    def __enter__(self) -> Host:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def parse_proc_net_igmp(text: str) -> list[tuple[str, str]]:
@@ -140,7 +155,7 @@ def veth(local_if: str, local_addr: str, peer: Host, peer_if: str, peer_addr: st
     configure(peer_if, peer_addr, host=peer)
 
 
-class Lan:
+class Lan(ClosedOnExit):
     """A bridge in the test's namespace: a switch that hosts plug into (IGMP snooping off)."""
 
     _count = 0
@@ -169,14 +184,47 @@ class Lan:
 
     def close(self) -> None:
         for port in self._ports:
-            subprocess.run(["ip", "link", "del", port], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            unplug(port)
+        unplug(self.bridge)
 
-    def __enter__(self) -> Lan:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+class ScriptOnLan(ClosedOnExit):
+    """Host *name* on a LAN of its own (the test's namespace is .1 on the bridge, the host
+    .*octet* on eth0), running one Python script that prints "ready" once it serves. With
+    *v6* ("fd77:" say), IPv6 too: {v6}:1 here, {v6}:*octet* there, every address usable at
+    once. Closing kills the script, then the host and the LAN."""
+
+    def __init__(self, name: str, octet: int, script: str, *args: str,
+                 v6: Optional[str] = None) -> None:
+        if v6 is not None:
+            no_dad()
+        self.lan = Lan()
+        self.host: Optional[Host] = None
+        self.proc: Optional[subprocess.Popen] = None
+        try:
+            self.host = Host(name)
+            if v6 is not None:
+                no_dad(self.host)
+            self.lan.plug(self.host, octet)
+            if v6 is not None:
+                ip("-6", "addr", "add", f"{v6}:1/64", "dev", self.lan.bridge, "nodad")
+                ip("-6", "addr", "add", f"{v6}:{octet}/64", "dev", "eth0", "nodad", host=self.host)
+            self.proc = self.host.popen([sys.executable, "-c", script, *args],
+                                        stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout.readline().strip() == "ready", f"{name}: no 'ready'"
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.host is not None:
+            self.host.close()
+        self.lan.close()
+
 
 
 def no_dad(host: Optional[Host] = None) -> None:
@@ -195,3 +243,28 @@ def dual_stack_veth(local_if: str, peer: Host, v4: str, v6: str) -> None:
     veth(local_if, f"{v4}.1/24", peer, "eth0", f"{v4}.2/24")
     ip("-6", "addr", "add", f"{v6}::1/64", "dev", local_if, "nodad")
     ip("-6", "addr", "add", f"{v6}::2/64", "dev", "eth0", "nodad", host=peer)
+
+
+def unplug(ifname: str) -> None:
+    """Delete a link of the test's namespace, if it is still there (a veth's peer goes too)."""
+    subprocess.run(["ip", "link", "del", ifname], capture_output=True)
+
+
+@contextmanager
+def cabled_host(name: str, local_if: str, v4: str, v6: Optional[str] = None) -> Iterator[Host]:
+    """A Host cabled to the test's namespace, *local_if* here to eth0 there: IPv4 {v4}.1 here
+    and {v4}.2 there; with *v6*, IPv6 {v6}::1 / ::2 too, every address usable at once. The
+    cable is deleted when the block ends, the host closed."""
+    if v6 is not None:
+        no_dad()
+    try:
+        with Host(name) as host:
+            if v6 is None:
+                veth(local_if, f"{v4}.1/24", host, "eth0", f"{v4}.2/24")
+            else:
+                no_dad(host)
+                dual_stack_veth(local_if, host, v4, v6)
+            yield host
+    finally:
+        unplug(local_if)
+

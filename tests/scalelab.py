@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Optional, Sequence
 
+from waiting import wait_until
+
 PING_INTERVAL = 0.002  # seconds between probes: 500 a second, inside the default rate limit
 
 
@@ -71,12 +73,8 @@ class StallMeter:
         return max(b - a for a, b in zip(times, times[1:]))
 
     def wait_echoes(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         target = len(self.echoes) + count
-        while len(self.echoes) < target:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"fewer than {count} echoes within {timeout} s")
-            time.sleep(0.01)
+        wait_until(lambda: len(self.echoes) >= target, timeout, f"{count} echoes")
 
     def close(self) -> None:
         self._stop.set()
@@ -86,7 +84,6 @@ class StallMeter:
 
 def main() -> None:
     import signal
-    import subprocess
     import sys
     import tempfile
     import urllib.request
@@ -95,7 +92,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from daemonproc import DaemonProcess
     from loadlab import NotifySink, require_private_netns
-    from netlab import Host, veth
+    from netlab import Host, unplug, veth
 
     require_private_netns()
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 4096
@@ -116,7 +113,7 @@ def main() -> None:
             meter = StallMeter("10.95.0.1", "239.20.0.1", port, seconds=60)
             meter.wait_echoes(200, 10)
             a = time.monotonic()
-            time.sleep(3)  # several membership checks
+            time.sleep(3)  # the window measured: several membership checks
             print(f"membership checks: worst gap {meter.worst_gap(a, time.monotonic()) * 1000:.0f}"
                   f" ms over 3 s, {len(meter.echoes)}/{meter.sent} echoed")
             mark = daemon.mark()
@@ -126,7 +123,7 @@ def main() -> None:
             daemon.send_signal(signal.SIGHUP)
             daemon.wait_for("reloaded:", start=mark, timeout=60)
             b = time.monotonic()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the window measured: the reload's aftermath
             print(f"reload: {b - a:.2f} s, worst gap "
                   f"{meter.worst_gap(a, time.monotonic()) * 1000:.0f} ms")
             for how, flags in (("plain", []), ("gzip", ["--compressed"])):
@@ -139,7 +136,7 @@ def main() -> None:
                         sizes.append(size)
                 b = time.monotonic()
                 cpu = daemon_cpu(daemon.pid) - cpu
-                time.sleep(0.2)  # the last echoes in flight
+                time.sleep(0.2)  # the window measured: the last echoes in flight
                 print(f"5 {how} scrapes of {sizes[0]} bytes: {b - a:.2f} s, daemon CPU "
                       f"{cpu / 5 * 1000:.0f} ms a scrape, worst gap "
                       f"{meter.worst_gap(a, b) * 1000:.0f} ms, "
@@ -150,8 +147,8 @@ def main() -> None:
                 print(f"flood for 2 s{' with scrapes back to back' if scraping else ''}: "
                       f"{echoed} of {sent} echoed ({echoed / sent:.0%}), {scrapes} scrapes")
             for away in (0.0, 3.0):  # the interface deleted, then re-created
-                subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
-                time.sleep(away)
+                unplug("vscale")
+                time.sleep(away)  # the stimulus: how long the interface stays gone
                 a = time.monotonic()
                 veth("vscale", "10.95.0.1/24", host, "eth0", "10.95.0.2/24")
                 meter = StallMeter("10.95.0.1", "239.20.0.1", port, seconds=30)
@@ -167,7 +164,7 @@ def main() -> None:
         finally:
             daemon.kill()
             sink.close()
-            subprocess.run(["ip", "link", "del", "vscale"], capture_output=True)
+            unplug("vscale")
     del urllib
 
 
@@ -213,7 +210,7 @@ def flood(host, local: str, group: tuple[str, int], scraping: bool,
                 sock.sendto(b"flood", group)
                 sent += 1
             except OSError:  # ENOBUFS: the device queue is full
-                time.sleep(0.0005)
+                time.sleep(0.0005)  # the flood's pace when the device is full
     stop.set()
     for thread in threads:
         thread.join(30)

@@ -19,8 +19,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from loadlab import EchoLab, counters, flood, flood_result, require_private_netns  # noqa: E402
+from loadlab import (  # noqa: E402
+    EchoLab,
+    counters,
+    flood,
+    flood_result,
+    require_private_netns,
+    settled_counters,
+)
 from mcast_echo.wire import probe  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 GROUP, PORT = "224.3.29.71", 9999
 SIZES = "64,64,64,512,64,1400,64,8000"  # mostly small: the most datagrams per second
@@ -80,9 +88,8 @@ def main() -> int:
         warm = [flood(None, GROUP, PORT, s, 2, 200_000, SIZES, probes=True) for s in lab.sources]
         for proc in warm:
             flood_result(proc)
-        time.sleep(0.5)
+        start_counts = settled_counters(daemon, lab.sink)  # the warm-up all handled
         before = daemon.rss_kib()
-        start_counts = counters(daemon, lab.sink)
         start_overflow = udp_receive_buffer_errors(lab)
 
         t0 = time.monotonic()
@@ -100,15 +107,17 @@ def main() -> int:
                 print(f"  {time.monotonic() - t0:5.0f} s  RSS {daemon.rss_kib()} KiB  "
                       f"{lab.sink.last_status or ''}")
                 next_report += 10
-            time.sleep(0.2)
+            try:
+                daemon.proc.wait(0.2)  # a sample every 0.2 s, unless the daemon exits
+            except subprocess.TimeoutExpired:
+                pass
             if time.monotonic() > t0 + args.seconds + 30:
                 failures.append("senders did not stop")
                 break
         results = [flood_result(p, timeout=10) for p in senders]
         elapsed = time.monotonic() - t0
-        time.sleep(0.5)
+        end_counts = settled_counters(daemon, lab.sink)  # the flood all handled
         after = daemon.rss_kib()
-        end_counts = counters(daemon, lab.sink)
         overflow = udp_receive_buffer_errors(lab) - start_overflow
         answered, how = probe_answered(lab.sources[0], "soak")
 
@@ -135,9 +144,11 @@ def main() -> int:
             failures.append("nothing echoed")
 
         # SIGTERM in the middle of a flood
+        before_term = counters(daemon, lab.sink)["received"]
         senders = [flood(None, GROUP, PORT, s, 4, PER_SENDER_COUNT, SIZES)
                    for s in lab.sources]
-        time.sleep(1.5)
+        wait_until(lambda: counters(daemon, lab.sink)["received"] > before_term + 10_000, 10,
+                   "10,000 datagrams of the flood received")
         mark = daemon.mark()
         t_term = time.monotonic()
         daemon.send_signal(signal.SIGTERM)

@@ -8,13 +8,12 @@ bytes is 1.0 for every datagram, whatever the host name.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 from clients import sender
 from daemonproc import DaemonProcess
 from mcast_echo.wire import probe
-from netlab import Host, veth
+from netlab import Host, unplug, veth
 
 GROUP = "224.3.29.71"
 PORT = 9999
@@ -56,4 +55,4 @@ def test_no_reply_is_larger_than_its_request_even_with_a_64_character_host_name(
             assert ("h" * 64) in {name for _, name in with_trailer}  # whole when it fits
         finally:
             daemon.kill()
-            subprocess.run(["ip", "link", "del", "vamp0"], capture_output=True)
+            unplug("vamp0")

@@ -30,7 +30,7 @@ import pytest
 from clients import echo, sender
 from daemonproc import DaemonProcess
 from loadlab import AsUser, can_become_another_user
-from netlab import Host, veth
+from netlab import Host, unplug, veth
 from yardstick import allowance
 
 EX_CONFIG = 78
@@ -364,7 +364,7 @@ def nobody_daemon():
             yield daemon, host, path
         finally:
             daemon.kill()
-            subprocess.run(["ip", "link", "del", "vhup"], capture_output=True)
+            unplug("vhup")
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()
             shutil.rmtree(directory, ignore_errors=True)

@@ -27,9 +27,9 @@ from detached import (
     serve_command,
     stop,
     wait_exited,
-    wait_until,
 )
 from netlab import local_igmp_groups
+from waiting import wait_until
 from yardstick import allowance
 
 

@@ -1,6 +1,7 @@
 """End to end: the daemon on one namespaced host, a plain socket client on another."""
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -53,19 +54,20 @@ def test_empty_datagrams_do_not_stop_it(running):
 
 def test_another_group_on_the_same_port_gets_no_echo(running):
     daemon, host, local, remote, _ = running
-    # A second socket on the responder host joins another group on the same port:
-    # the daemon must still not answer datagrams sent to that group.
-    listener = host.popen(["python3", "-c", f"""
-import socket, struct, time
+    # A second socket on the responder host joins another group: datagrams to that group on
+    # the daemon's port now reach the host, and the daemon must still not answer them. (It
+    # binds a port of its own: the daemon's, held without share_port, would be refused.)
+    listener = host.popen(["python3", "-c", """
+import socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", {PORT}))
+s.bind(("", 0))
 s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
              struct.pack("4s4si", socket.inet_aton("224.3.29.72"), bytes(4), 0))
-time.sleep(5)
-"""])
+print("joined", flush=True)
+sys.stdin.read()  # holds the membership until the test closes stdin
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)
+        assert listener.stdout.readline() == "joined\n"
         with sender(local) as sock:
             assert echo(sock, b"not for you", "224.3.29.72", PORT, timeout=0.5) is None
             assert echo(sock, b"for you", GROUP, PORT) == (b"for you", (remote, PORT))
@@ -117,9 +119,11 @@ while time.monotonic() < end and n < 3_000_000:
     except OSError:
         pass
     n += 1
-"""])
+    if n == 10_000:
+        print("flooding", flush=True)
+"""], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let the flood build up
+        assert flood.stdout.readline() == "flooding\n"  # 10,000 sent: the flood is on
         start = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.stop(timeout=5) == 0, daemon.log

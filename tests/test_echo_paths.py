@@ -17,9 +17,9 @@ import pytest
 
 from clients import sender
 from daemonproc import DaemonProcess
-from loadlab import wait_until
 from mcast_echo.daemon import echopath, receivetimes
 from mcast_echo.net import ancillary, mcast, mmsg
+from waiting import wait_until
 
 GROUP = "224.3.29.71"
 

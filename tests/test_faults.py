@@ -10,15 +10,15 @@ from __future__ import annotations
 import itertools
 import shutil
 import socket
-import subprocess
 import time
 
 import pytest
 
 from clients import drain, echo, sender
 from daemonproc import DaemonProcess
-from loadlab import NotifySink, counters, flood, flood_result, wait_until
-from netlab import Host, ip, veth
+from loadlab import NotifySink, counters, flood, flood_result, settled_counters
+from netlab import Host, ip, unplug, veth
+from waiting import wait_until
 
 GROUP = "224.3.29.71"
 PORT = 9999
@@ -45,7 +45,7 @@ def lab():
 
         yield host, cable, uncable
         for name in made:
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
+            unplug(name)
 
 
 def joined_on(host: Host, ifname: str) -> bool:
@@ -78,7 +78,8 @@ def test_interface_missing_at_start_is_waited_for(lab, write_config, sink):
         line = daemon.wait_for("waiting for eth1 (no such device)")
         assert "WARNING" in line
         # Retries come 0.1, 0.3, 0.7, 1.5, 2.5, 3.5 ... s after the start: appear just after
-        # one, so the next is a whole ceiling (1 s) away -- the worst case, measured.
+        # one, so the next is a whole ceiling (1 s) away -- the worst case, measured. The
+        # sleep is the stimulus (where in the retry schedule eth1 appears), not a wait.
         time.sleep(2.6)
         assert daemon.proc.poll() is None
         t0 = time.monotonic()
@@ -109,7 +110,7 @@ def test_interface_down_at_start_answers_once_up(lab, write_config, sink):
         daemon.wait_for("ready:")
         with sender(local) as sock:
             assert echo(sock, b"down", GROUP, PORT, timeout=0.3) is None
-        time.sleep(1.0)
+        time.sleep(1.0)  # the stimulus: eth1 stays down a while (retries back off), not a wait
         assert daemon.proc.poll() is None
         t0 = time.monotonic()
         ip("link", "set", "eth1", "up", host=host)
@@ -139,7 +140,7 @@ def test_interface_deleted_and_recreated(lab, write_config, sink, interface):
             mark = daemon.mark()
             uncable()
             if pause:
-                time.sleep(pause)
+                time.sleep(pause)  # the stimulus: how long eth0 stays gone, not a wait
                 daemon.wait_for("lost eth0", start=mark, timeout=2)
             t0 = time.monotonic()
             cable("eth0")
@@ -219,7 +220,7 @@ def test_down_then_up_still_answers(lab, write_config, sink):
         times = []
         for down_for in (0.2, 1.5):
             ip("link", "set", "eth0", "down", host=host)
-            time.sleep(down_for)
+            time.sleep(down_for)  # the stimulus: how long eth0 stays down, not a wait
             ip("link", "set", "eth0", "up", host=host)
             times.append(echoes_within(local, REJOIN_LIMIT))
         print("down/up: echoing again " + ", ".join(f"{t * 1000:.0f} ms" for t in times)
@@ -242,7 +243,7 @@ def test_enobufs_with_a_tiny_send_buffer_under_flood(lab, write_config, sink):
         result = flood_result(flood(None, GROUP, PORT, local, seconds=2, count=200_000,
                                     sizes="30000,64"))
         assert daemon.proc.poll() is None, daemon.log
-        counts = counters(daemon, sink, settle=0.3)
+        counts = settled_counters(daemon, sink)
         print(f"flood with send_buffer 1KiB: {result}; daemon: {counts}")
         assert counts.get("send-error", 0) > 0, counts
         assert counts["echoed"] > 0 and counts["echoed"] <= result["echoes"] + 1
@@ -330,7 +331,7 @@ def test_port_unreachable_from_a_gone_client_is_harmless(lab, write_config, sink
                 gone.bind((local, 0))
                 gone.sendto(b"bye%d" % i, (GROUP, PORT))
         echoes_within(local, 1, b"still here")
-        counts = counters(daemon, sink, settle=0.2)
+        counts = settled_counters(daemon, sink)
         assert counts["received"] == counts["echoed"] >= 301 and counts["dropped"] == 0, counts
     finally:
         daemon.kill()

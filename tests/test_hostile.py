@@ -374,7 +374,7 @@ def test_rate_limit_drops_what_is_over_the_rate(responder_host, write_config, si
         with sender(other) as sock:  # another source has its own bucket
             for i in range(20):
                 assert echo(sock, b"o%d" % i, GROUP, PORT) is not None
-        time.sleep(0.3)
+        time.sleep(0.3)  # the stimulus: the bucket refills; what came back is measured below
         with sender(local) as sock:  # the first source has refilled at 10/s since its last pass
             again_start = time.monotonic()
             for i in range(30):

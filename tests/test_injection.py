@@ -28,15 +28,15 @@ from daemonproc import DaemonProcess
 from loadlab import (
     ForgedSender,
     NotifySink,
-    counters,
     ifname_of,
     parse_status,
+    settled_counters,
     udp_packet,
-    wait_until,
 )
 from mcast_echo.daemon.policy import Policy
 from mcast_echo.wire import ssmping
-from netlab import Host, dual_stack_veth, ip, no_dad
+from netlab import Host, cabled_host, ip, no_dad
+from waiting import wait_until
 
 GROUP = "224.0.0.250"  # link-local, and no protocol's: an operator may mean it
 PORT = 9999
@@ -88,8 +88,7 @@ def test_a_frame_from_0_0_0_0_is_not_echoed_into_loopback(responder_host, write_
             assert reply is not None and reply[0] == b"data", daemon.log
         for _ in range(3):
             send_frame(ifname_of(local), "0.0.0.0", VICTIM_PORT, GROUP, PORT, b"inject")
-        time.sleep(0.3)
-        counts = counters(daemon, sink)
+        counts = settled_counters(daemon, sink)
         out, _ = victim.communicate(timeout=10)
         assert out.strip() == "0", f"the loopback service received {out.strip()!r}"
         assert counts["received"] == 4 and counts["echoed"] == 1, counts
@@ -198,16 +197,12 @@ def own_lab():
     global _own_labs
     _own_labs += 1
     n = _own_labs
-    no_dad()
-    with Host(f"own{n}") as host:
-        no_dad(host)
-        local_if = f"vown{n}"
-        dual_stack_veth(local_if, host, f"10.72.{n}", f"fd72:{n}")
+    local_if = f"vown{n}"
+    with cabled_host(f"own{n}", local_if, f"10.72.{n}", f"fd72:{n}") as host:
         fields = ip("-6", "-o", "addr", "show", "dev", "eth0", "scope", "link", host=host).split()
         link_local = fields[fields.index("inet6") + 1].split("/")[0]
         yield OwnLab(host, local_if, socket.if_nametoindex(local_if), f"10.72.{n}.1",
                      f"fd72:{n}::1", f"10.72.{n}.2", f"fd72:{n}::2", link_local)
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def serve_own(lab: OwnLab, write_config, sink: NotifySink) -> DaemonProcess:

@@ -17,8 +17,9 @@ import time
 import pytest
 
 from daemonproc import DaemonProcess
-from loadlab import NotifySink, counters, wait_until
-from netlab import Host, Lan, dual_stack_veth, ip, no_dad, veth
+from loadlab import NotifySink, counters
+from netlab import Host, Lan, cabled_host, ip, unplug, veth
+from waiting import wait_until
 from yardstick import allowance
 
 PORT = 5000
@@ -32,14 +33,10 @@ def lab():
     v6 (local, remote))."""
     global _labs
     _labs += 1
-    no_dad()
-    with Host(f"resp{_labs}") as host:
-        no_dad(host)
-        local_if = f"vl{_labs}"
-        dual_stack_veth(local_if, host, f"10.68.{_labs}", f"fd68:{_labs}")
+    local_if = f"vl{_labs}"
+    with cabled_host(f"resp{_labs}", local_if, f"10.68.{_labs}", f"fd68:{_labs}") as host:
         yield (host, local_if, (f"10.68.{_labs}.1", f"10.68.{_labs}.2"),
                (f"fd68:{_labs}::1", f"fd68:{_labs}::2"))
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def v4_client(local: str, ttl: int = 1, timeout: float = 1.0) -> socket.socket:
@@ -144,7 +141,7 @@ def test_interface_all_joins_every_interface_and_one_added_later(lab, write_conf
         assert "239.2.2.2:5000 on eth0, eth1: received 2, echoed 2" in status, status
     finally:
         daemon.kill()
-        subprocess.run(["ip", "link", "del", second], capture_output=True)
+        unplug(second)
 
 
 def test_interface_by_address_ipv4_and_ipv6(lab, write_config, sink):
@@ -331,13 +328,18 @@ def test_a_reload_that_adds_and_removes_listeners_loses_nothing_on_an_unchanged_
         sent = received = 0
         stop = threading.Event()
 
+        def reload_once(text: str) -> None:
+            """A reload once 100 more echoes came: each one happens under load."""
+            echoed = received
+            wait_until(lambda: received >= echoed + 100, 2, "100 echoes before a reload")
+            mark = daemon.mark()
+            write_config(text)
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("reloaded:", start=mark, timeout=2)
+
         def reload_twice() -> None:
-            time.sleep(0.5)
-            write_config(base + "  - group: 239.5.5.3\n  - group: 239.5.5.4\n")
-            daemon.send_signal(signal.SIGHUP)
-            time.sleep(0.5)
-            write_config(base + "  - group: 239.5.5.2\n")
-            daemon.send_signal(signal.SIGHUP)
+            reload_once(base + "  - group: 239.5.5.3\n  - group: 239.5.5.4\n")
+            reload_once(base + "  - group: 239.5.5.2\n")
             stop.set()
 
         with v4_client(local, timeout=0.5) as sock:
@@ -469,7 +471,7 @@ def test_interface_all_writes_one_line_per_interface_event_not_one_per_listener(
         assert status.startswith("40 listeners, 40 joined"), status
     finally:
         daemon.kill()
-        subprocess.run(["ip", "link", "del", second], capture_output=True)
+        unplug(second)
 
 
 def test_status_says_which_joins_are_pending():

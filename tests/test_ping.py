@@ -9,8 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,30 +23,8 @@ from netlab import Host, Lan, configure, ip
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
 
-# The seed's server: bind the port, join, echo each datagram back with recvfrom/sendto.
-PLAIN_ECHO_SERVER = textwrap.dedent("""
-    import socket, struct, sys
-    group, port = sys.argv[1], int(sys.argv[2])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", port))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                    struct.pack("4sl", socket.inet_aton(group), socket.INADDR_ANY))
-    print("ready", flush=True)
-    while True:
-        data, address = sock.recvfrom(65535)
-        sock.sendto(data, address)
-""")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def client_config(tmp_path_factory):
-    """ping takes its defaults from a file of ours, not from an installed /etc/mcast-echo.yaml."""
-    path = tmp_path_factory.mktemp("client") / "mcast-echo.yaml"
-    path.write_text(f"group: {GROUP}\nport: {PORT}\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MCAST_ECHO_CONFIG", str(path))
-        yield str(path)
+pytestmark = pytest.mark.usefixtures("client_config")
 
 
 def ping(*args: str, host: Host | None = None, timeout: float = 30,
@@ -211,9 +188,17 @@ def test_ctrl_c_prints_the_summary_and_the_status(site3):
     proc = subprocess.Popen([sys.executable, "-m", "mcast_echo", "ping", "-i", "0.05", "--expect",
                              "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().startswith("MCAST-ECHO PING")  # the handler is in place
-    time.sleep(0.5)
+    guard = threading.Timer(10, proc.kill)  # bounds the wait for the three responders
+    guard.start()
+    early, responders = [], set()
+    while len(responders) < 3:
+        early.append(proc.stdout.readline())
+        assert early[-1], f"not three responders within 10 s: {early}"
+        responders.update(re.findall(r"bytes from (\S+)", early[-1]))
+    guard.cancel()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=5)
+    out = "".join(early) + out
     assert proc.returncode == 0, err
     assert "mcast-echo ping statistics" in out and out.rstrip().endswith("3 responders")
     assert "Traceback" not in err
@@ -244,24 +229,15 @@ def test_a_stopped_responder_shows_loss_and_fails_expect(site):
 
 # --- other responders and local use -------------------------------------------------------------
 
-def test_a_plain_echo_server_answers_without_a_trailer(tmp_path):
-    with Lan() as lan, Host("plain") as host:
-        lan.plug(host, 9)
-        server = host.popen([sys.executable, "-c", PLAIN_ECHO_SERVER, GROUP, str(PORT)],
-                            stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout.readline().strip() == "ready"
-            done = ping("-c", "3", *FAST, "-s", "1400")
-            assert done.returncode == 0, done.stderr
-            assert "1400 bytes from 10.77.0.9: seq=2 time=" in done.stdout
-            assert "10.77.0.9: 3 transmitted, 3 received, 0% loss" in done.stdout
-            status, document = ping_json("-c", "2", *FAST)
-            (responder,) = document["responders"]
-            assert responder["name"] is None and responder["hops"] is None
-            assert responder["received"] == responder["without_trailer"] == 2
-        finally:
-            server.kill()
-            server.wait()
+def test_a_plain_echo_server_answers_without_a_trailer(plain_echo):
+    done = ping("-c", "3", *FAST, "-s", "1400")
+    assert done.returncode == 0, done.stderr
+    assert "1400 bytes from 10.77.0.9: seq=2 time=" in done.stdout
+    assert "10.77.0.9: 3 transmitted, 3 received, 0% loss" in done.stdout
+    status, document = ping_json("-c", "2", *FAST)
+    (responder,) = document["responders"]
+    assert responder["name"] is None and responder["hops"] is None
+    assert responder["received"] == responder["without_trailer"] == 2
 
 
 def test_dash_i_lo_against_the_daemon_as_make_run_starts_it(tmp_path):

@@ -26,37 +26,17 @@ from mcast_echo.ping import options as ping_options
 from mcast_echo.ping import report as pingreport
 from mcast_echo.ping import summary
 from mcast_echo.ping.settings import Settings
-from netlab import Host, Lan
-from test_ping import PLAIN_ECHO_SERVER
+from netlab import Lan
 
 GROUP, PORT = "224.3.29.71", 9999
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(monkeypatch, tmp_path):
-    path = tmp_path / "empty.yaml"
-    path.write_text("{}\n")
-    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+pytestmark = pytest.mark.usefixtures("no_config_file")
 
 
 def mcast_echo(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mcast_echo", *args], capture_output=True,
                           text=True, timeout=timeout, **kw)
-
-
-@pytest.fixture
-def plain_echo():
-    """A plain echo server (the seed's) at 10.77.0.9 on a bridge with the test (10.77.0.1)."""
-    with Lan() as lan, Host("plain") as host:
-        lan.plug(host, 9)
-        server = host.popen([sys.executable, "-c", PLAIN_ECHO_SERVER, GROUP, str(PORT)],
-                            stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout.readline().strip() == "ready"
-            yield lan
-        finally:
-            server.kill()
-            server.wait()
 
 
 # --- 7. exit statuses: 64 for bad arguments, with the subcommand's own usage --------------------

@@ -25,7 +25,7 @@ import pytest
 
 from mcast_echo.net import errnoadvice
 from mcast_echo.ping import report as pingreport
-from netlab import Host, Lan
+from netlab import ScriptOnLan
 
 GROUP, PORT = "224.3.29.71", 9999
 TARGET = f"{GROUP}:{PORT}"
@@ -74,7 +74,7 @@ FAKE_RESPONDER = textwrap.dedent("""
             raw.sendto(packet, (client, 0))
             sent += 1
             if sent % 64 == 0:
-                time.sleep(0.002)  # ~25,000/s: what ping reads, so the kernel drops none
+                time.sleep(0.002)  # the pace (~25,000/s: what ping reads, so the kernel drops none)
     print(f"sent {sent}", flush=True)
 """)
 
@@ -87,45 +87,14 @@ def fake_plan(**changes) -> dict:
     return plan
 
 
-class FakeResponder:
+class FakeResponder(ScriptOnLan):
     """A host "fake" at 10.77.0.9 on a bridge with the test's namespace (10.77.0.1)."""
 
     def __init__(self, **plan) -> None:
-        self.lan = Lan()
-        self.host = Host("fake")
-        try:
-            self.lan.plug(self.host, FAKE_OCTET)
-            self.proc = self.host.popen([sys.executable, "-c", FAKE_RESPONDER,
-                                         json.dumps(fake_plan(**plan))],
-                                        stdout=subprocess.PIPE, text=True)
-            assert self.proc.stdout.readline().strip() == "ready"
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        proc = getattr(self, "proc", None)
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-        self.host.close()
-        self.lan.close()
-
-    def __enter__(self) -> FakeResponder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__("fake", FAKE_OCTET, FAKE_RESPONDER, json.dumps(fake_plan(**plan)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def client_config(tmp_path_factory):
-    """ping takes its defaults from a file of ours, not from an installed /etc/mcast-echo.yaml."""
-    path = tmp_path_factory.mktemp("client") / "mcast-echo.yaml"
-    path.write_text(f"group: {GROUP}\nport: {PORT}\n")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MCAST_ECHO_CONFIG", str(path))
-        yield str(path)
+pytestmark = pytest.mark.usefixtures("client_config")
 
 
 def ping(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -149,7 +118,10 @@ def ping_watching_memory(*args: str, timeout: float = 60) -> tuple[int, str, int
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             peak_kib = max(peak_kib, _vm_hwm_kib(proc.pid))
-            time.sleep(0.05)
+            try:
+                proc.wait(0.05)  # a sample every 50 ms until ping exits
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +20,7 @@ from mcast_echo.ping.local import REFRESH_S, ThisHost
 from mcast_echo.ping.report import ResponderTable
 from mcast_echo.wire import probe
 from netlab import Host, Lan, ip
+from waiting import wait_until
 
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
@@ -70,10 +70,8 @@ def test_an_address_added_during_a_run_becomes_local(lan):
     this_host = ThisHost()
     assert not this_host("10.77.0.99")
     ip("addr", "add", "10.77.0.99/24", "dev", lan.bridge)
-    deadline = time.monotonic() + 5 * REFRESH_S
-    while not this_host("10.77.0.99") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert this_host("10.77.0.99")
+    wait_until(lambda: this_host("10.77.0.99"), 5 * REFRESH_S, "10.77.0.99 seen as local",
+               step=0.05)
 
 
 def test_a_local_responder_is_shown_marked_and_never_counted(lan, tmp_path):

@@ -24,7 +24,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.ping import command as ping_command
 from mcast_echo.ping import options as ping_options
 from mcast_echo.schema import Config, Listener
-from netlab import Host, Lan, ip
+from netlab import Host, Lan, ScriptOnLan, ip, no_dad
 
 PORT = 9999
 V4_GROUP, SSM_GROUP = "224.3.29.71", "232.1.1.1"
@@ -97,59 +97,17 @@ ECHO_RESPONDER = textwrap.dedent("""
 """)
 
 
-def no_dad(host: Host | None = None) -> None:
-    """IPv6 addresses usable at once: no duplicate address detection in these namespaces."""
-    cmd = ["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0",
-           "net.ipv6.conf.all.accept_dad=0"]
-    if host is None:
-        subprocess.run(cmd, check=True)
-    else:
-        host.run(cmd)
-
-
-class Responder:
+class Responder(ScriptOnLan):
     """Host *name* at 10.77.0.9 / fd77::9 on a bridge with the test (10.77.0.1 / fd77::1)."""
 
     def __init__(self, name: str = "resp", **plan) -> None:
-        no_dad()
-        self.lan = Lan()
+        full = {"family": 4, "group": V4_GROUP, "port": PORT, "ifname": "eth0",
+                "sources": None, "reply": "unicast", "probes": 50, "seconds": 30, **plan}
+        super().__init__(name, 9, ECHO_RESPONDER, json.dumps(full), v6="fd77:")
         self.bridge = self.lan.bridge
-        self.host = Host(name)
-        self.proc = None
-        try:
-            no_dad(self.host)
-            self.lan.plug(self.host, 9)
-            ip("-6", "addr", "add", "fd77::1/64", "dev", self.bridge, "nodad")
-            ip("-6", "addr", "add", "fd77::9/64", "dev", "eth0", "nodad", host=self.host)
-            full = {"family": 4, "group": V4_GROUP, "port": PORT, "ifname": "eth0",
-                    "sources": None, "reply": "unicast", "probes": 50, "seconds": 30, **plan}
-            self.proc = self.host.popen([sys.executable, "-c", ECHO_RESPONDER, json.dumps(full)],
-                                        stdout=subprocess.PIPE, text=True)
-            assert self.proc.stdout.readline().strip() == "ready"
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-        self.host.close()
-        self.lan.close()
-
-    def __enter__(self) -> Responder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(monkeypatch, tmp_path):
-    """ping takes no defaults from an installed /etc/mcast-echo.yaml here."""
-    path = tmp_path / "empty.yaml"
-    path.write_text("{}\n")
-    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+pytestmark = pytest.mark.usefixtures("no_config_file")
 
 
 def ping(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

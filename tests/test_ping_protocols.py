@@ -18,7 +18,8 @@ import pytest
 from daemonproc import DaemonProcess
 from mcast_echo.ping import dialects
 from mcast_echo.wire import rfc6450, ssmping
-from netlab import Host, dual_stack_veth, no_dad
+from netlab import Host, cabled_host
+from waiting import wait_until
 
 FAST = ["-n", "-i", "0.2", "-W", "1"]
 _labs = 0
@@ -26,11 +27,7 @@ needs_ssmpingd = pytest.mark.skipif(shutil.which("ssmpingd") is None,
                                     reason="needs Debian's ssmping package (apt install ssmping)")
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(monkeypatch, tmp_path):
-    path = tmp_path / "empty.yaml"
-    path.write_text("{}\n")
-    monkeypatch.setenv("MCAST_ECHO_CONFIG", str(path))
+pytestmark = pytest.mark.usefixtures("no_config_file")
 
 
 @pytest.fixture
@@ -38,13 +35,8 @@ def lab():
     """The responder host on a veth: 10.71.N.2 / fd71:N::2 there, .1 / ::1 here."""
     global _labs
     _labs += 1
-    no_dad()
-    with Host(f"pp{_labs}") as host:
-        no_dad(host)
-        local_if = f"vp{_labs}"
-        dual_stack_veth(local_if, host, f"10.71.{_labs}", f"fd71:{_labs}")
+    with cabled_host(f"pp{_labs}", f"vp{_labs}", f"10.71.{_labs}", f"fd71:{_labs}") as host:
         yield host, _labs
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def address(n: int, family: str) -> str:
@@ -58,13 +50,11 @@ def ping(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
 
 def wait_for_port(host: Host, port: int, proc: subprocess.Popen) -> None:
     """Until something in *host* holds UDP *port* (5 s at most)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if host.run(["ss", "-Hnul", f"sport = :{port}"]).stdout.strip():
-            return
+    def listening() -> bool:
         assert proc.poll() is None, "the responder exited"
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on UDP {port} in {host.name}")
+        return bool(host.run(["ss", "-Hnul", f"sport = :{port}"]).stdout.strip())
+
+    wait_until(listening, 5, f"listener on UDP {port} in {host.name}", step=0.05)
 
 
 @pytest.fixture

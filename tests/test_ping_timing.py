@@ -117,7 +117,7 @@ while True:
     if mode != "plain":
         arrival = probe.Arrival("fake", "eth0", group, None, received_ns)
         data = probe.with_trailer(data, arrival)
-    time.sleep(hold)
+    time.sleep(hold)  # the stimulus: the residence time under test
     if mode == "hold":
         data, _ = probe.stamp_residence(data, received_ns)
     elif mode == "forge":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 from types import SimpleNamespace
 
@@ -20,7 +19,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.daemon import prober as prober_module
 from mcast_echo.daemon.prober import BURST, MAX_CONCURRENT, Prober, Refused
 from mcast_echo.schema import Listener
-from netlab import Host, veth
+from netlab import Host, cabled_host
 
 GROUP, PORT, METRICS = "239.11.1.1", 5000, 9109
 
@@ -42,12 +41,10 @@ def host():
     global _labs
     _labs += 1
     local_if = f"vpr{_labs}"
-    with Host("prober") as lab_host:
-        veth(local_if, f"10.72.{_labs}.1/24", lab_host, "eth0", f"10.72.{_labs}.2/24")
+    with cabled_host("prober", local_if, f"10.72.{_labs}") as lab_host:
         lab_host.link = local_if  # the test's end of the cable: another host's interface
         lab_host.link_peer = f"10.72.{_labs}.1"
         yield lab_host
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def fetch(host: Host, path: str) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from daemonproc import DaemonProcess
 from mcast_echo.ping import textfile
 from mcast_echo.ping.report import ResponderStats, ResponderTable, RunCounts
 from mcast_echo.ping.settings import Settings
-from netlab import Host, veth
+from netlab import Host, unplug, veth
 
 GROUP, PORT = "224.3.29.71", 9999
 FAST = ["-i", "0.05", "-W", "0.5"]
@@ -210,7 +210,7 @@ def devbox(tmp_path_factory):
             yield None, str(client)
         finally:
             daemon.stop()
-            subprocess.run(["ip", "link", "del", "vprobe0"], capture_output=True)
+            unplug("vprobe0")
 
 
 def test_a_run_against_the_daemon_writes_success(devbox, tmp_path):

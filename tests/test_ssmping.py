@@ -22,7 +22,7 @@ from daemonproc import DaemonProcess
 from loadlab import NotifySink
 from mcast_echo.net import mcast
 from mcast_echo.wire import rfc6450
-from netlab import Host, dual_stack_veth, ip, no_dad
+from netlab import Host, cabled_host, ip
 
 pytestmark = pytest.mark.skipif(shutil.which("ssmping") is None,
                                 reason="needs Debian's ssmping package (apt install ssmping)")
@@ -34,14 +34,10 @@ def lab():
     """The server host on a veth: 10.70.N.2 (and .3) / fd70:N::2 there, .1 / ::1 here."""
     global _labs
     _labs += 1
-    no_dad()
-    with Host(f"ssm{_labs}") as host:
-        no_dad(host)
-        local_if = f"vs{_labs}"
-        dual_stack_veth(local_if, host, f"10.70.{_labs}", f"fd70:{_labs}")
+    local_if = f"vs{_labs}"
+    with cabled_host(f"ssm{_labs}", local_if, f"10.70.{_labs}", f"fd70:{_labs}") as host:
         ip("addr", "add", f"10.70.{_labs}.3/24", "dev", "eth0", host=host)
         yield host, local_if, _labs
-    subprocess.run(["ip", "link", "del", local_if], capture_output=True)
 
 
 def serve(host: Host, write_config, sink: NotifySink, extra: str = "") -> DaemonProcess:
