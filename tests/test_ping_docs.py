@@ -16,8 +16,7 @@ import pytest
 
 from mcast_echo import cli
 from mcast_echo.ping import options as ping_options
-from mcast_echo.ping import report as pingreport
-from mcast_echo.ping import summary
+from mcast_echo.ping import responderstats, summary, tally
 from mcast_echo.ping.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,10 +124,10 @@ def json_fields() -> list[str]:
                         interval=1.0, size=192, ttl=1, loopback=True, wait=1.0, deadline=None,
                         expect=1, quiet=False, json=True, numeric=True, timestamps=False,
                         config=None)
-    table = pingreport.ResponderTable(9999)
-    document = summary.json_document(settings, 1, table, pingreport.RunCounts(), 1.0, "lo",
+    table = tally.ResponderTable(9999)
+    document = summary.json_document(settings, 1, table, tally.RunCounts(), 1.0, "lo",
                                      True, [], [])
-    responder = pingreport.ResponderStats("10.0.0.2", 9999).to_json(1)
+    responder = responderstats.ResponderStats("10.0.0.2", 9999).to_json(1)
     return sorted({*document, *document["settings"], *responder})
 
 

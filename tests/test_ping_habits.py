@@ -23,8 +23,7 @@ import pytest
 
 from mcast_echo.ping import command as ping_command
 from mcast_echo.ping import options as ping_options
-from mcast_echo.ping import report as pingreport
-from mcast_echo.ping import summary
+from mcast_echo.ping import summary, tally
 from mcast_echo.ping.settings import Settings
 from netlab import Lan
 
@@ -208,8 +207,8 @@ def test_nobody_answers_gives_hints():
 
 def _hints(**changes) -> list[str]:
     """The hints of a run that sent 3 probes and heard nobody, with these settings."""
-    return summary.hints(_settings(**changes), "eth0 (10.0.0.1)", pingreport.ResponderTable(PORT),
-                         pingreport.RunCounts(transmitted=3))
+    return summary.hints(_settings(**changes), "eth0 (10.0.0.1)", tally.ResponderTable(PORT),
+                         tally.RunCounts(transmitted=3))
 
 
 @pytest.mark.parametrize("group", ["224.0.0.251", "ff02::4242", "ff12::1"])
@@ -253,8 +252,8 @@ def _settings(**changes) -> Settings:
     return Settings(**values)
 
 
-def _table_with(received: int) -> pingreport.ResponderTable:
-    table = pingreport.ResponderTable(PORT)
+def _table_with(received: int) -> tally.ResponderTable:
+    table = tally.ResponderTable(PORT)
     table.lookup("10.0.0.2", PORT).received = received
     return table
 
@@ -319,7 +318,7 @@ def test_sigquit_prints_the_statistics_so_far_and_goes_on(plain_echo):
 
 
 def test_one_copy_in_the_singular():
-    stats = pingreport.ResponderTable(PORT).lookup("10.0.0.2", PORT)
+    stats = tally.ResponderTable(PORT).lookup("10.0.0.2", PORT)
     stats.received, stats.copies, stats.first_path = 2, 1, "unicast"
     stats._path_seen.update(unicast=None, group=None)  # echoes came both ways
     assert "(unicast and group, +1 copy)" in stats.summary_line(2)

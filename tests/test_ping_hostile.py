@@ -24,7 +24,7 @@ import tracemalloc
 import pytest
 
 from mcast_echo.net import errnoadvice
-from mcast_echo.ping import report as pingreport
+from mcast_echo.ping import display, responderstats, rttstats, seqwindow, tally
 from netlab import ScriptOnLan
 
 GROUP, PORT = "224.3.29.71", 9999
@@ -201,14 +201,14 @@ def test_a_peer_cannot_write_control_characters_to_the_terminal():
     ("\U000e0041", r"\U000e0041"),
 ])
 def test_shown_escapes_what_a_terminal_acts_on(text, shown):
-    assert pingreport.shown(text) == shown
-    assert pingreport.shown(text).isprintable()
+    assert display.shown(text) == shown
+    assert display.shown(text).isprintable()
 
 
 # --- 7. memory bound and source ports ----------------------------------------------------------
 
 def test_thousands_of_forged_responders_fill_a_bounded_table():
-    sources = 3 * pingreport.MAX_RESPONDERS
+    sources = 3 * tally.MAX_RESPONDERS
     with FakeResponder(first_address="100.64.0.0", addresses=sources, probes=2) as fake:
         status, out, peak_kib = ping_watching_memory("--json", "-c", "2", "-i", "0.5",
                                                      "-W", "3", "--expect", "1")
@@ -217,22 +217,22 @@ def test_thousands_of_forged_responders_fill_a_bounded_table():
     print(f"{sources} forged responders x 2 probes: peak RSS {peak_kib} KiB, "
           f"JSON {len(out)} bytes, {document['untracked_echoes']} untracked echoes")
     assert status == 0
-    assert len(document["responders"]) == pingreport.MAX_RESPONDERS
-    assert document["responder_limit"] == pingreport.MAX_RESPONDERS
+    assert len(document["responders"]) == tally.MAX_RESPONDERS
+    assert document["responder_limit"] == tally.MAX_RESPONDERS
     assert document["untracked_echoes"] > 0
-    assert document["responder_count"] == pingreport.MAX_RESPONDERS
+    assert document["responder_count"] == tally.MAX_RESPONDERS
     assert peak_kib < 96 * 1024, peak_kib
 
 
 def test_the_text_summary_says_what_was_not_tracked():
-    sources = pingreport.MAX_RESPONDERS + 500
+    sources = tally.MAX_RESPONDERS + 500
     with FakeResponder(first_address="100.64.0.0", addresses=sources, probes=1):
         done = ping("-q", "-c", "1", "-W", "2")
     assert done.returncode == 0, done.stderr
     tail = done.stdout.rstrip().splitlines()[-1]
-    assert re.search(rf"{pingreport.MAX_RESPONDERS} responders, \d+ echoes from sources "
-                     rf"past the first {pingreport.MAX_RESPONDERS} not tracked", tail), tail
-    assert f"more than {pingreport.MAX_RESPONDERS} responders" in done.stderr
+    assert re.search(rf"{tally.MAX_RESPONDERS} responders, \d+ echoes from sources "
+                     rf"past the first {tally.MAX_RESPONDERS} not tracked", tail), tail
+    assert f"more than {tally.MAX_RESPONDERS} responders" in done.stderr
 
 
 def test_source_ports_of_one_host_do_not_count_as_responders():
@@ -258,15 +258,15 @@ def test_source_ports_of_one_host_do_not_count_as_responders():
 def test_an_echo_from_another_port_names_it_bracketed_for_ipv6():
     """The port is shown when the echo came from another one; an IPv6 address in brackets,
     so that its colons are not read as the port's."""
-    assert (pingreport.ResponderStats("2001:db8::2", 40001, wrong_port=True).identity()
+    assert (responderstats.ResponderStats("2001:db8::2", 40001, wrong_port=True).identity()
             == "[2001:db8::2]:40001")
-    assert pingreport.ResponderStats("10.0.0.2", 40001, wrong_port=True).identity() \
+    assert responderstats.ResponderStats("10.0.0.2", 40001, wrong_port=True).identity() \
         == "10.0.0.2:40001"
-    assert pingreport.ResponderStats("2001:db8::2", PORT).identity() == "2001:db8::2"
+    assert responderstats.ResponderStats("2001:db8::2", PORT).identity() == "2001:db8::2"
 
 
 def test_sequence_tracking_is_a_fixed_window():
-    stats = pingreport.ResponderStats("10.0.0.2", PORT)
+    stats = responderstats.ResponderStats("10.0.0.2", PORT)
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -276,9 +276,9 @@ def test_sequence_tracking_is_a_fixed_window():
     finally:
         tracemalloc.stop()
     assert after - before < 4096, after - before
-    window = pingreport.SeqWindow()
+    window = seqwindow.SeqWindow()
     assert [window.mark(s) for s in (5, 3, 5, 3, 4)] == [True, True, False, False, True]
-    assert window.mark(5 + pingreport.SEQ_WINDOW) is True
+    assert window.mark(5 + seqwindow.SEQ_WINDOW) is True
     assert window.mark(5) is None  # too old to tell: never a false "duplicate"
     assert window.mark(6) is True
 
@@ -320,7 +320,7 @@ def _old_mdev(values: list[int]) -> float:
 def test_rtt_statistics_are_stable_at_any_magnitude(centre_ns, jitter_ns):
     rng = random.Random(12)
     values = [centre_ns + rng.randint(-jitter_ns, jitter_ns) for _ in range(5000)]
-    rtt = pingreport.RttStats()
+    rtt = rttstats.RttStats()
     for value in values:
         rtt.add(value)
     expected = statistics.pstdev(values)
@@ -334,7 +334,7 @@ def test_rtt_statistics_are_stable_at_any_magnitude(centre_ns, jitter_ns):
 
 
 def test_one_sample_has_no_deviation():
-    rtt = pingreport.RttStats()
+    rtt = rttstats.RttStats()
     assert rtt.as_ms() is None
     rtt.add(123_456)
     assert rtt.as_ms() == {"min": 0.123, "avg": 0.123, "max": 0.123, "mdev": 0.0, "p50": 0.123}

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemonproc import DaemonProcess
 from mcast_echo.ping.local import REFRESH_S, ThisHost
-from mcast_echo.ping.report import ResponderTable
+from mcast_echo.ping.tally import ResponderTable
 from mcast_echo.wire import probe
 from netlab import Host, Lan, ip
 from waiting import wait_until

@@ -9,7 +9,7 @@ from time import time_ns
 
 import pytest
 
-from mcast_echo.ping import report as pingreport
+from mcast_echo.ping import replyline, responderstats, rttstats
 from mcast_echo.wire import probe
 from mcast_echo.wire.probe import HEADER_SIZE, MAX_UDP_PAYLOAD, Arrival
 
@@ -192,7 +192,7 @@ def test_the_rtt_is_the_round_trip_less_the_residence_time_never_negative():
     assert network_rtt(900_000, echo(600_000)) == (300_000, None)
     assert network_rtt(900_000, echo(None)) == (900_000, None)  # a plain echo: raw
     assert network_rtt(900_000, echo(900_001)) == (900_000, 900_001)  # impossible: raw
-    stats = pingreport.RttStats()
+    stats = rttstats.RttStats()
     for rtt in (5, 1, 3, 2, 4):
         stats.add(rtt * 1_000_000)
     assert stats.as_ms()["p50"] == 3.0
@@ -227,10 +227,10 @@ def echo_of(seq: int, arrival: Arrival = ARRIVAL, size: int = 128) -> probe.Echo
 
 
 def test_stats_count_duplicates_and_compute_rtt_like_ping():
-    stats = pingreport.ResponderStats("10.0.0.2", 9999)
-    assert stats.record(echo_of(0), 1_000_000, 64, 64) is pingreport.Outcome.NEW
-    assert stats.record(echo_of(1), 3_000_000, 64, 64) is pingreport.Outcome.NEW
-    assert stats.record(echo_of(1), 5_000_000, 64, 64) is pingreport.Outcome.DUP
+    stats = responderstats.ResponderStats("10.0.0.2", 9999)
+    assert stats.record(echo_of(0), 1_000_000, 64, 64) is responderstats.Outcome.NEW
+    assert stats.record(echo_of(1), 3_000_000, 64, 64) is responderstats.Outcome.NEW
+    assert stats.record(echo_of(1), 5_000_000, 64, 64) is responderstats.Outcome.DUP
     assert (stats.received, stats.duplicates) == (2, 1)
     assert stats.rtt_ms() == {"min": 1.0, "avg": 2.0, "max": 3.0, "mdev": 1.0, "p50": 2.0}
     assert stats.loss_percent(4) == 50.0
@@ -241,19 +241,19 @@ def test_stats_count_duplicates_and_compute_rtt_like_ping():
 
 
 def test_damaged_echoes_do_not_count_as_received():
-    stats = pingreport.ResponderStats("10.0.0.2", 9999)
+    stats = responderstats.ResponderStats("10.0.0.2", 9999)
     cut = probe.check_echo(a_probe(300)[:100], SESSION)
     outcome = stats.record(cut, 1000, None, 64)
-    assert outcome is pingreport.Outcome.DAMAGED
+    assert outcome is responderstats.Outcome.DAMAGED
     assert (stats.received, stats.truncated) == (0, 1)
-    line = pingreport.reply_line(stats, cut, 100, 1000, outcome)
+    line = replyline.reply_line(stats, cut, 100, 1000, outcome)
     assert line == "100 bytes from 10.0.0.2: seq=7 (TRUNCATED: 100 of 300 bytes)"
     assert stats.rtt_ms() is None
 
 
 def test_reply_line_of_a_plain_echo_server():
     echo = probe.check_echo(a_probe(1400, seq=3), SESSION)
-    stats = pingreport.ResponderStats("10.0.0.2", 9999)
+    stats = responderstats.ResponderStats("10.0.0.2", 9999)
     outcome = stats.record(echo, 412_000, 64, 64)
-    assert pingreport.reply_line(stats, echo, 1400, 412_000, outcome) == (
+    assert replyline.reply_line(stats, echo, 1400, 412_000, outcome) == (
         "1400 bytes from 10.0.0.2: seq=3 time=0.412 ms")

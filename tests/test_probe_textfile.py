@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemonproc import DaemonProcess
 from mcast_echo.ping import textfile
-from mcast_echo.ping.report import ResponderStats, ResponderTable, RunCounts
+from mcast_echo.ping.responderstats import ResponderStats
 from mcast_echo.ping.settings import Settings
+from mcast_echo.ping.tally import ResponderTable, RunCounts
 from netlab import Host, unplug, veth
 
 GROUP, PORT = "224.3.29.71", 9999

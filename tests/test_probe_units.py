@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mcast_echo.ping import textfile
-from mcast_echo.ping.report import ResponderTable, RunCounts
+from mcast_echo.ping.tally import ResponderTable, RunCounts
 from test_probe_textfile import responder, settings
 
 ROOT = Path(__file__).resolve().parent.parent

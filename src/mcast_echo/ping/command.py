@@ -4,8 +4,8 @@ cli.py adds the options of options.py to its `ping` subcommand and calls ``run``
 Data flows one way: options and the config file become ``Settings`` (here);
 sockets.py (hostping.py for --protocol ssmping|rfc6450) opens the socket, pinger.py
 sends probes on a schedule and matches the echoes, in the dialect --protocol chose
-(dialect_mcast.py, dialect_host.py), report.py says what was learnt. Probe format:
-wire/probe.py and docs/protocol.md.
+(dialect_mcast.py, dialect_host.py), tally.py keeps what was learnt and summary.py
+says it. Probe format: wire/probe.py and docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from ..config import PING_ADVICE, load_config
 from ..net.ifaddr import index_of_address
 from ..schema.listener import ALL_INTERFACES, Listener
 from . import hostping, textfile
-from . import report as pingreport
 from .dialect import Dialect
 from .dialect_host import HostDialect
 from .dialect_mcast import McastEchoDialect
+from .display import shown
 from .interrupts import Interrupts
 from .options import (
     DEFAULT_GROUP,
@@ -44,9 +44,9 @@ from .options import (
     parse_target,
 )
 from .pinger import OutputError, Pinger
-from .report import ResponderTable, RunCounts
 from .settings import MCAST_ECHO, PingError, Settings, UsageError
 from .sockets import open_probe_socket
+from .tally import ResponderTable, RunCounts
 
 __all__ = ["add_arguments", "run", "resolve_settings", "config_problem"]
 
@@ -90,7 +90,7 @@ def config_problem(path: str, err: Exception) -> str:
         text = str(err)
     else:
         text = f"{path}: cannot be read as a config ({type(err).__name__}: {err})"
-    return pingreport.shown(text)
+    return shown(text)
 
 
 def _family(group: str) -> int:

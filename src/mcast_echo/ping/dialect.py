@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
-from .report import ResponderStats, ResponderTable, RunCounts
+from .responderstats import ResponderStats
 from .settings import Settings
+from .tally import ResponderTable, RunCounts
 
 
 class Dialect(Protocol):

@@ -18,12 +18,14 @@ import time
 from typing import Optional, Union
 
 from ..addresses import is_ssm_group
-from . import report as pingreport
 from .dialects import Reply, Rfc6450, Ssmping
+from .display import shown
 from .hostping import destination, explain
 from .pathstats import HostStats, as_echo
-from .report import ResponderStats, ResponderTable, RunCounts
+from .replyline import reply_line
+from .responderstats import UNICAST, ResponderStats
 from .settings import RFC6450, SSMPING, Settings
+from .tally import ResponderTable, RunCounts
 
 INIT_TRIES = 3  # RFC 6450 Inits sent before giving up on a responder
 INIT_WAIT = 1.0  # seconds each Init waits for its Server Response (less under -i or -w)
@@ -97,20 +99,20 @@ class HostDialect:
         assert isinstance(stats, HostStats)
         stats.group = stats.group or str(self.wire.group)
         outcome = stats.record_reply(reply, round_trip_ns, arrival_ttl, via)
-        return pingreport.reply_line(stats, as_echo(reply), length, round_trip_ns, outcome,
-                                     via, received_ns)
+        return reply_line(stats, as_echo(reply), length, round_trip_ns, outcome, via,
+                          received_ns)
 
     def banner(self, settings: Settings, path_text: str) -> str:
         """The first line of a run: HOST, the group the replies come to, the requests."""
         s = settings
-        host = s.host if s.host_name is None else f"{pingreport.shown(s.host_name)} ({s.host})"
+        host = s.host if s.host_name is None else f"{shown(s.host_name)} ({s.host})"
         kind = "source-specific, joined for" if s.ssm else "any-source"
         server = self.wire.server if isinstance(self.wire, Rfc6450) else None
         line = (f"{self.title} {host} port {s.port} via {path_text}: replies to "
                 f"{s.group} ({kind}{' ' + s.host if s.ssm else ''}), {s.size}-byte requests, "
                 f"{'hop limit' if s.ipv6 else 'ttl'} {s.ttl}")
         if server:
-            line += f", server {pingreport.shown(server)}"
+            line += f", server {shown(server)}"
         return line
 
     def notes(self, settings: Settings, table: ResponderTable, counts: RunCounts) -> list[str]:
@@ -132,7 +134,7 @@ class HostDialect:
                     "replies come back in"]
         if counts.transmitted == 0:
             return []
-        if not any(stats.paths[pingreport.UNICAST].received for stats in table
+        if not any(stats.paths[UNICAST].received for stats in table
                    if isinstance(stats, HostStats)):
             return [f"responder: nothing came back from {s.host} port {s.port}: is "
                     f"{self.daemon} (or mcast-echo serve with `ssmping:`) running there, "

@@ -14,9 +14,11 @@ from typing import Optional
 from ..wire import probe
 from . import summary
 from .local import ThisHost
-from .report import ResponderStats, ResponderTable, RunCounts, reply_line
+from .replyline import reply_line
+from .responderstats import ResponderStats
 from .settings import Settings
 from .sockets import destination, explain
+from .tally import ResponderTable, RunCounts
 
 
 def network_rtt(round_trip_ns: int, echo: probe.Echo) -> tuple[int, Optional[int]]:
@@ -50,7 +52,7 @@ class McastEchoDialect:
         return settings
 
     def responder_table(self, settings: Settings, hears_group: bool) -> ResponderTable:
-        """Per responder stats (report.py's), this host's own responders marked."""
+        """Per responder stats (responderstats.py's), this host's own responders marked."""
         return ResponderTable(settings.port, is_local=ThisHost(), hears_group=hears_group)
 
     def destination(self, settings: Settings, index: int) -> tuple:

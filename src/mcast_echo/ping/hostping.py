@@ -24,7 +24,7 @@ from ..net.errnoadvice import ping_error_text
 from ..net.ifaddr import index_of_address
 from ..net.mcast import interface_name
 from ..wire import ssmping
-from . import report as pingreport
+from .display import shown
 from .options import PING_PORT, REQUEST_TTL, parse_host
 from .settings import SSMPING, PingError, Settings, UsageError
 from .sockets import Path, interface_index, join_for_replies, set_receive_options
@@ -102,7 +102,7 @@ def _look_up(text: str, family: Optional[int]) -> tuple[str, Optional[str]]:
         found = socket.getaddrinfo(name, None, wanted, socket.SOCK_DGRAM)
     except (OSError, UnicodeError) as err:
         which = f" (IPv{family})" if family else ""
-        raise PingError(f"cannot look up {pingreport.shown(name)}{which}: "
+        raise PingError(f"cannot look up {shown(name)}{which}: "
                         f"{getattr(err, 'strerror', None) or err}: check the name, or "
                         "pass an address") from None
     return found[0][4][0].split("%")[0], zone or None

@@ -4,7 +4,7 @@ A probe sent with loopback on reaches this host's own responder, whose echo come
 without crossing the network: it proves nothing about the group. So an echo from any
 address of this host (net/ifaddr.py lists them; loopback addresses too) is this host's
 responder: shown, marked local, and never counted toward --expect, success, the
-textfile's responders or /probe (report.py's ``ResponderStats.counted``).
+textfile's responders or /probe (responderstats.py's ``ResponderStats.counted``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ REQUEST_TTL = 64  # the unicast requests' TTL: Linux's default, and ssmpingd's f
 MIN_USER_INTERVAL = 0.2  # -i below it is root's (ping(8)'s floor): a user cannot flood a group
 
 # Exit statuses of `mcast-echo ping`; the man page's table and the tests read these.
-EXIT_OK = 0  # at least --expect responders counted (report.py's ResponderStats.counted)
+EXIT_OK = 0  # at least --expect responders counted (responderstats.py's ResponderStats.counted)
 EXIT_FEWER = 1  # fewer did
 EXIT_ERROR = 2  # a network, config-file or output error
 EXIT_USAGE = 64  # bad options (EX_USAGE, as every subcommand)

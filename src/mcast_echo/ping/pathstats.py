@@ -2,7 +2,7 @@
 
 An ssmping or RFC 6450 responder answers each request twice: by unicast, and to the
 group. The unicast reply says the host is up; the multicast one is what is being tested.
-``HostStats`` is report.py's ``ResponderStats`` (a sequence counts once, a repeat on
+``HostStats`` is responderstats.py's ``ResponderStats`` (a sequence counts once, a repeat on
 the same path is a duplicate) plus one ``PathStats`` per path, so the summary shows the
 loss and RTT of each, as ssmping does. A responder counts for --expect when its
 multicast replies arrive.
@@ -16,22 +16,17 @@ from typing import Any, Optional
 from ..addresses import host_port
 from ..wire import probe
 from .dialects import Reply
-from .report import (
-    GROUP,
-    UNICAST,
-    Outcome,
-    ResponderStats,
-    RttStats,
-    hop_count,
-    shown,
-)
+from .display import shown
+from .responderstats import GROUP, UNICAST, Outcome, ResponderStats, hop_count
+from .rttstats import RttStats
 
 PATHS = (UNICAST, GROUP)
 PATH_NAMES = {UNICAST: "unicast", GROUP: "multicast"}  # ssmping's words
 
 
 def as_echo(reply: Reply) -> probe.Echo:
-    """A reply in the shape report.py counts and shows: intact, its seq and length."""
+    """A reply in the shape responderstats.py counts and replyline.py shows: intact, its
+    seq and length."""
     return probe.Echo(probe.Header(0, 0, 0, reply.seq, 0, reply.length), None, False, False)
 
 

@@ -24,14 +24,16 @@ from typing import Optional, TextIO
 
 from ..net.ancillary import STAMPED_ARRIVAL_SPACE, Received
 from ..wire import probe
-from . import report as pingreport
 from . import summary
 from .dialect import Dialect
 from .interrupts import Interrupts
 from .names import FIRST_WAIT, Names
+from .responderstats import GROUP, UNICAST, ResponderStats
+from .seqwindow import SEQ_WINDOW
 from .session import open_session
 from .settings import PingError, Settings
 from .sockets import Path, join_for_replies, shown_address, source_pktinfo
+from .tally import RunCounts
 
 MAX_CATCH_UP = 0.05  # seconds of missed sends made up at once; longer stalls are not
 SCHEDULE_SLACK = 1e-6  # seconds: a probe due exactly at its last chance is still sent
@@ -58,7 +60,7 @@ class SendTimes:
     is whatever the peer wrote there. A fixed ring, so a long run costs nothing more.
     """
 
-    def __init__(self, window: int = pingreport.SEQ_WINDOW) -> None:
+    def __init__(self, window: int = SEQ_WINDOW) -> None:
         self._sent_ns = array.array("q", bytes(8 * window))  # 0: the send failed
         self.next_seq = 0
 
@@ -94,7 +96,7 @@ class Pinger:
         self.source_pktinfo = source_pktinfo(settings, path.index)  # -S
         self.session = dialect.session
         self.responders = dialect.responder_table(settings, hears_group=not no_group)
-        self.counts = pingreport.RunCounts()
+        self.counts = RunCounts()
         self.send_times = SendTimes()
         self.names = Names(settings.numeric or settings.json)
         self._reported_errnos: set[int] = set()
@@ -154,10 +156,10 @@ class Pinger:
 
     def handle(self, data: bytes, arrival: Received, source: tuple) -> None:
         """Match one datagram to the probe it answers, count it and show it."""
-        via = pingreport.GROUP if arrival.to_group else pingreport.UNICAST
+        via = GROUP if arrival.to_group else UNICAST
         reply = self.dialect.reply(data)
         if reply is None:
-            if via == pingreport.UNICAST:
+            if via == UNICAST:
                 self.counts.stray += 1  # no answer to a probe of this run
             return  # others' datagrams to the group on our port are not ours to count
         found = self.responder(reply.seq, arrival, source)
@@ -168,7 +170,7 @@ class Pinger:
                                      rx_ns if self.settings.timestamps else None))
 
     def responder(self, seq: int, arrival: Received,
-                  source: tuple) -> Optional[tuple[pingreport.ResponderStats, int, int]]:
+                  source: tuple) -> Optional[tuple[ResponderStats, int, int]]:
         """The stats of the source of an answer to probe *seq*, its RTT and receive time;
         None (and counted) when it answers no probe of this run or the table is full."""
         sent_ns = self._send_time(seq)

@@ -15,7 +15,7 @@ import time
 
 from .dialect import Dialect
 from .interrupts import Interrupts
-from .report import SEQ_WINDOW
+from .seqwindow import SEQ_WINDOW
 from .settings import PingError, Settings
 
 

@@ -1,6 +1,6 @@
 """The end of a run: the statistics, the hints when nobody answered, the JSON document.
 
-Everything here is a pure function of what the run learnt (report.py's tables and
+Everything here is a pure function of what the run learnt (tally.py's table and
 counts) and of its settings: the pinger prints what these return.
 """
 
@@ -11,8 +11,9 @@ from typing import Any
 
 from ..addresses import is_never_routed_group, refused_group
 from ..schema.policy import RateLimit
-from .report import ResponderTable, RunCounts, plural
+from .display import plural
 from .settings import Settings
+from .tally import ResponderTable, RunCounts
 
 DEFAULT_RATE = RateLimit.rate  # a responder's default rate_limit per source, datagrams/s
 

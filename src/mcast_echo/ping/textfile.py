@@ -30,8 +30,10 @@ import stat
 from typing import Iterator, Optional
 
 from ..addresses import host_port
-from .report import ResponderStats, ResponderTable, RunCounts, shown
+from .display import shown
+from .responderstats import ResponderStats
 from .settings import PingError, Settings
+from .tally import ResponderTable, RunCounts
 
 MAX_RESPONDERS = 256  # responders given series per run; the rest are counted (omitted)
 MAX_NAME = 64  # characters of a responder's name kept in the `name` label

@@ -1,144 +1,24 @@
-"""What `mcast-echo ping` learns per responder, and how it is shown: lines, summary, JSON."""
+"""What one responder (one source address and port) told `mcast-echo ping`, and whether
+it counts.
+
+``ResponderStats.record`` counts each echo (once per sequence, a repeat on the same
+path a duplicate, the other path's a copy) into its RTT statistics (rttstats.py) and
+sequence windows (seqwindow.py); the same object says who the responder is, whether it
+counts for --expect, and its summary line and JSON. pathstats.py's ``HostStats`` adds
+the two paths of ssmping and RFC 6450.
+"""
 
 from __future__ import annotations
 
-import array
 import enum
-import ipaddress
-import math
-import random
-import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from ..addresses import host_port
 from ..wire.probe import Echo
-
-MAX_RESPONDERS = 4096  # sources tracked per run: any group member can answer from many more
-SEQ_WINDOW = 4096  # probes back that an echo is matched (send time) and told from a duplicate
-
-
-def shown(text: str) -> str:
-    """Text a peer sent, made safe for a terminal: printable characters only.
-
-    Anything a terminal acts on (C0 and C1 controls, ESC, DEL, line breaks, NUL) and
-    anything invisible (format characters such as U+202E, odd separators) becomes a
-    visible escape like ``\\x1b`` or ``\\u202e``; a backslash is doubled, so a peer
-    cannot pass its own text off as one of our escapes. JSON output keeps the raw text.
-    """
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(_escaped(char) for char in text)
-
-
-_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(char: str) -> str:
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    if char.isprintable():
-        return char
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def _ms(ns: float) -> float:
-    return round(ns / 1e6, 3)
-
-
-class RttStats:
-    """min/avg/max/mdev and the median (p50) of RTTs in ns.
-
-    Welford's update: the textbook sum-of-squares formula cancels catastrophically
-    when the spread is small next to the mean (mdev 0.000 or seconds off for real
-    ~100 ms RTTs measured against a large value); this one does not. The median is
-    exact over the first P50_SAMPLES RTTs, then that of a uniform sample of them all
-    (reservoir sampling), so a long run's memory stays bounded.
-    """
-
-    __slots__ = ("count", "mean_ns", "_squares", "min_ns", "max_ns", "_sample", "_random")
-    P50_SAMPLES = 1024
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean_ns = 0.0
-        self._squares = 0.0  # sum of squared differences from the running mean
-        self.min_ns = 0
-        self.max_ns = 0
-        self._sample: array.array = array.array("q")
-        self._random: Optional[random.Random] = None
-
-    def add(self, rtt_ns: int) -> None:
-        if len(self._sample) < self.P50_SAMPLES:
-            self._sample.append(rtt_ns)
-        else:  # Algorithm R: every RTT so far stays in the sample with equal chance
-            self._random = self._random or random.Random(self.P50_SAMPLES)
-            slot = self._random.randrange(self.count + 1)
-            if slot < self.P50_SAMPLES:
-                self._sample[slot] = rtt_ns
-        self.count += 1
-        delta = rtt_ns - self.mean_ns
-        self.mean_ns += delta / self.count
-        self._squares += delta * (rtt_ns - self.mean_ns)
-        if self.count == 1 or rtt_ns < self.min_ns:
-            self.min_ns = rtt_ns
-        self.max_ns = max(self.max_ns, rtt_ns)
-
-    @property
-    def p50_ns(self) -> float:
-        """The median RTT (0 before any)."""
-        return statistics.median(self._sample) if self._sample else 0.0
-
-    @property
-    def mdev_ns(self) -> float:
-        """The population standard deviation, as ping's mdev."""
-        return math.sqrt(max(0.0, self._squares) / self.count) if self.count else 0.0
-
-    def as_ms(self) -> Optional[dict[str, float]]:
-        """min/avg/max/mdev/p50 in ms, None before any sample."""
-        if self.count == 0:
-            return None
-        return {"min": _ms(self.min_ns), "avg": _ms(self.mean_ns), "max": _ms(self.max_ns),
-                "mdev": _ms(self.mdev_ns), "p50": _ms(self.p50_ns)}
-
-
-class SeqWindow:
-    """Which of the last SEQ_WINDOW sequence numbers were seen: a sliding bitmap.
-
-    Its size is fixed however long the run: bit *n* of ``_bits`` stands for
-    ``newest - n``.
-    """
-
-    __slots__ = ("newest", "_bits")
-    _MASK = (1 << SEQ_WINDOW) - 1
-
-    def __init__(self) -> None:
-        self.newest = -1
-        self._bits = 0
-
-    def copy(self) -> SeqWindow:
-        twin = SeqWindow()
-        twin.newest, twin._bits = self.newest, self._bits
-        return twin
-
-    def mark(self, seq: int) -> Optional[bool]:
-        """True the first time *seq* is marked, False after; None when it is older than
-        the window (cannot tell, so never called a duplicate)."""
-        if seq > self.newest:
-            shift = seq - self.newest
-            self._bits = ((self._bits << shift) | 1) & self._MASK if shift < SEQ_WINDOW else 1
-            self.newest = seq
-            return True
-        age = self.newest - seq
-        if age >= SEQ_WINDOW:
-            return None
-        if self._bits >> age & 1:
-            return False
-        self._bits |= 1 << age
-        return True
+from .display import plural, shown
+from .rttstats import RttStats
+from .seqwindow import SeqWindow
 
 
 def hop_count(sent_ttl: int, arrival_ttl: Optional[int]) -> Optional[int]:
@@ -382,113 +262,3 @@ class ResponderStats:
             "counted": self.counted,
         }
 
-
-def reply_line(stats: ResponderStats, echo: Echo, echo_len: int, rtt_ns: int,
-               outcome: Outcome, via: str = UNICAST,
-               received_ns: Optional[int] = None) -> str:
-    """One ping-style line: `64 bytes from 10.0.0.2 (host-b, eth1) hops=1: seq=3 time=0.412 ms`.
-
-    The byte count is the probe's part of the echo; a trailer is not counted. An echo
-    that came to the group ends in `(group)`; with *received_ns* (-D) the line starts
-    with the receive time, `[1700000000.123456]`, as ping -D does.
-    """
-    length = min(echo_len, echo.header.length)
-    line = f"{length} bytes from {stats.identity()}: seq={echo.header.seq}"
-    if received_ns is not None:
-        line = f"[{received_ns // 1000 // 1_000_000}.{received_ns // 1000 % 1_000_000:06d}] " + line
-    if echo.intact:
-        line += f" time={rtt_ns / 1e6:.3f} ms"
-    if echo.truncated:
-        line += f" (TRUNCATED: {length} of {echo.header.length} bytes)"
-    elif echo.corrupted:
-        line += " (CORRUPTED)"
-    elif outcome is Outcome.DUP:
-        line += " (DUP!)"
-    if via == GROUP:
-        line += " (group)"
-    if stats.wrong_port:
-        line += " (wrong source port)"
-    if stats.local:
-        line += f" ({LOCAL_MARK})"
-    return line
-
-
-class ResponderTable:
-    """The responders of one run, by source address and port, MAX_RESPONDERS at most.
-
-    Any group member can answer from as many addresses and ports as it likes, so
-    the table stops growing at its limit: echoes from further sources are counted,
-    not kept, and the report says so.
-    """
-
-    def __init__(self, group_port: int, limit: int = MAX_RESPONDERS,
-                 stats_type: type = ResponderStats,
-                 is_local: Optional[Callable[[str], bool]] = None,
-                 hears_group: bool = True) -> None:
-        self.group_port = group_port
-        self.limit = limit
-        self.stats_type = stats_type
-        self.is_local = is_local  # local.py's ThisHost; None: nothing is local
-        self.hears_group = hears_group  # False: group echoes cannot be heard, nor judged
-        self.untracked_echoes = 0
-        self._by_source: dict[tuple[str, int], ResponderStats] = {}
-
-    def lookup(self, address: str, port: int) -> Optional[ResponderStats]:
-        """The stats of this source, new if there is room; None (and counted) if full."""
-        stats = self._by_source.get((address, port))
-        if stats is None:
-            if len(self._by_source) >= self.limit:
-                self.untracked_echoes += 1
-                return None
-            stats = self.stats_type(address, port, wrong_port=port != self.group_port,
-                                    hears_group=self.hears_group)
-            stats.local = self.is_local is not None and self.is_local(address)
-            self._by_source[(address, port)] = stats
-        return stats
-
-    def in_order(self) -> list[ResponderStats]:
-        return sorted(self._by_source.values(), key=_address_order)
-
-    def __iter__(self):
-        return iter(self._by_source.values())
-
-    def answered(self) -> int:
-        """Responders that count: what --expect, success, the textfile and /probe count.
-
-        An intact echo from the group's port (docs/protocol.md; one host answering from
-        N ports is not N responders), from another host than this one, and by the group
-        when the responder echoes there.
-        """
-        return sum(1 for s in self._by_source.values() if s.counted)
-
-    def local(self) -> list[ResponderStats]:
-        """This host's own responders that answered: shown, never counted."""
-        return [s for s in self._by_source.values() if s.local and s.received]
-
-    def group_lost(self) -> list[ResponderStats]:
-        """Responders that answered, but none of whose echoes to the group arrived."""
-        return [s for s in self._by_source.values()
-                if s.received and s.group_lost and not s.local and not s.wrong_port]
-
-    def wrong_port(self) -> int:
-        return sum(1 for s in self._by_source.values() if s.wrong_port)
-
-
-@dataclass
-class RunCounts:
-    """What a run counts outside the per-responder stats."""
-
-    transmitted: int = 0
-    send_errors: int = 0
-    stray: int = 0  # datagrams that are no echo of a probe this run sent
-    late: int = 0  # echoes of probes older than SEQ_WINDOW: no send time left to match
-
-
-def _address_order(stats: ResponderStats) -> tuple:
-    address = ipaddress.ip_address(stats.address)
-    return (address.version, address, stats.port)
-
-
-def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
-    """`1 probe`, `2 probes`: the summary's grammar, as ping's."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
