@@ -408,13 +408,13 @@ class Daemon:
         if settings is None:
             return None
         try:
-            from . import metrics
+            from . import collectors, metrics
         except ImportError as e:  # a start fails with exit 69, a reload is refused
             raise OSError(errno.ENOENT, f"metrics: cannot load prometheus_client ({e}): install "
                           "python3-prometheus-client, or pip install prometheus_client") from None
         if self._metrics_registry is None:
-            self._metrics_registry = metrics.build_registry(lambda: self.responders,
-                                                            self.reloads, lambda: self.mping)
+            self._metrics_registry = collectors.build_registry(lambda: self.responders,
+                                                               self.reloads, lambda: self.mping)
         prober = Prober(lambda: self.config.listeners) if settings.probe else None
         return metrics.endpoint_for(settings, self.metrics, self._metrics_registry, prober)
 
