@@ -433,7 +433,7 @@ def test_metrics_off_by_default_and_prometheus_client_not_imported(write_config)
             "from mcast_echo.daemon.service import Daemon\n"
             f"daemon = Daemon(load_config({str(config)!r}))\n"
             "daemon.open()\n"
-            "assert daemon.metrics is None, daemon.metrics\n"
+            "assert daemon.endpoints.metrics is None, daemon.endpoints.metrics\n"
             "daemon.close()\n"
             "print('prometheus_client' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,7 +7,7 @@ is safe under the GIL; the responder list is copied first, since a reload replac
 The series that grow with the listeners (ListenerCollector) are written by our own
 formatter, the others by prometheus_client (exposition.py: a scrape at 4,096 listeners
 costs ~60 ms of CPU, not ~0.6 s). metrics.py serves what build_registry() returns.
-prometheus_client is imported only when metrics are on (service.py imports this
+prometheus_client is imported only when metrics are on (endpoints.py imports this
 module lazily): it costs ~70 ms.
 """
 

@@ -5,7 +5,7 @@ The endpoint can never stall the echo: its server (httpserver.py) answers from t
 its own, with a bound on its connections; /metrics is what the collectors read from the
 daemon's counts at the scrape (collectors.py, written by exposition.py), /probe a probe
 run on request (prober.py). prometheus_client is imported only when metrics are on
-(service.py imports this module lazily): it costs ~70 ms.
+(endpoints.py imports this module lazily): it costs ~70 ms.
 """
 
 from __future__ import annotations
