@@ -303,7 +303,7 @@ def test_idle_connections_never_stop_the_echo(write_config):
     """Connections that never send fill the endpoint (8 at once): the echo goes on, a ninth
     (a scrape) is answered in place of the oldest idle one, and the server drops the idle
     ones once REQUEST_TIMEOUT passes without a request. A request past 8 KiB is cut off."""
-    from mcast_echo.daemon.metrics import MAX_CONNECTIONS, REQUEST_TIMEOUT
+    from mcast_echo.daemon.httpserver import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
     config = write_config('interface: lo\ngroup: 239.7.7.1\nport: 5050\n'
                           'metrics: {listen: "127.0.0.1:9151"}\n')
@@ -433,7 +433,7 @@ def test_metrics_off_by_default_and_prometheus_client_not_imported(write_config)
             "from mcast_echo.daemon.service import Daemon\n"
             f"daemon = Daemon(load_config({str(config)!r}))\n"
             "daemon.open()\n"
-            "assert daemon.metrics is None, daemon.metrics\n"
+            "assert daemon.endpoints.metrics is None, daemon.endpoints.metrics\n"
             "daemon.close()\n"
             "print('prometheus_client' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -570,7 +570,7 @@ def test_slowloris_clients_never_keep_the_scrapes_out(write_config, mode, listen
     closed -- idle and trickling, or reading a large /metrics answer (400 listeners) a byte
     at a time: every scrape from another address is still answered, and the slow
     connections are closed (after REQUEST_TIMEOUT or SLOW_ANSWER, or for the scrapes)."""
-    from mcast_echo.daemon.metrics import MAX_CONNECTIONS, REQUEST_TIMEOUT
+    from mcast_echo.daemon.httpserver import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
     with Host("slowloris") as host:
         veth("vslow", "10.74.0.1/24", host, "eth0", "10.74.0.2/24")
@@ -661,8 +661,8 @@ def test_listener_families_render_as_prometheus_client_does(accept):
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder
 
+    from mcast_echo.daemon.collectors import ListenerCollector, build_registry
     from mcast_echo.daemon.exposition import Style
-    from mcast_echo.daemon.metrics import ListenerCollector, build_registry
     from mcast_echo.daemon.reloads import ReloadHistory
 
     responders = fake_responders(60)
@@ -715,9 +715,9 @@ def test_a_body_at_many_listeners_parses_and_costs_a_fraction(tmp_path):
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+    from mcast_echo.daemon.collectors import build_registry
     from mcast_echo.daemon.echosink import DROP_REASONS
     from mcast_echo.daemon.exposition import Style
-    from mcast_echo.daemon.metrics import build_registry
     from mcast_echo.daemon.reloads import ReloadHistory
 
     count = 4096
@@ -762,8 +762,8 @@ def test_scrapes_back_to_back_reuse_a_young_body():
     """A body is served again while it is younger than REUSE_FACTOR times its cost (at
     4,096 listeners, ~0.6 s): scrapes back to back render once; then a new one is rendered,
     with the counts as they are now."""
+    from mcast_echo.daemon.collectors import build_registry
     from mcast_echo.daemon.exposition import MAX_REUSE_AGE
-    from mcast_echo.daemon.metrics import build_registry
     from mcast_echo.daemon.reloads import ReloadHistory
 
     responders = fake_responders(4096)
@@ -798,7 +798,7 @@ DEB_RENDERING = textwrap.dedent("""
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder
     from mcast_echo.daemon.exposition import Style
-    from mcast_echo.daemon.metrics import ListenerCollector, build_registry
+    from mcast_echo.daemon.collectors import ListenerCollector, build_registry
     from mcast_echo.daemon.reloads import ReloadHistory
     from mcast_echo.daemon.residence import ResidenceHistogram
 

@@ -139,7 +139,7 @@ def test_the_rules_name_only_series_that_exist():
     responder(table, "10.0.0.2", 1, (1.0,))
     written = textfile.render(textfile.ProbeRun(settings(), table, RunCounts(transmitted=1),
                                                 1.0, 0.0)).decode()
-    daemon = (ROOT / "src" / "mcast_echo" / "daemon" / "metrics.py").read_text()
+    daemon = (ROOT / "src" / "mcast_echo" / "daemon" / "collectors.py").read_text()
     for name in names:
         if name.startswith("mcast_echo_probe_"):
             assert re.search(rf"^{name}[{{ ]", written, re.M), name

@@ -4,7 +4,7 @@ T2 is the kernel's receive time of a probe that asks for the trailer, T3 the clo
 just before the send that carries its echo (wire/probe.py): the time the daemon itself
 adds to a round trip -- its loop, a batch's walk, a --spread delay. Only probes are
 counted (the echo paths call ``observe`` where they stamp one), so the plain datagrams'
-fast path carries no work for it. /metrics shows the buckets (metrics.py), STATUS the
+fast path carries no work for it. /metrics shows the buckets (collectors.py), STATUS the
 p50 and p99 (responder.py).
 """
 

@@ -1,0 +1,56 @@
+"""The STATUS line: what sd_notify shows in `systemctl status`, and the ready, reloaded
+and totals log lines.
+
+Each listener's counters; past STATUS_LISTENERS of them, the totals and the listeners
+that wait (a STATUS line must stay one short datagram). Then the ssmping listener's
+counts, the echoes held for a probe's --spread, and a failed reload.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from ..net.udpstats import socket_drops
+from .delayed import DelayedReplies
+from .mping import MpingListener
+from .responder import GroupResponder
+
+STATUS_LISTENERS = 8  # listeners shown one by one in STATUS; past that, totals
+
+
+def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListener],
+                delayed: DelayedReplies, reload_problem: Optional[str]) -> str:
+    """The daemon's STATUS text, from its listeners, its ssmping listener (if on), the
+    echoes it holds and the last reload's problem (if any)."""
+    if len(responders) <= STATUS_LISTENERS:
+        text = "; ".join(r.status() for r in responders) or "no listeners"
+    else:
+        # Pending: a reload's new listeners, joined a slice at a time after it.
+        pending = sum(1 for r in responders if r.memberships.pending)
+        waiting = [r for r in responders if not r.memberships.pending
+                   and (not r.joined or r.memberships.waiting)]
+        dropped = sum(sum(r.dropped.values()) for r in responders)
+        joined = len(responders) - len(waiting) - pending
+        text = f"{len(responders)} listeners, {joined} joined"
+        if pending:
+            text += f", {pending} joins pending"
+        text += (f": received {sum(r.received for r in responders)}, "
+                f"echoed {sum(r.echoed for r in responders)}, dropped {dropped}")
+        kernel_drops = sum(r.kernel_drops() or 0 for r in responders)
+        if kernel_drops:
+            text += f", kernel drops {kernel_drops}"
+        if waiting:
+            text += "; " + "; ".join(r.status() for r in waiting[:5])
+            if len(waiting) > 5:
+                text += f"; and {len(waiting) - 5} more waiting"
+    if mping is not None:
+        text += f"; {mping.status()}"
+        kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in mping.sockets)
+        if kernel_drops:
+            text += f", kernel drops {kernel_drops}"
+    spread = delayed.status()
+    if spread:
+        text += f"; {spread}"
+    if reload_problem:
+        text += f" | {reload_problem}"
+    return text
