@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with EX_USAGE (64) for bad arguments, as every subcommand's other usage
     errors, instead of argparse's 2 (which ping uses for network errors)."""
 
-    json_errors = False  # ping --json: an argument error is also a JSON document on stdout
+    json_errors = False  # ping or mesh --json: an argument error is also a JSON document
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -114,6 +114,16 @@ def build_parser() -> Parser:
         ping.add_arguments(ping_parser)
         ping_parser.add_argument("--version", action="version",
                                  version=f"%(prog)s {__version__}")
+    from .meshview import command as mesh
+
+    mesh_parser = sub.add_parser("mesh", help="who hears whom: the mesh daemons' N×N matrix",
+                                 description="Read every mesh daemon's counters twice, a "
+                                             "window apart (or Prometheus once), and print "
+                                             "the matrix of ordered pairs with the loss "
+                                             "forward and reverse; name deaf hosts, dead "
+                                             "paths and partitions.")
+    mesh.add_arguments(mesh_parser)
+    mesh_parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.subcommands = dict(sub.choices)  # type: ignore[attr-defined]
     return parser
 
@@ -122,9 +132,9 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The arguments; any error exits 64 with the usage of the subcommand it belongs to."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    ping_parser = parser.subcommands.get("ping")
-    if ping_parser is not None:
-        ping_parser.json_errors = "--json" in argv
+    for name in ("ping", "mesh"):  # their --json: an argument error is a document too
+        if name in parser.subcommands:
+            parser.subcommands[name].json_errors = "--json" in argv
     args, extras = parser.parse_known_args(argv)
     if extras:  # argparse would blame the top level: the subcommand's usage says more
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
@@ -137,6 +147,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .ping import command as ping
 
         return ping.run(args)
+    if args.command == "mesh":
+        from .meshview import command as mesh
+
+        return mesh.run(args)
     path = args.config or default_config_path()
     if args.command == "check-config":
         return check_config(path)
