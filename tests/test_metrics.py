@@ -677,7 +677,7 @@ def test_listener_families_render_as_prometheus_client_does(accept):
     assert ours == theirs
     assert listeners.render(Style(content_type)).encode() == ours.removesuffix(b"# EOF\n")
 
-    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None, lambda: None)
     headers, body = exposition.body(accept, "", "")
     assert headers == [("Content-Type", content_type)]
     reference = encoder(exposition.registry)
@@ -722,7 +722,7 @@ def test_a_body_at_many_listeners_parses_and_costs_a_fraction(tmp_path):
 
     count = 4096
     responders = fake_responders(count)
-    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None, lambda: None)
     _, body = exposition.body("", "", "")
     series = parsed(body, "text/plain")
     assert sum(name == "mcast_echo_echoed_datagrams_total" for name, _ in series) == count
@@ -767,7 +767,7 @@ def test_scrapes_back_to_back_reuse_a_young_body():
     from mcast_echo.daemon.reloads import ReloadHistory
 
     responders = fake_responders(4096)
-    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None, lambda: None)
     start = time.process_time()
     first = exposition.body("", "", "")[1]
     rendered = time.process_time() - start
@@ -814,7 +814,7 @@ DEB_RENDERING = textwrap.dedent("""
     listeners = ListenerCollector(lambda: responders)
     only = CollectorRegistry(auto_describe=False)
     only.register(listeners)
-    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None)
+    exposition = build_registry(lambda: responders, ReloadHistory(), lambda: None, lambda: None)
     for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
         encoder, content_type = choose_encoder(accept)
         ours = listeners.render(Style(content_type)).encode()

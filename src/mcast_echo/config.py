@@ -14,7 +14,7 @@ daemon applies the difference; nothing downstream reads the file again.
 A file without ``listeners:`` is a flat mapping (``group: ...``, ``port: ...``)
 that describes one listener, ``Config.listeners[0]``. With a ``listeners:`` list,
 each item is a listener and the top-level listener keys are the defaults of every
-item; the daemon's own keys (log_level, status_interval, metrics, ssmping) stand
+item; the daemon's own keys (log_level, status_interval, metrics, ssmping, mesh) stand
 at the top level only.
 """
 
@@ -38,6 +38,7 @@ from .schema.keys import (
     check_key,
 )
 from .schema.listener import Listener, listener_problems
+from .schema.mesh import Mesh
 from .schema.policy import RateLimit
 from .schema.values import Invalid, show, spell
 from .yamlsafe import (
@@ -258,13 +259,38 @@ def load_config(path: str = DEFAULT_PATH, overrides: Optional[Mapping[str, Any]]
                     f"{path}:{item.line}: {LISTENERS}[{index}]: group {listener.group} port "
                     f"{listener.port} is already {LISTENERS}[{first[0]}] (line {first[1]}): one "
                     "listener per group and port; use interface: all, or another port")
+    mesh = top.values.get("mesh")
+    if mesh is not None:
+        problems.extend(f"{path}:{_line_of(top.nodes['mesh'], key)}: mesh: {problem}"
+                        for key, problem in mesh_problems(mesh, listeners,
+                                                          defaults.get("allow")))
     if problems:
         raise ConfigError(sorted(problems, key=lambda problem: _problem_line(problem, path)))
     daemon = {k: v for k, v in {**top.values, **command_line}.items() if k in DAEMON_KEYS}
-    if daemon.get("ssmping") is not None:  # answered under the top-level allow and rate_limit
-        daemon["ssmping"] = replace(daemon["ssmping"], allow=defaults.get("allow"),
-                                    rate_limit=defaults.get("rate_limit", RateLimit()))
+    for key in ("ssmping", "mesh"):  # answered under the top-level allow and rate_limit
+        if daemon.get(key) is not None:
+            daemon[key] = replace(daemon[key], allow=defaults.get("allow"),
+                                  rate_limit=defaults.get("rate_limit", RateLimit()))
     return Config(path=path, listeners=tuple(listeners), **daemon)
+
+
+def mesh_problems(mesh: Mesh, listeners: list[Listener],
+                  allow: Optional[tuple]) -> list[tuple[str, str]]:
+    """(key of mesh:, problem) for each way the mesh contradicts the rest of the file: a
+    listener on its group and port (two sockets cannot bind both), an allow list with no
+    IPv4 network (no peer would be answered)."""
+    problems = []
+    for index, listener in enumerate(listeners):
+        if (listener.group, listener.port) == (mesh.group, mesh.port):
+            where = "the listener" if len(listeners) == 1 else f"{LISTENERS}[{index}]"
+            problems.append(("port", f"group {mesh.group} port {mesh.port} is also {where}'s: "
+                             "the mesh needs a group and port of its own; use another port "
+                             f"(e.g. port: {mesh.port + 1})"))
+    if allow is not None and all(network.version != 4 for network in allow):
+        problems.append(("group", f"the top-level allow {spell(allow)} holds no IPv4 network, "
+                         "so no mesh peer would be answered: add the mesh's network (e.g. "
+                         "10.0.0.0/8) or write allow: null"))
+    return problems
 
 
 def _problem_line(problem: str, path: str) -> int:

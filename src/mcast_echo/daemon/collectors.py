@@ -30,6 +30,8 @@ from ..net.udpstats import socket_drops
 from ..wire import mping as wire_mping
 from .echosink import DROP_REASONS
 from .exposition import Exposition, Style, label_text, label_value, number
+from .mesh import MeshNode
+from .meshcollector import MeshCollector
 from .mping import MpingListener
 from .reloads import ReloadHistory
 from .responder import GroupResponder
@@ -251,9 +253,12 @@ def residence_family(listeners: list[tuple[GroupResponder, list[str]]]) -> Metri
 
 def build_registry(responders: Callable[[], Sequence[GroupResponder]],
                    reloads: ReloadHistory,
-                   ssmping: Callable[[], Optional[MpingListener]]) -> Exposition:
+                   ssmping: Callable[[], Optional[MpingListener]],
+                   mesh: Callable[[], Optional[MeshNode]]) -> Exposition:
     """Our own collectors (not prometheus_client's global registry): the listeners' series,
-    the daemon's, the process' (CPU, memory, open files) and the platform's (python_info)."""
+    the daemon's, the mesh's (meshcollector.py), the process' (CPU, memory, open files) and
+    the platform's (python_info)."""
     return Exposition(ListenerCollector(responders),
-                      [DaemonCollector(reloads, ssmping), ProcessCollector(registry=None),
+                      [DaemonCollector(reloads, ssmping), MeshCollector(mesh),
+                       ProcessCollector(registry=None),
                        PlatformCollector(registry=None)])

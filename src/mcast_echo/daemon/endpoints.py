@@ -1,8 +1,10 @@
-"""The endpoints a config turns on beside the echo listeners (schema/endpoints.py): the
-ssmping / RFC 6450 listener (mping.py) and the Prometheus endpoint (metrics.py).
+"""The endpoints a config turns on beside the echo listeners (schema/endpoints.py,
+schema/mesh.py): the ssmping / RFC 6450 listener (mping.py), the mesh (mesh.py) and the
+Prometheus endpoint (metrics.py).
 
 A config gets the running one if it stays where it is (the ssmping listener on the same
-port, reconfigured; the metrics endpoint on the same address), else a new one, bound
+port, reconfigured; the mesh on the same group and port, reconfigured; the
+metrics endpoint on the same address), else a new one, bound
 (OSError if it cannot be: the running one untouched) and served once switched to. Once
 the loop serves (serve()), a new metrics endpoint starts before the old one stops.
 prometheus_client is imported when metrics are first turned on: it costs ~70 ms.
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from ..net.poller import Poller
 from ..schema.endpoints import Metrics, Ssmping
 from ..schema.listener import Listener
+from ..schema.mesh import Mesh
+from .mesh import MeshNode
 from .mping import MpingListener
 from .prober import Prober
 from .ratelimit import RateLimitedLog
@@ -29,8 +33,8 @@ if TYPE_CHECKING:  # imported when metrics are on (metrics_for): prometheus_clie
 
 
 class Endpoints:
-    """The ssmping listener and the metrics endpoint, each None while off; owns both
-    (close())."""
+    """The ssmping listener, the mesh and the metrics endpoint, each None while off; owns
+    them (close())."""
 
     def __init__(self, drop_log: RateLimitedLog, guard: SendGuard,
                  responders: Callable[[], Sequence[GroupResponder]], reloads: ReloadHistory,
@@ -38,6 +42,7 @@ class Endpoints:
         """*responders* and *reloads* are what /metrics reads; *listeners*, what /probe may
         probe (the running config's, read at each call)."""
         self.mping: Optional[MpingListener] = None  # the ssmping / RFC 6450 listener, if on
+        self.mesh: Optional[MeshNode] = None  # this daemon's part in a mesh, if on
         self.metrics: Optional[MetricsEndpoint] = None  # the Prometheus endpoint, if on
         self._drop_log = drop_log
         self._guard = guard
@@ -52,6 +57,8 @@ class Endpoints:
         metrics endpoint; from now on, what a switch brings in is served at once."""
         self._poller = poller
         self._register_mping(self.mping)
+        if self.mesh is not None:
+            self.mesh.serve(poller)
         if self.metrics is not None:
             self.metrics.start()
 
@@ -89,6 +96,36 @@ class Endpoints:
         self.mping.close()
         self.mping = None
 
+    def mesh_for(self, settings: Optional[Mesh]) -> Optional[MeshNode]:
+        """The mesh *settings* ask for: the running one (reconfigured) on the same group
+        and port, else a new one, its group socket bound (OSError if it cannot
+        be)."""
+        if settings is None:
+            return None
+        if self.mesh is not None and self.mesh.settings.identity == settings.identity:
+            self.mesh.reconfigure(settings)
+            return self.mesh
+        return MeshNode(settings, self._drop_log, self._guard)
+
+    def switch_mesh(self, mesh: Optional[MeshNode]) -> None:
+        """Serve from *mesh* (None: off), closing (leaving) the one it replaces."""
+        if mesh is self.mesh:
+            return
+        if self.mesh is not None:
+            self.mesh.close()
+        self.mesh = mesh
+        if mesh is not None and self._poller is not None:
+            mesh.serve(self._poller)
+
+    def tick_mesh(self, now: float) -> tuple[float, bool]:
+        """The mesh's timer (mesh.py's tick): when it is due next (never, without a mesh),
+        and whether how it hears changed."""
+        mesh = self.mesh
+        if mesh is None:
+            return float("inf"), False
+        changed = mesh.tick(now)
+        return mesh.next_due, changed
+
     def metrics_for(self, settings: Optional[Metrics]) -> Optional[MetricsEndpoint]:
         """The endpoint *settings* ask for: the running one if its address is unchanged,
         else a new one, bound but not serving yet (OSError if it cannot bind)."""
@@ -101,7 +138,8 @@ class Endpoints:
                           "python3-prometheus-client, or pip install prometheus_client") from None
         if self._metrics_registry is None:
             self._metrics_registry = collectors.build_registry(self._responders, self._reloads,
-                                                               lambda: self.mping)
+                                                               lambda: self.mping,
+                                                               lambda: self.mesh)
         prober = Prober(self._listeners) if settings.probe else None
         return metrics.endpoint_for(settings, self.metrics, self._metrics_registry, prober)
 
@@ -114,14 +152,17 @@ class Endpoints:
         self.metrics = endpoint
 
     def fds(self) -> list[int]:
-        """Their descriptors: the metrics endpoint's, then the ssmping sockets'."""
+        """Their descriptors: the metrics endpoint's, the ssmping sockets', the mesh's."""
         fds = [] if self.metrics is None else [self.metrics.fileno()]
         if self.mping is not None:
             fds.extend(handler.fileno() for handler in self.mping.sockets)
+        if self.mesh is not None:
+            fds.extend(self.mesh.fds())
         return fds
 
     def close(self) -> None:
-        """Close both (and leave the loop's poller). Safe to call twice."""
+        """Close them all (and leave the loop's poller). Safe to call twice."""
         self._close_mping()
+        self.switch_mesh(None)
         self.switch_metrics(None)
         self._poller = None

@@ -7,7 +7,8 @@ queue: any number of SIGHUPs before the loop looks is one reload, and a
 SIGTERM/SIGINT wins over a pending reload, so a signal storm costs at most one
 reload at a time. Timers (STATUS, WATCHDOG=1, membership checks, echoes held for a
 probe's --spread) are due times checked on every pass. The STATUS text is
-statusline.py's; the ssmping listener and the metrics endpoint, endpoints.py's; what the
+statusline.py's; the ssmping listener, the mesh (its probes are one more timer) and the
+metrics endpoint, endpoints.py's; what the
 host sets against opening the sockets (and how to fix it), hostlimits.py's.
 
 The loop never waits on work that grows with the number of listeners (#18.8): a
@@ -108,6 +109,7 @@ class Daemon:
             log.info("%d listeners: %d joined, %d waiting", len(self.responders), joined,
                      len(self.responders) - joined)
         self.endpoints.switch_mping(self.endpoints.mping_for(self.config.ssmping))
+        self.endpoints.switch_mesh(self.endpoints.mesh_for(self.config.mesh))
         self._share_sources()
         # Bound here, served from run().
         self.endpoints.switch_metrics(self.endpoints.metrics_for(self.config.metrics))
@@ -158,7 +160,8 @@ class Daemon:
         self._next_check = now + MEMBERSHIP_CHECK_INTERVAL
         watchdog = self.notifier.watchdog_interval
         next_watchdog = now if watchdog else float("inf")
-        next_due = now  # the earliest of the three: one comparison per wake-up
+        next_mesh = now  # the mesh's timer (probes), never without a mesh
+        next_due = now  # the earliest of the timers: one comparison per wake-up
         wait = self._poller.wait
         chores = self._chores
         delayed = self.delayed
@@ -176,6 +179,7 @@ class Daemon:
                 job, self._reload_job = self._reload_job, None
                 self._finish_reload(job.plan, job.failure)
                 next_status = time.monotonic() + self.config.status_interval  # READY has it
+                next_mesh = 0.0  # a mesh new or reconfigured: it says when it is due
                 next_due = 0.0  # and the other timers as they were (a new round is due)
             # `now` was read as the last wait returned: one clock read per wake-up serves the
             # datagrams' arrival and these timers (late by at most that wake-up's echoes)
@@ -186,12 +190,16 @@ class Daemon:
                 if now >= self._next_check and not self._checking:
                     self._checking = True
                     chores.append(self._membership_round())
+                if now >= next_mesh:
+                    next_mesh, changed = self.endpoints.tick_mesh(now)
+                    if changed:
+                        next_status = now  # how the mesh hears is news: STATUS now
                 if now >= next_status:
                     line = self.status_line()
                     self.notifier.status(line)
                     log.debug("status: %s", line)  # the counters in the foreground too
                     next_status = now + self.config.status_interval
-                next_due = min(next_watchdog, self._next_check, next_status)
+                next_due = min(next_watchdog, self._next_check, next_status, next_mesh)
             if chores:
                 self._run_chores(time.monotonic() + CHORE_SLICE)
             due = min(next_due, delayed.next_due) if held else next_due
@@ -282,6 +290,14 @@ class Daemon:
         new = plan.config
         metrics = self.endpoints.metrics_for(new.metrics)
         mping = self.endpoints.mping_for(new.ssmping)
+        try:
+            mesh = self.endpoints.mesh_for(new.mesh)
+        except OSError:
+            if metrics is not self.endpoints.metrics and metrics is not None:
+                metrics.close()
+            if mping is not self.endpoints.mping and mping is not None:
+                mping.close()
+            raise
         self.limits = plan.limits
         set_level(new.log_level)
         kept, stopped = [], []
@@ -296,6 +312,7 @@ class Daemon:
         self.responders = kept + plan.started
         self.endpoints.switch_metrics(metrics)
         self.endpoints.switch_mping(mping)
+        self.endpoints.switch_mesh(mesh)
         self.config = new
         self._share_sources()
         self._applying = True
@@ -330,6 +347,9 @@ class Daemon:
         if self.endpoints.mping is not None:
             limiters += [p.limiter for p in self.endpoints.mping.policies.values()
                          if p.limiter is not None]
+        mesh = self.endpoints.mesh
+        if mesh is not None and mesh.policy.limiter is not None:
+            limiters.append(mesh.policy.limiter)
         share = share_sources(limiters)
         for responder in self.responders:
             responder.tracked_sources = share
@@ -370,7 +390,7 @@ class Daemon:
     def status_line(self) -> str:
         """The STATUS text of the daemon as it stands (statusline.py)."""
         return statusline.status_line(self.responders, self.endpoints.mping, self.delayed,
-                                      self.reload_problem)
+                                      self.reload_problem, self.endpoints.mesh)
 
     def open_fds(self) -> list[int]:
         """Descriptors a detaching DaemonContext must keep open."""

@@ -3,7 +3,8 @@ and totals log lines.
 
 Each listener's counters; past STATUS_LISTENERS of them, the totals and the listeners
 that wait (a STATUS line must stay one short datagram). Then the ssmping listener's
-counts, the echoes held for a probe's --spread, and a failed reload.
+counts, the mesh's (how many peers it hears: "hears nobody" when deaf), the echoes held
+for a probe's --spread, and a failed reload.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional, Sequence
 
 from ..net.udpstats import socket_drops
 from .delayed import DelayedReplies
+from .mesh import MeshNode
 from .mping import MpingListener
 from .responder import GroupResponder
 
@@ -19,9 +21,10 @@ STATUS_LISTENERS = 8  # listeners shown one by one in STATUS; past that, totals
 
 
 def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListener],
-                delayed: DelayedReplies, reload_problem: Optional[str]) -> str:
-    """The daemon's STATUS text, from its listeners, its ssmping listener (if on), the
-    echoes it holds and the last reload's problem (if any)."""
+                delayed: DelayedReplies, reload_problem: Optional[str],
+                mesh: Optional[MeshNode] = None) -> str:
+    """The daemon's STATUS text, from its listeners, its ssmping listener and mesh (if
+    on), the echoes it holds and the last reload's problem (if any)."""
     if len(responders) <= STATUS_LISTENERS:
         text = "; ".join(r.status() for r in responders) or "no listeners"
     else:
@@ -48,6 +51,8 @@ def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListe
         kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in mping.sockets)
         if kernel_drops:
             text += f", kernel drops {kernel_drops}"
+    if mesh is not None:
+        text += f"; {mesh.status()}"
     spread = delayed.status()
     if spread:
         text += f"; {spread}"

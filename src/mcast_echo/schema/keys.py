@@ -2,7 +2,8 @@
 
 A listener's keys (listener.py, policy.py) may stand at the top level, as the one
 listener or the defaults of a `listeners:` list; the daemon's own keys (log_level,
-status_interval, and the endpoints of endpoints.py) only at the top level.
+status_interval, the endpoints of endpoints.py and the mesh of mesh.py) only at the top
+level.
 config.py reads the file and calls check_key on each value it finds.
 """
 
@@ -22,6 +23,7 @@ from .listener import (
     check_sources,
     check_ttl,
 )
+from .mesh import Mesh, check_mesh
 from .policy import check_allow, check_rate_limit
 from .values import Invalid, check_bool, check_port, checked, show
 
@@ -39,6 +41,7 @@ class Config:
     status_interval: float = 5.0
     metrics: Optional[Metrics] = None  # None: no metrics endpoint
     ssmping: Optional[Ssmping] = None  # None: no ssmping / RFC 6450 listener
+    mesh: Optional[Mesh] = None  # None: no part in a mesh
 
 
 def check_log_level(value: Any) -> str:
@@ -76,6 +79,7 @@ DAEMON_KEYS: dict[str, Callable[[Any], Any]] = {
     "status_interval": check_interval,
     "metrics": check_metrics,
     "ssmping": check_ssmping,
+    "mesh": check_mesh,
 }
 LISTENERS = "listeners"  # the top-level list of listener mappings
 ALL_KEYS = {**LISTENER_KEYS, **DAEMON_KEYS}
