@@ -12,7 +12,8 @@ DEB_FILE := $(DEB_OUT)/mcast-echo_$(DEB_VERSION)_all.deb
 # what goes into the source package (README.md and LICENSE only if present)
 DEB_SOURCES := pyproject.toml $(wildcard README.md LICENSE) src docs etc/mcast-echo.yaml \
 	etc/default/mcast-echo-probe systemd/mcast-echo.service systemd/mcast-echo-probe.service \
-	systemd/mcast-echo-probe.timer packaging/man packaging/prometheus/mcast-echo.rules.yml
+	systemd/mcast-echo-probe.timer packaging/man packaging/prometheus/mcast-echo.rules.yml \
+	packaging/prometheus/mcast-echo-mesh.rules.yml packaging/grafana/mcast-echo-mesh.json
 DEB_INPUTS := $(shell cd $(CURDIR) && find $(DEB_SOURCES) packaging/debian -type f \
 	-not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 

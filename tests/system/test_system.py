@@ -466,7 +466,9 @@ def test_the_group_check_writes_the_textfile_under_systemd(running):
     assert PROBE_DEFAULTS in running.out("dpkg-query", "-W", "-f=${Conffiles}", "mcast-echo")
     files = running.out("dpkg", "-L", "mcast-echo").splitlines()
     for path in (f"/usr/lib/systemd/system/{PROBE}", f"/usr/lib/systemd/system/{PROBE_TIMER}",
-                 "/usr/share/doc/mcast-echo/examples/mcast-echo.rules.yml"):
+                 "/usr/share/doc/mcast-echo/examples/mcast-echo.rules.yml",
+                 "/usr/share/doc/mcast-echo/examples/mcast-echo-mesh.rules.yml",
+                 "/usr/share/doc/mcast-echo/examples/mcast-echo-mesh.json"):
         assert path in files, path
     shipped_defaults = running.out("cat", PROBE_DEFAULTS)
     # the directory as Debian's prometheus-node-exporter makes it: root's, 0755, so the
