@@ -94,14 +94,16 @@ def test_ordinary_values_pass_and_render_one_line_each(target, options):
 # --- #20.11: every config key has a variable, node_exporter, the .deb path
 
 
-def test_the_ssmping_listener_has_a_variable_rendered_into_the_checked_config():
+@pytest.mark.parametrize("key", ["ssmping", "mesh"])
+def test_the_ssmping_listener_and_the_mesh_have_a_variable_rendered_into_the_checked_config(
+        key):
     defaults = load(ROLE / "defaults" / "main.yml")
-    assert "mcast_echo_ssmping" in defaults and defaults["mcast_echo_ssmping"] is None
+    assert f"mcast_echo_{key}" in defaults and defaults[f"mcast_echo_{key}"] is None
     specs = load(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
-    assert specs["mcast_echo_ssmping"]["type"] == "dict"
+    assert specs[f"mcast_echo_{key}"]["type"] == "dict"
     template = (ROLE / "templates" / "mcast-echo.yaml.j2").read_text()
     # as JSON, like every value: a mapping cannot add lines; check-config validates it
-    assert "\nssmping: {{ value(mcast_echo_ssmping) }}\n" in template
+    assert f"\n{key}: {{{{ value(mcast_echo_{key}) }}}}\n" in template
     [write] = [t for t in load(ROLE / "tasks" / "main.yml")
                if t.get("ansible.builtin.template", {}).get("src") == "mcast-echo.yaml.j2"]
     assert write["ansible.builtin.template"]["validate"] == "mcast-echo check-config -c %s"
