@@ -18,6 +18,7 @@ from typing import Optional
 from lab import MONITOR_ADDR, ROOT, Fleet
 
 RULES = ROOT / "packaging" / "prometheus" / "mcast-echo.rules.yml"
+MESH_RULES = ROOT / "packaging" / "prometheus" / "mcast-echo-mesh.rules.yml"
 PROMETHEUS_LISTEN = "127.0.0.1:9090"
 NODE_EXPORTER_LISTEN = "127.0.0.1:9100"
 SCRAPE_INTERVAL = 2  # seconds; also the rules' evaluation interval
@@ -137,4 +138,4 @@ class Monitor:
             self.probe_thread.join(timeout=70)
 
 
-__all__ = ["Monitor", "MONITOR_ADDR", "RULES"]
+__all__ = ["Monitor", "MONITOR_ADDR", "RULES", "MESH_RULES"]

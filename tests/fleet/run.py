@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from lab import ROOT, Fleet, down_leftovers, run
-from monitor import RULES, Monitor
+from meshcheck import MeshCheck, mesh_vars
+from monitor import MESH_RULES, RULES, Monitor
 
 ANSIBLE_DIR = ROOT / "packaging" / "ansible"
 VENV = Path(os.environ.get("FLEET_VENV", ROOT / "build" / "fleet" / "venv"))
@@ -82,6 +83,7 @@ class Run:
             "mcast_echo_deb": str(self.deb),
             "mcast_echo_interface": "eth0",
             "mcast_echo_metrics_listen": "0.0.0.0:9101",
+            "mcast_echo_mesh": mesh_vars(self.count),
         }}}}}
         (self.state / "inventory.yml").write_text(json.dumps(inventory, indent=1))
         (self.state / "ansible.cfg").write_text(f"""[defaults]
@@ -160,7 +162,7 @@ pipelining = True
             f"with its host name; slowest RTT {slowest:.3f} ms (the spread taken out)")
 
     def prometheus(self) -> bool:
-        rules = [RULES] if RULES.exists() else []
+        rules = [r for r in (RULES, MESH_RULES) if r.exists()]
         self.monitor.start(rules)
         probing = "--prometheus-textfile" in run(MCAST_ECHO, "ping", "--help").stdout
         if probing:
@@ -271,6 +273,7 @@ def main() -> int:
         alerting = fleet_run.prometheus()
         if alerting:
             fleet_run.alert()
+            fleet_run.timed("mesh: a deaf host", MeshCheck(fleet_run).check, wait_for)
         else:
             log("SKIPPED the alert step: the rules file or ping --prometheus-textfile is missing")
         fleet_run.reload()
