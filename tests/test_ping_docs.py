@@ -57,7 +57,7 @@ def options_of(command: str) -> list[str]:
             for option in action.option_strings if option not in UNDOCUMENTED]
 
 
-PING_MAN = man_section(".TP\n.B ping\n", ".SH PING OUTPUT")
+PING_MAN = man_section(".TP\n.B ping\n", ".TP\n.B mesh\n")  # mesh follows ping
 README_PING = readme_ping_section()
 
 

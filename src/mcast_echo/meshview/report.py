@@ -13,8 +13,7 @@ from ..ping.display import plural, shown
 from .counters import HostCounts
 from .matrix import FORWARD, REVERSE, Finding, MeshView
 
-LEGEND = ("cells: loss % forward/reverse, row = prober P, column = responder R; forward: "
-          "R's reply to P's probe came back, reverse: R heard P's probe")
+LEGEND = "loss % per ordered pair, forward/reverse (row P probes, column R answers)"
 
 
 def _percent_loss(ratio: Optional[float]) -> str:
@@ -95,7 +94,7 @@ def failed_lines(failed: dict[str, str]) -> list[str]:
 
 
 def text(view: MeshView, seconds: float, failed: dict[str, str]) -> list[str]:
-    lines = [f"MESH {plural(len(view.hosts), 'host')}, {seconds:.1f} s window; {LEGEND}"]
+    lines = [f"MESH {plural(len(view.hosts), 'host')}, {seconds:.1f} s window: {LEGEND}"]
     if view.hosts:
         lines.extend(matrix_lines(view))
     lines.extend(findings_lines(view))
