@@ -10,6 +10,7 @@ import io
 import json
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager, redirect_stderr
 
 import pytest
@@ -50,7 +51,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return
                 time.sleep(0.1)  # the trickle's pace: the stimulus under test
             return
-        if kind == "huge":
+        if kind == "prometheus":  # /api/v1/query: the same vector shape Prometheus answers
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["query"][0]
+            body = json.dumps({"status": "success", "data": {
+                "resultType": "vector", "result": prometheus_vector(query)}}).encode()
+        elif kind == "huge":
             body = b"# " + b"x" * (fetch.MAX_BODY + 10) + b"\n"
         elif kind == "many":
             body = "".join(f"s{i} 1\n" for i in range(fetch.MAX_SAMPLES + 1)).encode()
@@ -65,6 +70,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def prometheus_vector(query: str) -> list[dict]:
+    """Two daemons, 127.0.0.1 (named by its instance's address, no info series) and one whose
+    instance is a name and that serves no info: its place in the matrix is unknown."""
+    rows = []
+    for instance in ("127.0.0.1:9101", "host-b:9101"):
+        labels = {"job": "mcast-echo", "instance": instance}
+        if "probes_sent" in query:
+            rows.append({"metric": labels, "value": [0, "60"]})
+        elif "replies" in query:
+            rows.append({"metric": {**labels, "responder": "10.0.0.9"}, "value": [0, "60"]})
+        elif "heard_total" in query:
+            rows.append({"metric": {**labels, "prober": "10.0.0.9"}, "value": [0, "59.5"]})
+    return rows
 
 
 @contextmanager
@@ -146,3 +166,15 @@ def test_an_argument_error_is_64_and_a_json_document_too(capsys):
         cli.parse(["mesh", "--json", "--window", "0", "a:1", "b:1"])
     assert exited.value.code == 64
     assert json.loads(capsys.readouterr().out)["exit_status"] == 64
+
+
+def test_prometheus_mode_places_a_daemon_by_its_info_or_instance_address_else_says_so():
+    with server(A, "prometheus") as api:
+        status, out, _ = mesh("--json", "--prometheus", api.rsplit("/", 1)[0])
+    document = json.loads(out)
+    assert status == 2 and [h["address"] for h in document["hosts"]] == [A]
+    assert document["unreachable"] == [{
+        "source": "mcast-echo/host-b:9101",
+        "error": "no mcast_echo_mesh_info{address=...} and its instance is a name: its place "
+                 "in the matrix is unknown"}]
+    assert document["settings"]["window_s"] == 60.0  # --prometheus' default window

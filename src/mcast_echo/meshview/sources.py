@@ -113,14 +113,19 @@ def from_prometheus(api: Endpoint, window: float, timeout: float) -> Window:
                 continue
             by_instance.setdefault(key, []).append((name, labels, value))
     hosts = []
+    failed = {}
     for (job, instance), found in sorted(by_instance.items()):
         host_part = instance.rsplit(":", 1)[0].strip("[]") if instance else ""
         counts = counters.from_samples(found, instance or job,
                                        counters.peer_address(host_part))
-        if counts is not None and counts.address is not None:
+        if counts is None:
+            continue  # no increase of its probes in the window: not (yet) a mesh daemon
+        if counts.address is None:
+            failed[f"{job}/{instance}"] = (f"no {counters.INFO}{{address=...}} and its instance "
+                                           "is a name: its place in the matrix is unknown")
+        else:
             hosts.append(counts)
-    if not hosts:
-        return Window([], {api.url: f"no daemon with mesh counters over the last {seconds} "
-                                    "(is the window at least twice the scrape interval?)"},
-                      window)
-    return Window(hosts, {}, window)
+    if not hosts and not failed:
+        failed[api.url] = (f"no daemon with mesh counters over the last {seconds} (is the "
+                           "window at least twice the scrape interval?)")
+    return Window(hosts, failed, window)
