@@ -241,3 +241,42 @@ def test_a_flood_of_forged_probers_is_bounded_by_the_peer_cap(lab):
     after = lab.scrape()
     ratios = lab.ratios(before, after)
     assert all(min(pair) > 0 for pair in ratios.values()), ratios
+
+
+def test_sighup_adds_changes_and_removes_the_mesh_and_sigterm_leaves(tmp_path):
+    """A daemon on a LAN of its own: the mesh's membership follows the config at each
+    reload, and the daemon leaves the group when it stops."""
+    import signal
+
+    from daemonproc import DaemonProcess
+    from netlab import Host, Lan
+
+    def joined(host) -> bool:
+        return ("eth0", GROUP) in host.igmp_groups()
+
+    config = tmp_path / "mesh.yaml"
+    plain = "group: 239.1.1.1\nport: 9999\ninterface: eth0\n"
+    mesh = f"mesh: {{group: {GROUP}, interface: eth0, interval: %s}}\n"
+    config.write_text(plain)
+    with Lan(subnet="10.93.0") as lan, Host("meshreload") as host:
+        lan.plug(host, 2)
+        with DaemonProcess(config, host=host) as daemon:
+            daemon.wait_for("ready:")
+            assert not joined(host)
+            for text, want, line in ((plain + mesh % 0.5, True, "every 0.5 s"),
+                                     (plain + mesh % 0.2, True, "reloaded"),
+                                     (plain, False, "mesh: left"),
+                                     (plain + mesh % 1, True, "every 1 s")):
+                mark = daemon.mark()
+                config.write_text(text)
+                daemon.send_signal(signal.SIGHUP)
+                daemon.wait_for(line, start=mark)
+                daemon.wait_for("reloaded", start=mark)
+                wait_until(lambda want=want: joined(host) == want, 5, f"membership {want}")
+            assert "mesh 239.255.77.77:9998 on eth0 from 10.93.0.2" in daemon.wait_for(
+                "reloaded", start=mark)
+            mark = daemon.mark()
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.stop() == 0
+            daemon.wait_for("mesh: left", start=mark)
+            assert not joined(host)
