@@ -210,9 +210,15 @@ class MeshLab(ClosedOnExit):
         """Every daemon's mesh series, scraped at once (threads: the least skew)."""
         def one(index: int) -> Scrape:
             url = f"http://{self.address(index)}:{METRICS_PORT}/metrics"
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return scrape_text(response.read().decode())
-        with concurrent.futures.ThreadPoolExecutor(self.count) as pool:
+            for attempt in range(3):  # at 50 hosts, a first connect may wait on ARP
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as response:
+                        return scrape_text(response.read().decode())
+                except OSError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        with concurrent.futures.ThreadPoolExecutor(min(self.count, 16)) as pool:
             return list(pool.map(one, range(self.count)))
 
     def ratios(self, before: list[Scrape], after: list[Scrape]
