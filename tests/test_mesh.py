@@ -280,3 +280,44 @@ def test_sighup_adds_changes_and_removes_the_mesh_and_sigterm_leaves(tmp_path):
             assert daemon.stop() == 0
             daemon.wait_for("mesh: left", start=mark)
             assert not joined(host)
+
+
+# ---------------------------------------------------------------- no network: format, config
+
+
+def test_the_wire_format_round_trips_and_a_reply_never_outgrows_its_probe():
+    from mcast_echo.wire import mesh
+
+    probe = mesh.probe(2**64 - 1, 7, "10.0.0.1")
+    assert len(probe) == mesh.SIZE == 28
+    parsed = mesh.parse(probe + bytes(100))
+    assert parsed == mesh.Datagram(mesh.PROBE, 2**64 - 1, 7, "10.0.0.1")
+    reply = mesh.reply(parsed, "10.0.0.2")
+    assert len(reply) == 28 and mesh.parse(reply) == mesh.Datagram(mesh.REPLY, 2**64 - 1, 7,
+                                                                   "10.0.0.2")
+    for garbage in (b"", probe[:27], b"X" + probe[1:], probe[:4] + b"\x02" + probe[5:],
+                    probe[:5] + b"Q" + probe[6:], reply + b"x"):
+        assert mesh.parse(garbage) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mesh: {interface: eth0}\n", "2: mesh: group missing"),
+    ("mesh: {group: 239.255.77.77, interface: eth0, interval: 0.01}\n",
+     "2: mesh: interval: 0.01 is out of range 0.05..60 seconds"),
+    ("mesh:\n  group: ff15::1\n  interface: eth0\n", "3: mesh: group: ff15::1: the mesh is IPv4"),
+    ("mesh: {group: 239.255.77.77, interface: 10.0.0.1}\n",
+     "2: mesh: interface: 10.0.0.1 is not an interface name"),
+    ("mesh:\n  group: 239.255.77.77\n  interface: eth0\n  expect: 1\n",
+     "5: mesh: expect: 1 is out of range 2..1025"),
+    ("mesh: {group: 239.1.2.3, interface: eth0, port: 9999}\n",
+     "2: mesh: group 239.1.2.3 port 9999 is also the listener's"),
+])
+def test_a_bad_mesh_section_names_its_line_key_and_fix(tmp_path, text, message):
+    from mcast_echo.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("group: 239.1.2.3\n" + text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path))
+    assert any(problem.startswith(f"{path}:{message}") for problem in raised.value.problems), \
+        raised.value.problems
