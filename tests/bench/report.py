@@ -7,10 +7,12 @@ be remade from a saved file: `python3 tests/bench/report.py build/bench/results.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Optional
+
+from figures import Spread, cpu_us_per_echo, kilo, other_cpu, ratio, verdict
+from ratios import issue21_rows
 
 SHORT = {"c": "C echo", "daemon": "mcast-echo", "plain": "mcast-echo\nplain path",
          "fast": "mcast-echo\nfast path", "seed": "Python seed"}
@@ -23,43 +25,6 @@ MAX_PING_EXCESS_US = 2  # issue 19.2: ping's p50 against the daemon vs the C ech
 MAX_LOADED_PING_EXCESS_US = 10  # the same at half of each responder's capacity
 MAX_RSS_KIB = 30 * 1024
 MAX_RSS_GROWTH_KIB = 1024  # "flat through a flood": at most 1 MiB above idle
-
-
-class Spread:
-    """Median, min and max of one figure over the runs (empty if never measured)."""
-
-    def __init__(self, values: list[float]) -> None:
-        self.values = [v for v in values if v is not None and v >= 0]
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def low(self) -> float:
-        return min(self.values)
-
-    @property
-    def high(self) -> float:
-        return max(self.values)
-
-
-def cpu_us_per_echo(figures: dict) -> Optional[float]:
-    if figures.get("responder_cpu_s", -1) < 0 or not figures.get("echoes"):
-        return None
-    return figures["responder_cpu_s"] / figures["echoes"] * 1e6
-
-
-def other_cpu(figures: dict) -> Optional[float]:
-    """CPU seconds per second that processes other than the generator and the responder
-    took during a measurement: another job on a shared machine shows here."""
-    if figures.get("machine_busy_s", -1) < 0 or figures.get("responder_cpu_s", -1) < 0:
-        return None
-    taken = figures["machine_busy_s"] - figures["responder_cpu_s"] - figures["self_cpu_s"]
-    return max(0.0, taken) / figures["seconds"]
 
 
 def summarize(runs: list[dict]) -> dict[str, Spread]:
@@ -95,16 +60,6 @@ def summarize(runs: list[dict]) -> dict[str, Spread]:
     }
 
 
-def kilo(value: float) -> str:
-    return f"{value / 1000:.0f} k" if value >= 10_000 else f"{value / 1000:.1f} k"
-
-
-def ratio(value: Spread, reference: Optional[Spread]) -> str:
-    if not value or not reference:
-        return ""
-    return f" ({value.median / reference.median:.2f}×)"
-
-
 def table(results: dict, summaries: dict[str, dict[str, Spread]]) -> str:
     c = summaries.get("c", {})
     lines = ["| responder | 64 B echoes/s (ratio to C) | min–max | CPU µs/echo | "
@@ -126,10 +81,6 @@ def table(results: dict, summaries: dict[str, dict[str, Spread]]) -> str:
             f"| {s['loss'].median * 100:.3g} % ({s['lost'].median:.0f}) |"
             if s["cpu64"] and s["eps1400"] and s["p50"] else f"| {label} | incomplete | | | | | |")
     return "\n".join(lines)
-
-
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
 
 
 def targets(results: dict, summaries: dict[str, dict[str, Spread]]) -> list[str]:
@@ -343,115 +294,6 @@ def write_report(results: dict, out: Path) -> str:
              meta["config"].rstrip(), "```", ""]
     (out / "report.md").write_text("\n".join(text))
     return "\n".join([rows, "", *more])
-
-
-# ------------------------------------------------------------------ issue 21's rows
-
-# (what, responder, measure, its reference, the reference's measure, at least, CPU at most)
-ISSUE21_TARGETS = (
-    ("IPv4 unicast, 64 B: echoes/s vs the C echo", "daemon", ("closed64", "echoes_per_s"),
-     "c", ("closed64", "echoes_per_s"), 1.0, 1.1),
-    ("IPv4 unicast, 1,400 B: echoes/s vs the C echo", "daemon",
-     ("closed1400", "echoes_per_s"), "c", ("closed1400", "echoes_per_s"), 1.0, None),
-    ("IPv6, 64 B: echoes/s vs the C echo over IPv6", "daemon6", ("closed64", "echoes_per_s"),
-     "c6", ("closed64", "echoes_per_s"), 0.95, 1.3),
-    ("IPv6, 1,400 B: echoes/s vs the C echo over IPv6", "daemon6",
-     ("closed1400", "echoes_per_s"), "c6", ("closed1400", "echoes_per_s"), 0.95, 1.3),
-    ("`reply: group`: requests answered/s vs the daemon's unicast mode", "group",
-     ("closed64", "answered_per_s"), "daemon1", ("closed64", "echoes_per_s"), 0.9, None),
-    ("`reply: both`: echoes/s (both copies) vs unicast", "both",
-     ("closed64", "echoes_per_s"), "daemon1", ("closed64", "echoes_per_s"), 0.9, None),
-    ("1,000 listeners, traffic over 100: echoes/s vs the one-group daemon", "many",
-     ("closed64", "echoes_per_s"), "daemon1", ("closed64", "echoes_per_s"), 0.9, None),
-    ("(reference) C echo, group replies: answered/s vs its unicast", "cgroup",
-     ("closed64", "answered_per_s"), "c", ("closed64", "echoes_per_s"), None, None),
-    ("(reference) C echo, both: echoes/s vs its unicast", "cboth",
-     ("closed64", "echoes_per_s"), "c", ("closed64", "echoes_per_s"), None, None),
-    ("(reference) one-group daemon vs the C echo, 64 B", "daemon1",
-     ("closed64", "echoes_per_s"), "c", ("closed64", "echoes_per_s"), None, None),
-)
-MAX_ALL_ANSWER_MS = 3000  # "all 100 answer within a few seconds of start"
-
-
-def figure(results: dict, key: str, where: tuple[str, str]) -> list[Optional[float]]:
-    """*where* (measure, field) of every run of responder *key* (None where not measured)."""
-    runs = results["responders"].get(key, {}).get("runs", [])
-    return [run[where[0]].get(where[1]) if where[0] in run else None for run in runs]
-
-
-def cpu_per_echo(results: dict, key: str, measure: str) -> list[Optional[float]]:
-    runs = results["responders"].get(key, {}).get("runs", [])
-    return [cpu_us_per_echo(run[measure]) if measure in run else None for run in runs]
-
-
-def run_ratios(mine: list[Optional[float]], theirs: list[Optional[float]]) -> Spread:
-    """The ratio within each run (run i against run i of the reference)."""
-    return Spread([a / b for a, b in zip(mine, theirs) if a and b])
-
-
-def issue21_rows(results: dict) -> list[str]:
-    """The table of issue 21's ratios, each beside its target."""
-    lines = ["## Issue 21: IPv6, group and both replies, many groups (ratios beside targets)",
-             "",
-             "Ratio of the medians; in brackets the min–max of the ratio within each run. CPU "
-             "is the responder's per echo sent (µs; `both` sends two per request).",
-             "",
-             "| what | measured | reference | ratio | target | CPU µs/echo (ratio) | "
-             "CPU target | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
-    for what, key, where, ref, ref_where, least, cpu_most in ISSUE21_TARGETS:
-        mine, theirs = figure(results, key, where), figure(results, ref, ref_where)
-        a, b = Spread(mine), Spread(theirs)
-        if not a or not b:
-            lines.append(f"| {what} | not measured ({key}, {ref}) | | | | | | |")
-            continue
-        value = a.median / b.median
-        within = run_ratios(mine, theirs)
-        spread = f" ({within.low:.2f}–{within.high:.2f})" if within else ""
-        cpu_a = Spread(cpu_per_echo(results, key, where[0]))
-        cpu_b = Spread(cpu_per_echo(results, ref, ref_where[0]))
-        cpu = cpu_a.median / cpu_b.median if cpu_a and cpu_b else None
-        cpu_text = f"{cpu_a.median:.2f} vs {cpu_b.median:.2f} ({cpu:.2f}×)" if cpu else "?"
-        ok = (least is None or value >= least) and (cpu_most is None or (cpu or 99) <= cpu_most)
-        lines.append(
-            f"| {what} | {kilo(a.median)}/s | {kilo(b.median)}/s | {value:.2f}×{spread} "
-            f"| {'≥ ' + format(least, 'g') + '×' if least else '—'} | {cpu_text} "
-            f"| {'≤ ' + format(cpu_most, 'g') + '×' if cpu_most else '—'} "
-            f"| {verdict(ok) if least or cpu_most else ''} |")
-    probes = [run["probe"] for run in results["responders"].get("many", {}).get("runs", [])
-              if "probe" in run]
-    if probes:
-        every = Spread([p["all_ms"] for p in probes])
-        answered = min(p["answered"] for p in probes)
-        one = Spread([run["probe"]["all_ms"] for run in
-                      results["responders"].get("daemon1", {}).get("runs", []) if "probe" in run])
-        if every and len(every.values) == len(probes):
-            lines.append(f"| 1,000 listeners: exec → all {probes[0]['groups']} answer | "
-                         f"{every.median:.0f} ms ({every.low:.0f}–{every.high:.0f}) | "
-                         + (f"one group: {one.median:.0f} ms" if one else "")
-                         + f" | | ≤ {MAX_ALL_ANSWER_MS:,} ms | | | "
-                         f"{verdict(every.high <= MAX_ALL_ANSWER_MS)} |")
-        else:
-            lines.append(f"| 1,000 listeners: exec → all answer | only {answered} of "
-                         f"{probes[0]['groups']} answered | | | | | | **not met** |")
-    return lines
-
-
-def integrity_problems(results: dict) -> list[str]:
-    """Every measurement whose echoes were not the requests byte for byte, came the wrong
-    way or twice, or were of the wrong length: "responder: measure: counts"."""
-    problems = []
-    for key, r in results["responders"].items():
-        for index, run in enumerate(r["runs"]):
-            for measure, figures in run.items():
-                if not isinstance(figures, dict):
-                    continue
-                wrong = {name: figures[name] for name in
-                         ("bad", "mismatched", "unexpected", "duplicate")
-                         if figures.get(name)}
-                if wrong:
-                    problems.append(f"{key}: run {index + 1}: {measure}: {wrong}")
-    return problems
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(HERE))
 
-from report import integrity_problems, write_report  # noqa: E402
+from ratios import integrity_problems  # noqa: E402
+from report import write_report  # noqa: E402
 from scenarios import (  # noqa: E402
     DEFAULT_RESPONDERS,
     GROUP,
