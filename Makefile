@@ -76,7 +76,7 @@ demo: $(STAMP)
 
 # The daemon, a C echo and the seed's Python loop side by side (tests/bench/run.py), and issue
 # 21's rows (IPv6, group and both replies, 1,000 listeners; tests/bench/scenarios.py): builds
-# build/bench/cecho and cload with cc, writes build/bench/report.md and echoes.png. About 7
+# build/bench/cecho and cload with cc, writes build/bench/report.md and echoes.png. About 6
 # minutes with the defaults; BENCH_RUNS=1 BENCH_SECONDS=1 for a quick look (about 1 minute).
 BENCH_RUNS ?= 3
 BENCH_SECONDS ?= 3
