@@ -25,7 +25,7 @@ help:
 	@echo "make lint        - ruff"
 	@echo "make venv        - only make .venv and install the project into it"
 	@echo "make demo        - daemon and client on two namespaced 'hosts' over a veth"
-	@echo "make bench       - the daemon beside a C echo and the seed's loop: build/bench/report.md (root)"
+	@echo "make bench       - the daemon beside a C echo (IPv4, IPv6, group replies, many groups): build/bench/report.md (root)"
 	@echo "make soak        - four full-speed senders for SOAK_SECONDS (default 60), RSS and exit checks"
 	@echo "make deb-deps    - install Debian's build tools and the package's Depends (root, apt)"
 	@echo "make deb         - the Debian package, checked by lintian"
@@ -74,8 +74,10 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(NETNS) $(PY) tests/demo.py
 
-# The daemon, a C echo and the seed's Python loop side by side (tests/bench/run.py): builds
-# build/bench/cecho and cload with cc, writes build/bench/report.md and echoes.png.
+# The daemon, a C echo and the seed's Python loop side by side (tests/bench/run.py), and issue
+# 21's rows (IPv6, group and both replies, 1,000 listeners; tests/bench/scenarios.py): builds
+# build/bench/cecho and cload with cc, writes build/bench/report.md and echoes.png. About 6
+# minutes with the defaults; BENCH_RUNS=1 BENCH_SECONDS=1 for a quick look (about 1 minute).
 BENCH_RUNS ?= 3
 BENCH_SECONDS ?= 3
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -104,7 +104,7 @@ def test_sizes(text, size):
 
 KNOWN_KEYS = ("known keys: group, port, share_port, interface, sources, reply, recv_buffer, "
               "send_buffer, ttl, loopback, max_datagram, allow, rate_limit, log_level, "
-              "status_interval, metrics, ssmping, listeners")
+              "status_interval, metrics, ssmping, mesh, listeners")
 BAD = [
     # (file text, exact message after "PATH:")
     ("port: 70000\n", "1: port: 70000 is out of range 1..65535"),

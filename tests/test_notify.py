@@ -130,6 +130,24 @@ def test_no_watchdog_for_another_pid(systemd, daemon_on_lo):
             messages.append(fields)
 
 
+def test_a_service_manager_that_does_not_read_never_stalls_the_loop(systemd, daemon_on_lo):
+    """systemd's queue holds net.unix.max_dgram_qlen messages: past that a blocking send would
+    hang the daemon. WATCHDOG=1 every 50 ms fills it in well under a second; the daemon says so
+    once and goes on echoing, and still stops on SIGTERM (STOPPING=1 waits a bounded time)."""
+    daemon = daemon_on_lo({"WATCHDOG_USEC": "100000"})  # nobody reads systemd.sock from here on
+    daemon.wait_for("notify socket is full", timeout=10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                          socket.inet_aton("127.0.0.1"))
+        client.settimeout(2)
+        for n in range(20):  # while WATCHDOG=1 keeps finding the queue full
+            client.sendto(b"still here %d" % n, (GROUP, 9999))
+            assert client.recvfrom(100)[0] == b"still here %d" % n
+    assert daemon.log.count("notify socket is full") == 1, daemon.log
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.stop(timeout=5) == 0
+
+
 def test_stopping_on_sigterm(systemd, daemon_on_lo):
     daemon = daemon_on_lo()
     systemd.receive_until("READY")

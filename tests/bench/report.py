@@ -7,13 +7,16 @@ be remade from a saved file: `python3 tests/bench/report.py build/bench/results.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Optional
 
+from figures import Spread, cpu_us_per_echo, kilo, other_cpu, ratio, verdict
+from ratios import issue21_rows
+
 SHORT = {"c": "C echo", "daemon": "mcast-echo", "plain": "mcast-echo\nplain path",
          "fast": "mcast-echo\nfast path", "seed": "Python seed"}
+ISSUE8_ROWS = tuple(SHORT)  # the responders of the main table; the others are issue 21's
 # Issue 8's targets, for `mcast-echo serve` with the policy on, against the C echo.
 MAX_CPU_RATIO = 1.2
 MAX_RTT_EXCESS_US = 5.0
@@ -22,43 +25,6 @@ MAX_PING_EXCESS_US = 2  # issue 19.2: ping's p50 against the daemon vs the C ech
 MAX_LOADED_PING_EXCESS_US = 10  # the same at half of each responder's capacity
 MAX_RSS_KIB = 30 * 1024
 MAX_RSS_GROWTH_KIB = 1024  # "flat through a flood": at most 1 MiB above idle
-
-
-class Spread:
-    """Median, min and max of one figure over the runs (empty if never measured)."""
-
-    def __init__(self, values: list[float]) -> None:
-        self.values = [v for v in values if v is not None and v >= 0]
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def low(self) -> float:
-        return min(self.values)
-
-    @property
-    def high(self) -> float:
-        return max(self.values)
-
-
-def cpu_us_per_echo(figures: dict) -> Optional[float]:
-    if figures.get("responder_cpu_s", -1) < 0 or not figures.get("echoes"):
-        return None
-    return figures["responder_cpu_s"] / figures["echoes"] * 1e6
-
-
-def other_cpu(figures: dict) -> Optional[float]:
-    """CPU seconds per second that processes other than the generator and the responder
-    took during a measurement: another job on a shared machine shows here."""
-    if figures.get("machine_busy_s", -1) < 0 or figures.get("responder_cpu_s", -1) < 0:
-        return None
-    taken = figures["machine_busy_s"] - figures["responder_cpu_s"] - figures["self_cpu_s"]
-    return max(0.0, taken) / figures["seconds"]
 
 
 def summarize(runs: list[dict]) -> dict[str, Spread]:
@@ -94,16 +60,6 @@ def summarize(runs: list[dict]) -> dict[str, Spread]:
     }
 
 
-def kilo(value: float) -> str:
-    return f"{value / 1000:.0f} k" if value >= 10_000 else f"{value / 1000:.1f} k"
-
-
-def ratio(value: Spread, reference: Optional[Spread]) -> str:
-    if not value or not reference:
-        return ""
-    return f" ({value.median / reference.median:.2f}×)"
-
-
 def table(results: dict, summaries: dict[str, dict[str, Spread]]) -> str:
     c = summaries.get("c", {})
     lines = ["| responder | 64 B echoes/s (ratio to C) | min–max | CPU µs/echo | "
@@ -125,10 +81,6 @@ def table(results: dict, summaries: dict[str, dict[str, Spread]]) -> str:
             f"| {s['loss'].median * 100:.3g} % ({s['lost'].median:.0f}) |"
             if s["cpu64"] and s["eps1400"] and s["p50"] else f"| {label} | incomplete | | | | | |")
     return "\n".join(lines)
-
-
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
 
 
 def targets(results: dict, summaries: dict[str, dict[str, Spread]]) -> list[str]:
@@ -292,9 +244,11 @@ def plot(summaries: dict[str, dict[str, Spread]], path: Path) -> Optional[str]:
 
 
 def write_report(results: dict, out: Path) -> str:
-    """Write report.md and echoes.png into *out*; the table, for stdout."""
-    summaries = {k: summarize(r["runs"]) for k, r in results["responders"].items()}
+    """Write report.md and echoes.png into *out*; the tables, for stdout."""
+    summaries = {k: summarize(r["runs"]) for k, r in results["responders"].items()
+                 if k in ISSUE8_ROWS}
     rows = table(results, summaries)
+    more = issue21_rows(results)
     meta = results["meta"]
     no_plot = plot(summaries, out / "echoes.png")
     text = [
@@ -312,6 +266,8 @@ def write_report(results: dict, out: Path) -> str:
         "measurement (count in brackets).",
         "",
         rows,
+        "",
+        *more,
         "",
         "## Targets (issue 8), `mcast-echo serve` with the policy on, against the C echo",
         "",
@@ -337,7 +293,7 @@ def write_report(results: dict, out: Path) -> str:
              else no_plot, "", "The daemon's bench config:", "", "```yaml",
              meta["config"].rstrip(), "```", ""]
     (out / "report.md").write_text("\n".join(text))
-    return rows
+    return "\n".join([rows, "", *more])
 
 
 if __name__ == "__main__":

@@ -8,14 +8,22 @@ BENCH_RUNS runs in alternating order: echoes/s with 64 datagrams in flight at 64
 `mcast-echo ping` shows, idle and with the responder at half its capacity (the 64 B rate it
 reached, halved). The generator runs on one CPU, the responder on another. Also exec ->
 READY=1 and the daemon's RSS idle, under load and through a flood, and the generator's
-one-way ceiling. Every loop is bounded by a count and a deadline; with the defaults the
-whole run takes 3-4 minutes.
+one-way ceiling. Then issue 21's rows (scenarios.py), echoes/s and CPU per echo only: the
+daemon over IPv6 beside the C echo over IPv6 (64 B and 1,400 B), `reply: group` and `both`
+beside the one-group daemon's unicast replies (the generator joins the group and counts the
+echoes that come back to it), the C echo's group and both modes, and 1,000 listeners with
+traffic round-robin over 100 of them beside the one-group daemon, with the time from exec
+until all 100 answer. Every echo is checked byte for byte. Every loop is bounded by a
+count and a deadline; with the defaults the whole run takes about 6 minutes (5:57 on the
+project's 2-CPU machine, shared).
 
 Knobs (environment): BENCH_RUNS (3), BENCH_SECONDS (3, per measurement), BENCH_STARTS (7),
 BENCH_NICE (-10: the generator and every responder alike, so that other jobs on a shared
 machine disturb the runs less; 0 leaves the priority alone),
-BENCH_RESPONDERS (comma list of: daemon, plain, fast, c, seed; default all but fast),
-CC (cc), BENCH_OUT (build/bench).
+BENCH_RESPONDERS (comma list of scenarios.SPECS' keys: daemon, plain, fast, c, seed, c6,
+daemon6, daemon1, group, both, cgroup, cboth, many; default all but fast),
+BENCH_GROUPS (1000: the listeners of the `daemon` and `many` rows), CC (cc),
+BENCH_OUT (build/bench).
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -41,61 +48,35 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(HERE))
 
+from ratios import integrity_problems  # noqa: E402
 from report import write_report  # noqa: E402
+from scenarios import (  # noqa: E402
+    DEFAULT_RESPONDERS,
+    GROUP,
+    IFNAME,
+    LISTENERS,
+    PORT,
+    SPECS,
+    Spec,
+    configs,
+)
 
 from daemonproc import DaemonProcess  # noqa: E402
 from loadlab import NotifySink, require_private_netns  # noqa: E402
 
-GROUP, PORT, IFNAME, SOURCE = "224.3.29.71", 9999, "lo", "127.0.0.1"
 WINDOW = 64
 SIZES = (64, 1400)
 WARMUP = 0.3
 LOSS_TIMEOUT_MS = 200  # a datagram not back by then is lost; far above any round trip here
 RTT_CAP = 200_000
 RSS_POLL = 0.1
+PROBE_SECONDS = 15  # the many-listeners daemon's start, bounded
 # `mcast-echo ping` against each responder, one probe in flight (issue 19.2): the RTTs it
 # reports, so that the daemon's residence time is seen to come off.
 PING_PROBES = ("-c", "150", "-i", "0.01", "-W", "0.5", "-n")
 _REPLY_TIME = re.compile(r"time=([0-9.]+) ms")
 LOADED_PING_S = 3.0  # the half load's length: ping's 150 probes (1.5 s) and its last wait
-# The daemon through its real config and code path, policy on: nothing is refused. It
-# has BENCH_GROUPS groups joined (issue 9: the figures must hold with 1,000), the measured
-# one first; the others are idle; and its Prometheus endpoint on (issue 11: the figures
-# must hold with metrics on).
-DAEMON_DEFAULTS = f"""\
-port: {PORT}
-interface: {IFNAME}
-allow: [127.0.0.0/8]
-rate_limit: {{rate: 10000000, burst: 10000000}}
-metrics: {{listen: "127.0.0.1:9101"}}
-"""
-
-
-def daemon_config(groups: int) -> str:
-    others = [f"239.20.{n // 250}.{n % 250 + 1}" for n in range(groups - 1)]
-    return (DAEMON_DEFAULTS + "listeners:\n"
-            + "".join(f"  - group: {group}\n" for group in [GROUP, *others]))
-
-
-
-@dataclass(frozen=True)
-class Spec:
-    key: str
-    label: str
-    kind: str  # "daemon" or "reference"
-    env: dict = field(default_factory=dict)
-
-
-SPECS = {
-    "daemon": Spec("daemon", "`mcast-echo serve` (allow + rate limit on)", "daemon"),
-    "plain": Spec("plain", "`mcast-echo serve`, plain path (MCAST_ECHO_ECHO_PATH=plain)",
-                  "daemon", {"MCAST_ECHO_ECHO_PATH": "plain"}),
-    "fast": Spec("fast", "`mcast-echo serve`, fast path (MCAST_ECHO_ECHO_PATH=fast)",
-                 "daemon", {"MCAST_ECHO_ECHO_PATH": "fast"}),
-    "c": Spec("c", "C recvfrom/sendto echo (cecho.c)", "reference"),
-    "seed": Spec("seed", "plain Python recvfrom/sendto loop (seed_echo.py)", "reference"),
-}
-DEFAULT_RESPONDERS = "c,daemon,plain,seed"
+SERVE_ARGS = ("--interface", IFNAME)  # overrides every listener's interface
 
 
 def knob(name: str, default: float, low: float, high: float) -> float:
@@ -149,6 +130,7 @@ class Responder:
     """One responder process, pinned; owns its process and the thread that reads its log."""
 
     def __init__(self, cmd: list[str], env: dict, cpu: Optional[int]) -> None:
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(pinned(cmd, cpu), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, **env})
@@ -197,30 +179,37 @@ class Bench:
     def __init__(self, out: Path, binaries: dict[str, Path], seconds: float) -> None:
         self.out, self.binaries, self.seconds = out, binaries, seconds
         self.load_cpu, self.responder_cpu = cpu_plan()
-        self.config = out / "mcast-echo-bench.yaml"
-        self.groups = int(knob("BENCH_GROUPS", 1000, 1, 4096))
-        self.config.write_text(daemon_config(self.groups))
+        self.groups = int(knob("BENCH_GROUPS", LISTENERS, 1, 4096))
+        self.configs: dict[str, Path] = {}
+        for name, text in configs(self.groups).items():
+            self.configs[name] = out / f"mcast-echo-{name}.yaml"
+            self.configs[name].write_text(text)
 
     def command(self, spec: Spec) -> list[str]:
+        group = spec.targets(self.groups)[0]
         if spec.kind == "daemon":
-            return [sys.executable, "-m", "mcast_echo", "serve", "-c", str(self.config)]
-        if spec.key == "c":
-            return [str(self.binaries["cecho"]), GROUP, str(PORT), IFNAME]
-        return [sys.executable, str(HERE / "seed_echo.py"), GROUP, str(PORT), IFNAME]
+            return [sys.executable, "-m", "mcast_echo", "serve", "-c",
+                    str(self.configs[spec.config]), *SERVE_ARGS]
+        if spec.key == "seed":
+            return [sys.executable, str(HERE / "seed_echo.py"), group, str(PORT), IFNAME]
+        return [str(self.binaries["cecho"]), group, str(PORT), IFNAME, "--reply", spec.reply]
 
-    def cload(self, mode: str, size: int, pid: int = 0,
-              watch: Optional[int] = None) -> tuple[dict, int]:
-        """One cload run: its JSON, and the peak RSS (KiB) of *watch* while it ran."""
-        cmd = [str(self.binaries["cload"]), "--mode", mode, "--group", GROUP,
-               "--port", str(PORT), "--source", SOURCE, "--size", str(size),
-               "--window", str(WINDOW), "--seconds", str(self.seconds),
-               "--warmup", str(WARMUP), "--timeout-ms", str(LOSS_TIMEOUT_MS),
-               "--pid", str(pid)]
+    def cload(self, mode: str, size: int, spec: Spec, pid: int = 0,
+              watch: Optional[int] = None, extra: tuple[str, ...] = ()) -> tuple[dict, int]:
+        """One cload run against *spec*: its JSON, and the peak RSS (KiB) of *watch* while
+        it ran."""
+        cmd = [str(self.binaries["cload"]), "--mode", mode,
+               "--group", ",".join(spec.targets(self.groups)), "--port", str(PORT),
+               "--interface", IFNAME, "--size", str(size), "--window", str(WINDOW),
+               "--seconds", str(self.seconds), "--warmup", str(WARMUP),
+               "--timeout-ms", str(LOSS_TIMEOUT_MS), "--pid", str(pid), *extra]
+        if mode == "closed":
+            cmd += ["--expect", spec.reply]
         if mode == "rtt":
             cmd += ["--count", str(RTT_CAP)]
         proc = subprocess.Popen(pinned(cmd, self.load_cpu), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + WARMUP + self.seconds + 15
+        deadline = time.monotonic() + WARMUP + max(self.seconds, PROBE_SECONDS) + 15
         peak = 0
         while proc.poll() is None and time.monotonic() < deadline:
             if watch:
@@ -229,7 +218,7 @@ class Bench:
         if proc.poll() is None:
             proc.kill()
         stdout, stderr = proc.communicate()
-        if proc.returncode != 0 or not stdout.strip():
+        if not stdout.strip() or (proc.returncode != 0 and mode != "probe"):
             raise RuntimeError(f"cload --mode {mode} failed ({proc.returncode}): "
                                f"{stderr.strip()}")
         return json.loads(stdout.strip().splitlines()[-1]), peak
@@ -255,7 +244,7 @@ class Bench:
         echoes are never read): the RTT ping shows with the responder half busy, and the
         load the generator kept up meanwhile."""
         cmd = [str(self.binaries["cload"]), "--mode", "oneway", "--group", GROUP,
-               "--port", str(PORT), "--source", SOURCE, "--size", "64", "--rate",
+               "--port", str(PORT), "--interface", IFNAME, "--size", "64", "--rate",
                f"{rate:.0f}", "--seconds", str(LOADED_PING_S), "--warmup", str(WARMUP)]
         load = subprocess.Popen(pinned(cmd, self.load_cpu), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -273,24 +262,39 @@ class Bench:
         figures["load_per_s"] = json.loads(stdout.strip().splitlines()[-1])["sent_per_s"]
         return figures
 
+    def probe(self, spec: Spec, responder: Responder) -> dict:
+        """Started at once after the responder's exec: the time from that exec until every
+        group the generator uses has answered (ms; -1 if not all did within PROBE_SECONDS)."""
+        started = time.monotonic()
+        figures, _ = self.cload("probe", 64, spec, extra=("--seconds", str(PROBE_SECONDS)))
+        offset_ms = (started - responder.started) * 1000
+        for key in ("first_ms", "all_ms"):
+            if figures[key] >= 0:
+                figures[key] += offset_ms
+        return figures
+
     def one_run(self, spec: Spec, flood: bool) -> dict:
         """Start *spec*, measure it, stop it; one run's figures."""
         responder = Responder(self.command(spec), spec.env, self.responder_cpu)
         result: dict = {}
         try:
+            if spec.probe:
+                result["probe"] = self.probe(spec, responder)
             result["ready"] = responder.wait_ready()
             time.sleep(0.3)  # let start-up settle before the idle RSS
             idle = rss_kib(responder.pid)
             peak = idle
-            for size in SIZES:
-                result[f"closed{size}"], seen = self.cload("closed", size, responder.pid,
-                                                           responder.pid)
+            for size in spec.sizes:
+                result[f"closed{size}"], seen = self.cload("closed", size, spec,
+                                                           responder.pid, responder.pid)
                 peak = max(peak, seen)
-            result["rtt64"], _ = self.cload("rtt", 64, responder.pid)
-            result["ping"] = self.ping()
-            result["ping_half_load"] = self.ping_loaded(result["closed64"]["echoes_per_s"] / 2)
-            if flood:  # as fast as the generator can send, echoes never read
-                result["flood64"], seen = self.cload("oneway", 64, responder.pid,
+            if spec.full:
+                result["rtt64"], _ = self.cload("rtt", 64, spec, responder.pid)
+                result["ping"] = self.ping()
+                result["ping_half_load"] = self.ping_loaded(
+                    result["closed64"]["echoes_per_s"] / 2)
+            if flood and spec.full:  # as fast as the generator can send, echoes never read
+                result["flood64"], seen = self.cload("oneway", 64, spec, responder.pid,
                                                      responder.pid)
                 peak = max(peak, seen)
             result["rss"] = {"idle_kib": idle, "peak_kib": peak,
@@ -311,7 +315,7 @@ class Bench:
         try:
             sink.wait_ready()
             for size in SIZES:
-                figures[str(size)], _ = self.cload("oneway", size)
+                figures[str(size)], _ = self.cload("oneway", size, SPECS["c"])
         finally:
             figures["sink"] = sink.stop().strip()
         return figures
@@ -325,7 +329,7 @@ def startup_times(config: Path, starts: int) -> dict:
         for index in range(starts):
             sink = NotifySink(Path(tmp) / f"notify{index}.sock")
             t0 = time.monotonic()
-            daemon = DaemonProcess(config, env=sink.env)
+            daemon = DaemonProcess(config, args=SERVE_ARGS, env=sink.env)
             try:
                 sink.wait(lambda f: "READY" in f, 10, "READY=1")
                 times.append((time.monotonic() - t0) * 1000)
@@ -339,6 +343,10 @@ def startup_times(config: Path, starts: int) -> dict:
 
 def main() -> int:
     require_private_netns()
+    # IPv6 multicast on lo: the kernel makes any other route via lo a reject route; with a
+    # local one, what is sent to a group comes back up to the sockets that joined it
+    subprocess.run(["ip", "-6", "route", "add", "local", "ff00::/8", "dev", IFNAME, "table",
+                    "local"], check=True)
     runs = int(knob("BENCH_RUNS", 3, 1, 20))
     seconds = knob("BENCH_SECONDS", 3, 0.5, 60)
     starts = int(knob("BENCH_STARTS", 7, 0, 50))
@@ -364,8 +372,9 @@ def main() -> int:
                  "responder_cpu": bench.responder_cpu, "kernel": platform.release(),
                  "python": platform.python_version(), "machine": platform.machine(),
                  "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                 "config": DAEMON_DEFAULTS + f"listeners: {GROUP} and {bench.groups - 1} "
-                 "more groups, idle", "groups": bench.groups},
+                 "config": bench.configs["bench"].read_text().split("listeners:")[0]
+                 + f"listeners: {GROUP} and {bench.groups - 1} more groups, idle\n"
+                 f"(serve {' '.join(SERVE_ARGS)})", "groups": bench.groups},
         "responders": {k: {"label": SPECS[k].label, "kind": SPECS[k].kind, "runs": [],
                            "errors": []} for k in keys},
     }
@@ -388,11 +397,10 @@ def main() -> int:
                 print(f"    {key}: {e}", flush=True)
                 results["responders"][key]["errors"].append(str(e))
     if starts and "daemon" in keys:
-        one_group = out / "mcast-echo-one-group.yaml"
-        one_group.write_text(daemon_config(1))
-        results["startup"] = startup_times(one_group, starts)
+        results["startup"] = startup_times(bench.configs["one"], starts)
         if bench.groups > 1:
-            results["startup_all_groups"] = startup_times(bench.config, min(starts, 3))
+            results["startup_all_groups"] = startup_times(bench.configs["bench"],
+                                                          min(starts, 3))
     results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     table = write_report(results, out)
@@ -404,8 +412,10 @@ def main() -> int:
             if any(not run.get("alive", True) for run in r["runs"])]
     if died:
         print(f"died during the bench: {', '.join(died)}")
-        return 1
-    return 0
+    wrong = integrity_problems(results)
+    for problem in wrong:
+        print(f"echoes not as sent: {problem}")
+    return 1 if died or wrong else 0
 
 
 if __name__ == "__main__":
