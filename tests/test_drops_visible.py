@@ -19,6 +19,8 @@ from pathlib import Path
 
 from daemonproc import DaemonProcess
 from mcast_echo.daemon.echosink import DROP_REASONS, DROP_TEXT
+from mcast_echo.daemon.mesh import DROP_REASONS as MESH_DROP_REASONS
+from mcast_echo.daemon.mesh import MESH_ONLY_REASONS
 from mcast_echo.net.udpstats import socket_drops
 from test_metrics import scrape, scrape_until, value
 
@@ -186,14 +188,39 @@ REASON_LITERALS = re.compile(r'(?:\bdrop\(|drops\[i\] = |refused = |_drop\()"([a
 VERDICT_LITERALS = re.compile(r'(?:return |else )"([a-z-]+)"')
 
 
+# The mesh counts into a metric of its own (mcast_echo_mesh_dropped_datagrams_total), with
+# its own list, mesh.DROP_REASONS; it names a reason as drop("x") or counts["dropped x"].
+MESH_FILES = ("mesh.py", "meshpeers.py")
+MESH_REASON_LITERALS = re.compile(r'(?:_drop\("|counts\["dropped )([a-z-]+)"')
+
+
 def test_every_reason_the_code_counts_is_a_known_one():
     """A reason counted somewhere but missing from DROP_REASONS would appear in /metrics
     only at its first drop: adding one is a line in echosink.DROP_REASONS."""
     used = set(VERDICT_LITERALS.findall((SRC / "daemon" / "policy.py").read_text()))
     for path in (SRC / "daemon").glob("*.py"):
-        used |= set(REASON_LITERALS.findall(path.read_text()))
+        if path.name not in MESH_FILES:
+            used |= set(REASON_LITERALS.findall(path.read_text()))
     assert {"source", "ssm", "acl", "rate", "truncated", "size", "send-error", "recv-error",
             "loop"} <= used  # the scan sees them all
     assert used <= set(DROP_REASONS), used - set(DROP_REASONS)
     assert set(DROP_TEXT) <= set(DROP_REASONS)
     assert len(set(DROP_REASONS)) == len(DROP_REASONS)
+
+
+def test_every_reason_the_mesh_counts_is_in_its_list_and_shares_the_listeners_names():
+    """The mesh's drops are in its own metric from the first scrape (mesh.DROP_REASONS);
+    a reason that means what a listener's does carries the listener's name, so only the
+    mesh's own (a datagram that is no mesh probe, a duplicate, ...) are new words."""
+    used = set()
+    for name in MESH_FILES:
+        used |= set(MESH_REASON_LITERALS.findall((SRC / "daemon" / name).read_text()))
+    policy = set(VERDICT_LITERALS.findall((SRC / "daemon" / "policy.py").read_text()))
+    used |= policy - {"ssm"}  # the mesh's policy has no SSM sources
+    assert {"malformed", "duplicate", "late", "peers-full", "recv-error", "unresolved",
+            "send-error", "source", "acl", "rate"} <= used  # the scan sees them all
+    assert used <= set(MESH_DROP_REASONS), used - set(MESH_DROP_REASONS)
+    assert len(set(MESH_DROP_REASONS)) == len(MESH_DROP_REASONS)
+    shared = set(MESH_DROP_REASONS) - set(MESH_ONLY_REASONS)
+    assert shared <= set(DROP_REASONS), shared - set(DROP_REASONS)
+    assert not set(MESH_ONLY_REASONS) & set(DROP_REASONS)

@@ -47,9 +47,12 @@ HEARD_INTERVALS = 3  # peers_heard: probers heard in the last three intervals
 CHECK_INTERVAL = 1.0  # seconds between two looks at the mesh interface and its address
 BATCH = 32  # datagrams per wake-up per socket, then the other sockets get their turn
 RECV_SIZE = 2048  # a longer probe is read truncated: only its header matters
-# Why the mesh did not count a datagram; policy.py's reasons, then the mesh's own.
-DROP_REASONS = ("source", "own-address", "acl", "rate", "malformed", "duplicate", "late",
-                "peers-full", "unresolved", "send-error")
+# Why the mesh did not count a datagram, each in /metrics from 0 at the start: the mesh's own
+# reasons, which no listener has (echosink.DROP_REASONS is the listeners' list) ...
+MESH_ONLY_REASONS = ("malformed", "duplicate", "late", "peers-full")
+# ... and the listeners' reasons that mean the same here, named as the listeners name them.
+DROP_REASONS = ("source", "own-address", "acl", "rate", *MESH_ONLY_REASONS, "recv-error",
+                "unresolved", "send-error")
 
 
 class MeshSocket:
@@ -265,7 +268,7 @@ class MeshNode:
             except BlockingIOError:
                 return
             except OSError as e:
-                self._drop("malformed", "mesh: receive failed: %s", e)
+                self._drop("recv-error", "mesh: receive failed: %s", e)
                 return
             if source[0] == self.address or not self._admitted(source, ancdata, now):
                 continue  # this host's own (with loop off, never), or refused
