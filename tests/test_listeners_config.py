@@ -447,10 +447,23 @@ listeners:
         "  - group: 239.1.1.1", "  - group: ff15::1234", "  - group: 232.1.1.1"]
     assert "    sources: [10.0.0.5, 10.0.0.6]" in lines and "    reply: both" in lines
     assert "    rate_limit: off" in lines and "    interface: all" in lines
-    assert lines[-4:] == ["log_level: info", "status_interval: 5", "metrics: null",
-                          "ssmping: null"]
+    assert lines[-5:] == ["log_level: info", "status_interval: 5", "metrics: null",
+                          "ssmping: null", "mesh: null"]
     again = load_config(write(tmp_path, "\n".join(lines) + "\n"))
     assert again.listeners == config.listeners
+
+
+def test_describe_shows_the_mesh_and_reads_back(tmp_path):
+    config = load_config(write(tmp_path, """
+allow: [10.0.0.0/8]
+group: 239.1.1.1
+mesh: {group: 239.255.77.77, interface: eth0, interval: 0.2, expect: 6}
+"""))
+    lines = describe(config)
+    assert lines[-1] == ("mesh: {group: 239.255.77.77, port: 9998, interval: 0.2, "
+                         "interface: eth0, expect: 6}")
+    again = load_config(write(tmp_path, "\n".join(lines) + "\n"))
+    assert again.mesh == config.mesh and again.mesh.allow == config.mesh.allow
 
 
 def test_describe_of_one_listener_stays_flat(tmp_path):
