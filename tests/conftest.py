@@ -1,12 +1,13 @@
 """Fixtures any test file may ask for: the private-network guard, a responder host on a
 cable, a config file, a notify sink, ping's config file (none, or the default group's),
-and the seed's plain echo server on a LAN."""
+and the seed's plain echo server on a LAN; every module must leave the namespace clean."""
 
 import subprocess
 
 import pytest
 
 from clients import PLAIN_ECHO_SERVER
+from leakguard import Snapshot
 from loadlab import NotifySink
 from netlab import ScriptOnLan, cabled_host, in_fresh_netns
 
@@ -20,6 +21,18 @@ def private_network():
             "(it wraps pytest in `unshare --net`)", returncode=2)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaves_the_namespace_clean():
+    """Each module leaves no link, nftables table or process behind (leakguard.py): what it
+    left is removed, and the module's last test fails naming it."""
+    before = Snapshot.now()
+    yield
+    left = before.leftovers()
+    if left:
+        before.restore()
+        pytest.fail("left behind in the test's namespace: " + "; ".join(left), pytrace=False)
 
 
 _links = 0
