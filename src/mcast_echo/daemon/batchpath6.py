@@ -16,7 +16,7 @@ import errno
 import logging
 import struct
 from collections import Counter
-from typing import Optional
+from typing import Iterable, Optional
 
 from ..net import mmsg
 from ..net.ancillary import IPV6_PKTINFO
@@ -118,8 +118,15 @@ class BatchPath6(BatchEchoes):
         counts: dict[int, int] = {}
         ours = False
         pack, from_bytes = _HALVES.pack, int.from_bytes
-        for (high, low, scope), datagrams in Counter(zip(
-                batch.addr_highs[:count], batch.addr_lows[:count], batch.scopes[:count])).items():
+        highs, lows = batch.addr_highs[:count], batch.addr_lows[:count]
+        scopes = batch.scopes[:count]
+        if highs[1:] == highs[:-1] and lows[1:] == lows[:-1] and scopes[1:] == scopes[:-1]:
+            # one source (the common batch): three C-level compares of strided views,
+            # ~10x cheaper than counting the batch's tuples
+            per_source: Iterable = (((highs[0], lows[0], scopes[0]), count),)
+        else:
+            per_source = Counter(zip(highs, lows, scopes)).items()
+        for (high, low, scope), datagrams in per_source:
             key = from_bytes(pack(high, low), "big")
             if not 0 < key >> 120 < 0xFF and impossible_ipv6(key, loopback_peers):
                 return None

@@ -41,30 +41,28 @@ def choose(guard: SendGuard) -> Union[PlainPath, tuple[BatchPath, BatchPath6]]:
 
 
 class Paths:
-    """The daemon's echo paths, one of each, shared by its responders: a path runs one
-    batch at a time, so one set of buffers serves every socket of its family. The fast
-    path serves IPv4 and IPv6 listeners that reply by unicast; the group reply modes
-    take the plain one. All hold back the same unresolved addresses (one SendGuard,
-    which the ssmping listener shares too)."""
+    """The daemon's echo paths, shared by its responders: a path runs one batch at a
+    time, so one set of buffers serves every socket of its family. The fast path serves
+    every listener, IPv4 and IPv6, in every reply mode; the plain one is the fallback
+    where recvmmsg/sendmmsg cannot load (or MCAST_ECHO_ECHO_PATH=plain). All hold back
+    the same unresolved addresses (one SendGuard, which the ssmping listener shares too)."""
 
     def __init__(self) -> None:
         self.guard = SendGuard()
         chosen = choose(self.guard)
+        self.fast: EchoPath
+        self.fast6: EchoPath
         if isinstance(chosen, PlainPath):
-            self.plain = chosen
-            self.fast: EchoPath = chosen
-            self.fast6: EchoPath = chosen
+            self.fast = self.fast6 = chosen
         else:
             self.fast, self.fast6 = chosen
-            self.plain = PlainPath(self.guard)
 
     @property
     def name(self) -> str:
-        if self.fast is self.plain:
-            return self.plain.name
-        return f"{self.fast.name}; group replies: {self.plain.name}"
+        """What the journal says at start (`echo path: ...`)."""
+        if isinstance(self.fast, PlainPath):
+            return self.fast.name
+        return f"{self.fast.name}: IPv4 and IPv6, every reply mode"
 
     def pick(self, listener: Listener) -> EchoPath:
-        if listener.reply != "unicast":
-            return self.plain
         return self.fast6 if listener.ipv6 else self.fast
