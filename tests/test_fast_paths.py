@@ -215,3 +215,48 @@ def test_reply_modes_in_bursts_and_never_a_loop(lab, write_config, sink, group, 
         assert count["echoed"] == (BURST if reply == "group" else 2 * BURST), count
     finally:
         daemon.kill()
+
+
+# ------------------------------------------------------------------ impossible IPv6 sources
+
+def ipv6_udp_frame(source: str, sport: int, group: str, port: int, payload: bytes,
+                   mac: bytes) -> bytes:
+    """An Ethernet frame to *group* carrying IPv6 + UDP from any *source*, :: included
+    (UDP's checksum over the IPv6 pseudo-header, which IPv6 requires)."""
+    src, dst = (socket.inet_pton(socket.AF_INET6, a) for a in (source, group))
+    length = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!I3xB", length, socket.IPPROTO_UDP)
+    udp = struct.pack("!HHHH", sport, port, length, 0) + payload
+    data = pseudo + udp + b"\0" * (len(udp) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total >> 16) + (total & 0xFFFF)
+    udp = udp[:6] + struct.pack("!H", ~total & 0xFFFF or 0xFFFF) + udp[8:]
+    header = struct.pack("!IHBB", 6 << 28, length, socket.IPPROTO_UDP, 1) + src + dst
+    return b"\x33\x33" + dst[-4:] + mac + b"\x86\xdd" + header + udp
+
+
+def test_an_ipv6_datagram_from_the_unspecified_address_is_never_echoed(lab, write_config,
+                                                                       sink):
+    """The kernel takes a datagram from :: off the wire (multicast, loopback and
+    IPv4-mapped sources it drops itself); an echo to it would go to [::]:port, this host.
+    Mixed into a burst of real ones, so that the fast path finds it in a batch."""
+    host, local_if, _, (local, _remote) = lab
+    daemon = serve(host, write_config, sink,
+                   f"group: ff15::4e9\nport: {PORT}\ninterface: eth0\nrate_limit: off\n"
+                   "recv_buffer: 4MiB\n")
+    try:
+        link = ip("-o", "link", "show", "dev", local_if).split()
+        mac = bytes.fromhex(link[link.index("link/ether") + 1].replace(":", ""))
+        with client(True, local_if, local) as sock, \
+                socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+            raw.bind((local_if, 0))
+            for n in range(40):
+                sock.sendto(b"real %d" % n, ("ff15::4e9", PORT))
+                raw.send(ipv6_udp_frame("::", 5555, "ff15::4e9", PORT, b"forged %d" % n, mac))
+            echoes = collect(sock, 40)
+        assert sorted(data for data, _ in echoes) == sorted(b"real %d" % n for n in range(40))
+        count = settled_counters(daemon, sink)
+        assert (count["received"], count["echoed"], count.get("source")) == (80, 40, 40), count
+    finally:
+        daemon.kill()

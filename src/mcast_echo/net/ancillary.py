@@ -5,8 +5,10 @@ Received: IP_PKTINFO / IPV6_PKTINFO (the arrival interface and the datagram's
 destination address) and IP_TTL / IPV6_HOPLIMIT, which ``ask_for_arrival`` turns on,
 and SO_TIMESTAMPNS (the kernel's receive time). recvmsg hands them over as a list of
 (level, type, data), read by ``ip_arrival`` and ``Received``; recvmmsg leaves them in a
-raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks. Sent: an IP_PKTINFO /
-IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``).
+raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks, or whose arrival interfaces a
+batch reads in place (the offsets below ``parse_ip_cmsgs``). Sent: an IP_PKTINFO /
+IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``), and the
+IP_PKTINFO that sends a batched group echo out of its arrival interface.
 
 ``ip_arrival`` runs once per datagram on the plain echo path: it reads only the two
 values that path needs, and nothing else is added to it.
