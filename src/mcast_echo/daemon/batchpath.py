@@ -1,6 +1,14 @@
-"""The fast echo path: recvmmsg/sendmmsg through ctypes (net/mmsg.py), 64 datagrams per
-system call, a batch with no exception checked and sent by C-level operations on
-strided views of the preallocated buffers (see echosink.py for the contract).
+"""The fast echo path, what both families share: recvmmsg/sendmmsg through ctypes
+(net/mmsg.py), 64 datagrams per system call, a batch with no exception checked and sent
+by C-level operations on strided views of the preallocated buffers (see echosink.py for
+the contract).
+
+BatchEchoes runs the batches, walks a batch that has an exception after its family's
+checks, writes the probes' trailers and sends the echoes: to the sender, to the group
+(``reply: group``: the group on the sender's port, out of the arrival interface, as the
+plain path does) or both -- each a sendmmsg over the batch, so ``both`` costs a second
+system call and nothing per datagram. The family's checks, the whole batch's and the
+walk's, live in batchpath4.py (BatchPath, IPv4) and batchpath6.py (BatchPath6, IPv6).
 """
 
 from __future__ import annotations
@@ -9,12 +17,11 @@ import errno
 import logging
 import socket
 import time
-from collections import Counter
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from ..net import mmsg
 from ..wire import probe
-from .echosink import DROP_TEXT, MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
+from .echosink import DROP_TEXT, EchoSink, destinations, log
 from .policy import SourceRateLimiter
 from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
@@ -22,16 +29,21 @@ from .sendguard import SendGuard
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
 HELD = "held"  # a probe's echo handed to delayed.py for its --spread: not sent with the batch
+PATH_NAME = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
 
 
-class BatchPath:
-    name = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
+class BatchEchoes:
+    """One family's batched path (``ipv6``: which); its subclass checks the batches."""
+
+    ipv6 = False
+    name = PATH_NAME
 
     def __init__(self, guard: SendGuard) -> None:
-        self.batch = mmsg.Batch(FAST_BATCH)
+        self.batch = mmsg.Batch(FAST_BATCH, self.ipv6)
         self.guard = guard
-        self.unresolved = guard.unresolved(False)  # IPv4 only: the same dict, kept current
+        self.unresolved = guard.unresolved(self.ipv6)  # the same dict, kept current
         self.receive_times = ReceiveTimes()  # a probe's T2 (receivetimes.py)
+        self._group_sockaddrs: dict[str, bytes] = {}  # group -> its sockaddr (mmsg.py)
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
         fd = sock.fileno()
@@ -50,150 +62,55 @@ class BatchPath:
                 break
             self._echo(fd, count, responder, now)
             if responder.echoed >= watch.check_echoed:  # a burst: look before the next batch
-                self.guard.look(sock, watch, responder.echoed, False, now)
+                self.guard.look(sock, watch, responder.echoed, self.ipv6, now)
             if count < FAST_BATCH:
                 break
         if now >= watch.check_at:  # one float compare per wake-up (sendguard.py)
-            self.guard.check(sock, watch, False, now)
+            self.guard.check(sock, watch, self.ipv6, now)
         if now >= self.receive_times.due:
             self.receive_times.expire(now)
         return taken
 
+    # The family's checks (batchpath4.py, batchpath6.py).
+
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
-        """A lone datagram (a wake-up for one: the round-trip case) that passes every check
-        goes straight back; False leaves it to _echo (a refused admit takes no token, so
-        the walk finds the source over its rate again)."""
-        batch = self.batch
-        policy = responder.policy
-        length = batch.lengths[0]
-        source = batch.sources[0]
-        limiter = policy.limiter
-        own = policy.own_addresses
-        if now >= own.due:  # OwnAddresses.ipv4(), written out: this runs per round trip
-            own.refresh(now)
-        own_ipv4 = own.ipv4_keys
-        unresolved = self.unresolved
-        if (batch.first_octets[0] in policy.refused_octets
-                or not batch.port_high_bytes[0]  # a port below 256 (0 among them): to _echo
-                or (own_ipv4 is not None and source in own_ipv4)
-                or length > responder.listener.max_datagram
-                or batch.first_payload_words[0] == PROBE_MAGIC_WORD
-                or (policy.filters_sources and not policy.admitted_by_acl(source))
-                or (unresolved and source in unresolved)
-                or (limiter is not None and limiter.admit(source, 1, now) == 0)):
-            return False
-        batch.send_lengths[0] = length
-        responder.received += 1
-        responder.received_bytes += length
-        sent, code = batch.send(fd, 0, 1)
-        if sent:
-            responder.echoed += 1
-            responder.echoed_bytes += length
-        else:
-            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
-            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
-                           errno.errorcode.get(code, code))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0))
-        return True
+        """A lone datagram that passes every check is echoed at once; False leaves it to
+        _echo (a refused admit takes no token, so the walk finds it over its rate again)."""
+        raise NotImplementedError
 
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
+        """Check the *count* datagrams in the buffers as a whole; send, or walk them."""
+        raise NotImplementedError
 
-        The common case -- every source a real peer (no source port 0, none of this
-        host's own addresses) inside 'allow', not held back by the send guard and within
-        its rate, every datagram within max_datagram, no probe asking for a trailer -- is
-        checked and sent with a few C-level operations on the batch's strided views; only a
-        batch with an exception walks its datagrams one by one (_echo_each). The kernel
-        never cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC
-        is looked at only on that walk. A source port below 256 (0 is refused; the others
-        are rare) takes the walk too. This host's own addresses are looked up (once per
-        distinct source) only while some interface has accept_local=1 (policy.py).
-        """
-        batch = self.batch
-        responder.received += count
-        responder.received_bytes += sum(batch.lengths[:count])
-        policy = responder.policy
-        lengths = batch.lengths[:count]
-        if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
-                and 0 not in batch.port_high_bytes[:count]  # no source port below 256
-                and max(lengths) <= responder.listener.max_datagram):
-            sources = batch.sources[:count]
-            distinct = set(sources)
-            own = policy.own_addresses
-            if now >= own.due:  # OwnAddresses.ipv4(), written out (one call fewer per batch)
-                own.refresh(now)
-            own_ipv4 = own.ipv4_keys
-            unresolved = self.unresolved
-            if ((own_ipv4 is None or own_ipv4.isdisjoint(distinct))
-                    and (not policy.filters_sources
-                         or all(map(policy.admitted_by_acl, distinct)))
-                    and (not unresolved or unresolved.keys().isdisjoint(distinct))):
-                over = _over_rate(policy.limiter, sources, distinct, count, now)
-                if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
-                    batch.send_lengths[:count] = lengths
-                    self._send(fd, count, None, responder)
-                    return
-                self._echo_each(fd, count, responder, now, over, rated=True)
-                return
-        self._echo_each(fd, count, responder, now, None, rated=False)
+    # The walk.
 
-    def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
-                   over: Optional[dict[int, int]], rated: bool) -> None:
-        """The walk for a batch with an exception: a drop, a trailer, a source over its rate
-        or held back by the send guard (sendguard.py).
-
-        *rated*: the rate limit was already applied to the whole batch (every datagram
-        passed the other checks), and *over* is its result; otherwise it is applied here
-        to the datagrams that pass them.
-        """
-        batch = self.batch
-        words, first_octets, sources = batch.words, batch.first_octets, batch.sources
-        lengths, send_lengths = batch.lengths, batch.send_lengths
-        first_payload_words, family_ports = batch.first_payload_words, batch.family_ports
-        policy = responder.policy
-        refused_octets, filters_sources = policy.refused_octets, policy.filters_sources
-        admitted_by_acl = policy.admitted_by_acl
-        own_ipv4, no_port = policy.own_addresses.ipv4(now), mmsg.NO_PORT_WORD
-        unresolved = self.unresolved
-        max_datagram = responder.listener.max_datagram
-        flags_word, hdr_words = mmsg.FLAGS_WORD, mmsg.HDR_WORDS
-        min_probe = probe.MIN_TRAILER_PROBE
-        drops: dict[int, str] = {}
-        passed: list[int] = []
-        asking: list[int] = []
-        for i in range(count):
-            length = lengths[i]
-            if first_octets[i] in refused_octets or family_ports[i] == no_port:
-                drops[i] = "source"
-            elif (own_ipv4 is not None and sources[i] in own_ipv4
-                  and policy.own_address(sources[i], batch.ancillary(i)[0], now)):
-                drops[i] = "own-address"
-            elif filters_sources and not admitted_by_acl(sources[i]):
-                drops[i] = policy.refusal(sources[i])
-            elif words[i * hdr_words + flags_word] & MSG_TRUNC:
-                drops[i] = "truncated"
-            elif length > max_datagram:
-                drops[i] = "size"
-            else:
-                send_lengths[i] = length
-                passed.append(i)
-                if length >= min_probe and first_payload_words[i] == PROBE_MAGIC_WORD:
-                    asking.append(i)
+    def _finish_walk(self, fd: int, count: int, responder: EchoSink, now: float,
+                     checked: tuple[dict[int, str], list[int], list[int]],
+                     keys: Sequence[int], over: Optional[dict[int, int]],
+                     rated: bool) -> None:
+        """The walk after a family's own checks (*checked*: the drops so far, the datagrams
+        that passed, the probes among them that may ask for a trailer; *keys*: each
+        datagram's source as policy.py keys it): the rate limit (already applied to the
+        whole batch when *rated*, whose result *over* is), the send guard, the trailers,
+        then the sends."""
+        drops, passed, asking = checked
         if not rated and passed:
-            admitted = [sources[i] for i in passed]
-            over = _over_rate(policy.limiter, admitted, set(admitted), len(passed), now)
+            counts: dict[int, int] = {}
+            for i in passed:
+                counts[keys[i]] = counts.get(keys[i], 0) + 1
+            over = over_rate(responder.policy.limiter, counts, now)
         if over:
             for i in passed:  # a source over its rate keeps its first datagrams of the batch
-                left = over.get(sources[i])
+                left = over.get(keys[i])
                 if left is not None:
                     if left > 0:
-                        over[sources[i]] = left - 1
+                        over[keys[i]] = left - 1
                     else:
                         drops[i] = "rate"
-        if unresolved:  # the send guard's (sendguard.py): after the rate, as on the plain path
-            for i in passed:
-                if sources[i] in unresolved and i not in drops:
+        unresolved = self.unresolved
+        if unresolved and responder.listener.reply != "group":  # sendguard.py: after the
+            for i in passed:  # rate, as on the plain path; a group echo is not held back
+                if keys[i] in unresolved and i not in drops:
                     drops[i] = "unresolved"
         stamps = self._trailers(asking, drops, responder, now) if asking else None
         if drops:
@@ -211,6 +128,7 @@ class BatchPath:
         batch's while its socket's datagrams do not carry theirs (receivetimes.py)."""
         batch = self.batch
         sock = responder.sock
+        listener = responder.listener
         stamps: Optional[dict[int, Any]] = None
         batch_ns: Optional[int] = None
         probed = False
@@ -232,9 +150,15 @@ class BatchPath:
                     probed = True
                     residence = length >= probe.RESIDENCE_PROBE
                     spread = probe.spread_of(data)
-                    if spread and sock is not None and responder.delayed.hold(
-                            spread, sock, responder, echo,
-                            ((batch.peer(i), None),), received_ns if residence else None):
+                    peer = batch.peer(i)
+                    # (as the plain path: an echo from the group's port is not held, its
+                    # group copy is dropped as a loop)
+                    if spread and sock is not None and not (
+                            listener.reply != "unicast" and peer[1] == listener.port) \
+                            and responder.delayed.hold(
+                                spread, sock, responder, echo,
+                                destinations(listener, peer, ifindex),
+                                received_ns if residence else None):
                         stamps = stamps if stamps is not None else {}
                         stamps[i] = HELD  # sent when due, and counted then
                         continue
@@ -269,62 +193,127 @@ class BatchPath:
             if reason == "size":
                 length = batch.lengths[i]
                 responder.drop("size", totals[reason], "datagram of %d bytes from %s:%d is "
-                               "above max_datagram (%d); dropped", length, *peer,
+                               "above max_datagram (%d); dropped", length, *peer[:2],
                                responder.listener.max_datagram)
             else:
-                responder.drop(reason, totals[reason], DROP_TEXT[reason], *peer)
+                responder.drop(reason, totals[reason], DROP_TEXT[reason], *peer[:2])
+
+    # The sends.
 
     def _send(self, fd: int, count: int, drops: Optional[dict[int, str]],
               responder: EchoSink, stamps: Optional[dict[int, Any]] = None) -> None:
-        """sendmmsg over each run of consecutive admitted echoes (one run when none dropped
-        or held back).
+        """Send the echoes of the datagrams not in *drops* as the listener's reply mode
+        says, and count them (an echo counts once, as on the plain path: when every copy
+        it takes went, a group copy not sent as a loop aside).
 
         *stamps*: {index: kernel receive time} of the probes whose residence time goes in
         their last 8 bytes, stamped with one clock read just before each sendmmsg."""
+        reply = responder.listener.reply
+        if reply == "unicast":
+            echoed, echoed_bytes, _ = self._send_runs(fd, count, drops, responder, stamps,
+                                                     False)
+        else:
+            echoed, echoed_bytes = self._send_to_group(fd, count, drops, responder, stamps,
+                                                       reply == "both")
+        responder.echoed += echoed
+        responder.echoed_bytes += echoed_bytes
+        if log.isEnabledFor(logging.DEBUG):
+            to = "" if reply == "unicast" else " and the group" if reply == "both" \
+                else " (to the group)"
+            for i in range(count):
+                if not (drops and i in drops):
+                    log.debug("echoed %d bytes to %s:%d%s", self.batch.lengths[i],
+                              *self.batch.peer(i)[:2], to)
+
+    def _send_to_group(self, fd: int, count: int, drops: Optional[dict[int, str]],
+                       responder: EchoSink, stamps: Optional[dict[int, Any]],
+                       both: bool) -> tuple[int, int]:
+        """The group echoes (after the sender's, for ``both``): (echoes counted, their
+        bytes). One from the group's own port is another responder's echo: it never goes
+        back to the group (a "loop" drop), which is what keeps responders from echoing
+        each other (plainpath.py does the same)."""
+        batch = self.batch
+        listener = responder.listener
+        skip = drops
+        if both:
+            _, _, failed = self._send_runs(fd, count, drops, responder, stamps, False)
+            if failed:
+                skip = {**(drops or {}), **dict.fromkeys(failed, "send-error")}
+        loops: list[int] = []
+        own_port = socket.htons(listener.port)
+        if own_port in batch.source_ports[:count]:
+            source_ports = batch.source_ports
+            loops = [i for i in range(count)
+                     if source_ports[i] == own_port and not (skip and i in skip)]
+            if loops:
+                responder.drop("loop", len(loops), DROP_TEXT["loop"], *batch.peer(loops[0])[:2])
+                skip = {**(skip or {}), **dict.fromkeys(loops, "loop")}
+        group = self._group_sockaddrs.get(listener.group)
+        if group is None:
+            group = self._group_sockaddrs[listener.group] = mmsg.group_sockaddr(
+                listener.group, self.ipv6)
+        batch.aim_at_group(group, count)
+        if batch.arrivals_in_place(count):  # out of the interface each came in on
+            batch.group_ifindexes[:count] = batch.arrival_ifindexes[:count]
+        else:  # their receive time comes first (probes come): each one's cmsgs
+            for i in range(count):
+                batch.group_ifindexes[i] = batch.ancillary(i)[0] or 0
+        echoed, echoed_bytes, _ = self._send_runs(fd, count, skip, responder, stamps, True)
+        if both and loops:  # their sender's echo went: counted, as on the plain path
+            echoed += len(loops)
+            echoed_bytes += sum(batch.lengths[i] for i in loops)
+        return echoed, echoed_bytes
+
+    def _send_runs(self, fd: int, count: int, skip: Optional[Mapping[int, str]],
+                   responder: EchoSink, stamps: Optional[dict[int, Any]],
+                   to_group: bool) -> tuple[int, int, Optional[list[int]]]:
+        """sendmmsg over each run of consecutive echoes not in *skip* (one run when none
+        is): (echoes sent, their bytes, the ones that failed or None)."""
+        batch = self.batch
+        send = batch.send_group if to_group else batch.send
+        sent_total = sent_bytes = 0
+        failed: Optional[list[int]] = None
         start = 0
         while start < count:
-            if drops:
-                while start < count and start in drops:
+            if skip:
+                while start < count and start in skip:
                     start += 1
                 end = start
-                while end < count and end not in drops:
+                while end < count and end not in skip:
                     end += 1
             else:
                 end = count
             while start < end:
                 held = self._stamp(stamps, start, end) if stamps else None
-                sent, code = self.batch.send(fd, start, end - start)
+                sent, code = send(fd, start, end - start)
                 if held:
                     for residence_ns in held:
                         responder.residence.observe(residence_ns)
-                responder.echoed += sent
-                responder.echoed_bytes += sum(self.batch.lengths[start:start + sent])
+                sent_total += sent
+                sent_bytes += sum(batch.lengths[start:start + sent])
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
                     responder.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
-                    responder.drop("send-error", 1, "echo to %s:%d failed: %s",
-                                   *self.batch.peer(start), errno.errorcode.get(code, code))
+                    peer = batch.peer(start)
+                    to = (responder.listener.group, peer[1]) if to_group else peer[:2]
+                    responder.drop("send-error", 1, "echo to %s:%d failed: %s", *to,
+                                   errno.errorcode.get(code, code))
+                    failed = failed if failed is not None else []
+                    failed.append(start)
                     start += 1
-        if log.isEnabledFor(logging.DEBUG):
-            for i in range(count):
-                if not (drops and i in drops):
-                    log.debug("echoed %d bytes to %s:%d", self.batch.lengths[i],
-                              *self.batch.peer(i))
+        return sent_total, sent_bytes, failed
 
 
-def _over_rate(limiter: Optional[SourceRateLimiter], sources, distinct: set, count: int,
-               now: float) -> Optional[dict[int, int]]:
-    """Take a batch's datagrams from their sources' buckets: None if all may pass, else
-    {source: how many of its datagrams in the batch may} for the sources over their rate."""
+def over_rate(limiter: Optional[SourceRateLimiter], counts: Mapping[int, int],
+              now: float) -> Optional[dict[int, int]]:
+    """Take a batch's datagrams (*counts*: {source key: its datagrams}) from their sources'
+    buckets: None if all may pass, else {source: how many of its datagrams in the batch
+    may} for the sources over their rate."""
     if limiter is None:
         return None
-    if len(distinct) == 1:
-        (source,) = distinct
-        allowed = limiter.admit(source, count, now)
-        return None if allowed == count else {source: allowed}
     over = None
-    for source, wanted in Counter(sources).items():
+    for source, wanted in counts.items():
         allowed = limiter.admit(source, wanted, now)
         if allowed < wanted:
             if over is None:

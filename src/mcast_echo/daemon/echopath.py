@@ -11,7 +11,8 @@ from typing import Union
 
 from ..net import mmsg
 from ..schema.listener import Listener
-from .batchpath import BatchPath
+from .batchpath4 import BatchPath
+from .batchpath6 import BatchPath6
 from .plainpath import PlainPath
 from .sendguard import SendGuard
 
@@ -20,11 +21,12 @@ log = logging.getLogger("mcast_echo.responder")
 ENV = "MCAST_ECHO_ECHO_PATH"
 CHOICES = ("auto", "fast", "plain")
 
-EchoPath = Union[PlainPath, BatchPath]
+EchoPath = Union[PlainPath, BatchPath, BatchPath6]
 
 
-def choose(guard: SendGuard) -> EchoPath:
-    """The echo path $MCAST_ECHO_ECHO_PATH asks for (auto, fast, plain; unset: auto).
+def choose(guard: SendGuard) -> Union[PlainPath, tuple[BatchPath, BatchPath6]]:
+    """The echo path $MCAST_ECHO_ECHO_PATH asks for (auto, fast, plain; unset: auto): the
+    plain path, or the fast one's two families.
 
     auto takes the fast path where recvmmsg/sendmmsg load; fast insists (OSError if
     it cannot load); plain is the portable loop. *guard*: the daemon's send guard.
@@ -35,28 +37,32 @@ def choose(guard: SendGuard) -> EchoPath:
         wanted = "auto"
     if wanted == "plain" or (wanted == "auto" and not mmsg.load()):
         return PlainPath(guard)
-    return BatchPath(guard)
+    return BatchPath(guard), BatchPath6(guard)
 
 
 class Paths:
-    """The daemon's echo paths, one of each, shared by its responders: a path runs one
-    batch at a time, so one set of buffers serves every socket. The fast path serves
-    IPv4 listeners that reply by unicast; IPv6 and the group reply modes take the
-    plain one. Both hold back the same unresolved addresses (one SendGuard, which the
-    ssmping listener shares too)."""
+    """The daemon's echo paths, shared by its responders: a path runs one batch at a
+    time, so one set of buffers serves every socket of its family. The fast path serves
+    every listener, IPv4 and IPv6, in every reply mode; the plain one is the fallback
+    where recvmmsg/sendmmsg cannot load (or MCAST_ECHO_ECHO_PATH=plain). All hold back
+    the same unresolved addresses (one SendGuard, which the ssmping listener shares too)."""
 
     def __init__(self) -> None:
         self.guard = SendGuard()
-        self.fast = choose(self.guard)
-        self.plain = self.fast if isinstance(self.fast, PlainPath) else PlainPath(self.guard)
+        chosen = choose(self.guard)
+        self.fast: EchoPath
+        self.fast6: EchoPath
+        if isinstance(chosen, PlainPath):
+            self.fast = self.fast6 = chosen
+        else:
+            self.fast, self.fast6 = chosen
 
     @property
     def name(self) -> str:
-        if self.fast is self.plain:
-            return self.plain.name
-        return f"{self.fast.name}; IPv6 and group replies: {self.plain.name}"
+        """What the journal says at start (`echo path: ...`)."""
+        if isinstance(self.fast, PlainPath):
+            return self.fast.name
+        return f"{self.fast.name}: IPv4 and IPv6, every reply mode"
 
     def pick(self, listener: Listener) -> EchoPath:
-        if listener.ipv6 or listener.reply != "unicast":
-            return self.plain
-        return self.fast
+        return self.fast6 if listener.ipv6 else self.fast

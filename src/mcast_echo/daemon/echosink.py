@@ -1,9 +1,10 @@
 """What an echo path needs from the responder it serves, and what both paths share.
 
 Two paths implement one contract, ``run(sock, responder, now) -> int`` (datagrams
-taken off the socket; 0 when its queue is empty): batchpath.BatchPath (recvmmsg /
-sendmmsg, IPv4 unicast replies) and plainpath.PlainPath (recvmsg / sendto: IPv6,
-the group reply modes, and the portable fallback); echopath.py picks them.
+taken off the socket; 0 when its queue is empty): the batched one (recvmmsg /
+sendmmsg: batchpath4.BatchPath for IPv4, batchpath6.BatchPath6 for IPv6, unicast
+replies) and plainpath.PlainPath (recvmsg / sendto: the group reply modes, and the
+portable fallback); echopath.py picks them.
 
 Both apply the same rules in the same order (policy.py): a source that cannot be a
 real peer (port 0 included), then one of this host's own addresses arriving from the
@@ -63,6 +64,7 @@ DROP_TEXT = {
     "acl": "datagram from %s:%d dropped: source not in 'allow'",
     "rate": "datagram from %s:%d dropped: source over its 'rate_limit'",
     "truncated": "datagram from %s:%d cut by the kernel; dropped",
+    "loop": "datagram from %s:%d came from the group's port: not echoed to the group",
     "unresolved": "echo to %s:%d held back: the address does not resolve (ARP/ND), and echoes "
                   "waiting on it would fill the send buffer (see sendguard.py)",
 }
@@ -128,3 +130,20 @@ def send_failed(responder: EchoSink, address: tuple, error: OSError) -> None:
     responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue now
     responder.drop("send-error", 1, "echo to %s:%d failed: %s", *address[:2],
                    errno.errorcode.get(error.errno or 0, error))
+
+
+def destinations(listener: Listener, source: tuple,
+                  ifindex: Optional[int]) -> Destinations:
+    """Where a probe's held echo goes (delayed.py), in the order the paths send them."""
+    to_sender = ((source, None),) if listener.reply != "group" else ()
+    if listener.reply == "unicast":
+        return to_sender
+    return (*to_sender, (group_address(listener, source, ifindex), ifindex))
+
+
+def group_address(listener: Listener, source: tuple, ifindex: Optional[int]) -> tuple:
+    """Where a group echo goes: the group, on the sender's port (as ssmping does, so
+    that responders on the group's port never see it), out of the arrival interface."""
+    if listener.ipv6:
+        return (listener.group, source[1], 0, ifindex or 0)
+    return (listener.group, source[1])

@@ -1,7 +1,7 @@
 """The plain echo path: recvmsg/sendto, one datagram at a time (see echosink.py).
 
-It serves IPv6 listeners and the group reply modes, and is the portable fallback
-where recvmmsg/sendmmsg cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
+It serves the group reply modes, and is the portable fallback where recvmmsg/sendmmsg
+cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
 """
 
 from __future__ import annotations
@@ -9,14 +9,21 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Optional
 
 from ..net import mcast
 from ..net.ancillary import ARRIVAL_SPACE, ip_arrival
-from ..schema.listener import Listener
 from ..wire import probe
 from ..wire.probe import PROBE_MAGIC
-from .echosink import DROP_TEXT, MSG_TRUNC, Destinations, EchoSink, log, send_echo, send_failed
+from .echosink import (
+    DROP_TEXT,
+    MSG_TRUNC,
+    EchoSink,
+    destinations,
+    group_address,
+    log,
+    send_echo,
+    send_failed,
+)
 from .sendguard import SendGuard, source_key
 
 RECV_BUFFER = 65535  # larger than any IPv4 UDP payload: a datagram is never cut unseen
@@ -87,7 +94,7 @@ class PlainPath:
                     if spread and not (to_group and source[1] == listener.port) \
                             and responder.delayed.hold(
                                 spread, sock, responder, data,
-                                _destinations(listener, source, ifindex), received_ns):
+                                destinations(listener, source, ifindex), received_ns):
                         continue  # sent when due (delayed.py), and counted then
             if to_sender:
                 if received_ns is None:
@@ -101,11 +108,10 @@ class PlainPath:
                     continue
             if to_group:
                 if source[1] == listener.port:  # another responder's echo: never loop
-                    responder.drop("loop", 1, "datagram from %s:%d came from the group's "
-                                   "port: not echoed to the group", *source[:2])
+                    responder.drop("loop", 1, DROP_TEXT["loop"], *source[:2])
                     if not to_sender:
                         continue
-                elif not send_echo(sock, data, _group_address(listener, source, ifindex),
+                elif not send_echo(sock, data, group_address(listener, source, ifindex),
                                    ifindex, responder, received_ns):
                     continue
             echoed += 1
@@ -123,23 +129,6 @@ class PlainPath:
         if now >= watch.check_at:  # a float compare per wake-up (sendguard.py)
             self.guard.check(sock, watch, listener.ipv6, now)
         return taken
-
-
-def _destinations(listener: Listener, source: tuple,
-                  ifindex: Optional[int]) -> Destinations:
-    """Where a probe's held echo goes (delayed.py), in the order the path sends them."""
-    to_sender = ((source, None),) if listener.reply != "group" else ()
-    if listener.reply == "unicast":
-        return to_sender
-    return (*to_sender, (_group_address(listener, source, ifindex), ifindex))
-
-
-def _group_address(listener: Listener, source: tuple, ifindex: Optional[int]) -> tuple:
-    """Where a group echo goes: the group, on the sender's port (as ssmping does, so
-    that responders on the group's port never see it), out of the arrival interface."""
-    if listener.ipv6:
-        return (listener.group, source[1], 0, ifindex or 0)
-    return (listener.group, source[1])
 
 
 def _drop(responder: EchoSink, reason: str, source: tuple, size: int) -> None:

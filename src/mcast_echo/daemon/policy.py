@@ -267,9 +267,9 @@ class Policy:
             own.refresh(now)
         if self.ipv6:
             key = _ipv6_int(address)
-            if _impossible_ipv6(key, self.loopback_peers):
+            if impossible_ipv6(key, self.loopback_peers):
                 return "source"
-            if (ipv6_key(key, source[3]) if _link_local(key) else key) in own.ipv6_keys \
+            if own_ipv6_key(key, source[3]) in own.ipv6_keys \
                     and _arrival(arrival) != LOOPBACK_IFINDEX:
                 return "own-address"
         else:
@@ -304,12 +304,23 @@ def ipv6_key(value: int, scope: int) -> int:
     return value | scope << 128
 
 
+def own_ipv6_key(value: int, scope: int) -> int:
+    """The key under which OwnAddresses.ipv6_keys would hold a source *value* (an IPv6
+    address as an integer) that a datagram carries with scope id *scope*."""
+    return value | scope << 128 if value >> 118 == LINK_LOCAL_PREFIX else value
+
+
+LINK_LOCAL_PREFIX = 0xFE80 >> 6  # fe80::/10: an address's top 10 bits
+
+
 def _link_local(value: int) -> bool:
-    return value >> 118 == 0xFE80 >> 6  # fe80::/10
+    return value >> 118 == LINK_LOCAL_PREFIX
 
 
-def _impossible_ipv6(value: int, loopback_peers: bool) -> bool:
-    """The unspecified address, loopback (off lo), multicast (ff00::/8), IPv4-mapped."""
+def impossible_ipv6(value: int, loopback_peers: bool) -> bool:
+    """An IPv6 source (an integer) that cannot be a real peer: the unspecified address,
+    loopback (off lo), multicast (ff00::/8), IPv4-mapped. Every one has 0x00 or 0xff as
+    its first byte, so a source whose first byte is neither needs no call."""
     if value >> 120 == 0xFF or value == 0 or value >> 32 == _IPV4_MAPPED >> 32:
         return True
     return value == 1 and not loopback_peers

@@ -5,8 +5,10 @@ Received: IP_PKTINFO / IPV6_PKTINFO (the arrival interface and the datagram's
 destination address) and IP_TTL / IPV6_HOPLIMIT, which ``ask_for_arrival`` turns on,
 and SO_TIMESTAMPNS (the kernel's receive time). recvmsg hands them over as a list of
 (level, type, data), read by ``ip_arrival`` and ``Received``; recvmmsg leaves them in a
-raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks. Sent: an IP_PKTINFO /
-IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``).
+raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks, or whose arrival interfaces a
+batch reads in place (the offsets below ``parse_ip_cmsgs``). Sent: an IP_PKTINFO /
+IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``), and the
+IP_PKTINFO that sends a batched group echo out of its arrival interface.
 
 ``ip_arrival`` runs once per datagram on the plain echo path: it reads only the two
 values that path needs, and nothing else is added to it.
@@ -122,7 +124,8 @@ def source_pktinfo(address: bytes, ifindex: int = 0) -> list[tuple[int, int, byt
 
 def parse_ip_cmsgs(buffer: bytearray, start: int,
                    length: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
-    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl, received_ns)."""
+    """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl, received_ns) from
+    IP_PKTINFO or IPV6_PKTINFO, IP_TTL or IPV6_HOPLIMIT, and SO_TIMESTAMPNS."""
     ifindex = ttl = received_ns = None
     offset, end = start, start + length
     while offset + _CMSG_HEADER.size <= end:
@@ -130,13 +133,40 @@ def parse_ip_cmsgs(buffer: bytearray, start: int,
         if cmsg_len < _CMSG_HEADER.size or offset + cmsg_len > end:
             break
         data = offset + _CMSG_HEADER.size
-        if level == socket.IPPROTO_IP and cmsg_len - _CMSG_HEADER.size >= 4:
+        size = cmsg_len - _CMSG_HEADER.size
+        if level == _IPPROTO_IP and size >= 4:
             if kind == IP_PKTINFO:
-                ifindex = struct.unpack_from("=i", buffer, data)[0]
-            elif kind == socket.IP_TTL:
-                ttl = struct.unpack_from("=i", buffer, data)[0]
-        elif (level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
-              and cmsg_len - _CMSG_HEADER.size >= TIMESPEC_SIZE):
+                ifindex = _INT.unpack_from(buffer, data)[0]
+            elif kind == _IP_TTL:
+                ttl = _INT.unpack_from(buffer, data)[0]
+        elif level == _IPPROTO_IPV6:
+            if kind == IPV6_PKTINFO and size >= 20:  # ipi6_addr, ipi6_ifindex
+                ifindex = _UINT.unpack_from(buffer, data + 16)[0]
+            elif kind == IPV6_HOPLIMIT and size >= 4:
+                ttl = _INT.unpack_from(buffer, data)[0]
+        elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and size >= TIMESPEC_SIZE:
             received_ns = timespec_ns(buffer, data)
         offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
     return ifindex, ttl, received_ns
+
+
+# Where a batch finds each datagram's arrival interface without walking its cmsgs
+# (net/mmsg.py): while the socket's datagrams carry no receive time, the kernel writes
+# the pktinfo first (udp_recvmsg, udpv6_recvmsg), so the first cmsg's type says whether
+# it is there and the interface index sits at a fixed offset. In 32-bit words from the
+# start of a datagram's control buffer, per family (False: IPv4, True: IPv6).
+FIRST_CMSG_TYPE_WORD = (_CMSG_HEADER.size - 4) // 4
+PKTINFO_TYPE = {False: IP_PKTINFO, True: IPV6_PKTINFO}
+PKTINFO_IFINDEX_WORD = {False: _CMSG_HEADER.size // 4,  # in_pktinfo.ipi_ifindex
+                        True: (_CMSG_HEADER.size + 16) // 4}  # in6_pktinfo.ipi6_ifindex
+# The control message a batched IPv4 group echo is sent with: its in_pktinfo's
+# interface index is set per echo (the arrival one), the rest stays 0 (routing picks
+# the source address). IPv6 puts the interface in the group's sockaddr_in6 instead.
+SEND_PKTINFO_SPACE = socket.CMSG_SPACE(12)
+SEND_PKTINFO_IFINDEX_WORD = _CMSG_HEADER.size // 4
+
+
+def send_pktinfo_header() -> bytes:
+    """An IP_PKTINFO cmsg with interface 0, SEND_PKTINFO_SPACE bytes (see above)."""
+    message = _CMSG_HEADER.pack(socket.CMSG_LEN(12), _IPPROTO_IP, IP_PKTINFO) + bytes(12)
+    return message.ljust(SEND_PKTINFO_SPACE, b"\0")

@@ -16,6 +16,15 @@ that a whole batch is checked and its echo lengths set by C-level operations on 
 (``max(lengths[:n])``, ``0 not in port_high_bytes[:n]``, ``send_lengths[:n] =
 lengths[:n]``) instead of a Python loop.
 
+A batch is of one family (``ipv6``): an IPv4 one reads each source as one 32-bit
+integer (``sources``), an IPv6 one as two 64-bit halves and a scope (``addr_highs``,
+``addr_lows``, ``scopes``, native integers of the sockaddr_in6's bytes). Group echoes
+(``reply: group`` / ``both``) go out through a second array of send headers that shares
+the payloads and echo lengths but names the group on each sender's port, leaving by the
+interface the datagram came in on (``aim_at_group``, ``group_ifindexes``): IPv4 through
+an IP_PKTINFO per echo, IPv6 through the sockaddr_in6's scope, as the plain path sends
+them.
+
 ``load()`` returns None where the platform lacks recvmmsg/sendmmsg; the daemon
 then uses the portable path (daemon/plainpath.py).
 """
@@ -32,12 +41,14 @@ import sys
 from ctypes import c_int, c_size_t, c_uint, c_uint32, c_void_p, sizeof
 from typing import Optional
 
+from . import ancillary
 from .ancillary import parse_ip_cmsgs
 
-NAME_SIZE = 32  # room for a sockaddr_in6 (28 bytes): the same buffers serve IPv6 later
-# The kernel's receive time, in_pktinfo and TTL: CMSG_SPACE(16) + CMSG_SPACE(12) +
-# CMSG_SPACE(4) = 88 on 64-bit (a cmsg that does not fit is cut, MSG_CTRUNC).
-CONTROL_SIZE = 96
+NAME_SIZE = 32  # room for a sockaddr_in6 (28 bytes), 8-aligned: its address is words 1-2
+SOCKADDR_SIZE = {False: 16, True: 28}  # sockaddr_in, sockaddr_in6
+# The kernel's receive time, in6_pktinfo (in_pktinfo's fits) and hop limit or TTL:
+# 96 bytes on 64-bit (a cmsg that does not fit is cut, MSG_CTRUNC).
+CONTROL_SIZE = ancillary.STAMPED_ARRIVAL_SPACE
 PAYLOAD_STRIDE = 65536  # above any IPv4 UDP payload: a datagram is never cut unseen
 RETRY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 # A sockaddr_in's first word, sin_family then sin_port, for source port 0 (family_ports).
@@ -97,10 +108,12 @@ def _buffer(size: int) -> tuple[bytearray, int, object]:
 
 
 class Batch:
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 64, ipv6: bool = False) -> None:
         if not load():
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available")
         self.size = size
+        self.ipv6 = ipv6
+        namelen = SOCKADDR_SIZE[ipv6]
         self._recvmmsg, self._sendmmsg = _calls  # type: ignore[misc]
         self._payloads = mmap.mmap(-1, size * PAYLOAD_STRIDE)
         self._payload_view = (ctypes.c_char * (size * PAYLOAD_STRIDE)).from_buffer(
@@ -112,6 +125,13 @@ class Batch:
         send_iov, send_iov_at, self._keep_send_iov = _buffer(size * sizeof(IoVec))
         self.recv_hdrs, self._recv_at, self._keep_recv = _buffer(size * HDR_SIZE)
         send_hdrs, self._send_at, self._keep_send = _buffer(size * HDR_SIZE)
+        # the group echoes' headers: the group's address on each sender's port, and for
+        # IPv4 an IP_PKTINFO naming the interface (see the module doc)
+        self.group_names, group_names, self._keep_group_names = _buffer(size * NAME_SIZE)
+        pktinfo_space = 0 if ipv6 else ancillary.SEND_PKTINFO_SPACE
+        group_control, group_control_at, self._keep_group_control = _buffer(
+            max(1, size * pktinfo_space))
+        group_hdrs, self._group_at, self._keep_group = _buffer(size * HDR_SIZE)
         iov = IOV_SIZE
         for i in range(size):
             struct.pack_into("@PN", recv_iov, i * iov, payloads + i * PAYLOAD_STRIDE,
@@ -119,8 +139,19 @@ class Batch:
             struct.pack_into("@PN", send_iov, i * iov, payloads + i * PAYLOAD_STRIDE, 0)
             _pack_header(self.recv_hdrs, i, names + i * NAME_SIZE, NAME_SIZE,
                          recv_iov_at + i * iov, control + i * CONTROL_SIZE, CONTROL_SIZE)
-            _pack_header(send_hdrs, i, names + i * NAME_SIZE, 16, send_iov_at + i * iov, 0, 0)
+            _pack_header(send_hdrs, i, names + i * NAME_SIZE, namelen, send_iov_at + i * iov,
+                         0, 0)
+            _pack_header(group_hdrs, i, group_names + i * NAME_SIZE, namelen,
+                         send_iov_at + i * iov,
+                         group_control_at + i * pktinfo_space if pktinfo_space else 0,
+                         pktinfo_space)
+            if pktinfo_space:
+                group_control[i * pktinfo_space:(i + 1) * pktinfo_space] = \
+                    ancillary.send_pktinfo_header()
         self._send_iov, self._send_hdrs = send_iov, send_hdrs
+        self._group_hdrs, self._group_control = group_hdrs, group_control
+        self._group_template = b""  # the group sockaddr the group names hold ...
+        self._group_filled = 0  # ... in their first this many entries
         self._pristine = bytes(self.recv_hdrs)  # what a receive resets the headers to
         self._used = 0
         # Views for the caller (see the module doc).
@@ -134,6 +165,26 @@ class Batch:
         self.first_octets = self.name_bytes[4::NAME_SIZE]  # sin_addr's first byte
         self.sources = self.name_words[1::NAME_SIZE // 4]  # sin_addr as one raw integer
         self.family_ports = self.name_words[0::NAME_SIZE // 4]  # sin_family and sin_port
+        # IPv6: sin6_addr as two native 64-bit halves, and sin6_scope_id
+        name_halves = memoryview(self.names).cast("Q")
+        self.addr_highs = name_halves[1::NAME_SIZE // 8]
+        self.addr_lows = name_halves[2::NAME_SIZE // 8]
+        self.scopes = self.name_words[6::NAME_SIZE // 4]
+        # the source ports as they sit in the names (network order), and the group echoes'
+        self.source_ports = memoryview(self.names).cast("H")[1::NAME_SIZE // 2]
+        self.group_ports = memoryview(self.group_names).cast("H")[1::NAME_SIZE // 2]
+        # the arrival interface, where the first cmsg is the pktinfo (ancillary.py) ...
+        control_words = memoryview(self.control).cast("I")
+        self.first_cmsg_types = control_words[ancillary.FIRST_CMSG_TYPE_WORD::
+                                              CONTROL_SIZE // 4]
+        self.arrival_ifindexes = control_words[ancillary.PKTINFO_IFINDEX_WORD[ipv6]::
+                                               CONTROL_SIZE // 4]
+        # ... and where a group echo says which interface it leaves by
+        if ipv6:
+            self.group_ifindexes = memoryview(self.group_names).cast("I")[6::NAME_SIZE // 4]
+        else:
+            self.group_ifindexes = memoryview(group_control).cast("I")[
+                ancillary.SEND_PKTINFO_IFINDEX_WORD::pktinfo_space // 4]
         # sin_port's first byte (network order: the high one): no 0 there, no port below 256,
         # so no port 0 -- a byte view, whose items are Python's cached small integers
         self.port_high_bytes = self.name_bytes[2::NAME_SIZE]
@@ -162,6 +213,28 @@ class Batch:
             return 0, ctypes.get_errno()
         return sent, 0
 
+    def send_group(self, fd: int, start: int, count: int) -> tuple[int, int]:
+        """As send(), the group echoes (aim_at_group) of start..start+count-1."""
+        sent = self._sendmmsg(fd, self._group_at + start * HDR_SIZE, count, 0)
+        if sent < 0:
+            return 0, ctypes.get_errno()
+        return sent, 0
+
+    def aim_at_group(self, group: bytes, count: int) -> None:
+        """Address the group echoes of the first *count* datagrams to *group* (a sockaddr:
+        group_sockaddr()) on each one's source port; their interfaces the caller sets in
+        group_ifindexes (from arrival_ifindexes, or each datagram's ancillary())."""
+        if group != self._group_template or count > self._group_filled:
+            template = group.ljust(NAME_SIZE, b"\0")
+            self.group_names[: count * NAME_SIZE] = template * count
+            self._group_template, self._group_filled = group, count
+        self.group_ports[:count] = self.source_ports[:count]
+
+    def arrivals_in_place(self, count: int) -> bool:
+        """Whether arrival_ifindexes[:count] hold the arrival interfaces: every datagram's
+        first cmsg is its pktinfo (not so while they carry their receive time)."""
+        return set(self.first_cmsg_types[:count]) == {ancillary.PKTINFO_TYPE[self.ipv6]}
+
     def payload(self, index: int, length: int) -> bytes:
         start = index * PAYLOAD_STRIDE
         return bytes(self.payloads[start : start + length])
@@ -170,11 +243,25 @@ class Batch:
         start = index * PAYLOAD_STRIDE
         self.payloads[start : start + len(data)] = data
 
-    def peer(self, index: int) -> tuple[str, int]:
-        """The sender of datagram *index* as (address, port), for log lines."""
+    def peer(self, index: int) -> tuple:
+        """The sender of datagram *index* as recvfrom gives it: (address, port), or IPv6's
+        (address, port, flowinfo, scope id)."""
         base = index * NAME_SIZE
-        port = self.names[base + 2] << 8 | self.names[base + 3]
-        return socket.inet_ntoa(bytes(self.names[base + 4 : base + 8])), port
+        names = self.names
+        port = names[base + 2] << 8 | names[base + 3]
+        if not self.ipv6:
+            return socket.inet_ntoa(bytes(names[base + 4 : base + 8])), port
+        flowinfo = struct.unpack_from("!I", names, base + 4)[0]
+        address = socket.inet_ntop(socket.AF_INET6, bytes(names[base + 8 : base + 24]))
+        return address, port, flowinfo, self.scopes[index]
+
+    def source_key(self, index: int) -> int:
+        """The source of datagram *index* as policy.py keys it: IPv4 the raw integer of
+        its four bytes, IPv6 the big-endian integer of its sixteen."""
+        if not self.ipv6:
+            return self.sources[index]
+        base = index * NAME_SIZE + 8
+        return int.from_bytes(self.names[base : base + 16], "big")
 
     def ancillary(self, index: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
         """(arrival interface index, arrival TTL, the kernel's receive time in ns) from
@@ -183,6 +270,14 @@ class Batch:
         length = struct.unpack_from("@N", self.recv_hdrs,
                                     index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
         return parse_ip_cmsgs(self.control, index * CONTROL_SIZE, min(length, CONTROL_SIZE))
+
+
+def group_sockaddr(group: str, ipv6: bool) -> bytes:
+    """The sockaddr of *group* with port 0 and no scope (Batch.aim_at_group)."""
+    if ipv6:
+        return struct.pack("=HHI16sI", socket.AF_INET6, 0, 0,
+                           socket.inet_pton(socket.AF_INET6, group), 0)
+    return struct.pack("=HH4s8x", socket.AF_INET, 0, socket.inet_aton(group))
 
 
 def _pack_header(buffer: bytearray, index: int, name: int, namelen: int, iov: int,
