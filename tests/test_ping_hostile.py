@@ -24,7 +24,8 @@ import tracemalloc
 import pytest
 
 from mcast_echo.net import errnoadvice
-from mcast_echo.ping import display, responderstats, rttstats, seqwindow, tally
+from mcast_echo.ping import display, responderstats, rttstats, tally
+from mcast_echo.wire import seqwindow
 from netlab import ScriptOnLan
 
 GROUP, PORT = "224.3.29.71", 9999

@@ -24,12 +24,12 @@ from typing import Optional, TextIO
 
 from ..net.ancillary import STAMPED_ARRIVAL_SPACE, Received
 from ..wire import probe
+from ..wire.seqwindow import SEQ_WINDOW
 from . import summary
 from .dialect import Dialect
 from .interrupts import Interrupts
 from .names import FIRST_WAIT, Names
 from .responderstats import GROUP, UNICAST, ResponderStats
-from .seqwindow import SEQ_WINDOW
 from .session import open_session
 from .settings import PingError, Settings
 from .sockets import Path, join_for_replies, shown_address, source_pktinfo

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple, Optional
 
 from ..addresses import host_port
 from ..wire.probe import Echo
+from ..wire.seqwindow import SeqWindow
 from .display import plural, shown
 from .rttstats import RttStats
-from .seqwindow import SeqWindow
 
 
 def hop_count(sent_ttl: int, arrival_ttl: Optional[int]) -> Optional[int]:

@@ -13,9 +13,9 @@ import selectors
 import socket
 import time
 
+from ..wire.seqwindow import SEQ_WINDOW
 from .dialect import Dialect
 from .interrupts import Interrupts
-from .seqwindow import SEQ_WINDOW
 from .settings import PingError, Settings
 
 
