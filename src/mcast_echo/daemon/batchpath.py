@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..net import mmsg
 from ..wire import probe
-from .echosink import DROP_TEXT, EchoSink, destinations, log
+from .echosink import DROP_TEXT, PROBE_MAGIC_WORD, EchoSink, destinations, log
 from .policy import SourceRateLimiter
 from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
@@ -80,6 +80,46 @@ class BatchEchoes:
 
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
         """Check the *count* datagrams in the buffers as a whole; send, or walk them."""
+        raise NotImplementedError
+
+    # What both families do once their checks are done.
+
+    def _echo_lone(self, fd: int, responder: EchoSink, length: int) -> None:
+        """Echo the lone datagram in the buffers, which passed every check (_echo_one)."""
+        batch = self.batch
+        batch.send_lengths[0] = length
+        responder.received += 1
+        responder.received_bytes += length
+        if responder.listener.reply != "unicast":
+            self._send(fd, 1, None, responder)
+            return
+        sent, code = batch.send(fd, 0, 1)
+        if sent:
+            responder.echoed += 1
+            responder.echoed_bytes += length
+        else:
+            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
+            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0)[:2],
+                           errno.errorcode.get(code, code))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0)[:2])
+
+    def _echo_admitted(self, fd: int, count: int, responder: EchoSink, now: float,
+                       counts: Mapping[int, int]) -> None:
+        """A batch whose every source passed the family's checks (*counts*: {source key: its
+        datagrams}): the rate limit, then one sendmmsg -- or the walk, if a source is over
+        its rate or a probe may ask for a trailer."""
+        batch = self.batch
+        over = over_rate(responder.policy.limiter, counts, now)
+        if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
+            batch.send_lengths[:count] = batch.lengths[:count]
+            self._send(fd, count, None, responder)
+            return
+        self._echo_each(fd, count, responder, now, over, rated=True)
+
+    def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
+                   over: Optional[dict[int, int]], rated: bool) -> None:
+        """The family's walk of a batch with an exception (it ends in _finish_walk)."""
         raise NotImplementedError
 
     # The walk.

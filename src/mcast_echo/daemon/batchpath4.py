@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..net import mmsg
 from ..wire import probe
-from .batchpath import BatchEchoes, over_rate
+from .batchpath import BatchEchoes
 from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
 
 
@@ -46,12 +46,8 @@ class BatchPath(BatchEchoes):
                 or (unresolved and source in unresolved)  # (group replies: _echo sees)
                 or (limiter is not None and limiter.admit(source, 1, now) == 0)):
             return False
-        batch.send_lengths[0] = length
-        responder.received += 1
-        responder.received_bytes += length
-        if listener.reply != "unicast":
-            self._send(fd, 1, None, responder)
-            return True
+        self._echo_lone(fd, responder, length)
+        return True
         sent, code = batch.send(fd, 0, 1)
         if sent:
             responder.echoed += 1
@@ -96,13 +92,9 @@ class BatchPath(BatchEchoes):
                     and (not policy.filters_sources
                          or all(map(policy.admitted_by_acl, distinct)))
                     and (not unresolved or unresolved.keys().isdisjoint(distinct))):
-                over = over_rate(policy.limiter, {sources[0]: count} if len(distinct) == 1
-                                 else Counter(sources), now)
-                if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
-                    batch.send_lengths[:count] = lengths
-                    self._send(fd, count, None, responder)
-                    return
-                self._echo_each(fd, count, responder, now, over, rated=True)
+                self._echo_admitted(fd, count, responder, now,
+                                    {sources[0]: count} if len(distinct) == 1
+                                    else Counter(sources))
                 return
         self._echo_each(fd, count, responder, now, None, rated=False)
 

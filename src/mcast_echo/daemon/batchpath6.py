@@ -21,7 +21,7 @@ from typing import Optional
 from ..net import mmsg
 from ..net.ancillary import IPV6_PKTINFO
 from ..wire import probe
-from .batchpath import BatchEchoes, over_rate
+from .batchpath import BatchEchoes
 from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
 from .policy import LOOPBACK_IFINDEX, Policy, impossible_ipv6, own_ipv6_key
 from .sendguard import SendGuard
@@ -68,12 +68,8 @@ class BatchPath6(BatchEchoes):
                 or (unresolved and key in unresolved)  # (group replies: _echo sees)
                 or (limiter is not None and limiter.admit(key, 1, now) == 0)):
             return False
-        batch.send_lengths[0] = length
-        responder.received += 1
-        responder.received_bytes += length
-        if listener.reply != "unicast":
-            self._send(fd, 1, None, responder)
-            return True
+        self._echo_lone(fd, responder, length)
+        return True
         sent, code = batch.send(fd, 0, 1)
         if sent:
             responder.echoed += 1
@@ -101,12 +97,7 @@ class BatchPath6(BatchEchoes):
             if (counts is not None
                     and (not policy.filters_sources or all(map(policy.admitted_by_acl, counts)))
                     and (not unresolved or unresolved.keys().isdisjoint(counts))):
-                over = over_rate(policy.limiter, counts, now)
-                if over is None and PROBE_MAGIC_WORD not in batch.first_payload_words[:count]:
-                    batch.send_lengths[:count] = lengths
-                    self._send(fd, count, None, responder)
-                    return
-                self._echo_each(fd, count, responder, now, over, rated=True)
+                self._echo_admitted(fd, count, responder, now, counts)
                 return
         self._echo_each(fd, count, responder, now, None, rated=False)
 
@@ -140,10 +131,7 @@ class BatchPath6(BatchEchoes):
                     return None
                 ours = own_ipv6_key(key, source[2]) in own_keys
                 self._last_source = (source, key, ours)
-            if ours and not (batch.arrivals_in_place(count)
-                             and set(batch.arrival_ifindexes[:count]) == {LOOPBACK_IFINDEX}):
-                return None
-            return {key: count}
+            return None if ours and not self._all_on_lo(count) else {key: count}
         for (high, low, scope), datagrams in Counter(zip(highs, lows, scopes)).items():
             key = from_bytes(pack(high, low), "big")
             if not 0 < key >> 120 < 0xFF and impossible_ipv6(key, loopback_peers):
@@ -151,10 +139,14 @@ class BatchPath6(BatchEchoes):
             if own_ipv6_key(key, scope) in own_keys:
                 ours = True
             counts[key] = counts.get(key, 0) + datagrams
-        if ours and not (batch.arrivals_in_place(count)
-                         and set(batch.arrival_ifindexes[:count]) == {LOOPBACK_IFINDEX}):
-            return None
-        return counts
+        return None if ours and not self._all_on_lo(count) else counts
+
+    def _all_on_lo(self, count: int) -> bool:
+        """Whether every datagram of the batch came in on lo (one of this host's own
+        addresses is then a real peer, as policy.verdict says)."""
+        batch = self.batch
+        return (batch.arrivals_in_place(count)
+                and set(batch.arrival_ifindexes[:count]) == {LOOPBACK_IFINDEX})
 
     def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
                    over: Optional[dict[int, int]], rated: bool) -> None:
@@ -181,9 +173,8 @@ class BatchPath6(BatchEchoes):
             if not source_ports[i] or (not 0 < key >> 120 < 0xFF
                                        and impossible_ipv6(key, loopback_peers)):
                 drops[i] = "source"
-            elif (own_ipv6_key(key, scopes[i]) in own_keys
-                  and policy.own_address(own_ipv6_key(key, scopes[i]), batch.ancillary(i)[0],
-                                         now)):
+            elif ((own := own_ipv6_key(key, scopes[i])) in own_keys
+                  and policy.own_address(own, batch.ancillary(i)[0], now)):
                 drops[i] = "own-address"
             elif filters_sources and not admitted_by_acl(key):
                 drops[i] = policy.refusal(key)
