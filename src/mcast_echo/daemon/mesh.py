@@ -133,9 +133,8 @@ class MeshNode:
         except OSError:
             index = None
         address = None
-        if index is not None:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as query:
-                address = ifaddr.primary_address(query, name)
+        if index is not None:  # SIOCGIFADDR asks any IPv4 socket: the group socket's fd serves
+            address = ifaddr.primary_address(self.group_socket.sock, name)
         if address is not None and (index, address) == (self.ifindex, self.address):
             return  # joined there already
         self._leave()
@@ -359,7 +358,7 @@ class MeshNode:
             hears = f"hears {heard} peer{'' if heard == 1 else 's'}"
         if heard == 0:
             hears = f"hears nobody ({hears[6:]})" if expect is not None else "hears nobody"
-        answering = sum(1 for peer in list(self.peers.peers.values()) if peer.replies)
+        answering = sum(1 for peer in self.peers.peers.values() if peer.replies)
         return (f"{text} from {self.address}: probes {self.sent}, {hears}, answered by "
                 f"{answering}")
 
