@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+from promtool import check_rules, needs_promtool, run_rule_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "packaging" / "prometheus" / "mcast-echo-mesh.rules.yml"
@@ -23,8 +21,6 @@ ALERTS = {"McastEchoMeshDeaf", "McastEchoMeshPathDead", "McastEchoMeshPartition"
 RECORDED = re.compile(r"\bmcast_echo_mesh:[a-z0-9_:]+")
 RAW = re.compile(r"\bmcast_echo_mesh_[a-z0-9_]*[a-z]\b")
 
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool is not installed (Debian: prometheus)")
 
 
 def served_by_the_daemon() -> set[str]:
@@ -43,22 +39,16 @@ def exprs(board: dict) -> list[str]:
     return [t["expr"] for p in board["panels"] for t in p["targets"]]
 
 
-def promtool_check(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
-                          text=True, timeout=60)
-
-
 @needs_promtool
 def test_promtool_check_rules():
-    done = promtool_check(RULES)
+    done = check_rules(RULES)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 8 rules found" in done.stdout
 
 
 @needs_promtool
-def test_promtool_test_rules():
-    done = subprocess.run(["promtool", "test", "rules", RULES_TEST.name], cwd=RULES_TEST.parent,
-                          capture_output=True, text=True, timeout=120)
+def test_run_rule_tests():
+    done = run_rule_tests(RULES_TEST)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -137,5 +127,5 @@ def test_every_dashboard_query_parses(tmp_path):
         for i, expr in enumerate(exprs(dashboard()))]}]}
     path = tmp_path / "dashboard.rules.yml"
     path.write_text(json.dumps(rules))  # JSON is YAML
-    done = promtool_check(path)
+    done = check_rules(path)
     assert done.returncode == 0, done.stdout + done.stderr

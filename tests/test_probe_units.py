@@ -17,6 +17,7 @@ import pytest
 
 from mcast_echo.ping import textfile
 from mcast_echo.ping.tally import ResponderTable, RunCounts
+from promtool import check_rules, needs_promtool, run_rule_tests
 from test_probe_textfile import responder, settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +30,6 @@ SECURITY_LIMIT = 1.5
 
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                            reason="systemd-analyze is not installed")
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool is not installed (Debian: prometheus)")
 
 
 def has_offline_security() -> bool:
@@ -109,16 +108,14 @@ def test_the_timer_runs_it_every_minute_spread_over_hosts():
 
 @needs_promtool
 def test_promtool_check_rules():
-    done = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True,
-                          text=True, timeout=60)
+    done = check_rules(RULES)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 7 rules found" in done.stdout
 
 
 @needs_promtool
-def test_promtool_test_rules():
-    done = subprocess.run(["promtool", "test", "rules", RULES_TEST.name], cwd=RULES_TEST.parent,
-                          capture_output=True, text=True, timeout=120)
+def test_run_rule_tests():
+    done = run_rule_tests(RULES_TEST)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
