@@ -157,15 +157,18 @@ class MeshLab(ClosedOnExit):
 
     def _plug(self, name: str, index: int) -> Host:
         host = Host(name)
-        port = f"{BRIDGE}p{index}"
+        self._cable(host, f"{BRIDGE}p{index}", self.address(index))
+        return host
+
+    def _cable(self, host: Host, port: str, address: str) -> None:
+        """*host*'s eth0 (*address*/16, the multicast route) on the bridge's *port*."""
         ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid))
         ip("link", "set", port, "master", BRIDGE)
         ip("link", "set", port, "up")
         self.ports.append(port)
-        ip("addr", "add", f"{self.address(index)}/16", "dev", "eth0", host=host)
+        ip("addr", "add", f"{address}/16", "dev", "eth0", host=host)
         ip("link", "set", "eth0", "up", "multicast", "on", host=host)
         ip("route", "replace", "224.0.0.0/4", "dev", "eth0", host=host)
-        return host
 
     def block(self, index: int) -> int:
         return 0 if index < (self.count + 1) // 2 else 1
@@ -177,14 +180,7 @@ class MeshLab(ClosedOnExit):
         """One more host on the bridge, 10.91.3.1, running no daemon (closed with the lab)."""
         host = Host("meshattacker")
         self.hosts.append(host)
-        port = f"{BRIDGE}a"
-        ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid))
-        ip("link", "set", port, "master", BRIDGE)
-        ip("link", "set", port, "up")
-        self.ports.append(port)
-        ip("addr", "add", f"{SUBNET}.3.1/16", "dev", "eth0", host=host)
-        ip("link", "set", "eth0", "up", "multicast", "on", host=host)
-        ip("route", "replace", "224.0.0.0/4", "dev", "eth0", host=host)
+        self._cable(host, f"{BRIDGE}a", f"{SUBNET}.3.1")
         return host, f"{SUBNET}.3.1"
 
     # ---------------------------------------------------------------- faults

@@ -268,3 +268,11 @@ def cabled_host(name: str, local_if: str, v4: str, v6: Optional[str] = None) -> 
     finally:
         unplug(local_if)
 
+
+@contextmanager
+def dual_stack_lab(name: str, local_if: str, v4: str, v6: str) -> Iterator[tuple]:
+    """cabled_host with both families, as the echo tests' `lab` fixtures yield it:
+    (host, local_if, (v4 here, v4 there), (v6 here, v6 there))."""
+    with cabled_host(name, local_if, v4, v6) as host:
+        yield host, local_if, (f"{v4}.1", f"{v4}.2"), (f"{v6}::1", f"{v6}::2")
+

@@ -24,7 +24,7 @@ from mcast_echo.daemon.batchpath4 import BatchPath
 from mcast_echo.daemon.batchpath6 import BatchPath6
 from mcast_echo.net import ancillary
 from mcast_echo.wire import probe
-from netlab import cabled_host, ip
+from netlab import dual_stack_lab, ip
 
 PORT = 5000
 BURST = 150
@@ -38,9 +38,8 @@ def lab():
     global _labs
     _labs += 1
     local_if = f"vf{_labs}"
-    with cabled_host(f"fast{_labs}", local_if, f"10.72.{_labs}", f"fd72:{_labs}") as host:
-        yield (host, local_if, (f"10.72.{_labs}.1", f"10.72.{_labs}.2"),
-               (f"fd72:{_labs}::1", f"fd72:{_labs}::2"))
+    with dual_stack_lab(f"fast{_labs}", local_if, f"10.72.{_labs}", f"fd72:{_labs}") as lab:
+        yield lab
 
 
 def serve(host, write_config, sink, text: str) -> DaemonProcess:

@@ -18,7 +18,7 @@ import pytest
 
 from daemonproc import DaemonProcess
 from loadlab import NotifySink, counters
-from netlab import Host, Lan, cabled_host, ip, unplug, veth
+from netlab import Host, Lan, dual_stack_lab, ip, unplug, veth
 from waiting import wait_until
 from yardstick import allowance
 
@@ -34,9 +34,8 @@ def lab():
     global _labs
     _labs += 1
     local_if = f"vl{_labs}"
-    with cabled_host(f"resp{_labs}", local_if, f"10.68.{_labs}", f"fd68:{_labs}") as host:
-        yield (host, local_if, (f"10.68.{_labs}.1", f"10.68.{_labs}.2"),
-               (f"fd68:{_labs}::1", f"fd68:{_labs}::2"))
+    with dual_stack_lab(f"resp{_labs}", local_if, f"10.68.{_labs}", f"fd68:{_labs}") as lab:
+        yield lab
 
 
 def v4_client(local: str, ttl: int = 1, timeout: float = 1.0) -> socket.socket:
