@@ -1,7 +1,7 @@
 """The plain echo path: recvmsg/sendto, one datagram at a time (see echosink.py).
 
-It serves the group reply modes, and is the portable fallback where recvmmsg/sendmmsg
-cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
+Every family and reply mode, as the fast path (batchpath*.py) serves them: it is the
+portable fallback where recvmmsg/sendmmsg cannot load (MCAST_ECHO_ECHO_PATH=plain forces it).
 """
 
 from __future__ import annotations
