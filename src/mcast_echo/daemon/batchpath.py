@@ -17,11 +17,11 @@ import errno
 import logging
 import socket
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..net import mmsg
 from ..wire import probe
-from .echosink import DROP_TEXT, PROBE_MAGIC_WORD, EchoSink, destinations, log
+from .echosink import DROP_TEXT, PROBE_MAGIC_WORD, EchoSink, PortReader, destinations, log
 from .policy import SourceRateLimiter
 from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
@@ -32,37 +32,74 @@ HELD = "held"  # a probe's echo handed to delayed.py for its --spread: not sent 
 PATH_NAME = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
 
 
+
 class BatchEchoes:
     """One family's batched path (``ipv6``: which); its subclass checks the batches."""
 
     ipv6 = False
     name = PATH_NAME
 
-    def __init__(self, guard: SendGuard) -> None:
+    def __init__(self, guard: SendGuard, receive_times: Optional[ReceiveTimes] = None,
+                 regroup: bool = True) -> None:
+        """*receive_times*, *regroup*: see _regrouped (a path's second batch)."""
         self.batch = mmsg.Batch(FAST_BATCH, self.ipv6)
         self.guard = guard
         self.unresolved = guard.unresolved(self.ipv6)  # the same dict, kept current
-        self.receive_times = ReceiveTimes()  # a probe's T2 (receivetimes.py)
+        self.receive_times = receive_times or ReceiveTimes()  # a probe's T2 (receivetimes.py)
         self._group_sockaddrs: dict[str, bytes] = {}  # group -> its sockaddr (mmsg.py)
+        # A port socket's batch with several listeners' datagrams is served a listener at a
+        # time: each one's datagrams gathered into this second path's batch (run_shared).
+        self._regrouped = type(self)(guard, self.receive_times, False) if regroup else None
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
+        """Echo what is queued on *responder*'s own socket, up to FAST_ROUNDS batches."""
+
+        def echo(fd: int, count: int) -> None:
+            if count == 1 and self._echo_one(fd, responder, now):
+                return
+            self._echo(fd, count, responder, now)
+        return self._rounds(sock, responder, echo, now)
+
+    def run_shared(self, port_socket: PortReader, now: float) -> int:
+        """Echo what is queued on a port socket (sharedsocket.py), each datagram as the
+        listener of the group it came to: a batch for one listener (the common case when
+        traffic comes to one group) is served as on its own socket; one that mixes several
+        is served a listener at a time, each one's datagrams gathered into a second batch
+        (mmsg.Batch.gather); a stray (not to one of the socket's groups) is dropped."""
+        by_group = port_socket.by_group
+        batch = self.batch
+
+        def echo(fd: int, count: int) -> None:
+            port_socket.echoed += count  # (what the send guard's burst look counts)
+            owners = list(map(by_group.get, batch.destination_keys(count)))
+            first = owners[0]
+            if first is not None and owners.count(first) == count:
+                if count == 1 and self._echo_one(fd, first, now):
+                    return
+                self._echo(fd, count, first, now)
+                return
+            self._echo_mixed(fd, count, owners, port_socket, now)
+        return self._rounds(port_socket.sock, port_socket, echo, now)
+
+    def _rounds(self, sock: socket.socket, owner: Any, echo: Callable[[int, int], None],
+                now: float) -> int:
+        """Up to FAST_ROUNDS batches off *sock*, each handed to *echo* (fd, count); the send
+        guard's look at *owner*'s (the socket's) send queue. Datagrams taken."""
         fd = sock.fileno()
         taken = 0
-        watch = responder.send_watch
+        watch = owner.send_watch
         for _ in range(FAST_ROUNDS):
             try:
                 count = self.batch.receive(fd)
             except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
-                responder.drop("recv-error", 1, "receive failed: %s", e)
+                owner.drop("recv-error", 1, "receive failed: %s", e)
                 break
             if count == 0:
                 break
             taken += count
-            if count == 1 and self._echo_one(fd, responder, now):
-                break
-            self._echo(fd, count, responder, now)
-            if responder.echoed >= watch.check_echoed:  # a burst: look before the next batch
-                self.guard.look(sock, watch, responder.echoed, self.ipv6, now)
+            echo(fd, count)
+            if owner.echoed >= watch.check_echoed:  # a burst: look before the next batch
+                self.guard.look(sock, watch, owner.echoed, self.ipv6, now)
             if count < FAST_BATCH:
                 break
         if now >= watch.check_at:  # one float compare per wake-up (sendguard.py)
@@ -70,6 +107,29 @@ class BatchEchoes:
         if now >= self.receive_times.due:
             self.receive_times.expire(now)
         return taken
+
+    def _echo_mixed(self, fd: int, count: int, owners: list, port_socket: PortReader,
+                    now: float) -> None:
+        """A port socket's batch of several listeners' datagrams (*owners*: each one's
+        responder, None for a stray): each listener's gathered into the second batch and
+        served there, in the order their first datagrams came."""
+        by_owner: dict[Any, list[int]] = {}
+        for index, owner in enumerate(owners):
+            indices = by_owner.get(owner)
+            if indices is None:
+                by_owner[owner] = [index]
+            else:
+                indices.append(index)
+        strays = by_owner.pop(None, None)
+        if strays:
+            port_socket.stray(len(strays), self.batch.peer(strays[0]))
+        regrouped = self._regrouped
+        assert regrouped is not None
+        for owner, indices in by_owner.items():
+            regrouped.batch.gather(self.batch, indices)
+            if len(indices) == 1 and regrouped._echo_one(fd, owner, now):
+                continue
+            regrouped._echo(fd, len(indices), owner, now)
 
     # The family's checks (batchpath4.py, batchpath6.py).
 

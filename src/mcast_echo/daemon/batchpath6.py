@@ -24,6 +24,7 @@ from ..wire import probe
 from .batchpath import BatchEchoes
 from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
 from .policy import LOOPBACK_IFINDEX, Policy, impossible_ipv6, own_ipv6_key
+from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
 
 _HALVES = struct.Struct("=QQ")  # sin6_addr as the batch's two views read it
@@ -39,8 +40,9 @@ class BatchPath6(BatchEchoes):
 
     ipv6 = True
 
-    def __init__(self, guard: SendGuard) -> None:
-        super().__init__(guard)
+    def __init__(self, guard: SendGuard, receive_times: Optional[ReceiveTimes] = None,
+                 regroup: bool = True) -> None:
+        super().__init__(guard, receive_times, regroup)
         # the last one-source batch's (source, key, whether it is ours): _real_sources
         self._last_source: tuple = ((), 0, False)
 

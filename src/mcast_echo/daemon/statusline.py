@@ -4,7 +4,8 @@ and totals log lines.
 Each listener's counters; past STATUS_LISTENERS of them, the totals and the listeners
 that wait (a STATUS line must stay one short datagram). Then the ssmping listener's
 counts, the mesh's (how many peers it hears: "hears nobody" when deaf), the echoes held
-for a probe's --spread, and a failed reload.
+for a probe's --spread, the port sockets' (sharedsocket.py) strays and kernel drops if
+any, and a failed reload.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from .delayed import DelayedReplies
 from .mesh import MeshNode
 from .mping import MpingListener
 from .responder import GroupResponder
+from .sharedsocket import PortSockets
 
 STATUS_LISTENERS = 8  # listeners shown one by one in STATUS; past that, totals
 
 
 def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListener],
                 delayed: DelayedReplies, reload_problem: Optional[str],
-                mesh: Optional[MeshNode] = None) -> str:
+                mesh: Optional[MeshNode] = None, ports: Optional[PortSockets] = None) -> str:
     """The daemon's STATUS text, from its listeners, its ssmping listener and mesh (if
     on), the echoes it holds and the last reload's problem (if any)."""
     if len(responders) <= STATUS_LISTENERS:
@@ -46,6 +48,12 @@ def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListe
             text += "; " + "; ".join(r.status() for r in waiting[:5])
             if len(waiting) > 5:
                 text += f"; and {len(waiting) - 5} more waiting"
+    if ports is not None:  # the shared sockets' own counts (the listeners' are above)
+        strays, kernel_drops = ports.strays(), ports.kernel_drops()
+        if strays:
+            text += f"; strays to the ports dropped {strays}"
+        if kernel_drops:
+            text += f"; port sockets' kernel drops {kernel_drops}"
     if mping is not None:
         text += f"; {mping.status()}"
         kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in mping.sockets)

@@ -18,7 +18,10 @@ class Poller:
         self._targets: dict[int, Any] = {}
 
     def register(self, fd: int, target: Any) -> None:
+        """Poll *fd* for *target* (again for the same one: nothing to do)."""
         assert self._epoll is not None
+        if self._targets.get(fd) is target:
+            return
         self._epoll.register(fd, select.EPOLLIN)
         self._targets[fd] = target
 
