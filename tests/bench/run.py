@@ -347,6 +347,10 @@ def main() -> int:
     # local one, what is sent to a group comes back up to the sockets that joined it
     subprocess.run(["ip", "-6", "route", "add", "local", "ff00::/8", "dev", IFNAME, "table",
                     "local"], check=True)
+    # One socket holds every IPv4 group of a port (daemon/sharedsocket.py): room for the
+    # biggest config's memberships, as the daemon's log line says to make (this namespace's)
+    with open("/proc/sys/net/ipv4/igmp_max_memberships", "w") as f:
+        f.write(str(max(LISTENERS, int(knob("BENCH_GROUPS", LISTENERS, 1, 4096)))))
     runs = int(knob("BENCH_RUNS", 3, 1, 20))
     seconds = knob("BENCH_SECONDS", 3, 0.5, 60)
     starts = int(knob("BENCH_STARTS", 7, 0, 50))

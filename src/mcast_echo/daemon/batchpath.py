@@ -17,6 +17,8 @@ import errno
 import logging
 import socket
 import time
+from collections import Counter
+from operator import attrgetter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..net import mmsg
@@ -28,6 +30,7 @@ from .sendguard import SendGuard
 
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
+_PROFILE = attrgetter("batch_profile")  # a port socket's listeners: responder.py
 HELD = "held"  # a probe's echo handed to delayed.py for its --spread: not sent with the batch
 PATH_NAME = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
 
@@ -111,8 +114,11 @@ class BatchEchoes:
     def _echo_mixed(self, fd: int, count: int, owners: list, port_socket: PortReader,
                     now: float) -> None:
         """A port socket's batch of several listeners' datagrams (*owners*: each one's
-        responder, None for a stray): each listener's gathered into the second batch and
+        responder, None for a stray): checked and sent as one if their listeners answer
+        alike (_echo_alike), else each listener's gathered into the second batch and
         served there, in the order their first datagrams came."""
+        if None not in owners and self._echo_alike(fd, count, owners, port_socket, now):
+            return
         by_owner: dict[Any, list[int]] = {}
         for index, owner in enumerate(owners):
             indices = by_owner.get(owner)
@@ -131,7 +137,84 @@ class BatchEchoes:
                 continue
             regrouped._echo(fd, len(indices), owner, now)
 
+    def _echo_alike(self, fd: int, count: int, owners: list, port_socket: PortReader,
+                    now: float) -> bool:
+        """A batch of several listeners whose checks and replies are alike (one
+        ``batch_profile``, responder.py) and whose every datagram passes them (as the first
+        one's: _passing_sources) is served as one listener's is -- one sendmmsg -- with the
+        rate limit taken per listener and source, and the counts left to the port socket
+        to tally per listener (PortSocket.tally). False, with nothing done, for a batch
+        that is not so (then served a listener at a time)."""
+        batch = self.batch
+        profiles = set(map(_PROFILE, owners))
+        if len(profiles) != 1 or None in profiles \
+                or PROBE_MAGIC_WORD in batch.first_payload_words[:count]:
+            return False
+        first = owners[0]
+        counts = self._passing_sources(count, first, now)
+        if counts is None:
+            return False
+        drops: Optional[dict[int, str]] = None
+        if first.policy.limiter is not None:
+            over = None
+            if len(counts) == 1:
+                (source,) = counts
+                for owner, wanted in Counter(owners).items():
+                    allowed = owner.policy.limiter.admit(source, wanted, now)
+                    if allowed < wanted:
+                        over = over if over is not None else {}
+                        over[(owner, source)] = allowed
+                keys: Sequence[int] = [source] * count if over else ()
+            elif self.ipv6:  # (each datagram's key is not at hand: the walk has them)
+                return False
+            else:
+                keys = batch.sources[:count]
+                for (owner, source), wanted in Counter(zip(owners, keys)).items():
+                    allowed = owner.policy.limiter.admit(source, wanted, now)
+                    if allowed < wanted:
+                        over = over if over is not None else {}
+                        over[(owner, source)] = allowed
+            if over:
+                drops = self._rate_drops(count, owners, keys, over)
+        lengths = batch.lengths[:count]
+        batch.send_lengths[:count] = lengths
+        _, _, failed = self._send_runs(fd, count, drops, first, None, False, owners)
+        if drops or failed:
+            unsent = {**(drops or {}), **dict.fromkeys(failed or (), "send-error")}
+            port_socket.tally([owners[i] for i in range(count) if i not in unsent],
+                              [lengths[i] for i in range(count) if i not in unsent],
+                              [owners[i] for i in unsent], [lengths[i] for i in unsent])
+        else:
+            port_socket.tally(owners, lengths)
+        return True
+
+    def _rate_drops(self, count: int, owners: list, keys: Sequence[int],
+                    over: dict) -> dict[int, str]:
+        """The datagrams of *over*'s (listener, source) pairs past what each may pass
+        ({pair: how many of its datagrams may}): a pair keeps its first ones, as on the
+        walk. Counted (and logged once per listener) as "rate"."""
+        drops: dict[int, str] = {}
+        dropped: dict[Any, list[int]] = {}
+        for index in range(count):
+            pair = (owners[index], keys[index])
+            left = over.get(pair)
+            if left is not None:
+                if left > 0:
+                    over[pair] = left - 1
+                else:
+                    drops[index] = "rate"
+                    dropped.setdefault(pair[0], []).append(index)
+        for owner, indices in dropped.items():
+            owner.drop("rate", len(indices), DROP_TEXT["rate"], *self.batch.peer(indices[0])[:2])
+        return drops
+
     # The family's checks (batchpath4.py, batchpath6.py).
+
+    def _passing_sources(self, count: int, responder: EchoSink,
+                         now: float) -> Optional[Mapping[int, int]]:
+        """{source: its datagrams in the batch} if every one of the *count* datagrams passes
+        *responder*'s checks but the rate limit; None if one may not (the walk finds it)."""
+        raise NotImplementedError
 
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
         """A lone datagram that passes every check is echoed at once; False leaves it to
@@ -366,9 +449,11 @@ class BatchEchoes:
 
     def _send_runs(self, fd: int, count: int, skip: Optional[Mapping[int, str]],
                    responder: EchoSink, stamps: Optional[dict[int, Any]],
-                   to_group: bool) -> tuple[int, int, Optional[list[int]]]:
+                   to_group: bool, owners: Optional[list] = None
+                   ) -> tuple[int, int, Optional[list[int]]]:
         """sendmmsg over each run of consecutive echoes not in *skip* (one run when none
-        is): (echoes sent, their bytes, the ones that failed or None)."""
+        is): (echoes sent, their bytes, the ones that failed or None). A failure is
+        *responder*'s, or with *owners* (a port socket's batch) its datagram's listener's."""
         batch = self.batch
         send = batch.send_group if to_group else batch.send
         sent_total = sent_bytes = 0
@@ -394,10 +479,11 @@ class BatchEchoes:
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
-                    responder.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
+                    failing = owners[start] if owners else responder
+                    failing.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
                     peer = batch.peer(start)
-                    to = (responder.listener.group, peer[1]) if to_group else peer[:2]
-                    responder.drop("send-error", 1, "echo to %s:%d failed: %s", *to,
+                    to = (failing.listener.group, peer[1]) if to_group else peer[:2]
+                    failing.drop("send-error", 1, "echo to %s:%d failed: %s", *to,
                                    errno.errorcode.get(code, code))
                     failed = failed if failed is not None else []
                     failed.append(start)

@@ -12,8 +12,6 @@ listener's 'sources', the send guard, the rate limit.
 
 from __future__ import annotations
 
-import errno
-import logging
 import struct
 from collections import Counter
 from typing import Optional
@@ -22,7 +20,7 @@ from ..net import mmsg
 from ..net.ancillary import IPV6_PKTINFO
 from ..wire import probe
 from .batchpath import BatchEchoes
-from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
+from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink
 from .policy import LOOPBACK_IFINDEX, Policy, impossible_ipv6, own_ipv6_key
 from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
@@ -72,36 +70,34 @@ class BatchPath6(BatchEchoes):
             return False
         self._echo_lone(fd, responder, length)
         return True
-        sent, code = batch.send(fd, 0, 1)
-        if sent:
-            responder.echoed += 1
-            responder.echoed_bytes += length
-        else:
-            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
-            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0)[:2],
-                           errno.errorcode.get(code, code))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0)[:2])
-        return True
 
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
         """As BatchPath._echo: the common batch checked as a whole (per distinct source,
         see the module doc), sent with one sendmmsg; one with an exception walked."""
         batch = self.batch
-        lengths = batch.lengths[:count]
         responder.received += count
-        responder.received_bytes += sum(lengths)
+        responder.received_bytes += sum(batch.lengths[:count])
+        counts = self._passing_sources(count, responder, now)
+        if counts is not None:
+            self._echo_admitted(fd, count, responder, now, counts)
+            return
+        self._echo_each(fd, count, responder, now, None, rated=False)
+
+    def _passing_sources(self, count: int, responder: EchoSink,
+                         now: float) -> Optional[dict[int, int]]:
+        """As BatchPath._passing_sources, for IPv6."""
+        batch = self.batch
         policy = responder.policy
         listener = responder.listener
-        if 0 not in batch.port_high_bytes[:count] and max(lengths) <= listener.max_datagram:
+        if 0 not in batch.port_high_bytes[:count] \
+                and max(batch.lengths[:count]) <= listener.max_datagram:
             counts = self._real_sources(count, policy, now)
             unresolved = self.unresolved if listener.reply != "group" else None
             if (counts is not None
                     and (not policy.filters_sources or all(map(policy.admitted_by_acl, counts)))
                     and (not unresolved or unresolved.keys().isdisjoint(counts))):
-                self._echo_admitted(fd, count, responder, now, counts)
-                return
-        self._echo_each(fd, count, responder, now, None, rated=False)
+                return counts
+        return None
 
     def _real_sources(self, count: int, policy: Policy,
                       now: float) -> Optional[dict[int, int]]:

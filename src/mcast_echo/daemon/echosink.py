@@ -25,7 +25,7 @@ import errno
 import logging
 import socket
 import struct
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 from ..net import ancillary
 from ..schema.listener import Listener
@@ -113,6 +113,9 @@ class PortReader(Protocol):
     echoed: int  # datagrams taken: what the send guard's burst look counts
 
     def stray(self, count: int, peer: tuple) -> None: ...
+
+    def tally(self, echoed: Sequence[EchoSink], echoed_lengths: Sequence[int],
+              unsent: Sequence[EchoSink] = (), unsent_lengths: Sequence[int] = ()) -> None: ...
 
     def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 

@@ -54,6 +54,8 @@ class GroupResponder:
         self.path = self.paths.pick(listener)
         self.tracked_sources = tracked_sources
         self.policy = listener_policy(listener, tracked_sources)
+        self.batch_profile: Optional[str] = None  # see _profile
+        self._profile()
         self.hostname = hostname
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None  # None: closed, or waiting to bind (open())
@@ -137,6 +139,7 @@ class GroupResponder:
                                                        listener.sources):
             self.policy = listener_policy(listener, self.tracked_sources)
             self._loopback_peers()
+        self._profile()
         socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer", "share_port")
         if self.sock is not None and any(getattr(old, name) != getattr(listener, name)
                                          for name in socket_options):
@@ -167,6 +170,18 @@ class GroupResponder:
     def _loopback_peers(self) -> None:
         self.policy.loopback_peers = any(i.name == "lo"
                                          for i in self.memberships.joined.values())
+        self._profile()
+
+    def _profile(self) -> None:
+        """What the listeners of a port socket whose datagrams share a batch must have alike
+        for the batch to be checked and sent as one (batchpath.BatchEchoes._echo_alike):
+        unicast replies, no SSM sources, the same 'allow', rate limit (each its own
+        buckets), max_datagram and loopback peers. None: served a listener at a time."""
+        listener = self.listener
+        # a string: its hash is computed once (a batch's are compared as a set)
+        self.batch_profile = None if listener.reply != "unicast" or listener.sources \
+            is not None else repr((self.policy.networks, listener.rate_limit,
+                                   listener.max_datagram, self.policy.loopback_peers))
 
     def check_membership(self, now: float, interfaces: mcast.InterfaceSnapshot) -> bool:
         """Follow the interfaces: rejoin one that came back or changed, join a new one

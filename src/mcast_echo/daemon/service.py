@@ -198,6 +198,7 @@ class Daemon:
                     self.notifier.watchdog()
                     next_watchdog = now + watchdog  # type: ignore[operator]
                 if now >= self._next_check and not self._checking:
+                    self.ports.count()  # what batches served as one left to count
                     self._checking = True
                     chores.append(self._membership_round())
                 if now >= next_mesh:
@@ -409,6 +410,7 @@ class Daemon:
 
     def status_line(self) -> str:
         """The STATUS text of the daemon as it stands (statusline.py)."""
+        self.ports.count()
         return statusline.status_line(self.responders, self.endpoints.mping, self.delayed,
                                       self.reload_problem, self.endpoints.mesh, self.ports)
 
