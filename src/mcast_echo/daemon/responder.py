@@ -235,10 +235,9 @@ class GroupResponder:
 
     def kernel_drops(self) -> Optional[int]:
         """Datagrams the kernel dropped for the socket, its receive buffer full (udpstats.py);
-        None if closed or unknown, or if it shares its port's socket (the daemon counts that
-        socket's once). A system call: for STATUS and scrapes, never per datagram."""
-        if self.ports is not None:
-            return None
+        None if closed or unknown. A socket that the port's listeners share counts its drops
+        for each of them (the kernel does not say which group a dropped datagram was for).
+        A system call: for STATUS and scrapes, never per datagram."""
         sock = self.sock  # a reload may close it meanwhile (a scrape runs in its own thread)
         return None if sock is None else socket_drops(sock)
 

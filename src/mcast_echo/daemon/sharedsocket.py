@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 from ..net import mcast
 from ..net.ancillary import destination_key
 from ..net.limits import MEMBERSHIP_BYTES, SOURCE_BYTES, KernelLimits, memberships_per_socket
-from ..net.udpstats import socket_drops
 from ..schema.listener import Listener
 from . import echopath
 from .ratelimit import RateLimitedLog
@@ -147,9 +146,6 @@ class PortSocket:
         self.recv_errors += count
         self.drop_log.log(reason, logging.WARNING, message, *args)
 
-    def kernel_drops(self) -> Optional[int]:
-        return socket_drops(self.sock)
-
     def tally(self, echoed: Sequence[GroupResponder], echoed_lengths: Sequence[int],
               unsent: Sequence[GroupResponder] = (), unsent_lengths: Sequence[int] = ()
               ) -> None:
@@ -233,5 +229,3 @@ class PortSockets:
     def strays(self) -> int:
         return sum(s.strays for s in list(self.sockets.values()))
 
-    def kernel_drops(self) -> int:
-        return sum(s.kernel_drops() or 0 for s in list(self.sockets.values()))

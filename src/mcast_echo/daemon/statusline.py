@@ -4,8 +4,8 @@ and totals log lines.
 Each listener's counters; past STATUS_LISTENERS of them, the totals and the listeners
 that wait (a STATUS line must stay one short datagram). Then the ssmping listener's
 counts, the mesh's (how many peers it hears: "hears nobody" when deaf), the echoes held
-for a probe's --spread, the port sockets' (sharedsocket.py) strays and kernel drops if
-any, and a failed reload.
+for a probe's --spread, the datagrams to a shared port that were to none of its groups
+(sharedsocket.py) if any, and a failed reload.
 """
 
 from __future__ import annotations
@@ -41,19 +41,17 @@ def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListe
             text += f", {pending} joins pending"
         text += (f": received {sum(r.received for r in responders)}, "
                 f"echoed {sum(r.echoed for r in responders)}, dropped {dropped}")
-        kernel_drops = sum(r.kernel_drops() or 0 for r in responders)
+        # each socket once (the listeners of a port may share one)
+        sockets = {r.sock for r in responders if r.sock is not None}
+        kernel_drops = sum(socket_drops(sock) or 0 for sock in sockets)
         if kernel_drops:
             text += f", kernel drops {kernel_drops}"
         if waiting:
             text += "; " + "; ".join(r.status() for r in waiting[:5])
             if len(waiting) > 5:
                 text += f"; and {len(waiting) - 5} more waiting"
-    if ports is not None:  # the shared sockets' own counts (the listeners' are above)
-        strays, kernel_drops = ports.strays(), ports.kernel_drops()
-        if strays:
-            text += f"; strays to the ports dropped {strays}"
-        if kernel_drops:
-            text += f"; port sockets' kernel drops {kernel_drops}"
+    if ports is not None and ports.strays():  # the shared sockets' own count
+        text += f"; strays to the ports dropped {ports.strays()}"
     if mping is not None:
         text += f"; {mping.status()}"
         kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in mping.sockets)
