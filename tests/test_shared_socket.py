@@ -14,37 +14,27 @@ that one batch holds several listeners' datagrams. Every loop is bounded.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
 
-from daemonproc import DaemonProcess
 from loadlab import settled_counters
 from mcast_echo.wire import probe
 from netlab import dual_stack_lab, ip
-from test_fast_paths import client, collect
+from test_fast_paths import client, collect, serve
 
 PORT = 5000
 BURST = 100
-_labs = 0
+_labs = itertools.count(1)
 
 
 @pytest.fixture
 def lab():
-    """(host, local_if, (v4 local, v4 remote), (v6 local, v6 remote)): the responder host
-    cabled to the test's namespace, dual stack."""
-    global _labs
-    _labs += 1
-    local_if = f"vsh{_labs}"
-    with dual_stack_lab(f"share{_labs}", local_if, f"10.79.{_labs}", f"fd79:{_labs}") as lab:
+    """The responder host cabled to the test's namespace, as test_fast_paths' lab."""
+    n = next(_labs)
+    with dual_stack_lab(f"share{n}", f"vsh{n}", f"10.79.{n}", f"fd79:{n}") as lab:
         yield lab
-
-
-def serve(host, write_config, sink, text: str) -> DaemonProcess:
-    daemon = DaemonProcess(write_config(text), host=host, env=sink.env)
-    daemon.wait_for("ready:", timeout=30)
-    return daemon
-
 
 def sockets_on_port(host, ipv6: bool) -> list[str]:
     """The local addresses (hex, as /proc/net/udp[6] shows them) of the host's UDP sockets

@@ -222,8 +222,27 @@ class BatchEchoes:
         raise NotImplementedError
 
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """Check the *count* datagrams in the buffers as a whole; send, or walk them."""
-        raise NotImplementedError
+        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
+
+        The common case -- every source a real peer (no source port 0, none of this
+        host's own addresses) inside 'allow', not held back by the send guard and within
+        its rate, every datagram within max_datagram, no probe asking for a trailer -- is
+        checked and sent with a few C-level operations on the batch's strided views; only a
+        batch with an exception walks its datagrams one by one (_echo_each). The kernel
+        never cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC
+        is looked at only on that walk. A source port below 256 (0 is refused; the others
+        are rare) takes the walk too. The checks are the family's (_passing_sources): IPv4
+        looks this host's own addresses up (once per distinct source) only while some
+        interface has accept_local=1 (policy.py).
+        """
+        batch = self.batch
+        responder.received += count
+        responder.received_bytes += sum(batch.lengths[:count])
+        counts = self._passing_sources(count, responder, now)
+        if counts is not None:
+            self._echo_admitted(fd, count, responder, now, counts)
+            return
+        self._echo_each(fd, count, responder, now, None, rated=False)
 
     # What both families do once their checks are done.
 

@@ -47,28 +47,6 @@ class BatchPath(BatchEchoes):
         self._echo_lone(fd, responder, length)
         return True
 
-    def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
-
-        The common case -- every source a real peer (no source port 0, none of this
-        host's own addresses) inside 'allow', not held back by the send guard and within
-        its rate, every datagram within max_datagram, no probe asking for a trailer -- is
-        checked and sent with a few C-level operations on the batch's strided views; only a
-        batch with an exception walks its datagrams one by one (_echo_each). The kernel
-        never cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC
-        is looked at only on that walk. A source port below 256 (0 is refused; the others
-        are rare) takes the walk too. This host's own addresses are looked up (once per
-        distinct source) only while some interface has accept_local=1 (policy.py).
-        """
-        batch = self.batch
-        responder.received += count
-        responder.received_bytes += sum(batch.lengths[:count])
-        counts = self._passing_sources(count, responder, now)
-        if counts is not None:
-            self._echo_admitted(fd, count, responder, now, counts)
-            return
-        self._echo_each(fd, count, responder, now, None, rated=False)
-
     def _passing_sources(self, count: int, responder: EchoSink,
                          now: float) -> Optional[Mapping[int, int]]:
         """{source: its datagrams in the batch} if every one of the *count* datagrams passes

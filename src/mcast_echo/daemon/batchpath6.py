@@ -71,18 +71,6 @@ class BatchPath6(BatchEchoes):
         self._echo_lone(fd, responder, length)
         return True
 
-    def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """As BatchPath._echo: the common batch checked as a whole (per distinct source,
-        see the module doc), sent with one sendmmsg; one with an exception walked."""
-        batch = self.batch
-        responder.received += count
-        responder.received_bytes += sum(batch.lengths[:count])
-        counts = self._passing_sources(count, responder, now)
-        if counts is not None:
-            self._echo_admitted(fd, count, responder, now, counts)
-            return
-        self._echo_each(fd, count, responder, now, None, rated=False)
-
     def _passing_sources(self, count: int, responder: EchoSink,
                          now: float) -> Optional[dict[int, int]]:
         """As BatchPath._passing_sources, for IPv6."""

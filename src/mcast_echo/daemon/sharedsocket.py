@@ -169,17 +169,21 @@ class PortSocket:
         if self._echoed:
             echoed = Counter(zip(self._echoed, self._echoed_lengths))
             self._echoed, self._echoed_lengths = [], []
-            for (responder, length), datagrams in echoed.items():
-                responder.received += datagrams
-                responder.received_bytes += datagrams * length
-                responder.echoed += datagrams
-                responder.echoed_bytes += datagrams * length
+            _add(echoed, True)
         if self._unsent:
             unsent = Counter(zip(self._unsent, self._unsent_lengths))
             self._unsent, self._unsent_lengths = [], []
-            for (responder, length), datagrams in unsent.items():
-                responder.received += datagrams
-                responder.received_bytes += datagrams * length
+            _add(unsent, False)
+
+
+def _add(tallied: Counter, echoed: bool) -> None:
+    """{(listener, length): datagrams} onto the listeners' received (and echoed) counters."""
+    for (responder, length), datagrams in tallied.items():
+        responder.received += datagrams
+        responder.received_bytes += datagrams * length
+        if echoed:
+            responder.echoed += datagrams
+            responder.echoed_bytes += datagrams * length
 
 
 class PortSockets:
