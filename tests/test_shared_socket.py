@@ -23,6 +23,7 @@ from loadlab import settled_counters
 from mcast_echo.wire import probe
 from netlab import dual_stack_lab, ip
 from test_fast_paths import client, collect, serve
+from test_metrics import scrape, value
 
 PORT = 5000
 BURST = 100
@@ -91,9 +92,12 @@ def test_a_burst_over_many_groups_of_one_port_is_answered_once_by_each_as_itself
 
 def test_unicast_to_the_shared_port_is_never_echoed_and_is_counted(lab, write_config, sink):
     host, local_if, (local, remote), _ = lab
+    listen = f"{remote}:9101"
     daemon = serve(host, write_config, sink, f"port: {PORT}\ninterface: eth0\n"
-                   + listeners(["239.78.0.1", "239.78.0.2"]))
+                   f"metrics: {{listen: '{listen}'}}\n" + listeners(["239.78.0.1", "239.78.0.2"]))
     try:
+        assert value(scrape(listen), "mcast_echo_port_strays_total", port=str(PORT),
+                     family="ipv4") == 0  # there from the start
         assert sockets_on_port(host, False) == ["00000000:1388"]  # the wildcard, once
         with client(False, local_if, local) as sock:
             for n in range(20):
@@ -109,6 +113,8 @@ def test_unicast_to_the_shared_port_is_never_echoed_and_is_counted(lab, write_co
         assert wanted in status, status
         assert "239.78.0.2:5000 on eth0: received 1, echoed 1, dropped 0" in status, status
         assert "239.78.0.1:5000 on eth0: received 0, echoed 0, dropped 0" in status, status
+        assert value(scrape(listen), "mcast_echo_port_strays_total", port=str(PORT),
+                     family="ipv4") == 20
     finally:
         daemon.kill()
 

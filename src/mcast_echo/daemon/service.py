@@ -76,7 +76,7 @@ class Daemon:
         self.reloads = ReloadHistory()
         # The ssmping listener and the Prometheus endpoint, if the config turns them on.
         self.endpoints = Endpoints(self.drop_log, self.paths.guard, lambda: self.responders,
-                                   self.reloads, lambda: self.config.listeners)
+                                   self.reloads, lambda: self.config.listeners, self.ports)
         self._signals: Optional[RecordedSignals] = None  # from open() on
         self._poller: Optional[Poller] = None
         self._chores: deque[Iterator[None]] = deque()  # advanced a slice per pass (_loop)
