@@ -23,7 +23,7 @@ from ..net.limits import KernelLimits, read_limits
 from ..schema.keys import Config
 from ..schema.listener import Listener
 from .responder import GroupResponder, socket_key
-from .sharedsocket import PortKey, port_key, sharing_ports
+from .sharedsocket import PortKey, mesh_ports, port_key, sharing_ports
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def prepare(path: str, overrides: dict, running: Sequence[tuple[BoundTo, Listene
     shared_now = {(listener.ipv6, listener.port) for (*_, shared), listener in running
                   if shared}
     plan.sharing = sharing_ports(config.listeners, plan.limits,
-                                 len(ifaddr.multicast_interfaces()), shared_now)
+                                 len(ifaddr.multicast_interfaces()), shared_now,
+                                 mesh_ports(config))
     wanted = {socket_key(listener, port_key(listener) in plan.sharing): listener
               for listener in config.listeners}
     plan.stopped = set(current) - set(wanted)

@@ -42,7 +42,7 @@ from .policy import MAX_TRACKED_SOURCES, share_sources
 from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
 from .responder import GroupResponder
-from .sharedsocket import PortSocket, PortSockets, port_key, sharing_ports
+from .sharedsocket import PortSocket, PortSockets, mesh_ports, port_key, sharing_ports
 from .signals import RecordedSignals, drain
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ class Daemon:
         now = time.monotonic()
         interfaces = mcast.InterfaceSnapshot()
         self.sharing = sharing_ports(self.config.listeners, self.limits,
-                                     len(ifaddr.multicast_interfaces()))
+                                     len(ifaddr.multicast_interfaces()),
+                                     taken=mesh_ports(self.config))
         for listener in self.config.listeners:
             # Its table is empty until it serves; _share_sources splits the bound before then.
             responder = self._open_responder(listener, MAX_TRACKED_SOURCES,

@@ -13,8 +13,9 @@ one of its groups (unicast, say) is a *stray*: dropped, counted, never echoed.
 A port's listeners share when every one of them can (``shares``) and they agree on the
 socket-wide options (TTL, loopback, buffers): a ``share_port`` listener needs a group-bound
 socket that others may bind too, an IPv6 link-scope group one bound to its interface, and
-either would conflict with the wildcard bind. Those ports keep a socket per listener, as
-do ports whose IPv4 memberships would not fit in one socket (net.ipv4.igmp_max_memberships,
+either would conflict with the wildcard bind, as would the mesh's group socket on its port.
+Those ports keep a socket per listener, as do ports whose IPv4 memberships would not fit in
+one socket (net.ipv4.igmp_max_memberships,
 net.core.optmem_max): the daemon logs which, and the sysctl that would let them share.
 A reload that makes a port start or stop sharing fails (the new sockets cannot bind
 beside the old): restart the daemon for that.
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 from ..net import mcast
 from ..net.ancillary import destination_key
 from ..net.limits import MEMBERSHIP_BYTES, SOURCE_BYTES, KernelLimits, memberships_per_socket
+from ..schema.keys import Config
 from ..schema.listener import Listener
 from . import echopath
 from .ratelimit import RateLimitedLog
@@ -58,21 +60,22 @@ def shares(listener: Listener) -> bool:
 
 
 def sharing_ports(listeners: Iterable[Listener], limits: KernelLimits, interfaces: int = 1,
-                  shared_now: Iterable[PortKey] = ()) -> set[PortKey]:
+                  shared_now: Iterable[PortKey] = (),
+                  taken: Iterable[PortKey] = ()) -> set[PortKey]:
     """The (ipv6, port) whose listeners share one socket: every listener on the port can,
-    they agree on the socket's options, and their memberships fit in one socket. A port
+    they agree on the socket's options, their memberships fit in one socket, and the port
+    is not *taken* by another of the daemon's sockets bound to a group (the mesh's). A port
     that could share but does not fit is logged with the sysctl to raise; one that shares
     already (*shared_now*, a reload) keeps sharing (a join that does not fit then waits,
     the errno's advice in STATUS: a port cannot stop sharing on a reload)."""
-    shared_now = set(shared_now)
+    shared_now, taken = set(shared_now), set(taken)
     by_port: dict[PortKey, list[Listener]] = {}
     for listener in listeners:
         by_port.setdefault(port_key(listener), []).append(listener)
     sharing = set()
     for key, on_port in by_port.items():
-        if not all(map(shares, on_port)) or len({tuple(getattr(item, name) for name in
-                                                       SOCKET_OPTIONS)
-                                                 for item in on_port}) > 1:
+        options = {tuple(getattr(item, name) for name in SOCKET_OPTIONS) for item in on_port}
+        if key in taken or not all(map(shares, on_port)) or len(options) > 1:
             continue
         short = None if key in shared_now else _too_many(on_port, limits, interfaces)
         if short is None:
@@ -82,6 +85,11 @@ def sharing_ports(listeners: Iterable[Listener], limits: KernelLimits, interface
                         "over their groups does not batch: %s", key[1],
                         "IPv6" if key[0] else "IPv4", len(on_port), short)
     return sharing
+
+
+def mesh_ports(config: Config) -> set[PortKey]:
+    """The port the mesh's group socket binds (an IPv4 group), if the config has a mesh."""
+    return {(False, config.mesh.port)} if config.mesh is not None else set()
 
 
 def _too_many(on_port: list[Listener], limits: KernelLimits, interfaces: int) -> Optional[str]:

@@ -26,9 +26,10 @@ class Poller:
         self._targets[fd] = target
 
     def unregister(self, fd: int) -> None:
+        """Stop polling *fd* (one never registered: nothing to do)."""
         assert self._epoll is not None
-        self._epoll.unregister(fd)
-        del self._targets[fd]
+        if self._targets.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
 
     def wait(self, timeout: float) -> list[Any]:
         """The targets of the descriptors that are readable, waiting up to *timeout* s."""
