@@ -107,6 +107,9 @@ class Daemon:
         self.sharing = sharing_ports(self.config.listeners, self.limits,
                                      len(ifaddr.multicast_interfaces()),
                                      taken=mesh_ports(self.config))
+        for ipv6, port in sorted(self.sharing):
+            log.info("port %d (%s): its listeners share one socket", port,
+                     "IPv6" if ipv6 else "IPv4")
         for listener in self.config.listeners:
             # Its table is empty until it serves; _share_sources splits the bound before then.
             responder = self._open_responder(listener, MAX_TRACKED_SOURCES,

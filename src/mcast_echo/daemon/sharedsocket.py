@@ -15,8 +15,8 @@ socket-wide options (TTL, loopback, buffers): a ``share_port`` listener needs a 
 socket that others may bind too, an IPv6 link-scope group one bound to its interface, and
 either would conflict with the wildcard bind, as would the mesh's group socket on its port.
 Those ports keep a socket per listener, as do ports whose IPv4 memberships would not fit in
-one socket (net.ipv4.igmp_max_memberships,
-net.core.optmem_max): the daemon logs which, and the sysctl that would let them share.
+one socket (net.ipv4.igmp_max_memberships, net.core.optmem_max): the daemon logs which, and
+the sysctl that would let them share.
 A reload that makes a port start or stop sharing fails (the new sockets cannot bind
 beside the old): restart the daemon for that.
 """
