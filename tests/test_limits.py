@@ -5,23 +5,22 @@ from pathlib import Path
 
 from mcast_echo.cli import main
 from mcast_echo.net.limits import (
+    SYSCTLS,
     KernelLimits,
     buffer_reports,
     expected_grant,
     membership_reports,
+    mesh_reports,
     predicted_reports,
     read_limits,
 )
 from mcast_echo.schema import Config, Listener
+from mcast_echo.schema.mesh import Mesh
 
 
 def fake_proc(root: Path, **values: int) -> str:
-    files = {"rmem_max": "sys/net/core/rmem_max", "wmem_max": "sys/net/core/wmem_max",
-             "rmem_default": "sys/net/core/rmem_default",
-             "wmem_default": "sys/net/core/wmem_default",
-             "igmp_max_memberships": "sys/net/ipv4/igmp_max_memberships"}
     for name, value in values.items():
-        path = root / files[name]
+        path = root / SYSCTLS[name]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{value}\n")
     return str(root)
@@ -120,3 +119,22 @@ def test_optmem_is_checked_for_a_socket_with_many_memberships():
     assert any("`sysctl -w net.core.optmem_max=6400`" in line for _, line in lines)
     quiet = membership_reports(config, limits_with(igmp_max_memberships=1000), interfaces=2)
     assert len(quiet) == 1
+
+
+def test_a_mesh_larger_than_the_arp_table_is_warned_of(tmp_path):
+    """Each mesh peer takes an ARP entry; the table (one per host) drops echoes and IGMP
+    reports past gc_thresh3: the fleet test lost its snooped joins that way at 50 hosts."""
+    limits = read_limits(fake_proc(tmp_path, gc_thresh2=512, gc_thresh3=1024))
+    assert (limits.gc_thresh2, limits.gc_thresh3) == (512, 1024)
+
+    def mesh_of(hosts):
+        return Config(path="x", mesh=Mesh(group="239.255.77.77", interface="eth0",
+                                          expect=hosts))
+    assert mesh_reports(mesh_of(50), limits) == []
+    assert mesh_reports(Config(path="x"), limits) == []
+    [(level, line)] = mesh_reports(mesh_of(1000), limits)
+    assert level == logging.WARNING
+    assert "each of its 999 peers, more than net.ipv4.neigh.default.gc_thresh2 = 512" in line
+    assert ("fix with `sysctl -w net.ipv4.neigh.default.gc_thresh2=1063 "
+            "net.ipv4.neigh.default.gc_thresh3=2126`") in line
+    assert line in [text for _, text in predicted_reports(mesh_of(1000), limits)]

@@ -35,6 +35,15 @@ INSTANCE_PREFIX = "fleet-"  # sdlab names (cgroups sdlab-fleet-h001, ...)
 # systemctl runs), all root's: the default limit of 128 stops the 19th container's systemd.
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
 INOTIFY_PER_HOST = 12
+# The kernel's neighbour tables (ARP, NDP) are one per machine, shared by every netns, with a
+# hard cap of gc_thresh3 entries (1,024 by default) for all of them together. Every host of the
+# mesh answers every other by unicast: N hosts hold about N x (N - 1) ARP entries (2,450 at 50),
+# plus a few multicast ones each. Past the cap the kernel cannot make new entries ("neighbor
+# table overflow!"): echoes are dropped (ENOBUFS) and so are the hosts' IGMP reports, whose
+# multicast neighbour entries it cannot make either, and the snooping bridge forgets the joins.
+NEIGH_LIMITS = [Path(f"/proc/sys/net/{family}/neigh/default/gc_thresh{level}")
+                for family in ("ipv4", "ipv6") for level in (2, 3)]
+NEIGH_PER_HOST_EXTRA = 16  # the monitor, the bridge, multicast entries (groups, reports)
 
 
 def run(*argv: str, timeout: float = 60, check: bool = True, stdin: Optional[str] = None
@@ -146,13 +155,19 @@ class Fleet:
         return sum(1 for line in out.splitlines() if f" grp {group} " in line + " ")
 
     # ------------------------------------------------------------------ hosts
-    def raise_inotify_limit(self) -> None:
-        """Room for every host's inotify instances, for this run (the teardown restores it)."""
-        current = int(INOTIFY_LIMIT.read_text())
-        wanted = 128 + INOTIFY_PER_HOST * self.count
+    def raise_limits(self) -> None:
+        """Room for every host's inotify instances and for the mesh's neighbour entries, for
+        this run (the teardown restores each limit it raised)."""
+        self._raise(INOTIFY_LIMIT, 128 + INOTIFY_PER_HOST * self.count)
+        entries = self.count * (self.count + NEIGH_PER_HOST_EXTRA)
+        for limit in NEIGH_LIMITS:  # gc_thresh2 (soft) the entries, gc_thresh3 (hard) twice
+            self._raise(limit, 1024 + entries * (2 if limit.name.endswith("3") else 1))
+
+    def _raise(self, limit: Path, wanted: int) -> None:
+        current = int(limit.read_text())
         if current < wanted:
-            self._note("sysctl", f"{INOTIFY_LIMIT} {current}")
-            INOTIFY_LIMIT.write_text(str(wanted))
+            self._note("sysctl", f"{limit} {current}")
+            limit.write_text(str(wanted))
 
     def boot(self, parallel: int) -> None:
         """Boot every host (`parallel` at a time) and plug it in."""

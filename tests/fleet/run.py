@@ -263,7 +263,7 @@ def main() -> int:
     complete = False
     try:
         fleet_run.fleet.make_network()
-        fleet_run.fleet.raise_inotify_limit()
+        fleet_run.fleet.raise_limits()
         fleet_run.timed(f"boot of {count} hosts", fleet_run.fleet.boot,
                         int(os.environ.get("FLEET_BOOT_PARALLEL", "4")))
         fleet_run.write_ansible_files()

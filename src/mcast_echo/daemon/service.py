@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any, Iterator, Mapping, Optional
 
 from ..net import ifaddr, mcast
-from ..net.limits import KernelLimits, membership_reports, read_limits
+from ..net.limits import KernelLimits, read_limits, start_reports
 from ..net.poller import Poller
 from ..schema.keys import Config
 from ..schema.listener import Listener
@@ -97,8 +97,8 @@ class Daemon:
         # Handlers first: a SIGTERM that arrives while we join is acted on, not fatal.
         self._signals = RecordedSignals()
         self.limits = read_limits(self.proc_root)
-        for level, line in membership_reports(self.config, self.limits,
-                                              len(ifaddr.multicast_interfaces())):
+        for level, line in start_reports(self.config, self.limits,
+                                         len(ifaddr.multicast_interfaces())):
             log.log(level, "%s", line)
         log.info("echo path: %s", self.paths.name)
         raise_open_files_limit(len(self.config.listeners))

@@ -18,6 +18,7 @@ from ..schema.listener import ALL_INTERFACES, Listener
 
 SOCK_MIN_RCVBUF = 2304  # the kernel's floor, roughly; only matters for tiny requests
 SOCK_MIN_SNDBUF = 4608
+NEIGHBOURS_BESIDE_MESH = 64  # ARP entries a host holds besides its mesh peers (routers, ...)
 
 SYSCTLS = {
     "rmem_max": "sys/net/core/rmem_max",
@@ -28,6 +29,9 @@ SYSCTLS = {
     "igmp_max_msf": "sys/net/ipv4/igmp_max_msf",
     "mld_max_msf": "sys/net/ipv6/mld_max_msf",
     "optmem_max": "sys/net/core/optmem_max",
+    # the ARP table's soft and hard caps: one table for the whole host, every netns in it
+    "gc_thresh2": "sys/net/ipv4/neigh/default/gc_thresh2",
+    "gc_thresh3": "sys/net/ipv4/neigh/default/gc_thresh3",
 }
 
 
@@ -43,6 +47,8 @@ class KernelLimits:
     igmp_max_msf: Optional[int] = None
     mld_max_msf: Optional[int] = None
     optmem_max: Optional[int] = None
+    gc_thresh2: Optional[int] = None
+    gc_thresh3: Optional[int] = None
 
 
 def read_limits(proc_root: str = "/proc") -> KernelLimits:
@@ -67,8 +73,8 @@ def unprivileged_port_start(proc_root: str = "/proc") -> int:
 
 
 def sysctl_name(limit: str) -> str:
-    return ("net.ipv4." if limit.startswith("igmp") else
-            "net.ipv6." if limit.startswith("mld") else "net.core.") + limit
+    """The sysctl's dotted name (net.core.rmem_max) for a key of SYSCTLS."""
+    return SYSCTLS[limit][len("sys/"):].replace("/", ".")
 
 
 def human(size: Optional[int]) -> str:
@@ -200,6 +206,37 @@ def _short(limit: str, needed: int, value: int, what: str) -> tuple[int, str]:
                              f"`sysctl -w {sysctl_name(limit)}={needed}`")
 
 
+def mesh_reports(config: Config, limits: KernelLimits) -> list[tuple[int, str]]:
+    """(log level, line) for the ARP table against the mesh's size.
+
+    A mesh host answers each peer's probes by unicast, so it holds one ARP entry per peer.
+    Past gc_thresh2 the kernel reclaims entries every few seconds (they are resolved again);
+    at gc_thresh3 it makes no new one ("neighbor table overflow!"): echoes to a new peer and
+    the host's own IGMP reports are dropped, and a snooping switch forgets its joins. The
+    table is one per host, shared by every network namespace on it."""
+    mesh = config.mesh
+    soft, hard = limits.gc_thresh2, limits.gc_thresh3
+    if mesh is None or mesh.expect is None or soft is None or hard is None:
+        return []
+    peers = mesh.expect - 1
+    if peers + NEIGHBOURS_BESIDE_MESH <= soft:
+        return []
+    wanted = peers + NEIGHBOURS_BESIDE_MESH
+    return [(logging.WARNING,
+             f"mesh: {mesh.expect} hosts expected: this host keeps an ARP entry for each of "
+             f"its {peers} peers, more than {sysctl_name('gc_thresh2')} = {soft} allows (the "
+             f"kernel reclaims entries past it, and at {sysctl_name('gc_thresh3')} = {hard}, "
+             f"one table for the whole host, drops echoes to new peers and this host's IGMP "
+             f"reports): fix with `sysctl -w {sysctl_name('gc_thresh2')}={wanted} "
+             f"{sysctl_name('gc_thresh3')}={max(hard, 2 * wanted)}`")]
+
+
+def start_reports(config: Config, limits: KernelLimits,
+                  interfaces: int = 1) -> list[tuple[int, str]]:
+    """The lines a start (and check-config) gives for what the config joins and meshes."""
+    return membership_reports(config, limits, interfaces) + mesh_reports(config, limits)
+
+
 def predicted_reports(config: Config, limits: KernelLimits,
                       interfaces: int = 1) -> list[tuple[int, str]]:
     """Every limit line for *config* without opening a socket (check-config, limits)."""
@@ -207,7 +244,7 @@ def predicted_reports(config: Config, limits: KernelLimits,
     for listener in config.listeners:
         for report in buffer_reports(listener.recv_buffer, listener.send_buffer, limits):
             lines.append((report.level, f"{listener.where}: {report.message()}"))
-    lines.extend(membership_reports(config, limits, interfaces))
+    lines.extend(start_reports(config, limits, interfaces))
     return lines
 
 
