@@ -115,6 +115,9 @@ class Daemon:
             responder = self._open_responder(listener, MAX_TRACKED_SOURCES,
                                              port_key(listener) in self.sharing)
             self.responders.append(responder)
+        # Last listed first: the kernel finds a shared socket's membership of each datagram by
+        # walking the socket's list, newest join first, so the first listed are found first
+        for responder in reversed(self.responders):
             responder.sync(now, interfaces)
         if len(self.responders) > 1:
             joined = sum(1 for r in self.responders if r.joined)
