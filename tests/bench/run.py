@@ -1,6 +1,7 @@
 """`make bench`: the daemon and a C echo side by side; a Markdown report and a plot.
 
-Runs in the private network namespace the make target made, everything on `lo`.
+Runs in the private network namespace the make target made, everything on `lo` (the
+namespace's net.ipv4.igmp_max_memberships raised so that a port's listeners share a socket).
 Builds the C echo (cecho.c) and load generator (cload.c) with the system compiler into
 build/bench/, then, one responder at a time (the daemon refuses to share its port), for
 BENCH_RUNS runs in alternating order: echoes/s with 64 datagrams in flight at 64 B and
