@@ -241,3 +241,7 @@ class PortSockets:
     def strays(self) -> int:
         return sum(s.strays for s in list(self.sockets.values()))
 
+    def recv_errors(self) -> int:
+        """Failed receives on the port sockets (a queued ICMP error, say): no listener's."""
+        return sum(s.recv_errors for s in list(self.sockets.values()))
+

@@ -5,7 +5,8 @@ Each listener's counters; past STATUS_LISTENERS of them, the totals and the list
 that wait (a STATUS line must stay one short datagram). Then the ssmping listener's
 counts, the mesh's (how many peers it hears: "hears nobody" when deaf), the echoes held
 for a probe's --spread, the datagrams to a shared port that were to none of its groups
-(sharedsocket.py) if any, and a failed reload.
+and the failed receives of the shared sockets (sharedsocket.py) if any, and a failed
+reload.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def status_line(responders: Sequence[GroupResponder], mping: Optional[MpingListe
             text += "; " + "; ".join(r.status() for r in waiting[:5])
             if len(waiting) > 5:
                 text += f"; and {len(waiting) - 5} more waiting"
-    if ports is not None and ports.strays():  # the shared sockets' own count
-        text += f"; strays to the ports dropped {ports.strays()}"
+    if ports is not None:  # the shared sockets' own counts, once there are any
+        if ports.strays():
+            text += f"; strays to the ports dropped {ports.strays()}"
+        if ports.recv_errors():
+            text += f"; port socket receive errors {ports.recv_errors()}"
     if mping is not None:
         text += f"; {mping.status()}"
         kernel_drops = sum(socket_drops(handler.sock) or 0 for handler in mping.sockets)
