@@ -66,7 +66,7 @@ test: $(STAMP)
 ECHO_TESTS := tests/test_echo.py tests/test_hostile.py tests/test_amplification.py \
               tests/test_injection.py tests/test_policy.py tests/test_signals.py \
               tests/test_port_sharing.py tests/test_faults.py tests/test_listeners.py \
-              tests/test_starvation.py tests/test_fast_paths.py
+              tests/test_starvation.py tests/test_fast_paths.py tests/test_shared_socket.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -104,8 +104,8 @@ def test_membership_limits_name_the_sysctl_that_is_short():
     lines = membership_reports(config, limits_with(), interfaces=25)
     text = "\n".join(line for _, line in lines)
     assert lines[0] == (logging.INFO, "IGMP/MLD: 3 group(s) (2 IPv4, 1 IPv6, 1 SSM), one socket "
-                        "each, up to 25 membership(s) per socket; "
-                        "net.ipv4.igmp_max_memberships = 20")
+                        "each unless their port shares one, up to 25 membership(s) per socket "
+                        "of its own; net.ipv4.igmp_max_memberships = 20")
     assert "`sysctl -w net.ipv4.igmp_max_memberships=25`" in text
     assert "`sysctl -w net.ipv4.igmp_max_msf=12`" in text
     assert "mld_max_msf" not in text and "optmem_max" not in text

@@ -97,13 +97,14 @@ def test_reload_whose_new_socket_cannot_bind_changes_nothing(write_config):
     running = InProcessDaemon(write_config("interface: lo\ngroup: 224.3.29.71\n"))
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEADDR
     try:
-        squatter.bind(("224.3.29.72", 9999))
-        write_config("interface: lo\ngroup: 224.3.29.72\n")
+        # another port: the running one is the daemon's whole (its listeners' shared socket)
+        squatter.bind(("224.3.29.72", 9998))
+        write_config("interface: lo\ngroup: 224.3.29.72\nport: 9998\n")
 
         def steps():
             running.reload()
             assert running.daemon.reload_problem.startswith(
-                "reload failed: cannot bind 224.3.29.72:9999: Address already in use")
+                "reload failed: cannot bind 224.3.29.72:9998: Address already in use")
             assert groups(running.daemon) == ["224.3.29.71"]
             assert running.daemon.responders[0].joined
             assert running.daemon.config.listeners[0].group == "224.3.29.71"

@@ -17,19 +17,23 @@ import errno
 import logging
 import socket
 import time
-from typing import Any, Mapping, Optional, Sequence
+from collections import Counter
+from operator import attrgetter
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..net import mmsg
 from ..wire import probe
-from .echosink import DROP_TEXT, PROBE_MAGIC_WORD, EchoSink, destinations, log
+from .echosink import DROP_TEXT, PROBE_MAGIC_WORD, EchoSink, PortReader, destinations, log
 from .policy import SourceRateLimiter
 from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
 
 FAST_BATCH = 64  # datagrams per recvmmsg
 FAST_ROUNDS = 4  # recvmmsg calls per wake-up: 256 datagrams, as the plain path
+_PROFILE = attrgetter("batch_profile")  # a port socket's listeners: responder.py
 HELD = "held"  # a probe's echo handed to delayed.py for its --spread: not sent with the batch
 PATH_NAME = f"fast (recvmmsg/sendmmsg, {FAST_BATCH} per call)"
+
 
 
 class BatchEchoes:
@@ -38,31 +42,67 @@ class BatchEchoes:
     ipv6 = False
     name = PATH_NAME
 
-    def __init__(self, guard: SendGuard) -> None:
+    def __init__(self, guard: SendGuard, receive_times: Optional[ReceiveTimes] = None,
+                 regroup: bool = True) -> None:
+        """*receive_times*, *regroup*: see _regrouped (a path's second batch)."""
         self.batch = mmsg.Batch(FAST_BATCH, self.ipv6)
         self.guard = guard
         self.unresolved = guard.unresolved(self.ipv6)  # the same dict, kept current
-        self.receive_times = ReceiveTimes()  # a probe's T2 (receivetimes.py)
+        self.receive_times = receive_times or ReceiveTimes()  # a probe's T2 (receivetimes.py)
         self._group_sockaddrs: dict[str, bytes] = {}  # group -> its sockaddr (mmsg.py)
+        # A port socket's batch with several listeners' datagrams is served a listener at a
+        # time: each one's datagrams gathered into this second path's batch (run_shared).
+        self._regrouped = type(self)(guard, self.receive_times, False) if regroup else None
 
     def run(self, sock: socket.socket, responder: EchoSink, now: float) -> int:
+        """Echo what is queued on *responder*'s own socket, up to FAST_ROUNDS batches."""
+
+        def echo(fd: int, count: int) -> None:
+            if count == 1 and self._echo_one(fd, responder, now):
+                return
+            self._echo(fd, count, responder, now)
+        return self._rounds(sock, responder, echo, now)
+
+    def run_shared(self, port_socket: PortReader, now: float) -> int:
+        """Echo what is queued on a port socket (sharedsocket.py), each datagram as the
+        listener of the group it came to: a batch for one listener (the common case when
+        traffic comes to one group) is served as on its own socket; one that mixes several
+        is served a listener at a time, each one's datagrams gathered into a second batch
+        (mmsg.Batch.gather); a stray (not to one of the socket's groups) is dropped."""
+        by_group = port_socket.by_group
+        batch = self.batch
+
+        def echo(fd: int, count: int) -> None:
+            port_socket.echoed += count  # (what the send guard's burst look counts)
+            owners = list(map(by_group.get, batch.destination_keys(count)))
+            first = owners[0]
+            if first is not None and owners.count(first) == count:
+                if count == 1 and self._echo_one(fd, first, now):
+                    return
+                self._echo(fd, count, first, now)
+                return
+            self._echo_mixed(fd, count, owners, port_socket, now)
+        return self._rounds(port_socket.sock, port_socket, echo, now)
+
+    def _rounds(self, sock: socket.socket, owner: Any, echo: Callable[[int, int], None],
+                now: float) -> int:
+        """Up to FAST_ROUNDS batches off *sock*, each handed to *echo* (fd, count); the send
+        guard's look at *owner*'s (the socket's) send queue. Datagrams taken."""
         fd = sock.fileno()
         taken = 0
-        watch = responder.send_watch
+        watch = owner.send_watch
         for _ in range(FAST_ROUNDS):
             try:
                 count = self.batch.receive(fd)
             except OSError as e:  # e.g. a queued ICMP error; the socket stays usable
-                responder.drop("recv-error", 1, "receive failed: %s", e)
+                owner.drop("recv-error", 1, "receive failed: %s", e)
                 break
             if count == 0:
                 break
             taken += count
-            if count == 1 and self._echo_one(fd, responder, now):
-                break
-            self._echo(fd, count, responder, now)
-            if responder.echoed >= watch.check_echoed:  # a burst: look before the next batch
-                self.guard.look(sock, watch, responder.echoed, self.ipv6, now)
+            echo(fd, count)
+            if owner.echoed >= watch.check_echoed:  # a burst: look before the next batch
+                self.guard.look(sock, watch, owner.echoed, self.ipv6, now)
             if count < FAST_BATCH:
                 break
         if now >= watch.check_at:  # one float compare per wake-up (sendguard.py)
@@ -71,7 +111,110 @@ class BatchEchoes:
             self.receive_times.expire(now)
         return taken
 
+    def _echo_mixed(self, fd: int, count: int, owners: list, port_socket: PortReader,
+                    now: float) -> None:
+        """A port socket's batch of several listeners' datagrams (*owners*: each one's
+        responder, None for a stray): checked and sent as one if their listeners answer
+        alike (_echo_alike), else each listener's gathered into the second batch and
+        served there, in the order their first datagrams came."""
+        if None not in owners and self._echo_alike(fd, count, owners, port_socket, now):
+            return
+        by_owner: dict[Any, list[int]] = {}
+        for index, owner in enumerate(owners):
+            indices = by_owner.get(owner)
+            if indices is None:
+                by_owner[owner] = [index]
+            else:
+                indices.append(index)
+        strays = by_owner.pop(None, None)
+        if strays:
+            port_socket.stray(len(strays), self.batch.peer(strays[0]))
+        regrouped = self._regrouped
+        assert regrouped is not None
+        for owner, indices in by_owner.items():
+            regrouped.batch.gather(self.batch, indices)
+            if len(indices) == 1 and regrouped._echo_one(fd, owner, now):
+                continue
+            regrouped._echo(fd, len(indices), owner, now)
+
+    def _echo_alike(self, fd: int, count: int, owners: list, port_socket: PortReader,
+                    now: float) -> bool:
+        """A batch of several listeners whose checks and replies are alike (one
+        ``batch_profile``, responder.py) and whose every datagram passes them (as the first
+        one's: _passing_sources) is served as one listener's is -- one sendmmsg -- with the
+        rate limit taken per listener and source, and the counts left to the port socket
+        to tally per listener (PortSocket.tally). False, with nothing done, for a batch
+        that is not so (then served a listener at a time)."""
+        batch = self.batch
+        profiles = set(map(_PROFILE, owners))
+        if len(profiles) != 1 or None in profiles \
+                or PROBE_MAGIC_WORD in batch.first_payload_words[:count]:
+            return False
+        first = owners[0]
+        counts = self._passing_sources(count, first, now)
+        if counts is None:
+            return False
+        drops: Optional[dict[int, str]] = None
+        if first.policy.limiter is not None:
+            over = None
+            if len(counts) == 1:
+                (source,) = counts
+                for owner, wanted in Counter(owners).items():
+                    allowed = owner.policy.limiter.admit(source, wanted, now)
+                    if allowed < wanted:
+                        over = over if over is not None else {}
+                        over[(owner, source)] = allowed
+                keys: Sequence[int] = [source] * count if over else ()
+            elif self.ipv6:  # (each datagram's key is not at hand: the walk has them)
+                return False
+            else:
+                keys = batch.sources[:count]
+                for (owner, source), wanted in Counter(zip(owners, keys)).items():
+                    allowed = owner.policy.limiter.admit(source, wanted, now)
+                    if allowed < wanted:
+                        over = over if over is not None else {}
+                        over[(owner, source)] = allowed
+            if over:
+                drops = self._rate_drops(count, owners, keys, over)
+        lengths = batch.lengths[:count]
+        batch.send_lengths[:count] = lengths
+        _, _, failed = self._send_runs(fd, count, drops, first, None, False, owners)
+        if drops or failed:
+            unsent = {**(drops or {}), **dict.fromkeys(failed or (), "send-error")}
+            port_socket.tally([owners[i] for i in range(count) if i not in unsent],
+                              [lengths[i] for i in range(count) if i not in unsent],
+                              [owners[i] for i in unsent], [lengths[i] for i in unsent])
+        else:
+            port_socket.tally(owners, lengths)
+        return True
+
+    def _rate_drops(self, count: int, owners: list, keys: Sequence[int],
+                    over: dict) -> dict[int, str]:
+        """The datagrams of *over*'s (listener, source) pairs past what each may pass
+        ({pair: how many of its datagrams may}): a pair keeps its first ones, as on the
+        walk. Counted (and logged once per listener) as "rate"."""
+        drops: dict[int, str] = {}
+        dropped: dict[Any, list[int]] = {}
+        for index in range(count):
+            pair = (owners[index], keys[index])
+            left = over.get(pair)
+            if left is not None:
+                if left > 0:
+                    over[pair] = left - 1
+                else:
+                    drops[index] = "rate"
+                    dropped.setdefault(pair[0], []).append(index)
+        for owner, indices in dropped.items():
+            owner.drop("rate", len(indices), DROP_TEXT["rate"], *self.batch.peer(indices[0])[:2])
+        return drops
+
     # The family's checks (batchpath4.py, batchpath6.py).
+
+    def _passing_sources(self, count: int, responder: EchoSink,
+                         now: float) -> Optional[Mapping[int, int]]:
+        """{source: its datagrams in the batch} if every one of the *count* datagrams passes
+        *responder*'s checks but the rate limit; None if one may not (the walk finds it)."""
+        raise NotImplementedError
 
     def _echo_one(self, fd: int, responder: EchoSink, now: float) -> bool:
         """A lone datagram that passes every check is echoed at once; False leaves it to
@@ -79,8 +222,27 @@ class BatchEchoes:
         raise NotImplementedError
 
     def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """Check the *count* datagrams in the buffers as a whole; send, or walk them."""
-        raise NotImplementedError
+        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
+
+        The common case -- every source a real peer (no source port 0, none of this
+        host's own addresses) inside 'allow', not held back by the send guard and within
+        its rate, every datagram within max_datagram, no probe asking for a trailer -- is
+        checked and sent with a few C-level operations on the batch's strided views; only a
+        batch with an exception walks its datagrams one by one (_echo_each). The kernel
+        never cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC
+        is looked at only on that walk. A source port below 256 (0 is refused; the others
+        are rare) takes the walk too. The checks are the family's (_passing_sources): IPv4
+        looks this host's own addresses up (once per distinct source) only while some
+        interface has accept_local=1 (policy.py).
+        """
+        batch = self.batch
+        responder.received += count
+        responder.received_bytes += sum(batch.lengths[:count])
+        counts = self._passing_sources(count, responder, now)
+        if counts is not None:
+            self._echo_admitted(fd, count, responder, now, counts)
+            return
+        self._echo_each(fd, count, responder, now, None, rated=False)
 
     # What both families do once their checks are done.
 
@@ -306,9 +468,11 @@ class BatchEchoes:
 
     def _send_runs(self, fd: int, count: int, skip: Optional[Mapping[int, str]],
                    responder: EchoSink, stamps: Optional[dict[int, Any]],
-                   to_group: bool) -> tuple[int, int, Optional[list[int]]]:
+                   to_group: bool, owners: Optional[list] = None
+                   ) -> tuple[int, int, Optional[list[int]]]:
         """sendmmsg over each run of consecutive echoes not in *skip* (one run when none
-        is): (echoes sent, their bytes, the ones that failed or None)."""
+        is): (echoes sent, their bytes, the ones that failed or None). A failure is
+        *responder*'s, or with *owners* (a port socket's batch) its datagram's listener's."""
         batch = self.batch
         send = batch.send_group if to_group else batch.send
         sent_total = sent_bytes = 0
@@ -334,10 +498,11 @@ class BatchEchoes:
                 start += sent
                 if code or not sent:  # not sent without an errno: never seen; do not spin
                     code = code or errno.EIO  # ENOBUFS, EAGAIN, ECONNREFUSED, EPERM: skip it
-                    responder.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
+                    failing = owners[start] if owners else responder
+                    failing.send_watch.check_at = 0.0  # look at the send queue (sendguard.py)
                     peer = batch.peer(start)
-                    to = (responder.listener.group, peer[1]) if to_group else peer[:2]
-                    responder.drop("send-error", 1, "echo to %s:%d failed: %s", *to,
+                    to = (failing.listener.group, peer[1]) if to_group else peer[:2]
+                    failing.drop("send-error", 1, "echo to %s:%d failed: %s", *to,
                                    errno.errorcode.get(code, code))
                     failed = failed if failed is not None else []
                     failed.append(start)

@@ -6,15 +6,13 @@ one strided view (``batch.sources``), as policy.py keys it.
 
 from __future__ import annotations
 
-import errno
-import logging
 from collections import Counter
-from typing import Optional
+from typing import Mapping, Optional
 
 from ..net import mmsg
 from ..wire import probe
 from .batchpath import BatchEchoes
-from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
+from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink
 
 
 class BatchPath(BatchEchoes):
@@ -48,34 +46,12 @@ class BatchPath(BatchEchoes):
             return False
         self._echo_lone(fd, responder, length)
         return True
-        sent, code = batch.send(fd, 0, 1)
-        if sent:
-            responder.echoed += 1
-            responder.echoed_bytes += length
-        else:
-            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
-            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0),
-                           errno.errorcode.get(code, code))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0))
-        return True
 
-    def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """Decide, fix up and send the echoes of the *count* datagrams in the buffers.
-
-        The common case -- every source a real peer (no source port 0, none of this
-        host's own addresses) inside 'allow', not held back by the send guard and within
-        its rate, every datagram within max_datagram, no probe asking for a trailer -- is
-        checked and sent with a few C-level operations on the batch's strided views; only a
-        batch with an exception walks its datagrams one by one (_echo_each). The kernel
-        never cuts a datagram here (PAYLOAD_STRIDE is above any UDP payload), so MSG_TRUNC
-        is looked at only on that walk. A source port below 256 (0 is refused; the others
-        are rare) takes the walk too. This host's own addresses are looked up (once per
-        distinct source) only while some interface has accept_local=1 (policy.py).
-        """
+    def _passing_sources(self, count: int, responder: EchoSink,
+                         now: float) -> Optional[Mapping[int, int]]:
+        """{source: its datagrams in the batch} if every one of the *count* datagrams passes
+        *responder*'s checks but the rate limit; None if one may not (the walk finds it)."""
         batch = self.batch
-        responder.received += count
-        responder.received_bytes += sum(batch.lengths[:count])
         policy = responder.policy
         lengths = batch.lengths[:count]
         if (policy.refused_octets.isdisjoint(batch.first_octets[:count])
@@ -92,11 +68,8 @@ class BatchPath(BatchEchoes):
                     and (not policy.filters_sources
                          or all(map(policy.admitted_by_acl, distinct)))
                     and (not unresolved or unresolved.keys().isdisjoint(distinct))):
-                self._echo_admitted(fd, count, responder, now,
-                                    {sources[0]: count} if len(distinct) == 1
-                                    else Counter(sources))
-                return
-        self._echo_each(fd, count, responder, now, None, rated=False)
+                return {sources[0]: count} if len(distinct) == 1 else Counter(sources)
+        return None
 
     def _echo_each(self, fd: int, count: int, responder: EchoSink, now: float,
                    over: Optional[dict[int, int]], rated: bool) -> None:

@@ -12,8 +12,6 @@ listener's 'sources', the send guard, the rate limit.
 
 from __future__ import annotations
 
-import errno
-import logging
 import struct
 from collections import Counter
 from typing import Optional
@@ -22,8 +20,9 @@ from ..net import mmsg
 from ..net.ancillary import IPV6_PKTINFO
 from ..wire import probe
 from .batchpath import BatchEchoes
-from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink, log
+from .echosink import MSG_TRUNC, PROBE_MAGIC_WORD, EchoSink
 from .policy import LOOPBACK_IFINDEX, Policy, impossible_ipv6, own_ipv6_key
+from .receivetimes import ReceiveTimes
 from .sendguard import SendGuard
 
 _HALVES = struct.Struct("=QQ")  # sin6_addr as the batch's two views read it
@@ -39,8 +38,9 @@ class BatchPath6(BatchEchoes):
 
     ipv6 = True
 
-    def __init__(self, guard: SendGuard) -> None:
-        super().__init__(guard)
+    def __init__(self, guard: SendGuard, receive_times: Optional[ReceiveTimes] = None,
+                 regroup: bool = True) -> None:
+        super().__init__(guard, receive_times, regroup)
         # the last one-source batch's (source, key, whether it is ours): _real_sources
         self._last_source: tuple = ((), 0, False)
 
@@ -70,36 +70,22 @@ class BatchPath6(BatchEchoes):
             return False
         self._echo_lone(fd, responder, length)
         return True
-        sent, code = batch.send(fd, 0, 1)
-        if sent:
-            responder.echoed += 1
-            responder.echoed_bytes += length
-        else:
-            responder.send_watch.check_at = 0.0  # EAGAIN, ENOBUFS: look at the send queue
-            responder.drop("send-error", 1, "echo to %s:%d failed: %s", *batch.peer(0)[:2],
-                           errno.errorcode.get(code, code))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("echoed %d bytes to %s:%d", length, *batch.peer(0)[:2])
-        return True
 
-    def _echo(self, fd: int, count: int, responder: EchoSink, now: float) -> None:
-        """As BatchPath._echo: the common batch checked as a whole (per distinct source,
-        see the module doc), sent with one sendmmsg; one with an exception walked."""
+    def _passing_sources(self, count: int, responder: EchoSink,
+                         now: float) -> Optional[dict[int, int]]:
+        """As BatchPath._passing_sources, for IPv6."""
         batch = self.batch
-        lengths = batch.lengths[:count]
-        responder.received += count
-        responder.received_bytes += sum(lengths)
         policy = responder.policy
         listener = responder.listener
-        if 0 not in batch.port_high_bytes[:count] and max(lengths) <= listener.max_datagram:
+        if 0 not in batch.port_high_bytes[:count] \
+                and max(batch.lengths[:count]) <= listener.max_datagram:
             counts = self._real_sources(count, policy, now)
             unresolved = self.unresolved if listener.reply != "group" else None
             if (counts is not None
                     and (not policy.filters_sources or all(map(policy.admitted_by_acl, counts)))
                     and (not unresolved or unresolved.keys().isdisjoint(counts))):
-                self._echo_admitted(fd, count, responder, now, counts)
-                return
-        self._echo_each(fd, count, responder, now, None, rated=False)
+                return counts
+        return None
 
     def _real_sources(self, count: int, policy: Policy,
                       now: float) -> Optional[dict[int, int]]:

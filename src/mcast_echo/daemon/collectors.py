@@ -35,6 +35,7 @@ from .meshcollector import MeshCollector
 from .mping import MpingListener
 from .reloads import ReloadHistory
 from .responder import GroupResponder
+from .sharedsocket import PortSockets
 
 LISTENER_LABELS = ("group", "port", "interface")
 
@@ -71,6 +72,10 @@ RESIDENCE = ("mcast_echo_residence_seconds",
              "Time from the kernel's receipt of a probe to the send of its echo (T3 - T2, as "
              "written into the echo); probes that ask for the trailer only.")
 LE_MARK = "\x00le\x00"  # where a bucket's bound goes in a listener's label text (no escaping)
+
+STRAYS = ("mcast_echo_port_strays_total",
+          "Datagrams to a port whose listeners share one socket that were to none of their "
+          "groups (unicast to the port, say): dropped, never echoed.")
 
 SSMPING_UNANSWERED = ("malformed", "ignored")  # requests mping.py counts and cannot answer
 
@@ -166,14 +171,21 @@ class DaemonCollector(Collector):
     listeners. Labelled ones are there from the start, at 0 (every reason, every dialect)."""
 
     def __init__(self, reloads: ReloadHistory,
-                 ssmping: Callable[[], Optional[MpingListener]]) -> None:
+                 ssmping: Callable[[], Optional[MpingListener]],
+                 ports: Optional[PortSockets] = None) -> None:
         self._reloads = reloads
         self._ssmping = ssmping
+        self._ports = ports
 
     def collect(self) -> Iterable[Metric]:
         ssmping = self._ssmping()
         if ssmping is not None:
             yield from _ssmping_families(ssmping)
+        if self._ports is not None:
+            strays = CounterMetricFamily(*STRAYS, labels=("port", "family"))
+            for (ipv6, port), port_socket in sorted(self._ports.sockets.copy().items()):
+                strays.add_metric([str(port), "ipv6" if ipv6 else "ipv4"], port_socket.strays)
+            yield strays
         yield from self._reload_families()
         build = GaugeMetricFamily("mcast_echo_build_info", "The version of mcast-echo running.",
                                   labels=("version",))
@@ -254,11 +266,12 @@ def residence_family(listeners: list[tuple[GroupResponder, list[str]]]) -> Metri
 def build_registry(responders: Callable[[], Sequence[GroupResponder]],
                    reloads: ReloadHistory,
                    ssmping: Callable[[], Optional[MpingListener]],
-                   mesh: Callable[[], Optional[MeshNode]]) -> Exposition:
+                   mesh: Callable[[], Optional[MeshNode]],
+                   ports: Optional[PortSockets] = None) -> Exposition:
     """Our own collectors (not prometheus_client's global registry): the listeners' series,
     the daemon's, the mesh's (meshcollector.py), the process' (CPU, memory, open files) and
     the platform's (python_info)."""
     return Exposition(ListenerCollector(responders),
-                      [DaemonCollector(reloads, ssmping), MeshCollector(mesh),
+                      [DaemonCollector(reloads, ssmping, ports), MeshCollector(mesh),
                        ProcessCollector(registry=None),
                        PlatformCollector(registry=None)])

@@ -1,7 +1,9 @@
 """What an echo path needs from the responder it serves, and what both paths share.
 
 Two paths implement one contract, ``run(sock, responder, now) -> int`` (datagrams
-taken off the socket; 0 when its queue is empty): the batched one (recvmmsg /
+taken off the socket; 0 when its queue is empty) and ``run_shared(port_socket, now)``
+for a socket that several listeners of one port share (sharedsocket.py: each datagram
+served as the listener of the group its pktinfo names): the batched one (recvmmsg /
 sendmmsg: batchpath4.BatchPath for IPv4, batchpath6.BatchPath6 for IPv6, unicast
 replies) and plainpath.PlainPath (recvmsg / sendto: the group reply modes, and the
 portable fallback); echopath.py picks them.
@@ -23,7 +25,7 @@ import errno
 import logging
 import socket
 import struct
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 from ..net import ancillary
 from ..schema.listener import Listener
@@ -99,6 +101,23 @@ class EchoSink(Protocol):
 
     def arrival(self, ifindex: Optional[int], ttl: Optional[int],
                 received_ns: int) -> probe.Arrival: ...
+
+
+class PortReader(Protocol):
+    """What a path's run_shared needs of a port socket (sharedsocket.PortSocket)."""
+
+    sock: socket.socket
+    ipv6: bool
+    by_group: dict  # destination key (ancillary.destination_key) -> its listener's sink
+    send_watch: SendWatch  # the socket's, which its listeners' sinks share
+    echoed: int  # datagrams taken: what the send guard's burst look counts
+
+    def stray(self, count: int, peer: tuple) -> None: ...
+
+    def tally(self, echoed: Sequence[EchoSink], echoed_lengths: Sequence[int],
+              unsent: Sequence[EchoSink] = (), unsent_lengths: Sequence[int] = ()) -> None: ...
+
+    def drop(self, reason: str, count: int, message: str, *args: object) -> None: ...
 
 
 def send_echo(sock: socket.socket, data: bytes, address: tuple, ifindex: Optional[int],

@@ -26,6 +26,7 @@ from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
 from .responder import GroupResponder
 from .sendguard import SendGuard
+from .sharedsocket import PortSockets
 
 if TYPE_CHECKING:  # imported when metrics are on (metrics_for): prometheus_client takes ~70 ms
     from .exposition import Exposition
@@ -38,9 +39,10 @@ class Endpoints:
 
     def __init__(self, drop_log: RateLimitedLog, guard: SendGuard,
                  responders: Callable[[], Sequence[GroupResponder]], reloads: ReloadHistory,
-                 listeners: Callable[[], Sequence[Listener]]) -> None:
-        """*responders* and *reloads* are what /metrics reads; *listeners*, what /probe may
-        probe (the running config's, read at each call)."""
+                 listeners: Callable[[], Sequence[Listener]],
+                 ports: Optional[PortSockets] = None) -> None:
+        """*responders*, *reloads* and *ports* (the shared sockets) are what /metrics reads;
+        *listeners*, what /probe may probe (the running config's, read at each call)."""
         self.mping: Optional[MpingListener] = None  # the ssmping / RFC 6450 listener, if on
         self.mesh: Optional[MeshNode] = None  # this daemon's part in a mesh, if on
         self.metrics: Optional[MetricsEndpoint] = None  # the Prometheus endpoint, if on
@@ -49,6 +51,7 @@ class Endpoints:
         self._responders = responders
         self._reloads = reloads
         self._listeners = listeners
+        self._ports = ports
         self._metrics_registry: Optional[Exposition] = None
         self._poller: Optional[Poller] = None  # the loop's, once it serves
 
@@ -139,7 +142,7 @@ class Endpoints:
         if self._metrics_registry is None:
             self._metrics_registry = collectors.build_registry(self._responders, self._reloads,
                                                                lambda: self.mping,
-                                                               lambda: self.mesh)
+                                                               lambda: self.mesh, self._ports)
         prober = Prober(self._listeners) if settings.probe else None
         return metrics.endpoint_for(settings, self.metrics, self._metrics_registry, prober)
 

@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from ..config import ConfigError, load_config
+from ..net import ifaddr
 from ..net.limits import KernelLimits, read_limits
 from ..schema.keys import Config
 from ..schema.listener import Listener
 from .responder import GroupResponder, socket_key
+from .sharedsocket import PortKey, mesh_ports, port_key, sharing_ports
 
 log = logging.getLogger(__name__)
 
-BoundTo = tuple[str, int, Optional[str]]
+BoundTo = tuple[str, int, Optional[str], bool]
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Plan:
     started: list[GroupResponder] = field(default_factory=list)
     changed: dict[BoundTo, Listener] = field(default_factory=dict)
     stopped: set[BoundTo] = field(default_factory=set)
+    sharing: set[PortKey] = field(default_factory=set)  # the ports that share a socket
 
 
 class Failed(Exception):
@@ -45,10 +48,12 @@ class Failed(Exception):
 
 
 def prepare(path: str, overrides: dict, running: Sequence[tuple[BoundTo, Listener]],
-            proc_root: str, open_responder: Callable[[Listener], GroupResponder],
+            proc_root: str, open_responder: Callable[[Listener, bool], GroupResponder],
             make_room: Callable[[int], None]) -> Plan:
     """Load *path* and open what it adds to *running*; Failed (everything opened here
-    closed again) if the file is invalid or a new socket cannot be bound."""
+    closed again) if the file is invalid or a new socket cannot be bound. A new listener
+    on a port that shares a socket joins that socket (*open_responder*'s second argument
+    says whether its port shares: sharedsocket.py)."""
     try:
         config = load_config(path, overrides)
     except ConfigError as e:
@@ -59,15 +64,21 @@ def prepare(path: str, overrides: dict, running: Sequence[tuple[BoundTo, Listene
         log.exception("reload failed: internal error reading %s", path)
         raise Failed(" (internal error, see the log)") from None
     plan = Plan(config, read_limits(proc_root))
-    wanted = {socket_key(listener): listener for listener in config.listeners}
     current = dict(running)
+    shared_now = {(listener.ipv6, listener.port) for (*_, shared), listener in running
+                  if shared}
+    plan.sharing = sharing_ports(config.listeners, plan.limits,
+                                 len(ifaddr.multicast_interfaces()), shared_now,
+                                 mesh_ports(config))
+    wanted = {socket_key(listener, port_key(listener) in plan.sharing): listener
+              for listener in config.listeners}
     plan.stopped = set(current) - set(wanted)
     make_room(len(wanted) + len(current))
     try:
         for bound_to, listener in wanted.items():
             old = current.get(bound_to)
             if old is None:
-                plan.started.append(open_responder(listener))
+                plan.started.append(open_responder(listener, bound_to[-1]))
             elif old != listener:
                 plan.changed[bound_to] = listener
     except OSError as e:  # e.g. the new port is taken: nothing was changed

@@ -1,7 +1,9 @@
 """One group on one port: its socket, its membership, and the echo of every datagram.
 
 A GroupResponder owns what it opens: ``close()`` leaves the group and closes
-the socket, so shutdown is one walk over the responders. It joins when it can
+the socket -- or, on a port whose listeners share one socket (sharedsocket.py), gives
+its group back to that socket, which closes with its last listener -- so shutdown is
+one walk over the responders. It joins when it can
 and otherwise *waits*: a missing interface is a state with a reason (shown in
 STATUS), retried with backoff by the daemon's loop, never a crash.
 """
@@ -25,6 +27,7 @@ from .policy import Policy
 from .ratelimit import RateLimitedLog
 from .residence import ResidenceHistogram
 from .sendguard import SendWatch
+from .sharedsocket import PortSocket, PortSockets
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +42,20 @@ def listener_policy(listener: Listener, tracked_sources: int) -> Policy:
 class GroupResponder:
     def __init__(self, listener: Listener, hostname: str, drop_log: RateLimitedLog,
                  paths: echopath.Paths, interface_log: RateLimitedLog, tracked_sources: int,
-                 delayed: DelayedReplies) -> None:
+                 delayed: DelayedReplies, ports: Optional[PortSockets] = None) -> None:
         """*tracked_sources*: this listener's share of the daemon's bound on rate-limited
-        sources (policy.share_sources; the daemon sets it again when listeners change)."""
+        sources (policy.share_sources; the daemon sets it again when listeners change).
+        *ports*: the daemon's port sockets, if this listener's port shares one."""
         self.listener = listener
-        self.bound_to = socket_key(listener)  # what the socket is bound to: see socket_key
+        self.ports = ports
+        self.port_socket: Optional[PortSocket] = None  # the shared one, once open()
+        self.bound_to = socket_key(listener, ports is not None)  # see socket_key
         self.paths = paths
         self.path = self.paths.pick(listener)
         self.tracked_sources = tracked_sources
         self.policy = listener_policy(listener, tracked_sources)
+        self.batch_profile: Optional[str] = None  # see _profile
+        self._profile()
         self.hostname = hostname
         self.drop_log = drop_log
         self.sock: Optional[socket.socket] = None  # None: closed, or waiting to bind (open())
@@ -73,6 +81,13 @@ class GroupResponder:
         interface is absent there is no socket yet and the listener waits for it, as an
         IPv4 listener's membership does; sync() binds the socket when it appears."""
         self.limits = limits
+        if self.ports is not None:
+            self.port_socket, opened = self.ports.attach(self)
+            self.sock = self.port_socket.sock
+            self.send_watch = self.port_socket.send_watch  # one socket, one send queue
+            if opened:
+                self.log_buffers(limits)
+            return
         scope = 0
         if self.listener.link_scope:
             try:
@@ -124,6 +139,7 @@ class GroupResponder:
                                                        listener.sources):
             self.policy = listener_policy(listener, self.tracked_sources)
             self._loopback_peers()
+        self._profile()
         socket_options = ("ttl", "loopback", "recv_buffer", "send_buffer", "share_port")
         if self.sock is not None and any(getattr(old, name) != getattr(listener, name)
                                          for name in socket_options):
@@ -154,6 +170,18 @@ class GroupResponder:
     def _loopback_peers(self) -> None:
         self.policy.loopback_peers = any(i.name == "lo"
                                          for i in self.memberships.joined.values())
+        self._profile()
+
+    def _profile(self) -> None:
+        """What the listeners of a port socket whose datagrams share a batch must have alike
+        for the batch to be checked and sent as one (batchpath.BatchEchoes._echo_alike):
+        unicast replies, no SSM sources, the same 'allow', rate limit (each its own
+        buckets), max_datagram and loopback peers. None: served a listener at a time."""
+        listener = self.listener
+        # a string: its hash is computed once (a batch's are compared as a set)
+        self.batch_profile = None if listener.reply != "unicast" or listener.sources \
+            is not None else repr((self.policy.networks, listener.rate_limit,
+                                   listener.max_datagram, self.policy.loopback_peers))
 
     def check_membership(self, now: float, interfaces: mcast.InterfaceSnapshot) -> bool:
         """Follow the interfaces: rejoin one that came back or changed, join a new one
@@ -169,10 +197,18 @@ class GroupResponder:
             return
         self.delayed.forget(self)  # its held echoes would go out of a closed socket
         self.memberships.leave_all(self.sock, self.listener)
-        self.sock.close()
+        if self.ports is not None and self.port_socket is not None:
+            self.ports.release(self, self.port_socket)  # closed with its last listener
+        else:
+            self.sock.close()
         self.sock = None
 
     # ---------------------------------------------------------------- the echo
+
+    @property
+    def reader(self) -> GroupResponder | PortSocket:
+        """What the loop polls for this listener's datagrams: itself, or its port socket."""
+        return self.port_socket if self.port_socket is not None else self
 
     def fileno(self) -> int:
         assert self.sock is not None
@@ -199,7 +235,9 @@ class GroupResponder:
 
     def kernel_drops(self) -> Optional[int]:
         """Datagrams the kernel dropped for the socket, its receive buffer full (udpstats.py);
-        None if closed or unknown. A system call: for STATUS and scrapes, never per datagram."""
+        None if closed or unknown. A socket that the port's listeners share counts its drops
+        for each of them (the kernel does not say which group a dropped datagram was for).
+        A system call: for STATUS and scrapes, never per datagram."""
         sock = self.sock  # a reload may close it meanwhile (a scrape runs in its own thread)
         return None if sock is None else socket_drops(sock)
 
@@ -227,7 +265,9 @@ class GroupResponder:
         return text
 
 
-def socket_key(listener: Listener) -> tuple[str, int, Optional[str]]:
+def socket_key(listener: Listener,
+               shared: bool) -> tuple[str, int, Optional[str], bool]:
     """What a listener's socket is bound to: changing it takes a new socket (an IPv6
-    link-scope group is bound to its interface too)."""
-    return (listener.group, listener.port, listener.interface if listener.link_scope else None)
+    link-scope group is bound to its interface too; *shared*: its port's socket)."""
+    return (listener.group, listener.port, listener.interface if listener.link_scope else None,
+            shared)

@@ -42,6 +42,7 @@ from .policy import MAX_TRACKED_SOURCES, share_sources
 from .ratelimit import RateLimitedLog
 from .reloads import ReloadHistory
 from .responder import GroupResponder
+from .sharedsocket import PortSocket, PortSockets, mesh_ports, port_key, sharing_ports
 from .signals import RecordedSignals, drain
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,16 @@ class Daemon:
         self.paths = echopath.Paths()
         self.delayed = DelayedReplies()  # echoes held for a probe's --spread, by due time
         self.responders: list[GroupResponder] = []
+        # the sockets that ports' listeners share (sharedsocket.py), and which ports do
+        self.ports = PortSockets(self.paths, self.drop_log)
+        self.ports.closing = self._unregister_reader
+        self.sharing: set[tuple[bool, int]] = set()
         self.limits = KernelLimits()
         self.reload_problem: Optional[str] = None
         self.reloads = ReloadHistory()
         # The ssmping listener and the Prometheus endpoint, if the config turns them on.
         self.endpoints = Endpoints(self.drop_log, self.paths.guard, lambda: self.responders,
-                                   self.reloads, lambda: self.config.listeners)
+                                   self.reloads, lambda: self.config.listeners, self.ports)
         self._signals: Optional[RecordedSignals] = None  # from open() on
         self._poller: Optional[Poller] = None
         self._chores: deque[Iterator[None]] = deque()  # advanced a slice per pass (_loop)
@@ -99,10 +104,20 @@ class Daemon:
         raise_open_files_limit(len(self.config.listeners))
         now = time.monotonic()
         interfaces = mcast.InterfaceSnapshot()
+        self.sharing = sharing_ports(self.config.listeners, self.limits,
+                                     len(ifaddr.multicast_interfaces()),
+                                     taken=mesh_ports(self.config))
+        for ipv6, port in sorted(self.sharing):
+            log.info("port %d (%s): its listeners share one socket", port,
+                     "IPv6" if ipv6 else "IPv4")
         for listener in self.config.listeners:
             # Its table is empty until it serves; _share_sources splits the bound before then.
-            responder = self._open_responder(listener, MAX_TRACKED_SOURCES)
+            responder = self._open_responder(listener, MAX_TRACKED_SOURCES,
+                                             port_key(listener) in self.sharing)
             self.responders.append(responder)
+        # Last listed first: the kernel finds a shared socket's membership of each datagram by
+        # walking the socket's list, newest join first, so the first listed are found first
+        for responder in reversed(self.responders):
             responder.sync(now, interfaces)
         if len(self.responders) > 1:
             joined = sum(1 for r in self.responders if r.joined)
@@ -114,11 +129,14 @@ class Daemon:
         # Bound here, served from run().
         self.endpoints.switch_metrics(self.endpoints.metrics_for(self.config.metrics))
 
-    def _open_responder(self, listener: Listener, share: int) -> GroupResponder:
+    def _open_responder(self, listener: Listener, share: int, shared: bool) -> GroupResponder:
         """Open and bind (joins come after: open(), or the rounds of checks); the caller
-        owns it. Safe in the reload thread: it touches nothing the loop uses."""
+        owns it. *shared*: its port's listeners share a socket (sharedsocket.py). Safe in
+        the reload thread: it touches nothing the loop uses (a port socket's table of
+        groups takes the new one under its lock; nothing is sent to it before it joins)."""
         responder = GroupResponder(listener, self.hostname, self.drop_log, self.paths,
-                                   self.interface_log, share, self.delayed)
+                                   self.interface_log, share, self.delayed,
+                                   self.ports if shared else None)
         try:
             responder.open(self.limits, time.monotonic())
         except OSError as e:
@@ -140,8 +158,7 @@ class Daemon:
         self._poller = Poller()
         self._poller.register(self._signals.read_end, None)
         for responder in self.responders:
-            if responder.sock is not None:  # else it waits for its interface to bind
-                self._poller.register(responder.fileno(), responder)
+            self._register(responder)  # (one waiting for its interface to bind: later)
         try:
             self.endpoints.serve(self._poller)
             self.notifier.ready(self.status_line())
@@ -188,6 +205,7 @@ class Daemon:
                     self.notifier.watchdog()
                     next_watchdog = now + watchdog  # type: ignore[operator]
                 if now >= self._next_check and not self._checking:
+                    self.ports.count()  # what batches served as one left to count
                     self._checking = True
                     chores.append(self._membership_round())
                 if now >= next_mesh:
@@ -233,8 +251,8 @@ class Daemon:
             for responder in list(self.responders):
                 waited_to_bind = responder.sock is None
                 changed = responder.check_membership(time.monotonic(), interfaces) or changed
-                if waited_to_bind and responder.sock is not None and self._poller is not None:
-                    self._poller.register(responder.fileno(), responder)  # bound late
+                if waited_to_bind and responder.sock is not None:
+                    self._register(responder)  # bound late
                 yield
         finally:
             self._checking = False
@@ -252,9 +270,9 @@ class Daemon:
         running = [(responder.bound_to, responder.listener) for responder in self.responders]
         path, overrides, proc_root = self.config.path, dict(self.overrides), self.proc_root
 
-        def open_responder(listener: Listener) -> GroupResponder:
+        def open_responder(listener: Listener, shared: bool) -> GroupResponder:
             # Its table is empty until it serves; _apply shares the bound out before then.
-            return self._open_responder(listener, MAX_TRACKED_SOURCES)
+            return self._open_responder(listener, MAX_TRACKED_SOURCES, shared)
 
         def work() -> reloader.Plan:
             return reloader.prepare(path, overrides, running, proc_root, open_responder,
@@ -307,9 +325,9 @@ class Daemon:
             self._unregister(responder)
         self._stopping.extend(stopped)
         for responder in plan.started:
-            if self._poller is not None and responder.sock is not None:
-                self._poller.register(responder.fileno(), responder)
+            self._register(responder)
         self.responders = kept + plan.started
+        self.sharing = plan.sharing
         self.endpoints.switch_metrics(metrics)
         self.endpoints.switch_mping(mping)
         self.endpoints.switch_mesh(mesh)
@@ -354,9 +372,19 @@ class Daemon:
         for responder in self.responders:
             responder.tracked_sources = share
 
-    def _unregister(self, responder: GroupResponder) -> None:
+    def _register(self, responder: GroupResponder) -> None:
+        """Poll *responder*'s socket (its port's: once for all its listeners)."""
         if self._poller is not None and responder.sock is not None:
-            self._poller.unregister(responder.fileno())
+            self._poller.register(responder.fileno(), responder.reader)
+
+    def _unregister(self, responder: GroupResponder) -> None:
+        """Stop polling *responder*'s own socket (a port socket: when it closes)."""
+        if responder.port_socket is None:
+            self._unregister_reader(responder)
+
+    def _unregister_reader(self, reader: GroupResponder | PortSocket) -> None:
+        if self._poller is not None and reader.sock is not None:
+            self._poller.unregister(reader.fileno())
 
     def _stop_responder(self, responder: GroupResponder) -> None:
         self._unregister(responder)
@@ -389,12 +417,13 @@ class Daemon:
 
     def status_line(self) -> str:
         """The STATUS text of the daemon as it stands (statusline.py)."""
+        self.ports.count()
         return statusline.status_line(self.responders, self.endpoints.mping, self.delayed,
-                                      self.reload_problem, self.endpoints.mesh)
+                                      self.reload_problem, self.endpoints.mesh, self.ports)
 
     def open_fds(self) -> list[int]:
         """Descriptors a detaching DaemonContext must keep open."""
-        fds = [r.fileno() for r in self.responders if r.sock is not None]
+        fds = sorted({r.fileno() for r in self.responders if r.sock is not None})
         fds += self.endpoints.fds()
         if self._signals is not None:
             fds += [self._signals.read_end, self._signals.write_end]

@@ -5,8 +5,9 @@ Received: IP_PKTINFO / IPV6_PKTINFO (the arrival interface and the datagram's
 destination address) and IP_TTL / IPV6_HOPLIMIT, which ``ask_for_arrival`` turns on,
 and SO_TIMESTAMPNS (the kernel's receive time). recvmsg hands them over as a list of
 (level, type, data), read by ``ip_arrival`` and ``Received``; recvmmsg leaves them in a
-raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` walks, or whose arrival interfaces a
-batch reads in place (the offsets below ``parse_ip_cmsgs``). Sent: an IP_PKTINFO /
+raw buffer (net/mmsg.py), which ``parse_ip_cmsgs`` and ``pktinfo_destination`` walk, or
+whose arrival interfaces and destinations a batch reads in place (the offsets below
+``parse_ip_cmsgs``). Sent: an IP_PKTINFO /
 IPV6_PKTINFO that picks a datagram's source address (``source_pktinfo``), and the
 IP_PKTINFO that sends a batched group echo out of its arrival interface.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Optional
+from typing import Iterator, Optional
 
 # Missing before Python 3.12 (linux/in.h, linux/in6.h): the arrival interface and TTL.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -39,6 +40,7 @@ STAMPED_ARRIVAL_SPACE = socket.CMSG_SPACE(TIMESPEC_SIZE) + ARRIVAL_SPACE
 
 _INT = struct.Struct("=i")
 _UINT = struct.Struct("=I")
+_HALVES = struct.Struct("=QQ")
 _CMSG_HEADER = struct.Struct("@Nii")  # cmsg_len, cmsg_level, cmsg_type
 _ALIGN = struct.calcsize("@N")  # a cmsg starts on a size_t boundary (CMSG_ALIGN)
 _IPPROTO_IP, _IPPROTO_IPV6 = int(socket.IPPROTO_IP), int(socket.IPPROTO_IPV6)
@@ -122,18 +124,23 @@ def source_pktinfo(address: bytes, ifindex: int = 0) -> list[tuple[int, int, byt
     return [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=i4s4s", ifindex, address, bytes(4)))]
 
 
+def _cmsgs(buffer: bytearray, start: int, length: int) -> Iterator[tuple[int, int, int, int]]:
+    """(level, type, offset of its data, its size) of each cmsg in buffer[start:start+length]."""
+    offset, end = start, start + length
+    while offset + _CMSG_HEADER.size <= end:
+        cmsg_len, level, kind = _CMSG_HEADER.unpack_from(buffer, offset)
+        if cmsg_len < _CMSG_HEADER.size or offset + cmsg_len > end:
+            return
+        yield level, kind, offset + _CMSG_HEADER.size, cmsg_len - _CMSG_HEADER.size
+        offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
 def parse_ip_cmsgs(buffer: bytearray, start: int,
                    length: int) -> tuple[Optional[int], Optional[int], Optional[int]]:
     """Walk the cmsghdr chain in buffer[start:start+length]: (ifindex, ttl, received_ns) from
     IP_PKTINFO or IPV6_PKTINFO, IP_TTL or IPV6_HOPLIMIT, and SO_TIMESTAMPNS."""
     ifindex = ttl = received_ns = None
-    offset, end = start, start + length
-    while offset + _CMSG_HEADER.size <= end:
-        cmsg_len, level, kind = _CMSG_HEADER.unpack_from(buffer, offset)
-        if cmsg_len < _CMSG_HEADER.size or offset + cmsg_len > end:
-            break
-        data = offset + _CMSG_HEADER.size
-        size = cmsg_len - _CMSG_HEADER.size
+    for level, kind, data, size in _cmsgs(buffer, start, length):
         if level == _IPPROTO_IP and size >= 4:
             if kind == IP_PKTINFO:
                 ifindex = _INT.unpack_from(buffer, data)[0]
@@ -146,8 +153,37 @@ def parse_ip_cmsgs(buffer: bytearray, start: int,
                 ttl = _INT.unpack_from(buffer, data)[0]
         elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and size >= TIMESPEC_SIZE:
             received_ns = timespec_ns(buffer, data)
-        offset += (cmsg_len + _ALIGN - 1) // _ALIGN * _ALIGN
     return ifindex, ttl, received_ns
+
+
+def pktinfo_destination(buffer: bytearray, start: int, length: int) -> Optional[bytes]:
+    """The destination address (packed: ipi_addr, ipi6_addr) of the IP_PKTINFO or
+    IPV6_PKTINFO in buffer[start:start+length]; None if it has none."""
+    for level, kind, data, size in _cmsgs(buffer, start, length):
+        if level == _IPPROTO_IP and kind == IP_PKTINFO and size >= 12:
+            return bytes(buffer[data + 8:data + 12])
+        if level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and size >= 20:
+            return bytes(buffer[data:data + 16])
+    return None
+
+
+def destination_key(packed: bytes) -> object:
+    """A destination address (packed, 4 or 16 bytes) as a batch reads it in place (the
+    offsets below): IPv4 the native integer of its four bytes, IPv6 its two native 64-bit
+    halves. A port socket keys its groups so (daemon/sharedsocket.py)."""
+    if len(packed) == 4:
+        return _UINT.unpack(packed)[0]
+    return _HALVES.unpack(packed)
+
+
+def ip_destination(ancdata: list) -> Optional[bytes]:
+    """The destination address (packed) from recvmsg's IP_PKTINFO or IPV6_PKTINFO."""
+    for level, kind, payload in ancdata:
+        if level == _IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= 12:
+            return payload[8:12]
+        if level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(payload) >= 20:
+            return payload[:16]
+    return None
 
 
 # Where a batch finds each datagram's arrival interface without walking its cmsgs
@@ -159,6 +195,10 @@ FIRST_CMSG_TYPE_WORD = (_CMSG_HEADER.size - 4) // 4
 PKTINFO_TYPE = {False: IP_PKTINFO, True: IPV6_PKTINFO}
 PKTINFO_IFINDEX_WORD = {False: _CMSG_HEADER.size // 4,  # in_pktinfo.ipi_ifindex
                         True: (_CMSG_HEADER.size + 16) // 4}  # in6_pktinfo.ipi6_ifindex
+# ... and its destination address (a shared socket's datagram says its group there): IPv4's
+# in_pktinfo.ipi_addr as one 32-bit word, IPv6's ipi6_addr as two 64-bit halves.
+PKTINFO_DESTINATION_WORD = (_CMSG_HEADER.size + 8) // 4
+PKTINFO_DESTINATION_HALF = _CMSG_HEADER.size // 8
 # The control message a batched IPv4 group echo is sent with: its in_pktinfo's
 # interface index is set per echo (the arrival one), the rest stays 0 (routing picks
 # the source address). IPv6 puts the interface in the group's sockaddr_in6 instead.

@@ -165,7 +165,8 @@ def membership_reports(config: Config, limits: KernelLimits,
                        interfaces: int = 1) -> list[tuple[int, str]]:
     """(log level, line) for the IGMP/MLD limits against what the config joins.
 
-    Each listener has a socket of its own. Per socket, net.ipv4.igmp_max_memberships
+    A listener has a socket of its own unless its port's listeners share one (they do only
+    where their memberships fit: daemon/sharedsocket.py). Per socket, net.ipv4.igmp_max_memberships
     caps IPv4 memberships (one per interface), igmp_max_msf / mld_max_msf the SSM
     sources of one membership, and net.core.optmem_max the memory they all take.
     """
@@ -176,7 +177,8 @@ def membership_reports(config: Config, limits: KernelLimits,
     most = max(memberships_per_socket(item, interfaces) for item in listeners)
     limit = limits.igmp_max_memberships
     text = (f"IGMP/MLD: {len(listeners)} group(s) ({len(v4)} IPv4, {len(v6)} IPv6, "
-            f"{len(ssm)} SSM), one socket each, up to {most} membership(s) per socket; "
+            f"{len(ssm)} SSM), one socket each unless their port shares one, up to {most} "
+            f"membership(s) per socket of its own; "
             f"{sysctl_name('igmp_max_memberships')} = "
             f"{limit if limit is not None else 'unknown'}")
     lines = [(logging.INFO, text)]

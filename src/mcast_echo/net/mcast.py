@@ -192,7 +192,23 @@ def open_socket(listener: Listener, scope: int = 0) -> socket.socket:
     joined. SO_REUSEADDR only with ``share_port``: otherwise a second responder
     on the same group and port (which would double every echo) fails to bind.
     *scope* is the interface index an IPv6 link-scope group must be bound with.
+    The socket of a listener that cannot share its port's (daemon/sharedsocket.py).
     """
+    return _bound(listener, listener.group, scope)
+
+
+def open_port_socket(listener: Listener) -> socket.socket:
+    """A non-blocking UDP socket bound to the wildcard address on *listener*'s port, of
+    its family, with its options, that sees only the groups it joins itself
+    (IP(V6)_MULTICAST_ALL=0): the one socket of every listener on that port that can
+    share it (daemon/sharedsocket.py). Each datagram's pktinfo says which group it came
+    to; unicast to the port comes in too, and is dropped by the reader. Without
+    SO_REUSEADDR nothing else can bind the port (group:port or the wildcard) while it is
+    open, as a group-bound socket refuses a second responder on its group."""
+    return _bound(listener, "::" if listener.ipv6 else "0.0.0.0", 0)
+
+
+def _bound(listener: Listener, address: str, scope: int) -> socket.socket:
     ipv6 = listener.ipv6
     sock = socket.socket(family(listener), socket.SOCK_DGRAM)
     try:
@@ -201,13 +217,13 @@ def open_socket(listener: Listener, scope: int = 0) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        # Ancillary data for the probe trailer: arrival interface and TTL / hop limit.
+        # Ancillary data for the probe trailer: arrival interface and TTL / hop limit (and
+        # the destination, which tells a port socket's groups apart).
         ask_for_arrival(sock, ipv6)
         # The kernel's receive time: a probe's residence time starts there (wire/probe.py).
         enable_receive_stamps(sock)
         apply_options(sock, listener)
-        sock.bind((listener.group, listener.port, 0, scope) if ipv6
-                  else (listener.group, listener.port))
+        sock.bind((address, listener.port, 0, scope) if ipv6 else (address, listener.port))
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -74,6 +74,7 @@ HDR_WORDS = HDR_SIZE // 4  # the header array read as 32-bit words
 LEN_WORD = MMsgHdr.msg_len.offset // 4
 FLAGS_WORD = MsgHdr.msg_flags.offset // 4
 IOV_SIZE = sizeof(IoVec)
+SIZE_T = sizeof(c_size_t)
 # An echo's length goes into the low 32 bits of its iov_len (the high ones stay 0: a
 # datagram is under 64 KiB), so that it is one 32-bit word, like the received msg_len.
 SEND_LENGTH_WORD = (IoVec.iov_len.offset
@@ -179,6 +180,15 @@ class Batch:
                                               CONTROL_SIZE // 4]
         self.arrival_ifindexes = control_words[ancillary.PKTINFO_IFINDEX_WORD[ipv6]::
                                                CONTROL_SIZE // 4]
+        # ... and its destination (a shared socket's datagram: which group it came to):
+        # IPv4 one raw 32-bit integer (as ``sources``), IPv6 two native 64-bit halves
+        self.destinations = control_words[ancillary.PKTINFO_DESTINATION_WORD::
+                                          CONTROL_SIZE // 4]
+        control_halves = memoryview(self.control).cast("Q")
+        self.destination_highs = control_halves[ancillary.PKTINFO_DESTINATION_HALF::
+                                                CONTROL_SIZE // 8]
+        self.destination_lows = control_halves[ancillary.PKTINFO_DESTINATION_HALF + 1::
+                                               CONTROL_SIZE // 8]
         # ... and where a group echo says which interface it leaves by
         if ipv6:
             self.group_ifindexes = memoryview(self.group_names).cast("I")[6::NAME_SIZE // 4]
@@ -234,6 +244,45 @@ class Batch:
         """Whether arrival_ifindexes[:count] hold the arrival interfaces: every datagram's
         first cmsg is its pktinfo (not so while they carry their receive time)."""
         return set(self.first_cmsg_types[:count]) == {ancillary.PKTINFO_TYPE[self.ipv6]}
+
+    def destination_keys(self, count: int) -> list:
+        """Each of the first *count* datagrams' destination address as the shared socket
+        keys its groups (ancillary.destination_key): read in place while every pktinfo is the
+        first cmsg, else walked from each one's cmsgs (while they carry receive times)."""
+        if self.arrivals_in_place(count):
+            if self.ipv6:
+                return list(zip(self.destination_highs[:count], self.destination_lows[:count]))
+            return self.destinations[:count].tolist()
+        keys = []
+        for index in range(count):
+            length = struct.unpack_from("@N", self.recv_hdrs,
+                                        index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
+            packed = ancillary.pktinfo_destination(self.control, index * CONTROL_SIZE,
+                                                   min(length, CONTROL_SIZE))
+            keys.append(None if packed is None else ancillary.destination_key(packed))
+        return keys
+
+    def gather(self, source: Batch, indices: list[int]) -> None:
+        """Copy datagrams *indices* of *source* (a batch of the same family and size) into
+        this one's first len(indices) slots, as recvmmsg would have left them: payload,
+        sender, ancillary data, length, flags. A shared socket's batch mixing several
+        listeners' datagrams is served a listener at a time this way (sharedsocket.py)."""
+        words, source_words = self.words, source.words
+        control_length = MsgHdr.msg_controllen.offset
+        stride = PAYLOAD_STRIDE
+        for slot, index in enumerate(indices):
+            length = source.lengths[index]
+            self.payloads[slot * stride:slot * stride + length] = \
+                source.payloads[index * stride:index * stride + length]
+            self.names[slot * NAME_SIZE:(slot + 1) * NAME_SIZE] = \
+                source.names[index * NAME_SIZE:(index + 1) * NAME_SIZE]
+            self.control[slot * CONTROL_SIZE:(slot + 1) * CONTROL_SIZE] = \
+                source.control[index * CONTROL_SIZE:(index + 1) * CONTROL_SIZE]
+            here, there = slot * HDR_WORDS, index * HDR_WORDS
+            words[here + LEN_WORD] = source_words[there + LEN_WORD]
+            words[here + FLAGS_WORD] = source_words[there + FLAGS_WORD]
+            here, there = slot * HDR_SIZE + control_length, index * HDR_SIZE + control_length
+            self.recv_hdrs[here:here + SIZE_T] = source.recv_hdrs[there:there + SIZE_T]
 
     def payload(self, index: int, length: int) -> bytes:
         start = index * PAYLOAD_STRIDE

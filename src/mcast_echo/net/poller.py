@@ -18,14 +18,18 @@ class Poller:
         self._targets: dict[int, Any] = {}
 
     def register(self, fd: int, target: Any) -> None:
+        """Poll *fd* for *target* (again for the same one: nothing to do)."""
         assert self._epoll is not None
+        if self._targets.get(fd) is target:
+            return
         self._epoll.register(fd, select.EPOLLIN)
         self._targets[fd] = target
 
     def unregister(self, fd: int) -> None:
+        """Stop polling *fd* (one never registered: nothing to do)."""
         assert self._epoll is not None
-        self._epoll.unregister(fd)
-        del self._targets[fd]
+        if self._targets.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
 
     def wait(self, timeout: float) -> list[Any]:
         """The targets of the descriptors that are readable, waiting up to *timeout* s."""
