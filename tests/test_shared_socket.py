@@ -235,3 +235,35 @@ def test_a_reload_that_removes_one_group_of_a_shared_socket_keeps_the_others(
             assert f"{group}:5000 on eth0: received {seen}, echoed {seen}" in status, status
     finally:
         daemon.kill()
+
+
+def test_one_listener_keeps_its_group_bound_socket_and_a_reload_adding_one_keeps_working(
+        lab, write_config, sink):
+    """A port with one listener binds its group, as before sharing existed (other programs may
+    bind other groups of the port beside it); a reload that adds a second group to it keeps
+    a socket per listener until a restart (the wildcard cannot bind beside the old socket)
+    instead of failing."""
+    host, local_if, (local, remote), _ = lab
+    base = f"port: {PORT}\ninterface: eth0\nrate_limit: off\n"
+    wildcard = f"00000000:{PORT:04X}"
+    daemon = serve(host, write_config, sink, base + listeners(["239.82.0.1"]))
+    try:
+        [bound] = sockets_on_port(host, False)
+        assert bound != wildcard
+        with client(False, local_if, local) as sock:
+            sock.sendto(b"one", ("239.82.0.1", PORT))
+            assert [data for data, _ in collect(sock, 1)] == [b"one"]
+            write_config(base + listeners(["239.82.0.1", "239.82.0.2"]))
+            status = counters_status(daemon, sink)
+            deadline = time.monotonic() + 10
+            while "239.82.0.2:5000 on eth0" not in status and time.monotonic() < deadline:
+                status = counters_status(daemon, sink)
+            assert "reload failed" not in status, status
+            for group in ("239.82.0.1", "239.82.0.2"):
+                sock.sendto(group.encode(), (group, PORT))
+            replies = sorted(data for data, _ in collect(sock, 2))
+        assert replies == [b"239.82.0.1", b"239.82.0.2"]
+        on_port = sockets_on_port(host, False)
+        assert len(on_port) == 2 and wildcard not in on_port, on_port
+    finally:
+        daemon.kill()

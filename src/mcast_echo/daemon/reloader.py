@@ -65,11 +65,11 @@ def prepare(path: str, overrides: dict, running: Sequence[tuple[BoundTo, Listene
         raise Failed(" (internal error, see the log)") from None
     plan = Plan(config, read_limits(proc_root))
     current = dict(running)
-    shared_now = {(listener.ipv6, listener.port) for (*_, shared), listener in running
-                  if shared}
+    shared_now = {port_key(listener) for (*_, shared), listener in running if shared}
+    unshared_now = {port_key(listener) for (*_, shared), listener in running if not shared}
     plan.sharing = sharing_ports(config.listeners, plan.limits,
                                  len(ifaddr.multicast_interfaces()), shared_now,
-                                 mesh_ports(config))
+                                 mesh_ports(config), unshared_now)
     wanted = {socket_key(listener, port_key(listener) in plan.sharing): listener
               for listener in config.listeners}
     plan.stopped = set(current) - set(wanted)

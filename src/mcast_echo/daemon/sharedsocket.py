@@ -10,15 +10,18 @@ listener by listener) to that group's responder, whose policy, reply mode, ident
 counters apply exactly as on a socket of its own. A datagram to the port that is not to
 one of its groups (unicast, say) is a *stray*: dropped, counted, never echoed.
 
-A port's listeners share when every one of them can (``shares``) and they agree on the
-socket-wide options (TTL, loopback, buffers): a ``share_port`` listener needs a group-bound
-socket that others may bind too, an IPv6 link-scope group one bound to its interface, and
-either would conflict with the wildcard bind, as would the mesh's group socket on its port.
+A port's listeners share when there are two or more, every one of them can (``shares``)
+and they agree on the socket-wide options (TTL, loopback, buffers): a ``share_port``
+listener needs a group-bound socket that others may bind too, an IPv6 link-scope group one
+bound to its interface, and either would conflict with the wildcard bind, as would the mesh's
+group socket on its port.
 Those ports keep a socket per listener, as do ports whose IPv4 memberships would not fit in
 one socket (net.ipv4.igmp_max_memberships, net.core.optmem_max): the daemon logs which, and
 the sysctl that would let them share.
-A reload that makes a port start or stop sharing fails (the new sockets cannot bind
-beside the old): restart the daemon for that.
+A port with one listener keeps its group-bound socket. On a reload, a port whose listeners
+have a socket each keeps them until a restart (the wildcard cannot bind beside them), and one
+that shares keeps sharing; a reload that would make a sharing port stop (a ``share_port`` or
+link-scope listener added to it) fails: restart the daemon for that.
 """
 
 from __future__ import annotations
@@ -61,21 +64,32 @@ def shares(listener: Listener) -> bool:
 
 def sharing_ports(listeners: Iterable[Listener], limits: KernelLimits, interfaces: int = 1,
                   shared_now: Iterable[PortKey] = (),
-                  taken: Iterable[PortKey] = ()) -> set[PortKey]:
-    """The (ipv6, port) whose listeners share one socket: every listener on the port can,
-    they agree on the socket's options, their memberships fit in one socket, and the port
-    is not *taken* by another of the daemon's sockets bound to a group (the mesh's). A port
-    that could share but does not fit is logged with the sysctl to raise; one that shares
-    already (*shared_now*, a reload) keeps sharing (a join that does not fit then waits,
-    the errno's advice in STATUS: a port cannot stop sharing on a reload)."""
-    shared_now, taken = set(shared_now), set(taken)
+                  taken: Iterable[PortKey] = (),
+                  unshared_now: Iterable[PortKey] = ()) -> set[PortKey]:
+    """The (ipv6, port) whose listeners share one socket: two or more listeners on the port,
+    every one of them can, they agree on the socket's options, their memberships fit in one
+    socket, and the port is not *taken* by another of the daemon's sockets bound to a group
+    (the mesh's). A port with one listener keeps its group-bound socket (nothing to batch
+    across; other programs may bind other groups of the port beside it, as before sharing).
+    A port that could share but does not fit is logged with the sysctl to raise; one that
+    shares already (*shared_now*, a reload) keeps sharing (a join that does not fit then
+    waits, the errno's advice in STATUS: a port cannot stop sharing on a reload), and one
+    whose listeners have a socket each (*unshared_now*, a reload) keeps that until a
+    restart: its group-bound sockets leave no room for the wildcard bind."""
+    shared_now, taken, unshared_now = set(shared_now), set(taken), set(unshared_now)
     by_port: dict[PortKey, list[Listener]] = {}
     for listener in listeners:
         by_port.setdefault(port_key(listener), []).append(listener)
     sharing = set()
     for key, on_port in by_port.items():
         options = {tuple(getattr(item, name) for name in SOCKET_OPTIONS) for item in on_port}
-        if key in taken or not all(map(shares, on_port)) or len(options) > 1:
+        if key in taken or len(on_port) < 2 or not all(map(shares, on_port)) \
+                or len(options) > 1:
+            continue
+        if key in unshared_now:
+            log.info("port %d (%s): %d listeners keep a socket each until the daemon restarts "
+                     "(a running port cannot start sharing one)", key[1],
+                     "IPv6" if key[0] else "IPv4", len(on_port))
             continue
         short = None if key in shared_now else _too_many(on_port, limits, interfaces)
         if short is None:
