@@ -246,6 +246,21 @@ class BatchEchoes:
 
     # What both families do once their checks are done.
 
+    def _echo_lone_if_admitted(self, fd: int, responder: EchoSink, length: int, key: Any,
+                               now: float) -> bool:
+        """The checks both families make of a lone datagram after their own -- allow, an
+        unresolved neighbour, then the rate limit (last: an admit takes a token) -- and its
+        echo; False leaves it to _echo."""
+        policy = responder.policy
+        unresolved = self.unresolved
+        limiter = policy.limiter
+        if ((policy.filters_sources and not policy.admitted_by_acl(key))
+                or (unresolved and key in unresolved)  # (group replies: _echo sees)
+                or (limiter is not None and limiter.admit(key, 1, now) == 0)):
+            return False
+        self._echo_lone(fd, responder, length)
+        return True
+
     def _echo_lone(self, fd: int, responder: EchoSink, length: int) -> None:
         """Echo the lone datagram in the buffers, which passed every check (_echo_one)."""
         batch = self.batch

@@ -28,24 +28,18 @@ class BatchPath(BatchEchoes):
         policy = responder.policy
         length = batch.lengths[0]
         source = batch.sources[0]
-        limiter = policy.limiter
         own = policy.own_addresses
         if now >= own.due:  # OwnAddresses.ipv4(), written out: this runs per round trip
             own.refresh(now)
         own_ipv4 = own.ipv4_keys
-        unresolved = self.unresolved
         listener = responder.listener
         if (batch.first_octets[0] in policy.refused_octets
                 or not batch.port_high_bytes[0]  # a port below 256 (0 among them): to _echo
                 or (own_ipv4 is not None and source in own_ipv4)
                 or length > listener.max_datagram
-                or batch.first_payload_words[0] == PROBE_MAGIC_WORD
-                or (policy.filters_sources and not policy.admitted_by_acl(source))
-                or (unresolved and source in unresolved)  # (group replies: _echo sees)
-                or (limiter is not None and limiter.admit(source, 1, now) == 0)):
+                or batch.first_payload_words[0] == PROBE_MAGIC_WORD):
             return False
-        self._echo_lone(fd, responder, length)
-        return True
+        return self._echo_lone_if_admitted(fd, responder, length, source, now)
 
     def _passing_sources(self, count: int, responder: EchoSink,
                          now: float) -> Optional[Mapping[int, int]]:

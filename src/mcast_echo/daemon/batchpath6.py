@@ -58,18 +58,12 @@ class BatchPath6(BatchEchoes):
         own = policy.own_addresses
         if now >= own.due:  # OwnAddresses.ipv6(), written out: this runs per round trip
             own.refresh(now)
-        limiter = policy.limiter
-        unresolved = self.unresolved
         if ((not 0 < key >> 120 < 0xFF and impossible_ipv6(key, policy.loopback_peers))
                 or (own_ipv6_key(key, batch.scopes[0]) in own.ipv6_keys
                     and not (batch.first_cmsg_types[0] == IPV6_PKTINFO  # came in on lo
-                             and batch.arrival_ifindexes[0] == LOOPBACK_IFINDEX))
-                or (policy.filters_sources and not policy.admitted_by_acl(key))
-                or (unresolved and key in unresolved)  # (group replies: _echo sees)
-                or (limiter is not None and limiter.admit(key, 1, now) == 0)):
+                             and batch.arrival_ifindexes[0] == LOOPBACK_IFINDEX))):
             return False
-        self._echo_lone(fd, responder, length)
-        return True
+        return self._echo_lone_if_admitted(fd, responder, length, key, now)
 
     def _passing_sources(self, count: int, responder: EchoSink,
                          now: float) -> Optional[dict[int, int]]:
