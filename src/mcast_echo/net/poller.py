@@ -20,15 +20,16 @@ class Poller:
     def register(self, fd: int, target: Any) -> None:
         """Poll *fd* for *target* (again for the same one: nothing to do)."""
         assert self._epoll is not None
-        if self._targets.get(fd) is target:
-            return
+        if fd in self._targets and self._targets[fd] is target:
+            return  # (a target may be None: the signals' wake-up pipe)
         self._epoll.register(fd, select.EPOLLIN)
         self._targets[fd] = target
 
     def unregister(self, fd: int) -> None:
         """Stop polling *fd* (one never registered: nothing to do)."""
         assert self._epoll is not None
-        if self._targets.pop(fd, None) is not None:
+        if fd in self._targets:
+            del self._targets[fd]
             self._epoll.unregister(fd)
 
     def wait(self, timeout: float) -> list[Any]:
