@@ -318,14 +318,22 @@ def test_100000_forged_sources_memory_stays_bounded(forged_lab, write_config, si
         after_first = daemon.rss_kib()
         second = forge_and_count(forged, receiver, "100.96.0.0", 100_000, 60)
         after_second = daemon.rss_kib()
+        third = forge_and_count(forged, receiver, "100.80.0.0", 100_000, 60)
+        fourth = forge_and_count(forged, receiver, "100.112.0.0", 100_000, 60)
+        after_fourth = daemon.rss_kib()
         print(f"forged sources: RSS {baseline} KiB -> {after_first} KiB after 100,000 distinct "
-              f"sources ({elapsed:.1f} s) -> {after_second} KiB after 100,000 more")
-        assert first == (100_000, 100_000) and second == (100_000, 100_000), (first, second)
+              f"sources ({elapsed:.1f} s) -> {after_second} KiB after 100,000 more -> "
+              f"{after_fourth} KiB after 200,000 more")
+        assert all(done == (100_000, 100_000) for done in (first, second, third, fourth)), \
+            (first, second, third, fourth)
         counts = counters(daemon, sink)
-        assert counts["echoed"] == 202_000 and counts["dropped"] == 0, counts
-        # the table holds 65,536 sources at most: the second 100,000 cost (almost) nothing
-        assert after_second - after_first < 2048, (after_first, after_second)
+        assert counts["echoed"] == 402_000 and counts["dropped"] == 0, counts
+        # The table holds 65,536 sources at most. It fills during the first 100,000; the
+        # eviction path's own allocations settle during the second (1.3-2.3 MiB measured);
+        # after that, another 200,000 new sources cost nothing: bounded, not merely slow.
         assert after_first - baseline < 48 * 1024, (baseline, after_first)
+        assert after_second - after_first < 4096, (after_first, after_second)
+        assert after_fourth - after_second < 512, (after_second, after_fourth)
         assert daemon.proc.poll() is None
     finally:
         daemon.kill()
