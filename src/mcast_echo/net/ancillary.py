@@ -158,13 +158,10 @@ def parse_ip_cmsgs(buffer: bytearray, start: int,
 
 def pktinfo_destination(buffer: bytearray, start: int, length: int) -> Optional[bytes]:
     """The destination address (packed: ipi_addr, ipi6_addr) of the IP_PKTINFO or
-    IPV6_PKTINFO in buffer[start:start+length]; None if it has none."""
-    for level, kind, data, size in _cmsgs(buffer, start, length):
-        if level == _IPPROTO_IP and kind == IP_PKTINFO and size >= 12:
-            return bytes(buffer[data + 8:data + 12])
-        if level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and size >= 20:
-            return bytes(buffer[data:data + 16])
-    return None
+    IPV6_PKTINFO in buffer[start:start+length]; None if it has none (ip_destination reads
+    it, as from recvmsg's list)."""
+    return ip_destination([(level, kind, bytes(buffer[data:data + size]))
+                           for level, kind, data, size in _cmsgs(buffer, start, length)])
 
 
 def destination_key(packed: bytes) -> object:

@@ -255,10 +255,7 @@ class Batch:
             return self.destinations[:count].tolist()
         keys = []
         for index in range(count):
-            length = struct.unpack_from("@N", self.recv_hdrs,
-                                        index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
-            packed = ancillary.pktinfo_destination(self.control, index * CONTROL_SIZE,
-                                                   min(length, CONTROL_SIZE))
+            packed = ancillary.pktinfo_destination(self.control, *self._control_span(index))
             keys.append(None if packed is None else ancillary.destination_key(packed))
         return keys
 
@@ -316,9 +313,14 @@ class Batch:
         """(arrival interface index, arrival TTL, the kernel's receive time in ns) from
         IP_PKTINFO / IP_TTL / SO_TIMESTAMPNS, None if absent (net/ancillary.py walks the
         control buffer). Read only for probes."""
+        return parse_ip_cmsgs(self.control, *self._control_span(index))
+
+    def _control_span(self, index: int) -> tuple[int, int]:
+        """Where datagram *index*'s ancillary data lies in the control buffer: (start, the
+        msg_controllen the kernel left, at most its slot)."""
         length = struct.unpack_from("@N", self.recv_hdrs,
                                     index * HDR_SIZE + MsgHdr.msg_controllen.offset)[0]
-        return parse_ip_cmsgs(self.control, index * CONTROL_SIZE, min(length, CONTROL_SIZE))
+        return index * CONTROL_SIZE, min(length, CONTROL_SIZE)
 
 
 def group_sockaddr(group: str, ipv6: bool) -> bytes:
