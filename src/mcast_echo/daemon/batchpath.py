@@ -155,25 +155,16 @@ class BatchEchoes(BatchSends):
             return False
         drops: Optional[dict[int, str]] = None
         if first.policy.limiter is not None:
-            over = None
             if len(counts) == 1:
                 (source,) = counts
-                for owner, wanted in Counter(owners).items():
-                    allowed = owner.policy.limiter.admit(source, wanted, now)
-                    if allowed < wanted:
-                        over = over if over is not None else {}
-                        over[(owner, source)] = allowed
-                keys: Sequence[int] = [source] * count if over else ()
+                wanted = {(owner, source): n for owner, n in Counter(owners).items()}
             elif self.ipv6:  # (each datagram's key is not at hand: the walk has them)
                 return False
             else:
-                keys = batch.sources[:count]
-                for (owner, source), wanted in Counter(zip(owners, keys)).items():
-                    allowed = owner.policy.limiter.admit(source, wanted, now)
-                    if allowed < wanted:
-                        over = over if over is not None else {}
-                        over[(owner, source)] = allowed
+                wanted = Counter(zip(owners, batch.sources[:count]))
+            over = over_rate_by_listener(wanted, now)
             if over:
+                keys = [source] * count if len(counts) == 1 else batch.sources[:count]
                 drops = self._rate_drops(count, owners, keys, over)
         lengths = batch.lengths[:count]
         batch.send_lengths[:count] = lengths
@@ -335,6 +326,21 @@ class BatchEchoes(BatchSends):
         if stamps and HELD in stamps.values():  # echoes held for --spread: not sent now
             unsent = {**drops, **{i: HELD for i, at in stamps.items() if at is HELD}}
         self._send(fd, count, unsent, responder, stamps)
+
+
+def over_rate_by_listener(wanted: Mapping[tuple[Any, int], int],
+                          now: float) -> Optional[dict[tuple[Any, int], int]]:
+    """As over_rate, for a batch of several listeners of a port socket: *wanted* is
+    {(listener's responder, source key): its datagrams}, each taken from that listener's
+    own buckets. None if all may pass, else {pair: how many may} for the pairs over."""
+    over = None
+    for pair, datagrams in wanted.items():
+        allowed = pair[0].policy.limiter.admit(pair[1], datagrams, now)
+        if allowed < datagrams:
+            if over is None:
+                over = {}
+            over[pair] = allowed
+    return over
 
 
 def over_rate(limiter: Optional[SourceRateLimiter], counts: Mapping[int, int],

@@ -131,7 +131,8 @@ class PortSocket:
     def __init__(self, listener: Listener, path: echopath.EchoPath,
                  drop_log: RateLimitedLog) -> None:
         self.sock = mcast.open_port_socket(listener)
-        self.ipv6, self.port = listener.ipv6, listener.port
+        self.key = port_key(listener)
+        self.ipv6, self.port = self.key
         self.path = path
         self.drop_log = drop_log
         self.by_group: dict[object, GroupResponder] = {}
@@ -227,9 +228,9 @@ class PortSockets:
         with self._lock:
             port_socket = self.sockets.get(port_key(listener))
             opened = port_socket is None
-            if port_socket is None:
+            if opened:
                 port_socket = PortSocket(listener, self.paths.pick(listener), self.drop_log)
-                self.sockets[port_key(listener)] = port_socket
+                self.sockets[port_socket.key] = port_socket
             port_socket.by_group[PortSocket.group_key(listener)] = responder
         return port_socket, opened
 
@@ -242,8 +243,8 @@ class PortSockets:
                 del port_socket.by_group[key]
             if port_socket.by_group:
                 return
-            if self.sockets.get((port_socket.ipv6, port_socket.port)) is port_socket:
-                del self.sockets[(port_socket.ipv6, port_socket.port)]
+            if self.sockets.get(port_socket.key) is port_socket:
+                del self.sockets[port_socket.key]
         self.closing(port_socket)
         port_socket.sock.close()
 
