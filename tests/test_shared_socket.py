@@ -15,6 +15,8 @@ that one batch holds several listeners' datagrams. Every loop is bounded.
 from __future__ import annotations
 
 import itertools
+import socket
+import struct
 import time
 
 import pytest
@@ -115,6 +117,37 @@ def test_unicast_to_the_shared_port_is_never_echoed_and_is_counted(lab, write_co
         assert "239.78.0.1:5000 on eth0: received 0, echoed 0, dropped 0" in status, status
         assert value(scrape(listen), "mcast_echo_port_strays_total", port=str(PORT),
                      family="ipv4") == 20
+    finally:
+        daemon.kill()
+
+
+
+def test_each_listener_keeps_its_reply_mode_in_a_burst_that_mixes_them(lab, write_config, sink):
+    """One port, three listeners: unicast, group and both replies; one burst round-robin
+    over them. Each group's requests come back as its listener says -- to the sender, to
+    its own group on the sender's port, or both -- never as a neighbour's."""
+    host, local_if, (local, remote), _ = lab
+    modes = {"239.83.0.1": "unicast", "239.83.0.2": "group", "239.83.0.3": "both"}
+    daemon = serve(host, write_config, sink, f"port: {PORT}\ninterface: eth0\n"
+                   "rate_limit: off\nlisteners:\n" + "".join(
+                       f"  - group: {group}\n    reply: {mode}\n"
+                       for group, mode in modes.items()))
+    try:
+        assert len(sockets_on_port(host, False)) == 1
+        with client(False, local_if, local, join="239.83.0.2") as sock:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack(
+                "=4s4si", socket.inet_aton("239.83.0.3"), bytes(4),
+                socket.if_nametoindex(local_if)))
+            for n in range(20):
+                for group in modes:
+                    sock.sendto(f"{group} {n}".encode(), (group, PORT))
+            replies = collect(sock, 80)
+        came: dict[tuple[str, bool], int] = {}
+        for data, to_group in replies:
+            key = (data.split()[0].decode(), to_group)
+            came[key] = came.get(key, 0) + 1
+        assert came == {("239.83.0.1", False): 20, ("239.83.0.2", True): 20,
+                        ("239.83.0.3", False): 20, ("239.83.0.3", True): 20}, came
     finally:
         daemon.kill()
 
